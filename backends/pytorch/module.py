@@ -1,0 +1,251 @@
+"""The in-process PyTorch module: an interpreter of the lowered program, closures compiled once.
+
+No Python source is generated or executed here: each lowered expression becomes a closure over
+torch functions, so a spec is never passed to `eval`/`exec` (DESIGN.md principle).
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ncd.backends.pytorch import runtime
+from ncd.backends.pytorch.program import Assign, Init, Loop, Program, Stmt
+from ncd.errors import NcdError
+from ncd.ir import SpecIR
+from ncd.ops.base import BinOp, Call, Expr, Index, Lit, Method, Ref, SelfAttr, UnaryOp
+
+NAMESPACE = {"torch": torch, "F": F, "rt": runtime}
+BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow,
+          "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+          "!=": operator.ne}
+Env = dict[str, Any]
+Thunk = Callable[[Env, nn.Module], Any]
+
+
+def resolve(dotted: str) -> Any:
+    head, *rest = dotted.split(".")
+    obj = NAMESPACE[head]
+    for part in rest:
+        obj = getattr(obj, part)
+    return obj
+
+
+def compile_expr(expr: Expr) -> Thunk:
+    if isinstance(expr, Ref):
+        key = expr.id
+        return lambda env, m: env[key]
+    if isinstance(expr, Lit):
+        value = expr.value
+        return lambda env, m: value
+    if isinstance(expr, SelfAttr):
+        parts = expr.path.split(".")
+
+        def get(env: Env, m: nn.Module) -> Any:
+            obj: Any = m
+            for part in parts:
+                obj = getattr(obj, part)
+            return obj
+
+        return get
+    if isinstance(expr, Call):
+        fn = compile_expr(expr.fn) if not isinstance(expr.fn, str) else None
+        static = resolve(expr.fn) if isinstance(expr.fn, str) else None
+        args = [compile_expr(a) for a in expr.args]
+        kwargs = [(k, compile_expr(v)) for k, v in expr.kwargs]
+
+        def run_call(env: Env, m: nn.Module) -> Any:
+            target = static if fn is None else fn(env, m)
+            return target(*[a(env, m) for a in args], **{k: v(env, m) for k, v in kwargs})
+
+        return run_call
+    if isinstance(expr, Method):
+        obj = compile_expr(expr.obj)
+        args = [compile_expr(a) for a in expr.args]
+        name = expr.name
+        return lambda env, m: getattr(obj(env, m), name)(*[a(env, m) for a in args])
+    if isinstance(expr, Index):
+        obj = compile_expr(expr.obj)
+        items = [_index_item(i) for i in expr.items]
+        if len(items) == 1:
+            only = items[0]
+            return lambda env, m: obj(env, m)[only(env, m)]
+        return lambda env, m: obj(env, m)[tuple(i(env, m) for i in items)]
+    if isinstance(expr, BinOp):
+        fn2 = BINARY[expr.op]
+        left, right = compile_expr(expr.left), compile_expr(expr.right)
+        return lambda env, m: fn2(left(env, m), right(env, m))
+    if isinstance(expr, UnaryOp):
+        operand = compile_expr(expr.operand)
+        return lambda env, m: -operand(env, m)
+    raise TypeError(f"cannot compile {expr!r}")
+
+
+def _index_item(item: Any) -> Thunk:
+    if item == "...":
+        return lambda env, m: Ellipsis
+    if item == "None":
+        return lambda env, m: None
+    if item == ":":
+        full = slice(None)
+        return lambda env, m: full
+    if isinstance(item, int):
+        return lambda env, m: item
+    return compile_expr(item)
+
+
+def compile_body(body: list[Stmt]) -> Callable[[Env, nn.Module], None]:
+    steps = [_compile_stmt(s) for s in body]
+
+    def run(env: Env, m: nn.Module) -> None:
+        for step in steps:
+            step(env, m)
+
+    return run
+
+
+def _compile_stmt(stmt: Stmt) -> Callable[[Env, nn.Module], None]:
+    if isinstance(stmt, Assign):
+        target, thunk = stmt.target, compile_expr(stmt.expr)
+
+        def assign(env: Env, m: nn.Module) -> None:
+            env[target] = thunk(env, m)
+
+        return assign
+    return {"scan": _scan, "repeat": _repeat, "halting": _halting}[stmt.kind](stmt)
+
+
+def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
+    body, inits, length = compile_body(loop.body), [compile_expr(i) for i in loop.inits], compile_expr(loop.length)
+    carry_results, emit_results = loop.results[: loop.n_carry], loop.results[loop.n_carry:]
+
+    def run(env: Env, m: nn.Module) -> None:
+        for arg, init in zip(loop.args, inits):
+            env[arg] = init(env, m)
+        outs: list[list[Any]] = [[] for _ in emit_results]
+        n = length(env, m)
+        for t in (range(n - 1, -1, -1) if loop.reverse else range(n)):
+            env[loop.index] = t
+            body(env, m)
+            for arg, res in zip(loop.args, carry_results):
+                env[arg] = env[res]
+            for out, res in zip(outs, emit_results):
+                out.append(env[res])
+        stacked = [runtime.stack_steps(o, d, loop.reverse) for o, d in zip(outs, loop.emit_dims)]
+        env[loop.target] = stacked[0] if len(stacked) == 1 else tuple(stacked)
+
+    return run
+
+
+def _repeat(loop: Loop) -> Callable[[Env, nn.Module], None]:
+    body, inits, length = compile_body(loop.body), [compile_expr(i) for i in loop.inits], compile_expr(loop.length)
+
+    def run(env: Env, m: nn.Module) -> None:
+        for arg, init in zip(loop.args, inits):
+            env[arg] = init(env, m)
+        for _ in range(length(env, m)):
+            body(env, m)
+            for arg, res in zip(loop.args, loop.results):
+                env[arg] = env[res]
+        env[loop.target] = tuple(env[a] for a in loop.args)
+
+    return run
+
+
+def _halting(loop: Loop) -> Callable[[Env, nn.Module], None]:
+    body, inits, length = compile_body(loop.body), [compile_expr(i) for i in loop.inits], compile_expr(loop.length)
+    weights = [compile_expr(w) for w in loop.weight_align]
+    carry_results, halt_result = loop.results[: loop.n_carry], loop.results[loop.n_carry]
+    threshold = 1.0 - loop.eps
+
+    def run(env: Env, m: nn.Module) -> None:
+        for arg, init in zip(loop.args, inits):
+            env[arg] = init(env, m)
+        acc: list[Any] = [0.0 for _ in loop.args]
+        halting = remainders = updates = None
+        for n in range(length(env, m)):
+            env[loop.index] = n
+            body(env, m)
+            weight, halting, remainders, updates, running = runtime.act_weights(
+                env[halt_result], halting, remainders, updates, threshold)
+            env["act_weight"] = weight
+            for i, (arg, res) in enumerate(zip(loop.args, carry_results)):
+                acc[i] = runtime.act_mix(acc[i], env[res], weights[i](env, m))
+                env[arg] = env[res]
+            if not running:
+                break
+        env[loop.target] = (*acc, updates + remainders)
+
+    return run
+
+
+class CompiledModule(nn.Module):
+    """One block of a spec as a torch module: parameters named as in the spec, sub-blocks as children."""
+
+    def __init__(self, spec: SpecIR, programs: dict[str, Program], key: str, top: bool = True) -> None:
+        super().__init__()
+        program = programs[key]
+        self._ncd_block = key
+        self._ncd_top = top
+        self._ncd_program = program
+        for name, block_key, repeat in program.instances:
+            if repeat:
+                self.add_module(name, nn.ModuleList(CompiledModule(spec, programs, block_key, top=False)
+                                                    for _ in range(repeat)))
+            else:
+                self.add_module(name, CompiledModule(spec, programs, block_key, top=False))
+        if program.taps:
+            self.taps = nn.ModuleDict({name: nn.Identity() for name in program.taps})
+        self._ncd_consts: dict[str, torch.Tensor] = {}
+        for init in program.inits:
+            self._initialise(init)
+        self._ncd_run = compile_body(program.body)
+
+    def _initialise(self, init: Init) -> None:
+        env: Env = {}
+        compile_body(init.body)(env, self)
+        value = env[init.result]
+        if init.kind == "const":
+            master = value.to(torch.float64) if value.is_floating_point() else value
+            self._ncd_consts[init.name] = master
+            self.register_buffer(init.name, master.to(torch.get_default_dtype()), persistent=False)
+            return
+        value = value.to(torch.get_default_dtype()).contiguous()
+        if init.kind == "param":
+            self.register_parameter(init.name, nn.Parameter(value))
+        else:
+            self.register_buffer(init.name, value)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        """Constants are recomputed from their float64 value after a dtype/device change, so
+        `.double()` gives exact constants rather than float32 ones widened."""
+        out = super()._apply(fn, recurse)
+        for name, master in self._ncd_consts.items():
+            current = getattr(self, name)
+            setattr(self, name, master.to(device=current.device, dtype=current.dtype))
+        return out
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        program = self._ncd_program
+        if len(inputs) != len(program.inputs):
+            names = ", ".join(p for _, p, _, _ in program.inputs)
+            raise NcdError(f"block {program.key} takes {len(program.inputs)} inputs ({names}), got {len(inputs)}")
+        env: Env = {}
+        for (var, port, axes, sizes), x in zip(program.inputs, inputs):
+            if self._ncd_top:
+                try:
+                    runtime.check_input(x, port, axes, sizes)
+                except (TypeError, ValueError) as exc:
+                    raise NcdError(str(exc), hint="lifted (batch) axes lead; the block's own axes come last"
+                                   ) from None
+            env[var] = x
+        self._ncd_run(env, self)
+        results = [env[r] for r in program.results]
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def extra_repr(self) -> str:
+        return f"block={self._ncd_block}"

@@ -1,0 +1,262 @@
+"""Checked IR → a small straight-line program per block, read by both the interpreter and emitter.
+
+Each statement assigns one variable (named after its node id). Control constructs — scans,
+repeats and halting loops — are statements with nested bodies. Nothing here runs torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import sympy
+
+from ncd import sizes as sz
+from ncd.errors import NcdError
+from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType
+from ncd.ops import OPS
+from ncd.ops.base import Call, Expr, Index, Lit, LowerCtx, Method, Ref, SelfAttr, call, lit
+from ncd.ops.layout import align
+
+
+@dataclass
+class Assign:
+    target: str
+    expr: Expr
+
+
+@dataclass
+class Loop:
+    """A scan over an axis, a fixed repeat, or an ACT halting loop."""
+
+    kind: str  # scan | repeat | halting
+    target: str
+    args: list[str]
+    inits: list[Expr]
+    body: list["Stmt"]
+    results: list[str]
+    length: Expr | None = None  # scan: the scanned axis' size; repeat/halting: the step count
+    index: str | None = None
+    reverse: bool = False
+    emit_dims: list[int] = field(default_factory=list)  # scan: where each emitted sequence stacks
+    n_carry: int = 0
+    eps: float = 0.0
+    weight_align: list[Expr] = field(default_factory=list)  # halting: Ref("__w") aligned to each carry
+    node_id: str = ""
+
+
+Stmt = Union[Assign, Loop]
+
+
+@dataclass
+class Init:
+    name: str
+    kind: str  # param | buffer | const
+    shape: tuple[int, ...]
+    body: list[Stmt]
+    result: str
+
+
+@dataclass
+class Program:
+    key: str
+    inputs: list[tuple[str, str, tuple[str, ...], tuple[int | None, ...]]]  # (var, port, axes, sizes)
+    body: list[Stmt]
+    results: list[str]
+    inits: list[Init]
+    instances: list[tuple[str, str, int | None]]  # (name, block key, repeat)
+    taps: list[str]
+
+
+class SizeTable:
+    """Bound sizes of every axis after the user's bindings and the checker's inference."""
+
+    def __init__(self, spec: SpecIR) -> None:
+        self.spec = spec
+        self._sizes = {k: v.size for k, v in spec.axes.items()}
+
+    def expr(self, axis: str) -> sympy.Expr:
+        return sz.resolve(axis.rstrip("'"), self._sizes, self.spec.bindings)
+
+    def bound(self, axis: str) -> int | None:
+        value = self.expr(axis)
+        return int(value) if value.is_number and value.is_integer else None
+
+    def number(self, text: str, where: Node) -> int | float:
+        value = sz.parse(text)
+        subs = {s: self.expr(s.name) for s in value.free_symbols}
+        value = value.subs(subs) if subs else value
+        if value.free_symbols:
+            names = ", ".join(sorted(s.name for s in value.free_symbols))
+            span = where.loc.span if where.loc else None
+            raise NcdError(f"this value needs the size of axis {names}, which is not bound", span,
+                           hint=f"bind it: ncd.load(..., {names.split(',')[0]}=...) or --set {names.split(',')[0]}=...")
+        if value in (sympy.oo, -sympy.oo):
+            return float(value)
+        if value.is_integer:
+            return int(value)
+        return float(value)
+
+
+class Lowering:
+    """Lowers one block specialisation."""
+
+    def __init__(self, spec: SpecIR, block: BlockIR, sizes: SizeTable) -> None:
+        self.spec = spec
+        self.block = block
+        self.sizes = sizes
+        self.types: dict[str, list[WireType]] = {}
+        self.nodes: dict[str, Node] = {}
+        self.inputs = [n for n in block.nodes if n.op == "input"]
+        self.anchor: Expr | None = None
+
+    # ---------------------------------------------------------------- sizes
+    def size_expr(self, axis: str) -> Expr:
+        bound = self.sizes.bound(axis)
+        if bound is not None:
+            return lit(bound)
+        for node in self.inputs:
+            if axis in node.type.axes:
+                return Method(Ref(node.id), "size", (lit(node.type.axes.index(axis) - len(node.type.axes)),))
+        raise NcdError(f"axis {axis} has no bound size and no input of block {self.block.name} carries it",
+                       self.block.loc.span if self.block.loc else None, hint=f"bind it: --set {axis}=...")
+
+    # ---------------------------------------------------------------- programs
+    def program(self) -> Program:
+        if self.inputs:
+            self.anchor = Ref(self.inputs[0].id)
+        body = self.stmts(self.block.nodes)
+        inputs = [(n.id, n.name or n.id, n.type.axes, tuple(self.sizes.bound(a) for a in n.type.axes))
+                  for n in self.inputs]
+        saved_anchor, self.anchor = self.anchor, None
+        inits = [self.init(p) for p in self.block.params]
+        self.anchor = saved_anchor
+        instances = [(i.name, i.block, i.repeat) for i in self.block.instances]
+        return Program(self.block.key, inputs, body, list(self.block.results), inits, instances,
+                       list(self.block.taps))
+
+    def init(self, param: ParamDef) -> Init:
+        assert param.init is not None
+        shape = []
+        for axis in param.type.axes:
+            bound = self.sizes.bound(axis)
+            if bound is None:
+                span = param.loc.span if param.loc else None
+                raise NcdError(f"{param.kind} {param.name} has axis {axis}, whose size is not bound", span,
+                               hint=f"bind it: --set {axis}=... (weights need concrete sizes)")
+            shape.append(bound)
+        return Init(param.name, param.kind, tuple(shape), self.stmts(param.init.nodes), param.init.results[0])
+
+    def stmts(self, nodes: list[Node]) -> list[Stmt]:
+        out: list[Stmt] = []
+        for node in nodes:
+            self.nodes[node.id] = node
+            self.types[node.id] = node.types
+            if node.op in ("input", "region_arg", "loop_index"):
+                continue
+            if node.op in ("scan", "repeat", "halting"):
+                out.append(getattr(self, f"loop_{node.op}")(node))
+            else:
+                out.append(Assign(node.id, self.expr(node)))
+        return out
+
+    def in_types(self, node: Node) -> list[WireType]:
+        types = []
+        for i in node.inputs:
+            src = self.nodes[i]
+            if src.op == "tuple_get":
+                types.append(src.types[0])
+            else:
+                types.append(self.types[i][0])
+        return types
+
+    def expr(self, node: Node) -> Expr:
+        op = node.op
+        refs = [Ref(i) for i in node.inputs]
+        if op == "number":
+            return lit(self.sizes.number(node.attrs["value"], node))
+        if op in ("param", "buffer", "const"):
+            return SelfAttr(node.attrs["name"])
+        if op == "tuple_get":
+            return Index(refs[0], (node.attrs["index"],))
+        if op == "tap":
+            return Call(SelfAttr(f"taps.{node.attrs['name']}"), (refs[0],))
+        if op == "call":
+            return self.call_block(node, refs)
+        if op == "init_random":
+            args = tuple(float(self.sizes.number(a, node)) for a in node.attrs["args"])
+            shape = tuple(self.sizes.bound(a) for a in node.type.axes)
+            return call("rt.init_tensor", lit(node.attrs["dist"]), lit(args), lit(shape))
+        if op == "init_fill":
+            shape = tuple(self.sizes.bound(a) for a in node.type.axes)
+            return call("torch.full", lit(shape), lit(float(node.attrs["value"])))
+        if op == "materialize":
+            src = self.in_types(node)[0]
+            shape = tuple(self.sizes.bound(a) for a in node.type.axes)
+            return call("rt.materialize", align(refs[0], src, node.type.axes), lit(shape))
+        if op == "broadcast":
+            src = self.in_types(node)[0]
+            sizes = call("rt.tuple_of", *(self.size_expr(a) for a in node.type.axes))
+            return call("rt.expand_core", align(refs[0], src, node.type.axes), sizes)
+        opdef = OPS.get(op)
+        if opdef is None:
+            raise NcdError(f"internal: no lowering for op {op}")
+        ctx = LowerCtx(in_types=self.in_types(node), size_of=self.sizes.bound, size_expr=self.size_expr,
+                       refs=refs, anchor=self.anchor)
+        return opdef.lower(node, ctx)
+
+    def call_block(self, node: Node, refs: list[Ref]) -> Expr:
+        lift = list(node.attrs["lift"])
+        args = []
+        for ref, got, port in zip(refs, self.in_types(node), node.attrs["ports"]):
+            args.append(align(ref, got, lift + list(port)))
+        target = SelfAttr(node.attrs["instance"])
+        if node.attrs.get("repeat"):
+            return call("rt.chain", target, *args)
+        return Call(target, tuple(args))
+
+    # ---------------------------------------------------------------- loops
+    def _carry_init(self, node: Node, i: int, t: WireType) -> Expr:
+        src = self.nodes[node.inputs[i]]
+        if src.op == "number":
+            value = self.sizes.number(src.attrs["value"], src)
+            sizes = call("rt.tuple_of", *(self.size_expr(a) for a in t.axes))
+            anchor = self.anchor if self.anchor is not None else lit(None)
+            return call("rt.new_full", anchor, sizes, lit(float(value)))
+        return Ref(node.inputs[i])
+
+    def loop_scan(self, node: Node) -> Loop:
+        region = node.regions[0]
+        n_carry = len(node.attrs["carries"])
+        arg_nodes = region.nodes[: len(region.args)]
+        carry_types = [a.type for a in arg_nodes[:n_carry]]
+        inits = [self._carry_init(node, i, t) for i, t in enumerate(carry_types)]
+        body = self.stmts(region.nodes)
+        emit_dims = [-len(t.axes) for t in node.types]
+        return Loop("scan", node.id, region.args[:n_carry], inits, body, list(region.results),
+                    length=self.size_expr(node.attrs["axis"]), index=region.args[n_carry],
+                    reverse=bool(node.attrs["reverse"]), emit_dims=emit_dims, n_carry=n_carry, node_id=node.id)
+
+    def loop_repeat(self, node: Node) -> Loop:
+        region = node.regions[0]
+        body = self.stmts(region.nodes)
+        return Loop("repeat", node.id, list(region.args), [Ref(i) for i in node.inputs], body,
+                    list(region.results), length=lit(int(node.attrs["count"])), n_carry=len(region.args),
+                    node_id=node.id)
+
+    def loop_halting(self, node: Node) -> Loop:
+        region = node.regions[0]
+        n_carry = len(node.attrs["carries"])
+        arg_nodes = region.nodes[: len(region.args)]
+        carry_types = [a.type for a in arg_nodes[:n_carry]]
+        inits = [self._carry_init(node, i, t) for i, t in enumerate(carry_types)]
+        body = self.stmts(region.nodes)
+        p_type = WireType(axes=tuple(node.attrs["halt_axes"]), lifted=True)
+        weight_align = [align(Ref("act_weight"), p_type, t.axes) for t in carry_types]
+        return Loop("halting", node.id, region.args[:n_carry], inits, body, list(region.results),
+                    length=lit(int(node.attrs["max"])), index=region.args[n_carry], n_carry=n_carry,
+                    eps=float(node.attrs["eps"]), weight_align=weight_align, node_id=node.id)
+
+
+def lower_spec(spec: SpecIR) -> dict[str, Program]:
+    sizes = SizeTable(spec)
+    return {key: Lowering(spec, block, sizes).program() for key, block in spec.blocks.items()}

@@ -1,0 +1,46 @@
+"""The user-facing entry points: check a spec, load it as a torch module."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ncd.errors import NcdError
+from ncd.frontend.builder import build_spec
+from ncd.ir import SpecIR
+
+
+def read_spec(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
+    """(source, display name): a path to a .ncd file, a library spec name, or spec text itself."""
+    text = os.fspath(path_or_text)
+    if "\n" not in text and "{" not in text:
+        path = Path(text)
+        if path.suffix == ".ncd" or path.exists():
+            if not path.is_file():
+                raise NcdError(f"no such spec file: {text}")
+            return path.read_text(encoding="utf-8"), str(path)
+        from ncd.library import library_path
+
+        found = library_path(text)
+        if found is not None:
+            return found.read_text(encoding="utf-8"), str(found)
+        raise NcdError(f"no such spec file or library spec: {text}", hint="ncd list shows the library")
+    return text, "<spec>"
+
+
+def check(path_or_text: str | os.PathLike[str], *, block: str | None = None, **sizes: int) -> SpecIR:
+    """Parse and type-check a spec; returns its IR (axes still symbolic where unbound)."""
+    source, name = read_spec(path_or_text)
+    return build_spec(source, name, sizes, block)
+
+
+def load(path_or_text: str | os.PathLike[str], *, block: str | None = None, scan_backend: str = "auto",
+         **sizes: int):
+    """Compile a spec to an in-process ``torch.nn.Module`` with the given axis sizes bound."""
+    from ncd.backends.pytorch import compile_module
+
+    source, name = read_spec(path_or_text)
+    ir = build_spec(source, name, sizes, block)
+    try:
+        return compile_module(ir, scan_backend=scan_backend)
+    except NcdError as exc:
+        raise exc.located(source, name) from None

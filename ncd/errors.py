@@ -1,0 +1,78 @@
+"""The one exception users see: every failure points at the spec text that caused it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Span:
+    """A place in a spec: 1-based line and column, as editors count them."""
+
+    line: int
+    col: int
+    end_line: int | None = None
+    end_col: int | None = None
+
+
+class NcdError(ValueError):
+    """A spec (or a call into a compiled spec) is wrong.
+
+    Rendered as ``file:line:col: message``, the offending source line, a caret under the column,
+    and a hint that says how to fix it. Subclasses ValueError so generic callers can catch it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        span: Span | None = None,
+        *,
+        hint: str | None = None,
+        source: str | None = None,
+        filename: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.hint = hint
+        self.source = source
+        self.filename = filename
+
+    @property
+    def line(self) -> int | None:
+        return self.span.line if self.span else None
+
+    @property
+    def col(self) -> int | None:
+        return self.span.col if self.span else None
+
+    def located(self, source: str | None, filename: str | None) -> "NcdError":
+        """Attach the spec text and file name at the API boundary (einops-style re-raise)."""
+        if self.source is None:
+            self.source = source
+        if self.filename is None:
+            self.filename = filename
+        return self
+
+    def __str__(self) -> str:
+        where = self.filename or "<spec>"
+        if self.span is not None:
+            where = f"{where}:{self.span.line}:{self.span.col}"
+        lines = [f"{where}: {self.message}"]
+        if self.span is not None and self.source is not None:
+            src_lines = self.source.splitlines()
+            if 1 <= self.span.line <= len(src_lines):
+                text = src_lines[self.span.line - 1].replace("\t", " ")
+                lines.append(f"    {text}")
+                lines.append("    " + " " * (self.span.col - 1) + "^")
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": self.filename,
+            "line": self.line,
+            "col": self.col,
+            "message": self.message,
+            "hint": self.hint,
+        }

@@ -1,0 +1,62 @@
+"""Text → Lark parse tree, with syntax errors turned into located, helpful NcdErrors."""
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from ncd.errors import NcdError, Span
+
+# Terminal names Lark generates for the grammar's literals, said the way a user would.
+_PRETTY = {
+    "RBRACE": "'}'", "LBRACE": "'{'", "RPAR": "')'", "LPAR": "'('", "RSQB": "']'", "LSQB": "'['",
+    "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "NAME": "a name", "NUMBER": "a number",
+    "INT": "an integer", "__ANON_0": "'->'", "SEMICOLON": "';'", "MORETHAN": "'>'",
+}
+
+_PYTHON_HINTS = ("import", "def", "lambda", "exec", "eval", "__", "class", "print", "open")
+
+
+@lru_cache(maxsize=1)
+def parser() -> Lark:
+    """One LALR parser per process; building it is the slow part of a cold start."""
+    grammar = resources.files("ncd.grammar").joinpath("ncd.lark").read_text(encoding="utf-8")
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def parse(source: str, filename: str | None = None) -> Tree:
+    try:
+        return parser().parse(source)
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, source).located(source, filename) from None
+
+
+def _syntax_error(exc: UnexpectedInput, source: str) -> NcdError:
+    line, col = max(exc.line, 1), max(exc.column, 1)
+    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
+        lines = source.splitlines() or [""]
+        return NcdError("unexpected end of the spec", Span(len(lines), len(lines[-1]) + 1),
+                        hint="a block or bracket is not closed")
+    if isinstance(exc, UnexpectedCharacters):
+        char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else "?"
+        hint = "specs are data, not Python: only the .ncd language is accepted" if char in "\"'`$!?%&|\\" else None
+        return NcdError(f"unexpected character {char!r}", Span(line, col), hint=hint)
+    assert isinstance(exc, UnexpectedToken)
+    token: Token = exc.token
+    expected = sorted(_PRETTY.get(t, repr(t.lower()) if t.isupper() else t) for t in exc.expected)[:8]
+    hint = f"expected {', '.join(expected)}" if expected else None
+    if str(token) in _PYTHON_HINTS or str(token).startswith("__"):
+        hint = "specs are data, not Python: Python code is never executed"
+    return NcdError(f"unexpected {str(token)!r}", Span(line, col), hint=hint)
+
+
+def span_of(item: Tree | Token) -> Span | None:
+    """The 1-based position of a tree or token, or None for a synthetic placeholder."""
+    if isinstance(item, Token):
+        return Span(item.line, item.column) if item.line is not None else None
+    meta = getattr(item, "meta", None)
+    if meta is None or getattr(meta, "empty", True):
+        return None
+    return Span(meta.line, meta.column)

@@ -1,0 +1,164 @@
+"""The typed IR: pydantic nodes in networkx graphs, one graph per block specialisation.
+
+A value's type is the ordered tuple of its *core* axes. At run time a value may also carry the
+block's lifted (broadcast) axes as leading dimensions: ``lifted=True`` says so. Lifted axes are
+never named inside a block — that is what makes a block reusable over any batch of axes.
+
+Everything here is plain data: ``SpecIR.model_dump_json()`` and ``SpecIR.model_validate_json``
+round-trip exactly, and analyses/renderers read these models without importing the builder.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Literal
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict, Field
+
+from ncd.errors import Span
+
+
+class Loc(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    line: int
+    col: int
+
+    @property
+    def span(self) -> Span:
+        return Span(self.line, self.col)
+
+
+class AxisDef(BaseModel):
+    """A named axis. ``size`` is a sympy-parsable expression in other axis names, or None (free)."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    size: str | None = None
+    prime_of: str | None = None
+    loc: Loc | None = None
+
+
+class WireType(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    axes: tuple[str, ...] = ()
+    lifted: bool = True
+    dtype: Literal["float", "bool", "int"] = "float"
+
+    def __str__(self) -> str:
+        lead = "..., " if self.lifted and self.axes else ("..." if self.lifted else "")
+        return f"[{lead}{', '.join(self.axes)}]"
+
+
+class Node(BaseModel):
+    """One operation. ``op`` keys the op table (ncd.ops); ``inputs`` are producer node ids."""
+
+    id: str
+    op: str
+    inputs: list[str] = Field(default_factory=list)
+    attrs: dict[str, Any] = Field(default_factory=dict)
+    types: list[WireType] = Field(default_factory=list)
+    loc: Loc | None = None
+    regions: list["Region"] = Field(default_factory=list)
+    name: str | None = None  # the spec's name for this value, when it has one
+
+    @property
+    def type(self) -> WireType:
+        return self.types[0]
+
+
+class Region(BaseModel):
+    """A nested body (scan step, repeat body, halting step, constant formula).
+
+    ``args`` are ids of ``region_arg`` nodes bound on entry; ``results`` are ids produced on exit.
+    Nodes may read ids of the enclosing scopes (closures), as MLIR regions do.
+    """
+
+    kind: str
+    args: list[str] = Field(default_factory=list)
+    nodes: list[Node] = Field(default_factory=list)
+    results: list[str] = Field(default_factory=list)
+
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        return to_graph(self.nodes)
+
+
+class ParamDef(BaseModel):
+    """A learned parameter, a buffer (masks) or a constant computed from a formula."""
+
+    name: str
+    kind: Literal["param", "buffer", "const"]
+    type: WireType
+    init: Region | None = None  # nodes computing the initial value (formula or initialiser call)
+    loc: Loc | None = None
+
+
+class InstanceDef(BaseModel):
+    name: str
+    block: str  # key into SpecIR.blocks
+    repeat: int | None = None
+    loc: Loc | None = None
+
+
+class Port(BaseModel):
+    name: str
+    type: WireType
+
+
+class BlockIR(BaseModel):
+    key: str
+    name: str
+    inputs: list[Port]
+    outputs: list[WireType]
+    params: list[ParamDef] = Field(default_factory=list)
+    instances: list[InstanceDef] = Field(default_factory=list)
+    taps: list[str] = Field(default_factory=list)
+    nodes: list[Node] = Field(default_factory=list)
+    results: list[str] = Field(default_factory=list)
+    loc: Loc | None = None
+
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        return to_graph(self.nodes)
+
+
+class SpecMeta(BaseModel):
+    title: str = ""
+    paper: str = ""
+
+
+class SpecIR(BaseModel):
+    name: str
+    axes: dict[str, AxisDef]
+    bindings: dict[str, int] = Field(default_factory=dict)
+    blocks: dict[str, BlockIR]
+    entry: str
+    meta: SpecMeta = Field(default_factory=SpecMeta)
+
+    @property
+    def entry_block(self) -> BlockIR:
+        return self.blocks[self.entry]
+
+
+def to_graph(nodes: list[Node]) -> nx.DiGraph:
+    """The dataflow graph of one scope: node ids → Node, edges carry the input position."""
+    graph = nx.DiGraph()
+    for node in nodes:
+        graph.add_node(node.id, node=node)
+    for node in nodes:
+        for position, src in enumerate(node.inputs):
+            if src in graph:
+                graph.add_edge(src, node.id, position=position, type=graph.nodes[src]["node"].types)
+    return graph
+
+
+def walk(nodes: list[Node]):
+    """Every node of a scope and of its nested regions, in program order."""
+    for node in nodes:
+        yield node
+        for region in node.regions:
+            yield from walk(region.nodes)
+
+
+Node.model_rebuild()
+Region.model_rebuild()

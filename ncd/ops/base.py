@@ -1,0 +1,154 @@
+"""What one op table entry holds, and the small expression language lowerings are written in.
+
+A lowering returns an ``Expr`` tree, not Python text and not a closure: the in-process
+interpreter (backends/pytorch/module.py) and the source emitter (backends/pytorch/emit.py)
+both read the same tree, so emitted code computes bit-identically what the module computes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from ncd.errors import NcdError, Span
+from ncd.ir import Node, WireType
+
+
+# ------------------------------------------------------------------------- lowering expressions
+@dataclass(frozen=True)
+class Ref:
+    """A value computed earlier in the program (by node id)."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class Lit:
+    """A Python literal baked into the program (numbers, tuples of ints, strings, None)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class SelfAttr:
+    """``self.<path>``: a parameter, buffer, sub-module or tap of the running module."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Call:
+    """``fn(*args, **kwargs)``; ``fn`` is a dotted name in the runtime namespace, or an Expr."""
+
+    fn: Union[str, "Expr"]
+    args: tuple["Expr", ...] = ()
+    kwargs: tuple[tuple[str, "Expr"], ...] = ()
+
+
+@dataclass(frozen=True)
+class Method:
+    """``obj.name(*args, **kwargs)``."""
+
+    obj: "Expr"
+    name: str
+    args: tuple["Expr", ...] = ()
+    kwargs: tuple[tuple[str, "Expr"], ...] = ()
+
+
+@dataclass(frozen=True)
+class Index:
+    """``obj[pattern]`` where pattern items are '...', 'None', ':' or an int/Expr."""
+
+    obj: "Expr"
+    items: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # one of + - * / ** < <= > >= == !=
+    left: "Expr"
+    right: "Expr"
+
+
+@dataclass(frozen=True)
+class UnaryOp:
+    op: str  # '-'
+    operand: "Expr"
+
+
+Expr = Union[Ref, Lit, SelfAttr, Call, Method, Index, BinOp, UnaryOp]
+
+
+def call(fn: str, *args: Expr, **kwargs: Expr) -> Call:
+    return Call(fn, tuple(args), tuple(kwargs.items()))
+
+
+def lit(value: Any) -> Lit:
+    return Lit(value)
+
+
+# ------------------------------------------------------------------------- typing context
+@dataclass
+class TypeCtx:
+    """What a typing rule may ask of the builder: sizes, locations and fresh errors."""
+
+    span: Span | None
+    sizes: Callable[[str], Any]  # axis name -> sympy size (symbols for free axes)
+    known_axis: Callable[[str], bool]
+    unify: Callable[[str, Any, str], None]  # (axis, sympy size, what) -> bind a free axis or check
+
+    def error(self, message: str, hint: str | None = None) -> NcdError:
+        return NcdError(message, self.span, hint=hint)
+
+
+@dataclass
+class LowerCtx:
+    """What a lowering may ask: the input types and each axis's bound size (int or None)."""
+
+    in_types: Sequence[WireType]
+    size_of: Callable[[str], int | None]  # bound size, or None where only the run time knows it
+    size_expr: Callable[[str], Expr]  # a literal, or a read of some input's shape
+    refs: Sequence[Expr]
+    anchor: Expr | None  # a tensor whose dtype/device new tensors follow (None: float64 on the CPU)
+
+
+# ------------------------------------------------------------------------- keyword signatures
+AXIS, AXES, AXIS_MAP, NUMBER, NAME = "axis", "axes", "axis_map", "number", "name"
+
+
+@dataclass(frozen=True)
+class Kw:
+    kind: str
+    default: Any = None
+    required: bool = False
+
+
+# ------------------------------------------------------------------------- the table entry
+InferFn = Callable[[TypeCtx, list[WireType], dict[str, Any]], list[WireType]]
+LowerFn = Callable[[Node, LowerCtx], Expr]
+CostFn = Callable[[Node, Sequence[WireType], Callable[[str], Any]], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything the compiler knows about one primitive, in one place.
+
+    ``infer``: the axis-typing rule; ``lower``: the torch lowering; ``cost``: FLOPs/bytes as
+    sympy in axis sizes (filled by ncd.analysis where absent: elementwise by default);
+    ``draw``: how the renderer labels it.
+    """
+
+    name: str
+    family: str
+    infer: InferFn
+    lower: LowerFn
+    arity: tuple[int, int] = (1, 1)
+    kwargs: Mapping[str, Kw] = field(default_factory=dict)
+    cost: CostFn | None = None
+    draw: str | None = None  # box label; defaults to the name
+    doc: str = ""
+
+
+def axis_pos_from_end(axes: Sequence[str], axis: str) -> int:
+    """Negative dim of a core axis: lifted dims lead, so only the distance from the end is fixed."""
+    return axes.index(axis) - len(axes)

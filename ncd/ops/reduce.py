@@ -1,0 +1,109 @@
+"""Ops that name the axis they act on: reductions, softmax, norms, scans over one axis."""
+from __future__ import annotations
+
+from typing import Any
+
+from ncd.ir import Node, WireType
+from ncd.ops.base import AXES, AXIS, NUMBER, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.layout import neg_dim
+
+
+def _over(attrs: dict[str, Any]) -> tuple[str, ...]:
+    over = attrs["over"]
+    return tuple(over) if isinstance(over, (list, tuple)) else (over,)
+
+
+def _check_over(ctx: TypeCtx, t: WireType, attrs: dict[str, Any], single: bool) -> tuple[str, ...]:
+    over = _over(attrs)
+    if single and len(over) != 1:
+        raise ctx.error(f"this op acts on exactly one axis, got {len(over)}", hint="write over = A")
+    for axis in over:
+        if axis not in t.axes:
+            raise ctx.error(f"axis {axis} is not on this wire, whose axes are [{', '.join(t.axes)}]",
+                            hint="name one of the wire's axes in over = ...")
+    return over
+
+
+def _infer_reduce(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list[WireType]:
+    over = _check_over(ctx, ins[0], attrs, single=False)
+    t = ins[0]
+    return [WireType(axes=tuple(a for a in t.axes if a not in over), lifted=t.lifted)]
+
+
+def _infer_keep(single: bool):
+    def infer(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list[WireType]:
+        _check_over(ctx, ins[0], attrs, single=single)
+        return [WireType(axes=ins[0].axes, lifted=ins[0].lifted)]
+
+    return infer
+
+
+def _dims(node: Node, ctx: LowerCtx) -> tuple[int, ...]:
+    axes = ctx.in_types[0].axes
+    return tuple(neg_dim(axes, a) for a in _over(node.attrs))
+
+
+def _reduce(method: str):
+    def lower(node: Node, ctx: LowerCtx) -> Expr:
+        return call(method, ctx.refs[0], dim=lit(_dims(node, ctx)))
+
+    return lower
+
+
+def _along(fn: str):
+    def lower(node: Node, ctx: LowerCtx) -> Expr:
+        (dim,) = _dims(node, ctx)
+        return call(fn, ctx.refs[0], dim=lit(dim))
+
+    return lower
+
+
+def _trailing(node: Node, ctx: LowerCtx) -> tuple[bool, tuple[int, ...]]:
+    """Whether the normalised axes are the last core axes, in order (the fast, fused case)."""
+    axes = ctx.in_types[0].axes
+    over = _over(node.attrs)
+    dims = tuple(neg_dim(axes, a) for a in over)
+    return dims == tuple(range(-len(over), 0)), dims
+
+
+def _norm(fused: str, helper: str, eps_default: float):
+    def lower(node: Node, ctx: LowerCtx) -> Expr:
+        trailing, dims = _trailing(node, ctx)
+        eps = lit(float(node.attrs.get("eps", eps_default)))
+        sizes = tuple(ctx.size_of(a) for a in _over(node.attrs))
+        if trailing and all(s is not None for s in sizes):
+            return call(fused, ctx.refs[0], lit(sizes), eps=eps)
+        return call(helper, ctx.refs[0], lit(dims), eps)
+
+    return lower
+
+
+def _l2norm_lower(node: Node, ctx: LowerCtx) -> Expr:
+    (dim,) = _dims(node, ctx)
+    return call("F.normalize", ctx.refs[0], dim=lit(dim), eps=lit(float(node.attrs.get("eps", 1e-12))))
+
+
+OVER = {"over": Kw(AXES, required=True)}
+OVER1 = {"over": Kw(AXIS, required=True)}
+OVER_EPS = {"over": Kw(AXES, required=True), "eps": Kw(NUMBER)}
+
+OPS: tuple[OpDef, ...] = (
+    OpDef("sum", "reduce", _infer_reduce, _reduce("torch.sum"), kwargs=OVER, doc="Σ over the named axes"),
+    OpDef("mean", "reduce", _infer_reduce, _reduce("torch.mean"), kwargs=OVER, doc="mean over the named axes"),
+    OpDef("max", "reduce", _infer_reduce, _reduce("torch.amax"), kwargs=OVER, doc="max over the named axes"),
+    OpDef("min", "reduce", _infer_reduce, _reduce("torch.amin"), kwargs=OVER, doc="min over the named axes"),
+    OpDef("logsumexp", "reduce", _infer_reduce, _reduce("torch.logsumexp"), kwargs=OVER,
+          doc="log Σ exp over the named axes"),
+    OpDef("softmax", "normalise", _infer_keep(True), _along("torch.softmax"), kwargs=OVER1,
+          doc="softmax along one axis"),
+    OpDef("log_softmax", "normalise", _infer_keep(True), _along("torch.log_softmax"), kwargs=OVER1,
+          doc="log-softmax along one axis"),
+    OpDef("cumsum", "normalise", _infer_keep(True), _along("torch.cumsum"), kwargs=OVER1,
+          doc="running sum along one axis"),
+    OpDef("layernorm", "normalise", _infer_keep(False), _norm("F.layer_norm", "rt.layer_norm", 1e-5),
+          kwargs=OVER_EPS, doc="(x - mean) / sqrt(var + eps) over the named axes, no affine"),
+    OpDef("rmsnorm", "normalise", _infer_keep(False), _norm("F.rms_norm", "rt.rms_norm", 1e-6),
+          kwargs=OVER_EPS, doc="x / sqrt(mean(x²) + eps) over the named axes, no affine"),
+    OpDef("l2norm", "normalise", _infer_keep(True), _l2norm_lower,
+          kwargs={"over": Kw(AXIS, required=True), "eps": Kw(NUMBER)}, doc="x / ‖x‖₂ along one axis"),
+)
