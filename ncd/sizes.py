@@ -15,8 +15,12 @@ def parse(text: str) -> sympy.Expr:
     """Read back a size stored in the IR as text (sympy's own printer wrote it)."""
     names = {}
     for token in _tokens(text):
-        names[_safe(token)] = symbol(token)
+        if token not in _SYMPY_NAMES:  # sstr writes these for folded numbers: sqrt(6)/8, pi/2, oo
+            names[_safe(token)] = symbol(token)
     return sympy.sympify(_escape(text), locals=names)
+
+
+_SYMPY_NAMES = frozenset({"sqrt", "exp", "log", "Abs", "pi", "oo", "zoo", "nan"})
 
 
 def to_text(expr: sympy.Expr) -> str:

@@ -121,7 +121,8 @@ def _compile_stmt(stmt: Stmt) -> Callable[[Env, nn.Module], None]:
 
 def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
     body, inits, length = compile_body(loop.body), [compile_expr(i) for i in loop.inits], compile_expr(loop.length)
-    carry_results, emit_results = loop.results[: loop.n_carry], loop.results[loop.n_carry:]
+    results = [compile_expr(r) for r in loop.results]
+    carry_results, emit_results = results[: loop.n_carry], results[loop.n_carry:]
 
     def run(env: Env, m: nn.Module) -> None:
         for arg, init in zip(loop.args, inits):
@@ -131,10 +132,11 @@ def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
         for t in (range(n - 1, -1, -1) if loop.reverse else range(n)):
             env[loop.index] = t
             body(env, m)
-            for arg, res in zip(loop.args, carry_results):
-                env[arg] = env[res]
+            new = [res(env, m) for res in carry_results]
             for out, res in zip(outs, emit_results):
-                out.append(env[res])
+                out.append(res(env, m))
+            for arg, value in zip(loop.args, new):
+                env[arg] = value
         stacked = [runtime.stack_steps(o, d, loop.reverse) for o, d in zip(outs, loop.emit_dims)]
         env[loop.target] = stacked[0] if len(stacked) == 1 else tuple(stacked)
 
@@ -143,14 +145,16 @@ def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
 
 def _repeat(loop: Loop) -> Callable[[Env, nn.Module], None]:
     body, inits, length = compile_body(loop.body), [compile_expr(i) for i in loop.inits], compile_expr(loop.length)
+    results = [compile_expr(r) for r in loop.results]
 
     def run(env: Env, m: nn.Module) -> None:
         for arg, init in zip(loop.args, inits):
             env[arg] = init(env, m)
         for _ in range(length(env, m)):
             body(env, m)
-            for arg, res in zip(loop.args, loop.results):
-                env[arg] = env[res]
+            new = [res(env, m) for res in results]
+            for arg, value in zip(loop.args, new):
+                env[arg] = value
         env[loop.target] = tuple(env[a] for a in loop.args)
 
     return run
@@ -159,7 +163,8 @@ def _repeat(loop: Loop) -> Callable[[Env, nn.Module], None]:
 def _halting(loop: Loop) -> Callable[[Env, nn.Module], None]:
     body, inits, length = compile_body(loop.body), [compile_expr(i) for i in loop.inits], compile_expr(loop.length)
     weights = [compile_expr(w) for w in loop.weight_align]
-    carry_results, halt_result = loop.results[: loop.n_carry], loop.results[loop.n_carry]
+    results = [compile_expr(r) for r in loop.results]
+    carry_results, halt_result = results[: loop.n_carry], results[loop.n_carry]
     threshold = 1.0 - loop.eps
 
     def run(env: Env, m: nn.Module) -> None:
@@ -171,11 +176,13 @@ def _halting(loop: Loop) -> Callable[[Env, nn.Module], None]:
             env[loop.index] = n
             body(env, m)
             weight, halting, remainders, updates, running = runtime.act_weights(
-                env[halt_result], halting, remainders, updates, threshold)
+                halt_result(env, m), halting, remainders, updates, threshold)
             env["act_weight"] = weight
-            for i, (arg, res) in enumerate(zip(loop.args, carry_results)):
-                acc[i] = runtime.act_mix(acc[i], env[res], weights[i](env, m))
-                env[arg] = env[res]
+            new = [res(env, m) for res in carry_results]
+            for i, value in enumerate(new):
+                acc[i] = runtime.act_mix(acc[i], value, weights[i](env, m))
+            for arg, value in zip(loop.args, new):
+                env[arg] = value
             if not running:
                 break
         env[loop.target] = (*acc, updates + remainders)
@@ -204,11 +211,12 @@ class CompiledModule(nn.Module):
         for init in program.inits:
             self._initialise(init)
         self._ncd_run = compile_body(program.body)
+        self._ncd_results = [compile_expr(r) for r in program.results]
 
     def _initialise(self, init: Init) -> None:
         env: Env = {}
         compile_body(init.body)(env, self)
-        value = env[init.result]
+        value = compile_expr(init.result)(env, self)
         if init.kind == "const":
             master = value.to(torch.float64) if value.is_floating_point() else value
             self._ncd_consts[init.name] = master
@@ -244,7 +252,7 @@ class CompiledModule(nn.Module):
                                    ) from None
             env[var] = x
         self._ncd_run(env, self)
-        results = [env[r] for r in program.results]
+        results = [r(env, self) for r in self._ncd_results]
         return results[0] if len(results) == 1 else tuple(results)
 
     def extra_repr(self) -> str:

@@ -14,7 +14,7 @@ from ncd import sizes as sz
 from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType
 from ncd.ops import OPS
-from ncd.ops.base import Call, Expr, Index, Lit, LowerCtx, Method, Ref, SelfAttr, call, lit
+from ncd.ops.base import BinOp, Call, Expr, Index, Lit, LowerCtx, Method, Ref, SelfAttr, UnaryOp, call, lit
 from ncd.ops.layout import align
 
 
@@ -33,7 +33,7 @@ class Loop:
     args: list[str]
     inits: list[Expr]
     body: list["Stmt"]
-    results: list[str]
+    results: list[Expr]
     length: Expr | None = None  # scan: the scanned axis' size; repeat/halting: the step count
     index: str | None = None
     reverse: bool = False
@@ -53,7 +53,7 @@ class Init:
     kind: str  # param | buffer | const
     shape: tuple[int, ...]
     body: list[Stmt]
-    result: str
+    result: Expr
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Program:
     key: str
     inputs: list[tuple[str, str, tuple[str, ...], tuple[int | None, ...]]]  # (var, port, axes, sizes)
     body: list[Stmt]
-    results: list[str]
+    results: list[Expr]
     inits: list[Init]
     instances: list[tuple[str, str, int | None]]  # (name, block key, repeat)
     taps: list[str]
@@ -108,6 +108,30 @@ class Lowering:
         self.nodes: dict[str, Node] = {}
         self.inputs = [n for n in block.nodes if n.op == "input"]
         self.anchor: Expr | None = None
+        self.aliases: dict[str, Expr] = {}  # nodes folded into their users (literals, reads, renames)
+
+    def subst(self, expr: Expr) -> Expr:
+        """Replace references to folded nodes by what they stand for."""
+        if isinstance(expr, Ref):
+            return self.aliases.get(expr.id, expr)
+        if isinstance(expr, Call):
+            fn = expr.fn if isinstance(expr.fn, str) else self.subst(expr.fn)
+            return Call(fn, tuple(self.subst(a) for a in expr.args),
+                        tuple((k, self.subst(v)) for k, v in expr.kwargs))
+        if isinstance(expr, Method):
+            return Method(self.subst(expr.obj), expr.name, tuple(self.subst(a) for a in expr.args),
+                          tuple((k, self.subst(v)) for k, v in expr.kwargs))
+        if isinstance(expr, Index):
+            return Index(self.subst(expr.obj), tuple(i if isinstance(i, (str, int)) else self.subst(i)
+                                                      for i in expr.items))
+        if isinstance(expr, BinOp):
+            return BinOp(expr.op, self.subst(expr.left), self.subst(expr.right))
+        if isinstance(expr, UnaryOp):
+            return UnaryOp(expr.op, self.subst(expr.operand))
+        return expr
+
+    def result(self, node_id: str) -> Expr:
+        return self.subst(Ref(node_id))
 
     # ---------------------------------------------------------------- sizes
     def size_expr(self, axis: str) -> Expr:
@@ -125,13 +149,14 @@ class Lowering:
         if self.inputs:
             self.anchor = Ref(self.inputs[0].id)
         body = self.stmts(self.block.nodes)
+        results = [self.result(r) for r in self.block.results]
         inputs = [(n.id, n.name or n.id, n.type.axes, tuple(self.sizes.bound(a) for a in n.type.axes))
                   for n in self.inputs]
         saved_anchor, self.anchor = self.anchor, None
         inits = [self.init(p) for p in self.block.params]
         self.anchor = saved_anchor
         instances = [(i.name, i.block, i.repeat) for i in self.block.instances]
-        return Program(self.block.key, inputs, body, list(self.block.results), inits, instances,
+        return Program(self.block.key, inputs, body, results, inits, instances,
                        list(self.block.taps))
 
     def init(self, param: ParamDef) -> Init:
@@ -144,7 +169,8 @@ class Lowering:
                 raise NcdError(f"{param.kind} {param.name} has axis {axis}, whose size is not bound", span,
                                hint=f"bind it: --set {axis}=... (weights need concrete sizes)")
             shape.append(bound)
-        return Init(param.name, param.kind, tuple(shape), self.stmts(param.init.nodes), param.init.results[0])
+        body = self.stmts(param.init.nodes)
+        return Init(param.name, param.kind, tuple(shape), body, self.result(param.init.results[0]))
 
     def stmts(self, nodes: list[Node]) -> list[Stmt]:
         out: list[Stmt] = []
@@ -155,8 +181,12 @@ class Lowering:
                 continue
             if node.op in ("scan", "repeat", "halting"):
                 out.append(getattr(self, f"loop_{node.op}")(node))
+                continue
+            expr = self.subst(self.expr(node))
+            if isinstance(expr, (Lit, SelfAttr, Ref)):
+                self.aliases[node.id] = expr
             else:
-                out.append(Assign(node.id, self.expr(node)))
+                out.append(Assign(node.id, expr))
         return out
 
     def in_types(self, node: Node) -> list[WireType]:
@@ -221,8 +251,8 @@ class Lowering:
             value = self.sizes.number(src.attrs["value"], src)
             sizes = call("rt.tuple_of", *(self.size_expr(a) for a in t.axes))
             anchor = self.anchor if self.anchor is not None else lit(None)
-            return call("rt.new_full", anchor, sizes, lit(float(value)))
-        return Ref(node.inputs[i])
+            return self.subst(call("rt.new_full", anchor, sizes, lit(float(value))))
+        return self.result(node.inputs[i])
 
     def loop_scan(self, node: Node) -> Loop:
         region = node.regions[0]
@@ -232,15 +262,15 @@ class Lowering:
         inits = [self._carry_init(node, i, t) for i, t in enumerate(carry_types)]
         body = self.stmts(region.nodes)
         emit_dims = [-len(t.axes) for t in node.types]
-        return Loop("scan", node.id, region.args[:n_carry], inits, body, list(region.results),
-                    length=self.size_expr(node.attrs["axis"]), index=region.args[n_carry],
+        return Loop("scan", node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
+                    length=self.subst(self.size_expr(node.attrs["axis"])), index=region.args[n_carry],
                     reverse=bool(node.attrs["reverse"]), emit_dims=emit_dims, n_carry=n_carry, node_id=node.id)
 
     def loop_repeat(self, node: Node) -> Loop:
         region = node.regions[0]
         body = self.stmts(region.nodes)
-        return Loop("repeat", node.id, list(region.args), [Ref(i) for i in node.inputs], body,
-                    list(region.results), length=lit(int(node.attrs["count"])), n_carry=len(region.args),
+        return Loop("repeat", node.id, list(region.args), [self.result(i) for i in node.inputs], body,
+                    [self.result(r) for r in region.results], length=lit(int(node.attrs["count"])), n_carry=len(region.args),
                     node_id=node.id)
 
     def loop_halting(self, node: Node) -> Loop:
@@ -252,7 +282,7 @@ class Lowering:
         body = self.stmts(region.nodes)
         p_type = WireType(axes=tuple(node.attrs["halt_axes"]), lifted=True)
         weight_align = [align(Ref("act_weight"), p_type, t.axes) for t in carry_types]
-        return Loop("halting", node.id, region.args[:n_carry], inits, body, list(region.results),
+        return Loop("halting", node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
                     length=lit(int(node.attrs["max"])), index=region.args[n_carry], n_carry=n_carry,
                     eps=float(node.attrs["eps"]), weight_align=weight_align, node_id=node.id)
 

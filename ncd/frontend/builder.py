@@ -20,7 +20,7 @@ from ncd.frontend.parser import parse, span_of
 from ncd.ir import (AxisDef, BlockIR, InstanceDef, Loc, Node, ParamDef, Port, Region, SpecIR, SpecMeta,
                     WireType)
 from ncd.ops import OPS
-from ncd.ops.base import AXES, AXIS, AXIS_MAP, NUMBER, TypeCtx
+from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, NUMBER, TypeCtx
 from ncd.ops.layout import union_axes
 
 INITIALISERS = ("normal", "uniform", "zeros", "ones", "const", "trunc_normal")
@@ -162,7 +162,9 @@ class SpecBuilder:
                           hint="a derived size must divide exactly (check the bound sizes)")
             if value <= 0:
                 raise err(f"axis {name} has size {value}; sizes must be positive", tree)
-        if name in self.bindings and self.axes[name].size is not None:
+        # A literal size (`axis D = 512`) is a default the caller may rebind; a derived one is checked.
+        literal = isinstance(tree, Tree) and tree.data == "number"
+        if name in self.bindings and self.axes[name].size is not None and not literal:
             declared = self.resolve_declared(name)
             if declared.is_number and declared != self.bindings[name]:
                 raise err(f"axis {name} is declared with size {declared} but bound to {self.bindings[name]}", tree)
@@ -564,6 +566,8 @@ class BlockBuilder:
         return Region(kind="init", nodes=frame.nodes, results=[result.id])
 
     def init_expr(self, tree: Tree, t: WireType) -> str:
+        if tree.data == "name" and str(tree.children[0]) in ("zeros", "ones"):  # `init zeros` = zeros()
+            return self.add("init_random", [], {"dist": str(tree.children[0]), "args": []}, [t], tree).id
         if tree.data == "call" and str(tree.children[0]) in INITIALISERS:
             fname = str(tree.children[0])
             args = [a for a in tree.children[1:] if a is not None]
@@ -947,7 +951,10 @@ class BlockBuilder:
             if isinstance(value, Tree) and value.data == "axis_list":
                 return [self.axis_name(t) for t in value.children]
             raise err("expected an axis name or a list of axes [A, B]", where)
-        if kind == AXIS_MAP:
+        if kind == AXES_OR_MAP and isinstance(value, Tree) and value.data in ("name", "axis_list"):
+            same = self.kw_value(AXES, value, where)
+            return {"src": same, "dst": list(same)}
+        if kind in (AXIS_MAP, AXES_OR_MAP):
             if isinstance(value, Tree) and value.data == "axis_map":
                 src, dst = (self._axis_side(c) for c in value.children)
                 return {"src": src, "dst": dst}

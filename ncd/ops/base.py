@@ -114,6 +114,7 @@ class LowerCtx:
 
 # ------------------------------------------------------------------------- keyword signatures
 AXIS, AXES, AXIS_MAP, NUMBER, NAME = "axis", "axes", "axis_map", "number", "name"
+AXES_OR_MAP = "axes_or_map"  # over = [Y, X] (same axes out) or over = [Y, X] -> [Y2, X2]
 
 
 @dataclass(frozen=True)
