@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import sympy
 
@@ -11,6 +12,7 @@ def symbol(axis: str) -> sympy.Symbol:
     return sympy.Symbol(axis, positive=True, integer=True)
 
 
+@lru_cache(maxsize=4096)
 def parse(text: str) -> sympy.Expr:
     """Read back a size stored in the IR as text (sympy's own printer wrote it)."""
     names = {}
@@ -37,7 +39,7 @@ def resolve(axis: str, sizes: Mapping[str, str | None], bindings: Mapping[str, i
         return symbol(axis)
     expr = parse(text)
     subs = {s: resolve(s.name, sizes, bindings, _seen | {axis}) for s in expr.free_symbols}
-    return sympy.simplify(expr.subs(subs)) if subs else expr
+    return expr.subs(subs) if subs else expr
 
 
 def _tokens(text: str) -> list[str]:

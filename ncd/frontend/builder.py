@@ -28,6 +28,15 @@ NUMERIC_FUNCS = {"sqrt": sympy.sqrt, "exp": sympy.exp, "log": sympy.log, "abs": 
 NAMED_CONSTANTS = {"pi": sympy.pi, "inf": sympy.oo}
 RESERVED = {"forward", "training", "taps", "state_dict", "parameters", "modules", "children", "to", "cuda",
             "cpu", "type", "float", "double", "half", "train", "eval", "apply", "zero_grad", "self"}
+# Params, buffers, instances and taps become attributes of a torch module (taps: keys of a ModuleDict),
+# so the public attributes of nn.Module and nn.ModuleDict (torch 2.x) cannot be their names.
+RESERVED |= set("""T_destination add_module bfloat16 buffers call_super_init compile dump_patches extra_repr
+    get_buffer get_extra_state get_parameter get_submodule ipu load_state_dict mtia named_buffers named_children
+    named_modules named_parameters register_backward_hook register_buffer register_forward_hook
+    register_forward_pre_hook register_full_backward_hook register_full_backward_pre_hook
+    register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module register_parameter
+    register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule
+    share_memory to_empty xpu clear items keys pop update values""".split())
 
 
 def loc_of(item: Tree | Token | None) -> Loc | None:
@@ -37,6 +46,13 @@ def loc_of(item: Tree | Token | None) -> Loc | None:
 
 def err(message: str, item: Tree | Token | None, hint: str | None = None) -> NcdError:
     return NcdError(message, span_of(item) if item is not None else None, hint=hint)
+
+
+def type_tree_text(tree: Tree) -> str:
+    """A type as the user wrote it, for hints."""
+    if tree.data == "any_type":
+        return "[..]"
+    return "[" + ", ".join(str(t) for t in tree.children if t is not None) + "]"
 
 
 def _did_you_mean(name: str, options: Iterable[str]) -> str | None:
@@ -99,6 +115,7 @@ class SpecBuilder:
         self.blocks: dict[str, BlockIR] = {}
         self.building: list[str] = []
         self.entry_name = entry
+        self._size_cache: dict[tuple[str, int, int], sympy.Expr] = {}
         self._collect()
 
     # ---------------------------------------------------------------- declarations
@@ -125,10 +142,12 @@ class SpecBuilder:
                 self.global_consts[name] = item
         for name, value in self.bindings.items():
             if name not in self.axes:
-                raise NcdError(f"--set {name}={value}: the spec declares no axis {name}",
+                raise NcdError(f"{name}={value} is bound, but the spec declares no axis {name}",
                                hint=_did_you_mean(name, self.axes) or f"axes: {', '.join(sorted(self.axes))}")
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise NcdError(f"axis {name} must be bound to a positive integer, got {value!r}")
+                loc = self.axes[name].loc
+                raise NcdError(f"axis {name} must be bound to a positive integer, got {value!r}",
+                               Span(loc.line, loc.col) if loc else None)
         for name, tree in self.axis_trees.items():
             self._check_axis_size(name, tree)
         if not self.block_trees:
@@ -223,6 +242,10 @@ class SpecBuilder:
     def size(self, name: str) -> sympy.Expr:
         """The size of an axis after bindings, derived sizes and inference (symbols where free)."""
         base = self.base_axis(name)
+        key = (base, len(self.axes), len(self.inferred))  # sizes only change when these grow
+        cached = self._size_cache.get(key)
+        if cached is not None:
+            return cached
         if base in self.bindings:
             return sympy.Integer(self.bindings[base])
         sizes = {k: v.size for k, v in self.axes.items()}
@@ -230,7 +253,9 @@ class SpecBuilder:
         if base in self.inferred and expr == sz.symbol(base):
             expr = self.inferred[base]
         subs = {s: self.inferred[s.name] for s in expr.free_symbols if s.name in self.inferred and s.name != base}
-        return sympy.simplify(expr.subs(subs)) if subs else expr
+        expr = expr.subs(subs) if subs else expr
+        self._size_cache[key] = expr
+        return expr
 
     def unify(self, axis: str, size: sympy.Expr, what: str, where: Tree | Token | None) -> None:
         base = self.base_axis(axis)
@@ -352,6 +377,7 @@ class BlockBuilder:
         self.scope = Scope()
         self.results: list[str] | None = None
         self.return_tree: Tree | None = None
+        self.number_values: dict[str, sympy.Expr] = {}
 
     # ---------------------------------------------------------------- nodes
     def fresh(self, stem: str) -> str:
@@ -370,20 +396,25 @@ class BlockBuilder:
     def type_of(self, node_id: str) -> WireType:
         return self.node_index[node_id].type
 
-    def add_op(self, op: str, inputs: list[str], attrs: dict[str, Any], where: Any) -> Node:
+    def add_op(self, op: str, inputs: list[str], attrs: dict[str, Any], where: Any,
+               spans: dict[str, Span] | None = None) -> Node:
+        """``spans``: finer places for the typing rule's errors (an option, the operator, an axis)."""
         opdef = OPS[op]
         ctx = TypeCtx(span=span_of(where) if where is not None else None, sizes=self.spec.size,
                       known_axis=self.spec.known_axis,
-                      unify=lambda axis, size, what: self.spec.unify(axis, size, what, where))
+                      unify=lambda axis, size, what: self.spec.unify(axis, size, what, where),
+                      spans={k: v for k, v in (spans or {}).items() if v is not None})
         types = opdef.infer(ctx, [self.type_of(i) for i in inputs], attrs)
         return self.add(op, inputs, attrs, types, where)
 
     def number(self, value: sympy.Expr, where: Any) -> Node:
-        return self.add("number", [], {"value": sz.to_text(value)}, [WireType(axes=(), lifted=False)], where)
+        node = self.add("number", [], {"value": sz.to_text(value)}, [WireType(axes=(), lifted=False)], where)
+        self.number_values[node.id] = value
+        return node
 
     def number_value(self, node_id: str) -> sympy.Expr | None:
-        node = self.node_index[node_id]
-        return sz.parse(node.attrs["value"]) if node.op == "number" else None
+        """The sympy value of a number node (kept beside the IR's text form, which is slow to re-parse)."""
+        return self.number_values.get(node_id)
 
     # ---------------------------------------------------------------- types
     def axis_name(self, tok: Token | Tree) -> str:
@@ -416,6 +447,8 @@ class BlockBuilder:
             aname, atype = arg.children
             t = self.wire_type(atype, lifted=True)
             self.check_new_name(str(aname), aname)
+            if str(aname) in self.scope.names:
+                raise err(f"block {self.key} has two inputs named {aname}", aname, hint="rename one of them")
             node = self.add("input", [], {"index": len(ports)}, [t], aname, name=str(aname))
             ports.append(Port(name=str(aname), type=t))
             self.scope.names[str(aname)] = Binding("value", node.id)
@@ -435,11 +468,11 @@ class BlockBuilder:
         if len(self.results) != len(outputs):
             raise err(f"block {self.key} declares {len(outputs)} outputs but returns {len(self.results)}", where)
         fixed = []
-        for rid, want in zip(self.results, outputs):
+        for rid, want, expr in zip(self.results, outputs, where.children):
             got = self.type_of(rid)
             if sorted(got.axes) != sorted(want.axes):
                 raise err(f"wrong return type: the block declares {want} but returns a wire with axes {got}",
-                          where, hint="contract or reduce the extra axes, or fix the declared type")
+                          expr, hint="contract or reduce the extra axes, or fix the declared type")
             if got.axes != want.axes:
                 rid = self.add_op("annotate", [rid], {"axes": list(want.axes)}, where).id
             fixed.append(rid)
@@ -502,6 +535,9 @@ class BlockBuilder:
     def stmt_param_decl(self, tree: Tree, kind: str = "param") -> None:
         *names, type_tree, init = tree.children
         t = self.wire_type(type_tree, lifted=False)
+        if init is None and kind == "param":
+            raise err(f"param {names[0]} needs an initialiser", names[0],
+                      hint=f"param {names[0]}: {type_tree_text(type_tree)} init normal(0, 0.02)")
         for tok in names:
             region = self.init_region(init, t, None, kind)
             self.declare_param(str(tok), kind, t, region, tok)
@@ -617,6 +653,8 @@ class BlockBuilder:
         name = str(name_tok)
         if name in self.taps:
             raise err(f"tap {name} is defined twice", name_tok)
+        if name in RESERVED:
+            raise err(f"{name} is a reserved name", name_tok, hint="pick another name")
         value = self.expr(expr)
         node = self.add("tap", [value], {"name": name}, [self.type_of(value)], name_tok, name=name)
         self.taps.append(name)
@@ -788,7 +826,7 @@ class BlockBuilder:
             raise err("division by zero", tree)
         result = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b,
                   "pow": lambda: a**b}[op]()
-        return self.number(sympy.nsimplify(result) if result.is_number and not result.is_Float else result, tree).id
+        return self.number(result, tree).id
 
     def _binary(self, tree: Tree, op: str) -> str:
         ids = [self.expr(c) for c in tree.children]
@@ -825,10 +863,23 @@ class BlockBuilder:
         left, axes_tree, right = tree.children
         axes = None if axes_tree is None else [self.axis_name(t) for t in axes_tree.children]
         lid, rid = self.expr(left), self.expr(right)
+        at_op = self.symbol_after(left, "@")
         for side, vid in (("left", lid), ("right", rid)):
             if self.number_value(vid) is not None:
-                raise err(f"the {side} operand of @ is a number; use * to scale", tree)
-        return self.add_op("contract", [lid, rid], {"axes": axes}, tree).id
+                raise NcdError(f"the {side} operand of @ is a number; use * to scale", at_op or span_of(tree))
+        spans = {"@": at_op}
+        if axes_tree is not None:
+            spans.update({f"axis {a}": span_of(t) for a, t in zip(axes, axes_tree.children)})
+        return self.add_op("contract", [lid, rid], {"axes": axes}, tree, spans=spans).id
+
+    def symbol_after(self, item: Tree, symbol: str) -> Span | None:
+        """Where an operator the grammar drops from the tree (``@``) is: the first one after ``item``."""
+        end = getattr(getattr(item, "meta", None), "end_pos", None)
+        source = self.spec.source
+        at = source.find(symbol, end) if end is not None else -1
+        if at < 0:
+            return None
+        return Span(source.count("\n", 0, at) + 1, at - source.rfind("\n", 0, at))
 
     def expr_annotate(self, tree: Tree) -> str:
         value, type_tree = tree.children
@@ -938,7 +989,8 @@ class BlockBuilder:
             folded = self.fold(name, inputs, tree)
             if folded is not None:
                 return folded
-        return self.add_op(name, inputs, attrs, tree).id
+        spans = {key: span_of(value) for key, (value, _) in keywords.items()}
+        return self.add_op(name, inputs, attrs, tree, spans=spans).id
 
     def kw_value(self, kind: str, value: Tree, where: Tree) -> Any:
         if kind == AXIS:
