@@ -5,16 +5,40 @@ from ncd.backends.pytorch.module import CompiledModule
 from ncd.backends.pytorch.program import lower_spec
 from ncd.ir import SpecIR
 
-SCAN_BACKENDS = ("auto", "sequential")
+SCAN_BACKENDS = ("auto", "sequential", "newton", "scan")
 
 
 def compile_module(ir: SpecIR, scan_backend: str = "auto") -> CompiledModule:
+    """``scan_backend`` overrides every scan's backend ("auto": the recurrence pass decides)."""
     from ncd.errors import NcdError
+    from ncd.passes.recurrence import plan_scans
 
     if scan_backend not in SCAN_BACKENDS:
-        raise NcdError(f"unknown scan backend {scan_backend!r}", hint=f"choose one of {', '.join(SCAN_BACKENDS)}")
-    programs = lower_spec(ir)
-    return CompiledModule(ir, programs, ir.entry)
+        hint = f"choose one of {', '.join(SCAN_BACKENDS)}"
+        if scan_backend in ("gla", "delta", "fft"):
+            hint = f"the {scan_backend} kernel is not wired to specs yet; " + hint
+        raise NcdError(f"unknown scan backend {scan_backend!r}", hint=hint)
+    plans = plan_scans(ir, scan_backend)
+    for plan in plans:
+        _check_plan(plan)
+    module = CompiledModule(ir, lower_spec(ir, {(p.block, p.node): p for p in plans}), ir.entry)
+    module.scan_plans = plans
+    return module
+
+
+def _check_plan(plan) -> None:
+    from ncd.errors import NcdError
+
+    span = plan.loc.span if plan.loc else None
+    if plan.backend == "scan" and not (plan.linear and plan.structure in ("diagonal", "gla")):
+        raise NcdError(f"scan backend 'scan' needs a step that is affine and elementwise in the state; this scan "
+                       f"is {'linear' if plan.linear else 'nonlinear'} and {plan.structure}", span,
+                       hint="use 'newton' for nonlinear elementwise steps, or 'sequential'")
+    if plan.backend == "newton" and plan.linear is False and plan.structure == "dense":
+        return  # dense Newton: allowed when asked for, meant for tiny states
+    if plan.backend not in SCAN_BACKENDS:
+        raise NcdError(f"scan backend {plan.backend!r} is not available", span,
+                       hint=f"choose one of {', '.join(SCAN_BACKENDS)}")
 
 
 __all__ = ["CompiledModule", "compile_module", "lower_spec"]

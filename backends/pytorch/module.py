@@ -105,6 +105,7 @@ def compile_body(body: list[Stmt]) -> Callable[[Env, nn.Module], None]:
         for step in steps:
             step(env, m)
 
+    run.steps = steps  # type: ignore[attr-defined]
     return run
 
 
@@ -123,6 +124,16 @@ def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
     body, inits, length = compile_body(loop.body), [compile_expr(i) for i in loop.inits], compile_expr(loop.length)
     results = [compile_expr(r) for r in loop.results]
     carry_results, emit_results = results[: loop.n_carry], results[loop.n_carry:]
+    if loop.backend != "sequential":
+        from ncd.backends.pytorch.parallel import ParallelScan
+
+        parallel = ParallelScan(loop, body, inits, results, length)
+
+        def run_parallel(env: Env, m: nn.Module) -> None:
+            env[loop.target] = parallel(env, m)
+
+        run_parallel.scan = parallel  # type: ignore[attr-defined]
+        return run_parallel
 
     def run(env: Env, m: nn.Module) -> None:
         for arg, init in zip(loop.args, inits):
@@ -254,6 +265,10 @@ class CompiledModule(nn.Module):
         self._ncd_run(env, self)
         results = [r(env, self) for r in self._ncd_results]
         return results[0] if len(results) == 1 else tuple(results)
+
+    def parallel_scans(self) -> list[Any]:
+        """The parallel scan runners of this block (their `.stats` say what the solver did)."""
+        return [step.scan for step in self._ncd_run.steps if hasattr(step, "scan")]
 
     def extra_repr(self) -> str:
         return f"block={self._ncd_block}"

@@ -6,7 +6,7 @@ repeats and halting loops — are statements with nested bodies. Nothing here ru
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 import sympy
 
@@ -42,6 +42,12 @@ class Loop:
     eps: float = 0.0
     weight_align: list[Expr] = field(default_factory=list)  # halting: Ref("__w") aligned to each carry
     node_id: str = ""
+    # scan only: what a parallel backend needs to run the step for every t at once
+    backend: str = "sequential"
+    plan: Any = None  # ncd.passes.recurrence.ScanPlan
+    carry_sizes: list[tuple[int, ...]] = field(default_factory=list)
+    captures: list[tuple[str, bool, int]] = field(default_factory=list)  # (id, lifted, core rank)
+    self_reads: list[str] = field(default_factory=list)
 
 
 Stmt = Union[Assign, Loop]
@@ -100,7 +106,8 @@ class SizeTable:
 class Lowering:
     """Lowers one block specialisation."""
 
-    def __init__(self, spec: SpecIR, block: BlockIR, sizes: SizeTable) -> None:
+    def __init__(self, spec: SpecIR, block: BlockIR, sizes: SizeTable, plans: dict[str, Any] | None = None) -> None:
+        self.plans = plans or {}
         self.spec = spec
         self.block = block
         self.sizes = sizes
@@ -262,9 +269,18 @@ class Lowering:
         inits = [self._carry_init(node, i, t) for i, t in enumerate(carry_types)]
         body = self.stmts(region.nodes)
         emit_dims = [-len(t.axes) for t in node.types]
-        return Loop("scan", node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
+        loop = Loop("scan", node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
                     length=self.subst(self.size_expr(node.attrs["axis"])), index=region.args[n_carry],
                     reverse=bool(node.attrs["reverse"]), emit_dims=emit_dims, n_carry=n_carry, node_id=node.id)
+        plan = self.plans.get((self.block.key, node.id))
+        if plan is not None and plan.backend != "sequential":
+            loop.plan, loop.backend = plan, plan.backend
+            loop.carry_sizes = [tuple(self.sizes.bound(a) or 0 for a in t.axes) for t in carry_types]
+            defined = set(loop.args) | {loop.index} | set(_defined(body))
+            free_refs, loop.self_reads = _free_refs(body, loop.results, defined)
+            loop.captures = [(i, self.types[i][0].lifted, len(self.types[i][0].axes)) for i in free_refs
+                             if i in self.types]
+        return loop
 
     def loop_repeat(self, node: Node) -> Loop:
         region = node.regions[0]
@@ -287,6 +303,71 @@ class Lowering:
                     eps=float(node.attrs["eps"]), weight_align=weight_align, node_id=node.id)
 
 
-def lower_spec(spec: SpecIR) -> dict[str, Program]:
+def _defined(body: list[Stmt]):
+    for stmt in body:
+        if isinstance(stmt, Assign):
+            yield stmt.target
+        else:
+            yield stmt.target
+            yield from stmt.args
+            if stmt.index:
+                yield stmt.index
+            yield from _defined(stmt.body)
+
+
+def _exprs(body: list[Stmt]):
+    for stmt in body:
+        if isinstance(stmt, Assign):
+            yield stmt.expr
+        else:
+            yield from stmt.inits
+            yield from stmt.results
+            yield from stmt.weight_align
+            if stmt.length is not None:
+                yield stmt.length
+            yield from _exprs(stmt.body)
+
+
+def _free_refs(body: list[Stmt], results: list[Expr], defined: set[str]) -> tuple[list[str], list[str]]:
+    """Values a loop body reads from outside it, and the module attributes it reads."""
+    refs: list[str] = []
+    attrs: list[str] = []
+
+    def visit(expr: Any) -> None:
+        if isinstance(expr, Ref):
+            if expr.id not in defined and expr.id not in refs and expr.id != "act_weight":
+                refs.append(expr.id)
+        elif isinstance(expr, SelfAttr):
+            if expr.path not in attrs:
+                attrs.append(expr.path)
+        elif isinstance(expr, Call):
+            if not isinstance(expr.fn, str):
+                visit(expr.fn)
+            for a in expr.args:
+                visit(a)
+            for _, v in expr.kwargs:
+                visit(v)
+        elif isinstance(expr, Method):
+            visit(expr.obj)
+            for a in expr.args:
+                visit(a)
+        elif isinstance(expr, Index):
+            visit(expr.obj)
+            for i in expr.items:
+                if not isinstance(i, (str, int)):
+                    visit(i)
+        elif isinstance(expr, BinOp):
+            visit(expr.left)
+            visit(expr.right)
+        elif isinstance(expr, UnaryOp):
+            visit(expr.operand)
+
+    for expr in [*_exprs(body), *results]:
+        visit(expr)
+    return refs, attrs
+
+
+def lower_spec(spec: SpecIR, plans: dict[str, Any] | None = None) -> dict[str, Program]:
+    """``plans``: (block key, scan node id) → the recurrence pass's ScanPlan (None: every scan sequential)."""
     sizes = SizeTable(spec)
-    return {key: Lowering(spec, block, sizes).program() for key, block in spec.blocks.items()}
+    return {key: Lowering(spec, block, sizes, plans).program() for key, block in spec.blocks.items()}

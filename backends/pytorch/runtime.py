@@ -135,3 +135,74 @@ def check_input(x, name, core, sizes):
     for axis, want, got in zip(core, sizes, tail):
         if want is not None and want != got:
             raise ValueError(f"input {name}: axis {axis} has size {got} but the spec binds it to {want}")
+
+
+def conv_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation):
+    """Convolution over the last ``n_sp`` dims of x, contracting the ``n_in`` channel dims before them.
+
+    x: [..., *c_in, *spatial]; w: [*c_out, *c_in, *kernel] (exactly). Every leading dim of x is
+    flattened into torch's batch dim, the channel dims into one. Returns [..., *c_out, *spatial_out].
+    """
+    if w.dim() != n_out + n_in + n_sp:
+        raise ValueError(f"conv weights have {w.dim()} dims but {n_out + n_in + n_sp} axes: they cannot be lifted")
+    lead = tuple(x.shape[: x.dim() - n_in - n_sp])
+    c_in = 1
+    for s in x.shape[x.dim() - n_in - n_sp : x.dim() - n_sp]:
+        c_in *= s
+    c_out_shape = tuple(w.shape[:n_out])
+    c_out = 1
+    for s in c_out_shape:
+        c_out *= s
+    xb = x.reshape((-1, c_in) + tuple(x.shape[x.dim() - n_sp :]))
+    wk = w.reshape((c_out, c_in) + tuple(w.shape[n_out + n_in :]))
+    fn = (torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d)[n_sp - 1]
+    y = fn(xb, wk, stride=stride, padding=padding, dilation=dilation)
+    return y.reshape(lead + c_out_shape + tuple(y.shape[2:]))
+
+
+def conv_transpose_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation, output_padding):
+    """Transposed convolution, laid out like ``conv_nd``: x [..., *c_in, *spatial], w [*c_out, *c_in, *kernel]."""
+    if w.dim() != n_out + n_in + n_sp:
+        raise ValueError(f"conv weights have {w.dim()} dims but {n_out + n_in + n_sp} axes: they cannot be lifted")
+    lead = tuple(x.shape[: x.dim() - n_in - n_sp])
+    c_in = 1
+    for s in x.shape[x.dim() - n_in - n_sp : x.dim() - n_sp]:
+        c_in *= s
+    c_out_shape = tuple(w.shape[:n_out])
+    c_out = 1
+    for s in c_out_shape:
+        c_out *= s
+    xb = x.reshape((-1, c_in) + tuple(x.shape[x.dim() - n_sp :]))
+    wk = w.reshape((c_out, c_in) + tuple(w.shape[n_out + n_in :])).transpose(0, 1)
+    fn = (torch.nn.functional.conv_transpose1d, torch.nn.functional.conv_transpose2d,
+          torch.nn.functional.conv_transpose3d)[n_sp - 1]
+    y = fn(xb, wk, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
+    return y.reshape(lead + c_out_shape + tuple(y.shape[2:]))
+
+
+def pool_nd(x, kind, n_sp, size, stride, padding):
+    """Max or average pooling over the last ``n_sp`` dims; every leading dim is batch-like."""
+    lead = tuple(x.shape[: x.dim() - n_sp])
+    xb = x.reshape((-1, 1) + tuple(x.shape[x.dim() - n_sp :]))
+    F = torch.nn.functional
+    if kind == "max":
+        fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[n_sp - 1]
+    else:
+        fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[n_sp - 1]
+    y = fn(xb, size, stride=stride, padding=padding)
+    return y.reshape(lead + tuple(y.shape[2:]))
+
+
+def upsample_nearest(x, dims, scale):
+    """Nearest-neighbour up-sampling by a whole factor: each value repeated ``scale`` times per dim."""
+    for d in dims:
+        x = torch.repeat_interleave(x, scale, dim=d)
+    return x
+
+
+def step_slice(x, dim, t, core):
+    """x[t] along ``dim``. Under a parallel scan ``t`` stands for every step at once: it then
+    moves the scanned axis in front of the remaining ``core - 1`` core axes instead."""
+    if isinstance(t, int):
+        return torch.select(x, dim, t)
+    return t.take(x, dim, core)

@@ -7,6 +7,7 @@ import sympy
 
 from ncd.ir import Node, WireType
 from ncd.ops.base import AXIS, AXIS_MAP, Expr, Index, Kw, LowerCtx, OpDef, Ref, TypeCtx, call, lit
+from ncd.ops.costing import copy, free
 from ncd.ops.layout import align, neg_dim, permute_to
 
 
@@ -14,9 +15,9 @@ def _axes_str(t: WireType) -> str:
     return f"[{', '.join(t.axes)}]"
 
 
-def _require(ctx: TypeCtx, t: WireType, axis: str) -> None:
+def _require(ctx: TypeCtx, t: WireType, axis: str, at: str | None = None) -> None:
     if axis not in t.axes:
-        raise ctx.error(f"axis {axis} is not on this wire, whose axes are {_axes_str(t)}")
+        raise ctx.error(f"axis {axis} is not on this wire, whose axes are {_axes_str(t)}", at=at)
 
 
 # ----------------------------------------------------------------------------- rename  x[T as T']
@@ -94,8 +95,9 @@ def _infer_select(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> l
 def _lower_select(node: Node, ctx: LowerCtx) -> Expr:
     t = ctx.in_types[0]
     dim = lit(neg_dim(t.axes, node.attrs["axis"]))
-    index = ctx.refs[1] if len(ctx.refs) > 1 else lit(int(node.attrs["index"]))
-    return call("torch.select", ctx.refs[0], dim, index)
+    if len(ctx.refs) > 1:  # x[t] inside a loop: a parallel scan may ask for every step at once
+        return call("rt.step_slice", ctx.refs[0], dim, ctx.refs[1], lit(len(t.axes)))
+    return call("torch.select", ctx.refs[0], dim, lit(int(node.attrs["index"])))
 
 
 # ----------------------------------------------------------------------------- annotate x : [A, B]
@@ -150,8 +152,8 @@ def _infer_split(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> li
     src = attrs["over"]["src"]
     dsts = attrs["over"]["dst"]
     if len(src) != 1 or len(dsts) < 2:
-        raise ctx.error("split takes over = A -> [A1, A2, ...]")
-    _require(ctx, t, src[0])
+        raise ctx.error("split takes over = A -> [A1, A2, ...]", at="over")
+    _require(ctx, t, src[0], at="over")
     ctx.unify(src[0], sympy.Add(*[ctx.sizes(a) for a in dsts]), "the sum of the split sizes")
     return [WireType(axes=tuple(d if a == src[0] else a for a in t.axes), lifted=t.lifted) for d in dsts]
 
@@ -173,15 +175,15 @@ def _lower_idx(node: Node, ctx: LowerCtx) -> Expr:
 
 
 OPS: tuple[OpDef, ...] = (
-    OpDef("rename", "view", _infer_rename, _lower_identity, doc="x[A as B]: the same wire, its axis renamed"),
-    OpDef("reshape", "view", _infer_reshape, _lower_reshape, doc="x[D -> H K] splits an axis; x[H K -> D] merges"),
-    OpDef("select", "view", _infer_select, _lower_select, (1, 2), doc="x[A = i] or x[t]: one slice, axis dropped"),
-    OpDef("annotate", "view", _infer_annotate, _lower_annotate, doc="x : [A, B] checks the axes and orders them"),
+    OpDef("rename", "view", _infer_rename, _lower_identity, cost=free, doc="x[A as B]: the same wire, its axis renamed"),
+    OpDef("reshape", "view", _infer_reshape, _lower_reshape, cost=free, doc="x[D -> H K] splits an axis; x[H K -> D] merges"),
+    OpDef("select", "view", _infer_select, _lower_select, (1, 2), cost=free, doc="x[A = i] or x[t]: one slice, axis dropped"),
+    OpDef("annotate", "view", _infer_annotate, _lower_annotate, cost=free, doc="x : [A, B] checks the axes and orders them"),
     OpDef("concat", "structural", _infer_concat, _lower_concat, (1, 64), {"over": Kw(AXIS_MAP, required=True)},
-          doc="concat(a, b, over = A -> R) or over = [A1, A2] -> R"),
+          cost=copy, doc="concat(a, b, over = A -> R) or over = [A1, A2] -> R"),
     OpDef("split", "structural", _infer_split, _lower_split, (1, 1), {"over": Kw(AXIS_MAP, required=True)},
-          doc="a, b = split(x, over = R -> [A1, A2])"),
+          cost=free, doc="a, b = split(x, over = R -> [A1, A2])"),
     OpDef("idx", "source", _infer_idx, _lower_idx, (0, 0), {"axis": Kw(AXIS, required=True)},
-          doc="idx(A): 0, 1, ... along A (for formulas)"),
+          cost=copy, doc="idx(A): 0, 1, ... along A (for formulas)"),
 )
 

@@ -1,0 +1,134 @@
+"""Parallel scan backends equal the sequential loop; the pass's classes agree with jacrev."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import ncd
+from ncd.backends.pararnn import structure_violation
+
+SPECS = Path(__file__).resolve().parents[1] / "specs"
+SMALL = {"paragru": dict(E=8, D=8, H=2), "paralstm": dict(E=8, D=8, H=2)}
+
+
+def pair(spec, sizes, backend="auto"):
+    torch.manual_seed(0)
+    seq = ncd.load(spec, scan_backend="sequential", **sizes).double()
+    par = ncd.load(spec, scan_backend=backend, **sizes).double()
+    par.load_state_dict(seq.state_dict())
+    return seq, par
+
+
+def assert_same(seq, par, *inputs, atol=1e-10):
+    ys, yp = seq(*inputs), par(*inputs)
+    torch.testing.assert_close(yp, ys, rtol=0, atol=atol)
+    wrt_s = [*(i for i in inputs if i.requires_grad), *seq.parameters()]
+    wrt_p = [*(i for i in inputs if i.requires_grad), *par.parameters()]
+    gs = torch.autograd.grad(ys.sin().sum(), wrt_s)
+    gp = torch.autograd.grad(yp.sin().sum(), wrt_p)
+    for a, b in zip(gp, gs):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["paragru", "paralstm"])
+@pytest.mark.parametrize("shape", [(3, 17), (1, 1), (2, 1, 6), (5,)], ids=lambda s: "x".join(map(str, s)))
+def test_para_cells_use_newton_and_equal_the_loop(name, shape):
+    seq, par = pair(SPECS / f"{name}.ncd", SMALL[name])
+    assert [p.backend for p in par.scan_plans] == ["newton"]
+    x = torch.randn(*shape, 8, dtype=torch.float64, requires_grad=True)
+    assert_same(seq, par, x)
+    stats = par.parallel_scans()[0].stats
+    assert stats.calls >= 1 and stats.fallbacks == 0
+
+
+LINEAR = """
+# a diagonal linear recurrence with input-dependent decay (Mamba-like, one channel axis)
+axis T, E = 3, D = 4
+block Lin(x: [T, E], h0: [D]) -> [T, D] {
+    param Wa, Wb: [E, D] init normal(0, 0.5)
+    return scan t over T REVERSE carry (h: [D] = h0) {
+        h = sigmoid(x[t] @[E] Wa) * h + x[t] @[E] Wb
+        emit h * 2
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_linear_diagonal_scan_with_initial_state(reverse):
+    spec = LINEAR.replace("REVERSE", "reverse" if reverse else "")
+    seq, par = pair(spec, {})
+    assert [(p.structure, p.backend) for p in par.scan_plans] == [("diagonal", "scan")]
+    x = torch.randn(2, 11, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    assert_same(seq, par, x, h0)
+
+
+def test_segments_carry_the_state():
+    spec = LINEAR.replace("REVERSE", "")
+    _, par = pair(spec, {})
+    x = torch.randn(2, 10, 3, dtype=torch.float64)
+    h0 = torch.randn(2, 4, dtype=torch.float64)
+    whole = par(x, h0)
+    first = par(x[:, :6], h0)
+    second = par(x[:, 6:], first[:, -1] / 2)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=0, atol=1e-12)
+
+
+def test_forcing_a_backend_the_step_does_not_allow_is_an_error():
+    with pytest.raises(ncd.NcdError, match="affine and elementwise"):
+        ncd.load(SPECS / "gru.ncd", scan_backend="scan", E=3, D=4)
+    with pytest.raises(ncd.NcdError, match="unknown scan backend"):
+        ncd.load(SPECS / "gru.ncd", scan_backend="warp")
+
+
+RECURRENT = ["rnn_tanh", "rnn_relu", "gru", "lstm", "bilstm", "leaky_rnn", "paragru", "paralstm"]
+
+
+class Recorder:
+    """Stands in for the Newton solver: records the step, then solves by the loop it wraps."""
+
+    def __init__(self, solver):
+        self.solver, self.calls = solver, []
+
+    def __call__(self, cell, h0, xs, *params):
+        self.calls.append((cell, h0, xs, params))
+        return self.solver(cell, h0, xs, *params)
+
+
+@pytest.mark.parametrize("name", [n for n in RECURRENT if (SPECS / f"{n}.ncd").exists()])
+def test_classification_agrees_with_jacrev(name):
+    """Force every scan through the Newton runner, capture its step and differentiate it."""
+    ir = ncd.check(SPECS / f"{name}.ncd")
+    sizes = {a: 4 for a, d in ir.axes.items() if d.size is not None and a not in ("T",)}
+    sizes.update({"H": 2} if "H" in ir.axes else {})
+    sizes = {k: v for k, v in sizes.items() if ir.axes[k].size is not None and "/" not in ir.axes[k].size
+             and "*" not in ir.axes[k].size}
+    torch.manual_seed(0)
+    module = ncd.load(SPECS / f"{name}.ncd", scan_backend="newton", **sizes).double()
+    recorders = []
+    for sub in module.modules():
+        for scan in getattr(sub, "parallel_scans", lambda: [])():
+            scan.solver = Recorder(scan.solver)
+            recorders.append((scan.loop.plan, scan.solver))
+    assert recorders, "no scan ran in parallel"
+    port = ir.entry_block.inputs[0]
+    from ncd.backends.pytorch.program import SizeTable
+
+    table = SizeTable(ncd.check(SPECS / f"{name}.ncd", **sizes))
+    x = torch.randn(1, 3, *[table.bound(a) or 3 for a in port.type.axes[1:]], dtype=torch.float64)
+    module(x)
+    for plan, recorder in recorders:
+        cell, h0, xs, params = recorder.calls[0]
+        rows = xs.shape[0] * xs.shape[1]
+        h = torch.randn(rows, h0.shape[1], dtype=torch.float64)
+        x_rows = xs.reshape(rows, *xs.shape[2:])
+        if plan.structure == "diagonal":
+            assert structure_violation(cell, h, x_rows, params, "diag") < 1e-12, plan.reason
+        elif plan.structure == "block":
+            assert structure_violation(cell, h, x_rows, params, "block", plan.block_size) < 1e-12, plan.reason
+        else:
+            assert structure_violation(cell, h, x_rows, params, "diag") > 1e-6, \
+                f"{plan.structure} but the Jacobian is diagonal"
