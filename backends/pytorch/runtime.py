@@ -206,3 +206,20 @@ def step_slice(x, dim, t, core):
     if isinstance(t, int):
         return torch.select(x, dim, t)
     return t.take(x, dim, core)
+
+
+def linear(x, w, b, n_in):
+    """x [..., *in] @ w [*in, *out] (+ b [*out]) as one GEMM with the bias fused (F.linear)."""
+    n_out = w.dim() - n_in
+    w2 = w.reshape(-1, 1) if n_out == 0 else w.flatten(0, n_in - 1) if n_in > 1 else w
+    w2 = w2.flatten(1) if w2.dim() > 2 else w2
+    flat = x.flatten(-n_in) if n_in > 1 else x
+    y = torch.nn.functional.linear(flat, w2.t(), None if b is None else b.reshape(-1))
+    return y.reshape(*y.shape[:-1], *w.shape[n_in:])
+
+
+def attention(q, k, v, q_perm, k_perm, v_perm, out_perm, scale):
+    """softmax(q kᵀ · scale) v on named layouts: permute to [..., heads, T, K], fuse, permute back."""
+    out = torch.nn.functional.scaled_dot_product_attention(
+        permute_core(q, q_perm), permute_core(k, k_perm), permute_core(v, v_perm), scale=scale)
+    return permute_core(out, out_perm)

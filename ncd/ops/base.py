@@ -96,9 +96,14 @@ class TypeCtx:
     sizes: Callable[[str], Any]  # axis name -> sympy size (symbols for free axes)
     known_axis: Callable[[str], bool]
     unify: Callable[[str, Any, str], None]  # (axis, sympy size, what) -> bind a free axis or check
+    # Finer places than the whole expression, so an error points at the piece at fault: an option
+    # by its keyword ("over"), the operator ("@"), a named axis ("axis D").
+    spans: Mapping[str, Span] = field(default_factory=dict)
 
-    def error(self, message: str, hint: str | None = None) -> NcdError:
-        return NcdError(message, self.span, hint=hint)
+    def error(self, message: str, hint: str | None = None, at: str | None = None) -> NcdError:
+        """A located error; ``at`` picks a finer place from ``spans`` where the builder gave one."""
+        span = self.spans.get(at, self.span) if at is not None else self.span
+        return NcdError(message, span, hint=hint)
 
 
 @dataclass
