@@ -12,7 +12,8 @@ import sympy
 
 from ncd import sizes as sz
 from ncd.errors import NcdError
-from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType
+from ncd.backends.pytorch.fusion import Fuser, use_counts
+from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType, walk
 from ncd.ops import OPS
 from ncd.ops.base import BinOp, Call, Expr, Index, Lit, LowerCtx, Method, Ref, SelfAttr, UnaryOp, call, lit
 from ncd.ops.layout import align
@@ -116,6 +117,7 @@ class Lowering:
         self.inputs = [n for n in block.nodes if n.op == "input"]
         self.anchor: Expr | None = None
         self.aliases: dict[str, Expr] = {}  # nodes folded into their users (literals, reads, renames)
+        self.fuser: Fuser | None = None
 
     def subst(self, expr: Expr) -> Expr:
         """Replace references to folded nodes by what they stand for."""
@@ -155,7 +157,10 @@ class Lowering:
     def program(self) -> Program:
         if self.inputs:
             self.anchor = Ref(self.inputs[0].id)
+        all_nodes = {n.id: n for n in walk(self.block.nodes)}
+        self.fuser = Fuser(all_nodes, use_counts(self.block.nodes, self.block.results))
         body = self.stmts(self.block.nodes)
+        self.fuser = None
         results = [self.result(r) for r in self.block.results]
         inputs = [(n.id, n.name or n.id, n.type.axes, tuple(self.sizes.bound(a) for a in n.type.axes))
                   for n in self.inputs]
@@ -181,15 +186,22 @@ class Lowering:
 
     def stmts(self, nodes: list[Node]) -> list[Stmt]:
         out: list[Stmt] = []
+        fusions = self.fuser.plan(nodes) if self.fuser is not None else {}
+        absorbed = {i for f in fusions.values() for i in f.absorbed}
         for node in nodes:
             self.nodes[node.id] = node
             self.types[node.id] = node.types
-            if node.op in ("input", "region_arg", "loop_index"):
+            if node.op in ("input", "region_arg", "loop_index") or node.id in absorbed:
                 continue
             if node.op in ("scan", "repeat", "halting"):
                 out.append(getattr(self, f"loop_{node.op}")(node))
                 continue
-            expr = self.subst(self.expr(node))
+            if node.id in fusions:
+                expr = fusions[node.id].build(self.result, lambda i: self.sizes.number(
+                    self.nodes[i].attrs["value"], self.nodes[i]))
+            else:
+                expr = self.expr(node)
+            expr = self.subst(expr)
             if isinstance(expr, (Lit, SelfAttr, Ref)):
                 self.aliases[node.id] = expr
             else:
