@@ -132,3 +132,28 @@ def test_classification_agrees_with_jacrev(name):
         else:
             assert structure_violation(cell, h, x_rows, params, "diag") > 1e-6, \
                 f"{plan.structure} but the Jacobian is diagonal"
+
+
+TIME_INVARIANT = """
+# a linear state space with a constant dense transition (LSSL-like), read out every step
+axis T, N = 5, E = 2
+block SSM(u: [T, E], h0: [N]) -> [T, E] {
+    param A: [N', N] init normal(0, 0.3)
+    param Bm: [E, N] init normal(0, 1)
+    param C: [N, E] init normal(0, 1)
+    return scan t over T carry (h: [N] = h0) {
+        h = h[N as N'] @[N'] A + u[t] @[E] Bm
+        emit h @[N] C + u[t]
+    }
+}
+"""
+
+
+def test_time_invariant_scan_runs_as_an_fft_convolution():
+    seq, par = pair(TIME_INVARIANT, {})
+    assert [(p.structure, p.backend) for p in par.scan_plans] == [("time_invariant", "fft")]
+    u = torch.randn(3, 13, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    assert_same(seq, par, u, h0)
+    short = torch.randn(2, 2, 2, dtype=torch.float64, requires_grad=True)  # T < N: several probes
+    assert_same(seq, par, short, h0[:2].detach())

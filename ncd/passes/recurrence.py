@@ -209,6 +209,8 @@ def choose_backend(structure: Structure, linear: bool, requested: str | None) ->
         if structure == "gla":
             return "scan", ("runs as a parallel diagonal scan over both state axes (the chunked GLA kernel "
                             "is not wired to specs yet)")
+        if structure == "time_invariant":
+            return "fft", "runs as a causal convolution with kernel Aⁱ computed by FFT"
         if structure == "delta":
             return "sequential", "runs as the sequential loop (the chunked delta-rule kernel is not wired to specs yet)"
         return "sequential", "no parallel lowering for this affine class yet"
