@@ -157,3 +157,35 @@ def test_time_invariant_scan_runs_as_an_fft_convolution():
     assert_same(seq, par, u, h0)
     short = torch.randn(2, 2, 2, dtype=torch.float64, requires_grad=True)  # T < N: several probes
     assert_same(seq, par, short, h0[:2].detach())
+
+
+KERNEL_SPECS = {"gla": dict(D=16, H=2, K=4, V=8, R=4), "deltanet": dict(D=16, H=2)}
+
+
+@pytest.mark.parametrize("name", [n for n in KERNEL_SPECS if (SPECS / f"{n}.ncd").exists()])
+def test_gla_and_delta_specs_run_their_chunked_kernels(name):
+    seq, par = pair(SPECS / f"{name}.ncd", KERNEL_SPECS[name])
+    expected = {"gla": ("gla", "gla"), "deltanet": ("delta", "delta")}[name]
+    assert [(p.structure, p.backend) for p in par.scan_plans] == [expected]
+    x = torch.randn(2, 19, KERNEL_SPECS[name]["D"], dtype=torch.float64, requires_grad=True)  # 19: not a chunk multiple
+    assert_same(seq, par, x)
+
+
+SCALAR_GATE = """
+# a GLA-like step with a scalar decay per step, run in reverse, starting from a given state
+axis T, K = 3, V = 2
+block G(q: [T, K], k: [T, K], v: [T, V], a: [T], s0: [K, V]) -> [T, V] {
+    return scan t over T reverse carry (S: [K, V] = s0) {
+        S = sigmoid(a[t]) * S + k[t] * v[t]
+        emit q[t] @[K] S
+    }
+}
+"""
+
+
+def test_a_scalar_gate_reverse_gla_step_uses_the_kernel():
+    seq, par = pair(SCALAR_GATE, {})
+    assert [p.backend for p in par.scan_plans] == ["gla"]
+    args = [torch.randn(2, 7, *s, dtype=torch.float64, requires_grad=True) for s in ((3,), (3,), (2,), ())]
+    s0 = torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True)
+    assert_same(seq, par, *args, s0)

@@ -5,7 +5,7 @@ from ncd.backends.pytorch.module import CompiledModule
 from ncd.backends.pytorch.program import lower_spec
 from ncd.ir import SpecIR
 
-SCAN_BACKENDS = ("auto", "sequential", "newton", "scan", "fft")
+SCAN_BACKENDS = ("auto", "sequential", "newton", "scan", "fft", "gla", "delta")
 
 
 def compile_module(ir: SpecIR, scan_backend: str = "auto") -> CompiledModule:
@@ -15,8 +15,6 @@ def compile_module(ir: SpecIR, scan_backend: str = "auto") -> CompiledModule:
 
     if scan_backend not in SCAN_BACKENDS:
         hint = f"choose one of {', '.join(SCAN_BACKENDS)}"
-        if scan_backend in ("gla", "delta"):
-            hint = f"the {scan_backend} kernel is not wired to specs yet; " + hint
         raise NcdError(f"unknown scan backend {scan_backend!r}", hint=hint)
     plans = plan_scans(ir, scan_backend)
     for plan in plans:
@@ -38,6 +36,9 @@ def _check_plan(plan) -> None:
         raise NcdError(f"scan backend 'fft' needs a linear step whose transition does not change over the "
                        f"steps; this scan is {'linear' if plan.linear else 'nonlinear'} and {plan.structure}",
                        span, hint="use 'sequential'")
+    if plan.backend in ("gla", "delta") and plan.kernel is None:
+        raise NcdError(f"scan backend {plan.backend!r} needs the step in the kernel's form; this scan is "
+                       f"{plan.structure}: {plan.reason}", span, hint="use 'sequential' or 'auto'")
     if plan.backend == "newton" and plan.linear is False and plan.structure == "dense":
         return  # dense Newton: allowed when asked for, meant for tiny states
     if plan.backend not in SCAN_BACKENDS:

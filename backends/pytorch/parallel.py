@@ -51,6 +51,16 @@ class ParallelScan:
                            f"step by step", hint="use scan_backend='sequential'")
         from ncd.backends.pararnn import NewtonSolver, SolverStats
 
+        if loop.backend in ("gla", "delta"):
+            if not loop.kernel:
+                raise NcdError(f"scan {loop.node_id} is not in the form the {loop.backend} kernel takes",
+                               hint="see `ncd compile --explain`; use scan_backend='sequential'")
+            from ncd.backends.pytorch.module import compile_body, compile_expr
+
+            free = [s for s in loop.body if getattr(s, "target", None) in loop.state_free]
+            self.free_body = compile_body(free)
+            self.kernel_values = {name: compile_expr(e) for name, e in loop.kernel.items()}
+
         self.stats = SolverStats()
         if loop.backend == "newton":
             structure = loop.plan.structure
@@ -93,6 +103,8 @@ class ParallelScan:
 
     def __call__(self, env: dict[str, Any], m: nn.Module) -> Any:
         loop = self.loop
+        if loop.backend in ("gla", "delta"):
+            return self.chunked_kernel(env, m)
         h0 = [init(env, m) for init in self.inits]
         T = self.length(env, m)
         captures = [env[ref] for ref, _, _ in loop.captures]
@@ -141,6 +153,51 @@ class ParallelScan:
             value = value.flip(dim) if loop.reverse else value
             outs.append(value)
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def chunked_kernel(self, env: dict[str, Any], m: nn.Module) -> torch.Tensor:
+        """GLA / delta rule: evaluate q, k, v and the gate (or β) for every step — the state-free
+        part of the step — and hand them to the chunked kernel, which never materialises S_t."""
+        loop = self.loop
+        T = self.length(env, m)
+        local = dict(env)
+        captures = [env[ref] for ref, _, _ in loop.captures]
+        for (ref, lifted, core), value in zip(loop.captures, captures):
+            local[ref] = value.unsqueeze(-core - 1) if lifted and isinstance(value, torch.Tensor) else value
+        local[loop.index] = AllSteps(loop.reverse)
+        self.free_body(local, m)
+        values = {name: fn(local, m) for name, fn in self.kernel_values.items()}
+        ranks = loop.kernel_ranks
+        (K, V), = self.sizes
+        h0 = self.inits[0](env, m)
+        h0 = h0 if isinstance(h0, torch.Tensor) else torch.full((K, V), float(h0))
+        for name, value in values.items():  # a value that does not depend on the step gets a unit step dim
+            if value.dim() < ranks[name] + 1:
+                values[name] = value.reshape((1,) * (ranks[name] + 1 - value.dim()) + tuple(value.shape))
+        lifts = [tuple(v.shape[: v.dim() - ranks[n] - 1]) for n, v in values.items()]
+        lifts.append(tuple(h0.shape[: h0.dim() - 2]))
+        batch = tuple(torch.broadcast_shapes(*lifts))
+        rows = math.prod(batch)
+
+        def lay(value: torch.Tensor, width: int | None) -> torch.Tensor:
+            """[*lift, T|1, width?] → [rows, T, 1 (one head), width?], contiguous for the kernel."""
+            tail = (width,) if width is not None else ()
+            return value.expand(*batch, T, *tail).reshape(rows, T, *tail).unsqueeze(2).contiguous()
+
+        q, k, v = lay(values["q"], K), lay(values["k"], K), lay(values["v"], V)
+        state0 = h0.expand(*batch, K, V).reshape(rows, 1, K, V)
+        if loop.backend == "gla":
+            from ncd.backends.triton.gla import gla
+
+            name = "g" if "g" in values else "gate"
+            g = values[name] if name == "g" else torch.log(values[name])
+            g = g.unsqueeze(-1) if ranks[name] == 0 else g
+            out, _ = gla(q, k, v, lay(g, K), scale=1.0, initial_state=state0.to(q))
+        else:
+            from ncd.backends.triton.delta import delta_rule
+
+            out, _ = delta_rule(q, k, v, lay(values["beta"], None), scale=1.0, initial_state=state0.to(q))
+        out = out.reshape(*batch, T, V)
+        return out.flip(-2) if loop.reverse else out
 
     def linear_diagonal(self, cell, h0_rows, dummy, params, n_rows, T) -> torch.Tensor:
         """h_t = a_t ⊙ h_{t-1} + b_t with a and b read off the affine step: b = f(0), a = f(1) − f(0)."""

@@ -49,6 +49,9 @@ class Loop:
     carry_sizes: list[tuple[int, ...]] = field(default_factory=list)
     captures: list[tuple[str, bool, int]] = field(default_factory=list)  # (id, lifted, core rank)
     self_reads: list[str] = field(default_factory=list)
+    kernel: dict[str, Expr] = field(default_factory=dict)  # gla/delta: q, k, v, g|gate|beta as expressions
+    kernel_ranks: dict[str, int] = field(default_factory=dict)  # their core ranks (1, or 0 for β / a scalar gate)
+    state_free: set[str] = field(default_factory=set)  # statements a kernel runner evaluates (no state)
 
 
 Stmt = Union[Assign, Loop]
@@ -292,6 +295,10 @@ class Lowering:
             free_refs, loop.self_reads = _free_refs(body, loop.results, defined)
             loop.captures = [(i, self.types[i][0].lifted, len(self.types[i][0].axes)) for i in free_refs
                              if i in self.types]
+            if plan.kernel:
+                loop.kernel = {name: self.result(i) for name, i in plan.kernel.items()}
+                loop.kernel_ranks = {name: len(self.types[i][0].axes) for name, i in plan.kernel.items()}
+                loop.state_free = set(plan.state_free)
         return loop
 
     def loop_repeat(self, node: Node) -> Loop:

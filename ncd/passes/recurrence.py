@@ -59,6 +59,8 @@ class ScanPlan(BaseModel):
     backend: str
     reason: str
     requested: str | None = None
+    kernel: dict[str, str] | None = None  # gla/delta: step node ids of q, k, v, g|gate|beta (see match_*)
+    state_free: list[str] = []  # step node ids that do not depend on the state
 
 
 def base(axis: str) -> str:
@@ -176,9 +178,14 @@ def classify(block: BlockIR, node: Node, requested: str | None) -> ScanPlan:
         mixed = ", ".join(sorted(mixes)) or "the carries"
         structure, reason = "dense", f"nonlinear and the step mixes the state across {mixed} (a dense Jacobian)"
     block_size = n_carry if structure == "block" else None
-    backend, why = choose_backend(structure, linear, requested)
+    kernel = None
+    if structure in ("gla", "delta") and len(region.results) == n_carry + 1:
+        matcher = match_gla if structure == "gla" else match_delta
+        kernel = matcher(analysis, region.args[0], region.results[0], region.results[1])
+    backend, why = choose_backend(structure, linear, requested, kernel is not None)
+    state_free = [n.id for n in walk(region.nodes) if analysis.value(n.id).degree == 0]
     return ScanPlan(**common, structure=structure, block_size=block_size, backend=backend,
-                    reason=f"{reason}; {why}")
+                    reason=f"{reason}; {why}", kernel=kernel, state_free=state_free)
 
 
 def _linear_structure(results, carry_axes, mixes, cross, region, analysis, node) -> tuple[Structure, str]:
@@ -200,23 +207,128 @@ def _linear_structure(results, carry_axes, mixes, cross, region, analysis, node)
     return "affine", "affine in the state with a dense transition"
 
 
-def choose_backend(structure: Structure, linear: bool, requested: str | None) -> tuple[str, str]:
+def choose_backend(structure: Structure, linear: bool, requested: str | None,
+                   kernel_matched: bool = False) -> tuple[str, str]:
     if requested not in (None, "auto"):
         return requested, f"backend {requested} requested"
     if linear:
         if structure == "diagonal":
             return "scan", "runs as a parallel diagonal scan"
         if structure == "gla":
-            return "scan", ("runs as a parallel diagonal scan over both state axes (the chunked GLA kernel "
-                            "is not wired to specs yet)")
+            if kernel_matched:
+                return "gla", "runs as the chunked gated-linear-attention kernel"
+            return "scan", ("runs as a parallel diagonal scan over both state axes (the step is not in the "
+                            "form S = α·S + k·v read out by q @ S that the GLA kernel takes)")
         if structure == "time_invariant":
             return "fft", "runs as a causal convolution with kernel Aⁱ computed by FFT"
         if structure == "delta":
-            return "sequential", "runs as the sequential loop (the chunked delta-rule kernel is not wired to specs yet)"
+            if kernel_matched:
+                return "delta", "runs as the chunked delta-rule kernel"
+            return "sequential", ("runs as the sequential loop (the step is not in the form "
+                                  "S − β·k·(k @ S) + β·k·v read out by q @ S that the delta kernel takes)")
         return "sequential", "no parallel lowering for this affine class yet"
     if structure in ("diagonal", "block"):
         return "newton", "solved in parallel over time by Newton's method (ParaRNN)"
     return "sequential", "a dense nonlinear step stays a sequential loop (Newton would need the full Jacobian)"
+
+
+# ----------------------------------------------------------------------------- kernel matching
+def _operands(a: StepAnalysis, node_id: str, op: str) -> list[str]:
+    """The leaves of a tree of ``op`` nodes (mul trees: the factors of a product)."""
+    node = a.nodes.get(node_id)
+    if node is None or node.op != op:
+        return [node_id]
+    return [leaf for i in node.inputs for leaf in _operands(a, i, op)]
+
+
+def _same(a: StepAnalysis, x: str, y: str) -> bool:
+    """Structural equality: two `k[t]` written twice are two nodes computing one value."""
+    if x == y:
+        return True
+    nx_, ny = a.nodes.get(x), a.nodes.get(y)
+    if nx_ is None or ny is None or nx_.op != ny.op or nx_.attrs != ny.attrs or len(nx_.inputs) != len(ny.inputs):
+        return False
+    if nx_.op == "region_arg":
+        return False
+    return all(_same(a, i, j) for i, j in zip(nx_.inputs, ny.inputs))  # leaves: same op and attrs
+
+
+def _free(a: StepAnalysis, node_id: str, axes: tuple[str, ...]) -> bool:
+    node = a.nodes.get(node_id)
+    return node is not None and a.value(node_id).degree == 0 and tuple(node.types[0].axes) == axes
+
+
+def _readout(a: StepAnalysis, emit: str, new_state: str, key: str) -> str | None:
+    """The q of an emitted q @[K] S_new."""
+    node = a.nodes.get(emit)
+    if node is None or node.op != "contract" or list(node.attrs.get("axes") or []) != [key]:
+        return None
+    for q, s in (node.inputs, node.inputs[::-1]):
+        if s == new_state and _free(a, q, (key,)):
+            return q
+    return None
+
+
+def match_gla(a: StepAnalysis, state: str, result: str, emit: str) -> dict[str, str] | None:
+    """S = gate * S + k * v with the gate along K; emit q @[K] S. Returns node ids or None."""
+    key, value = a.nodes[state].types[0].axes
+    node = a.nodes.get(result)
+    if node is None or node.op != "add":
+        return None
+    for decay, write in (node.inputs, node.inputs[::-1]):
+        factors = _operands(a, decay, "mul")
+        if len(factors) != 2 or state not in factors:
+            continue
+        gate = factors[1 - factors.index(state)]
+        if not (_free(a, gate, (key,)) or _free(a, gate, ())):
+            continue
+        kv = _operands(a, write, "mul")
+        ks = [f for f in kv if _free(a, f, (key,))]
+        vs = [f for f in kv if _free(a, f, (value,))]
+        if len(kv) != 2 or len(ks) != 1 or len(vs) != 1:
+            continue
+        q = _readout(a, emit, result, key)
+        if q is None:
+            return None
+        gate_node = a.nodes[gate]
+        log_gate = gate_node.inputs[0] if gate_node.op == "exp" else None
+        out = {"q": q, "k": ks[0], "v": vs[0]}
+        out.update({"g": log_gate} if log_gate else {"gate": gate})
+        return out
+    return None
+
+
+def match_delta(a: StepAnalysis, state: str, result: str, emit: str) -> dict[str, str] | None:
+    """S = S − β·k·(k @[K] S) + β·k·v; emit q @[K] S. Returns node ids or None."""
+    key, value = a.nodes[state].types[0].axes
+    node = a.nodes.get(result)
+    if node is None or node.op != "add":
+        return None
+    for erase, write in (node.inputs, node.inputs[::-1]):
+        sub = a.nodes.get(erase)
+        if sub is None or sub.op != "sub" or sub.inputs[0] != state:
+            continue
+        erase_factors = _operands(a, sub.inputs[1], "mul")
+        write_factors = _operands(a, write, "mul")
+        probes = [f for f in erase_factors if a.nodes[f].op == "contract"]
+        if len(erase_factors) != 3 or len(write_factors) != 3 or len(probes) != 1:
+            continue
+        probe = a.nodes[probes[0]]
+        if list(probe.attrs.get("axes") or []) != [key] or state not in probe.inputs:
+            continue
+        k_read = probe.inputs[1 - probe.inputs.index(state)]
+        betas = [f for f in write_factors if _free(a, f, ())]
+        ks = [f for f in write_factors if _free(a, f, (key,))]
+        vs = [f for f in write_factors if _free(a, f, (value,))]
+        rest = [f for f in erase_factors if f != probes[0]]
+        if len(betas) != 1 or len(ks) != 1 or len(vs) != 1 or not _free(a, k_read, (key,)):
+            continue
+        same_beta = any(_same(a, f, betas[0]) for f in rest)
+        same_k = any(_same(a, f, ks[0]) for f in rest) and _same(a, k_read, ks[0])
+        q = _readout(a, emit, result, key)
+        if same_beta and same_k and q is not None:
+            return {"q": q, "k": ks[0], "v": vs[0], "beta": betas[0]}
+    return None
 
 
 def plan_scans(spec: SpecIR, backend: str = "auto") -> list[ScanPlan]:
