@@ -1,0 +1,14 @@
+"""Triton kernels for linear recurrences, each beside its naive float32 reference.
+
+- ``diag_scan``: h_t = a_t * h_{t-1} + x_t over channels            ([B, T, D])
+- ``gla``: gated linear attention, chunkwise form                      ([B, T, H, K])
+- ``delta_rule``: DeltaNet delta rule, chunked WY/UT form               ([B, T, H, K])
+
+Every public function takes ``backend='auto'|'triton'|'torch'``: 'auto' uses Triton on CUDA
+and the chunked PyTorch twin (same algorithm, plain autograd) elsewhere.
+"""
+from .delta import delta_rule
+from .diag_scan import diag_scan
+from .gla import gla
+
+__all__ = ["diag_scan", "gla", "delta_rule"]

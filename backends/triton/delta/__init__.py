@@ -1,0 +1,48 @@
+"""Delta rule (DeltaNet), chunked WY/UT form: Triton, naive and PyTorch twins."""
+from __future__ import annotations
+
+import torch
+
+from .._common import (check_chunk, check_dtype, check_head_dims, check_ndim, check_qkv,
+                       check_same_device, check_shape, pick_backend)
+from .chunk import delta_rule_triton
+from .chunk_torch import delta_rule_torch
+from .naive import naive_delta_rule
+
+__all__ = ["delta_rule", "naive_delta_rule", "delta_rule_torch", "delta_rule_triton"]
+
+
+def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+               scale: float | None = None, initial_state: torch.Tensor | None = None, *,
+               chunk_size: int = 64, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Delta rule: S_t = (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,  o_t = (scale q_t) S_t.
+
+    Args:
+        q, k: [B, T, H, K]; keys are usually L2-normalised by the caller.
+        v: [B, T, H, V].
+        beta: [B, T, H] write strength; (0, 2) keeps the transition's eigenvalues in (-1, 1].
+        scale: multiplies q; default K ** -0.5.
+        initial_state: [B, H, K, V] S_0, or None for zeros.
+        chunk_size: 16, 32 or 64.
+        backend: 'auto' (Triton on CUDA, PyTorch elsewhere), 'triton' or 'torch'.
+
+    Returns:
+        o: [B, T, H, V] in q.dtype.
+        S_T: [B, H, K, V] final state, float32 (float64 for float64 inputs).
+    """
+    B, T, H, K, V = check_qkv(q, k, v)
+    check_ndim("beta", beta, 3, "[B, T, H]")
+    check_shape("beta", beta, (B, T, H), "[B, T, H]")
+    check_dtype("beta", beta)
+    if initial_state is not None:
+        check_ndim("initial_state", initial_state, 4, "[B, H, K, V]")
+        check_shape("initial_state", initial_state, (B, H, K, V), "[B, H, K, V]")
+        check_dtype("initial_state", initial_state)
+    check_chunk(chunk_size)
+    check_same_device(q=q, k=k, v=v, beta=beta, initial_state=initial_state)
+    scale = K ** -0.5 if scale is None else float(scale)
+    backend = pick_backend(backend, q.device)
+    check_head_dims(K, V, backend)
+    if backend == "torch":
+        return delta_rule_torch(q, k, v, beta, scale, initial_state, chunk_size)
+    return delta_rule_triton(q, k, v, beta, scale, initial_state, chunk_size)

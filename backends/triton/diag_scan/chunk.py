@@ -1,0 +1,155 @@
+"""Triton diagonal scan h_t = a_t * h_{t-1} + x_t, forward and backward.
+
+Each program owns BD channels of one batch row and walks time in tiles of BT steps: a tile
+is loaded whole, scanned in registers with `tl.associative_scan` over the pairs (a, x) under
+(a1, x1) then (a2, x2) = (a1 a2, a2 x1 + x2), and the carry h from the previous tile is
+folded in as h_t = A_t h_carry + X_t.  Channels are the contiguous axis, so every load is
+coalesced.  The backward is the same scan run backwards in time on (a_{t+1}, dh_t):
+lambda_t = dh_t + a_{t+1} lambda_{t+1}; dx_t = lambda_t; da_t = lambda_t h_{t-1}.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._common import acc_dtype, store_dtype, tl_acc
+
+
+@triton.jit
+def _compose(a1, x1, a2, x2):
+    # first apply (a1, x1), then (a2, x2)
+    return a1 * a2, a2 * x1 + x2
+
+
+@triton.jit
+def _scan_fwd_kernel(a, x, h0, h, hT, T, D, HAS_H0: tl.constexpr, BT: tl.constexpr,
+                     BD: tl.constexpr, ACC: tl.constexpr):
+    i_d = tl.program_id(0)
+    i_b = tl.program_id(1).to(tl.int64)
+    offs_d = i_d * BD + tl.arange(0, BD)
+    md = offs_d < D
+    rows = tl.arange(0, BT)
+    if HAS_H0:
+        carry = tl.load(h0 + i_b * D + offs_d, mask=md, other=0.0).to(ACC)
+    else:
+        carry = tl.zeros([BD], dtype=ACC)
+    for t0 in range(0, T, BT):
+        offs_t = t0 + rows
+        m = (offs_t < T)[:, None] & md[None, :]
+        ptr = (i_b * T + offs_t)[:, None] * D + offs_d[None, :]
+        av = tl.load(a + ptr, mask=m, other=1.0).to(ACC)
+        xv = tl.load(x + ptr, mask=m, other=0.0).to(ACC)
+        A, X = tl.associative_scan((av, xv), 0, _compose)
+        hv = A * carry[None, :] + X
+        tl.store(h + ptr, hv.to(h.dtype.element_ty), mask=m)
+        # rows past T are identities, so the last row is h at min(t0 + BT, T) - 1
+        carry = tl.sum(tl.where(rows[:, None] == BT - 1, hv, 0.0), axis=0)
+    tl.store(hT + i_b * D + offs_d, carry.to(hT.dtype.element_ty), mask=md)
+
+
+@triton.jit
+def _scan_bwd_kernel(a, h, h0, dh, dhT, da, dx, dh0, T, D, HAS_H0: tl.constexpr,
+                     HAS_DHT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                     ACC: tl.constexpr):
+    i_d = tl.program_id(0)
+    i_b = tl.program_id(1).to(tl.int64)
+    offs_d = i_d * BD + tl.arange(0, BD)
+    md = offs_d < D
+    rows = tl.arange(0, BT)
+    if HAS_H0:
+        hinit = tl.load(h0 + i_b * D + offs_d, mask=md, other=0.0).to(ACC)
+    else:
+        hinit = tl.zeros([BD], dtype=ACC)
+    # lambda_T := dhT with a_T := 1 makes the last step lambda_{T-1} = dh_{T-1} + dhT
+    if HAS_DHT:
+        carry = tl.load(dhT + i_b * D + offs_d, mask=md, other=0.0).to(ACC)
+    else:
+        carry = tl.zeros([BD], dtype=ACC)
+    for r0 in range(0, T, BT):
+        offs_t = T - 1 - r0 - rows            # tile rows run backwards in time
+        valid = offs_t >= 0
+        m = valid[:, None] & md[None, :]
+        ptr = (i_b * T + offs_t)[:, None] * D + offs_d[None, :]
+        mn = (valid & (offs_t + 1 < T))[:, None] & md[None, :]
+        a_next = tl.load(a + ptr + D, mask=mn, other=1.0).to(ACC)
+        g = tl.load(dh + ptr, mask=m, other=0.0).to(ACC)
+        A, G = tl.associative_scan((a_next, g), 0, _compose)
+        lam = A * carry[None, :] + G
+        mp = (valid & (offs_t >= 1))[:, None] & md[None, :]
+        hprev = tl.load(h + ptr - D, mask=mp, other=0.0).to(ACC)
+        hprev += tl.where((offs_t == 0)[:, None], hinit[None, :], 0.0)
+        tl.store(dx + ptr, lam.to(dx.dtype.element_ty), mask=m)
+        tl.store(da + ptr, (lam * hprev).to(da.dtype.element_ty), mask=m)
+        # rows before t = 0 are identities, so after the last tile carry = lambda_0
+        carry = tl.sum(tl.where(rows[:, None] == BT - 1, lam, 0.0), axis=0)
+    if HAS_H0:
+        a0 = tl.load(a + i_b * T * D + offs_d, mask=md, other=0.0).to(ACC)
+        tl.store(dh0 + i_b * D + offs_d, (a0 * carry).to(dh0.dtype.element_ty), mask=md)
+
+
+def _blocks(T: int, D: int) -> tuple[int, int]:
+    BD = 32        # 128-byte rows: coalesced, and many programs to hide the sequential walk
+    BT = min(64, triton.next_power_of_2(max(T, 16)))
+    return BT, BD
+
+
+def scan_fwd(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the forward scan; returns (h in x.dtype, h_T in float32)."""
+    B, T, D = x.shape
+    h = torch.empty_like(x, dtype=store_dtype(x.dtype, x.device))
+    hT = torch.empty(B, D, device=x.device, dtype=acc_dtype(x.dtype))
+    if T == 0:
+        hT.copy_(h0 if h0 is not None else torch.zeros_like(hT))
+        return h.to(x.dtype), hT
+    BT, BD = _blocks(T, D)
+    _scan_fwd_kernel[(triton.cdiv(D, BD), B)](
+        a, x, h0 if h0 is not None else x, h, hT, T, D, HAS_H0=h0 is not None, BT=BT, BD=BD,
+        ACC=tl_acc(x.dtype), num_warps=4)
+    return h.to(x.dtype), hT
+
+
+def scan_bwd(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, dh: torch.Tensor,
+             dhT: torch.Tensor | None):
+    """Reverse scan for (da, dx, dh0) from the saved a, h, h0 and the incoming dh, dh_T."""
+    B, T, D = h.shape
+    da = torch.empty_like(a, dtype=store_dtype(a.dtype, a.device))
+    dx = torch.empty_like(h, dtype=store_dtype(h.dtype, h.device))
+    dh0 = torch.empty_like(h0, dtype=store_dtype(h0.dtype, h0.device)) if h0 is not None else None
+    if T == 0:
+        if dh0 is not None:
+            dh0.copy_(dhT if dhT is not None else torch.zeros_like(dh0))
+        return da.to(a.dtype), dx.to(h.dtype), dh0.to(h0.dtype) if h0 is not None else None
+    BT, BD = _blocks(T, D)
+    _scan_bwd_kernel[(triton.cdiv(D, BD), B)](
+        a, h, h0 if h0 is not None else h, dh, dhT if dhT is not None else h,
+        da, dx, dh0 if dh0 is not None else h, T, D, HAS_H0=h0 is not None,
+        HAS_DHT=dhT is not None, BT=BT, BD=BD, ACC=tl_acc(h.dtype), num_warps=4)
+    return da.to(a.dtype), dx.to(h.dtype), dh0.to(h0.dtype) if h0 is not None else None
+
+
+class DiagScanFunction(torch.autograd.Function):
+    """Triton forward and backward; the backward re-reads h instead of recomputing it."""
+
+    @staticmethod
+    def forward(ctx, a, x, h0):
+        a, x = a.contiguous(), x.contiguous()
+        h0c = h0.contiguous() if h0 is not None else None
+        h, hT = scan_fwd(a, x, h0c)
+        ctx.save_for_backward(a, h, h0c)
+        return h, hT
+
+    @staticmethod
+    def backward(ctx, dh, dhT):
+        a, h, h0 = ctx.saved_tensors
+        dh = torch.zeros_like(h) if dh is None else dh.contiguous()
+        dhT = dhT.contiguous() if dhT is not None else None
+        da, dx, dh0 = scan_bwd(a, h, h0, dh, dhT)
+        return da, dx, dh0
+
+
+def diag_scan_triton(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unchecked entry to the Triton path (`diag_scan` validates and dispatches)."""
+    return DiagScanFunction.apply(a, x, h0)

@@ -1,0 +1,51 @@
+"""Gated linear attention (Yang et al. 2023), chunkwise: Triton, naive and PyTorch twins."""
+from __future__ import annotations
+
+import torch
+
+from .._common import (check_chunk, check_dtype, check_head_dims, check_ndim, check_qkv,
+                       check_same_device, check_shape, pick_backend)
+from .chunk import gla_triton
+from .chunk_torch import gla_torch
+from .naive import naive_gla
+
+__all__ = ["gla", "naive_gla", "gla_torch", "gla_triton"]
+
+
+def gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+        scale: float | None = None, initial_state: torch.Tensor | None = None, *,
+        chunk_size: int = 64, sub_chunk: int = 16, backend: str = "auto"
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gated linear attention: S_t = diag(exp g_t) S_{t-1} + k_t^T v_t,  o_t = (scale q_t) S_t.
+
+    Args:
+        q, k: [B, T, H, K] queries and keys.
+        v: [B, T, H, V] values.
+        g: [B, T, H, K] log forget gates, g = log(alpha) <= 0 (e.g. F.logsigmoid(.)).
+        scale: multiplies q; default K ** -0.5.
+        initial_state: [B, H, K, V] S_0, or None for zeros.
+        chunk_size: 16, 32 or 64; sub_chunk: 16 (secondary chunking inside a chunk).
+        backend: 'auto' (Triton on CUDA, PyTorch elsewhere), 'triton' or 'torch'.
+
+    Returns:
+        o: [B, T, H, V] in q.dtype.
+        S_T: [B, H, K, V] final state, float32 (float64 for float64 inputs).
+    """
+    B, T, H, K, V = check_qkv(q, k, v)
+    check_ndim("g", g, 4, "[B, T, H, K]")
+    check_shape("g", g, (B, T, H, K), "[B, T, H, K]")
+    check_dtype("g", g)
+    if g.dtype != q.dtype:
+        raise ValueError(f"g must share q's dtype {q.dtype}, got {g.dtype}")
+    if initial_state is not None:
+        check_ndim("initial_state", initial_state, 4, "[B, H, K, V]")
+        check_shape("initial_state", initial_state, (B, H, K, V), "[B, H, K, V]")
+        check_dtype("initial_state", initial_state)
+    check_chunk(chunk_size, sub_chunk)
+    check_same_device(q=q, k=k, v=v, g=g, initial_state=initial_state)
+    scale = K ** -0.5 if scale is None else float(scale)
+    backend = pick_backend(backend, q.device)
+    check_head_dims(K, V, backend)
+    if backend == "torch":
+        return gla_torch(q, k, v, g, scale, initial_state, chunk_size, sub_chunk)
+    return gla_triton(q, k, v, g, scale, initial_state, chunk_size, sub_chunk)

@@ -1,0 +1,60 @@
+"""Import path for the kernels (installed `ncd.backends.triton`, else the repo checkout) and
+the helpers every kernel test shares."""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+try:
+    import ncd.backends.triton as kernels  # noqa: F401
+except ImportError:  # not installed: import from the repository root
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+    import backends.triton as kernels  # noqa: F401
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+F32_TOL = 1e-4
+HALF_TOL = 5e-3
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in float64 (b is the reference); ||a - b|| where b is exactly zero
+    (e.g. dg at T=1 from a zero state: no gradient, but a kernel may round to ~1e-7)."""
+    a, b = a.detach().double(), b.detach().double()
+    nb = float(b.norm())
+    return float((a - b).norm() / (nb if nb > 0 else 1.0))
+
+
+def assert_close(got, want, tol: float, names) -> None:
+    errs = {n: rel_err(g, w) for n, g, w in zip(names, got, want)}
+    bad = {n: e for n, e in errs.items() if not e <= tol}
+    every = ", ".join(f"{n}={e:.1e}" for n, e in errs.items())
+    assert not bad, f"relative error above {tol:g}: " + ", ".join(
+        f"{n}={e:.2e}" for n, e in bad.items()) + f" (all: {every})"
+
+
+def outputs_and_grads(fn, inputs, seed: int = 1):
+    """Run fn(*inputs) -> (y, y_T); return [y, y_T, *grads of a random linear loss]."""
+    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in inputs]
+    y, yT = fn(*leaves)
+    gen = torch.Generator().manual_seed(seed)
+    dy = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device)
+    dyT = torch.randn(yT.shape, generator=gen, dtype=torch.float64).to(yT.device)
+    loss = (y.double() * dy).sum() + (yT.double() * dyT).sum()
+    wrt = [t for t in leaves if t is not None]
+    grads = torch.autograd.grad(loss, wrt, allow_unused=True)   # unused = zero gradient
+    grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
+    return [y, yT, *grads]
+
+
+def _sub(name: str):
+    # the package re-exports functions named like two of its folders (diag_scan, gla), so
+    # reach the folders through importlib rather than attribute access
+    import importlib
+    return importlib.import_module(f"{kernels.__name__}.{name}")
+
+
+scan_mod = _sub("diag_scan")
+gla_mod = _sub("gla")
+delta_mod = _sub("delta")
