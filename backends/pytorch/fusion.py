@@ -9,6 +9,8 @@ oracle tests (against torch.nn, in float64) check.
   F.linear (one GEMM with the bias fused) instead of an einsum and an add.
 - ``attention``: ``softmax(q @[K] k · c, over = T') @[T'] v`` becomes
   F.scaled_dot_product_attention (one fused kernel forward and backward).
+- ``norm_affine``: ``layernorm(x, over = A) * γ + β`` becomes one F.layer_norm with its affine
+  (``rmsnorm(x) * γ`` one F.rms_norm), fused forward and backward.
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ class Fuser:
         fusions: dict[str, Fusion] = {}
         absorbed: set[str] = set()
         for node in scope:
-            for rule in (self.attention, self.linear_bias, self.linear):
+            for rule in (self.attention, self.norm_affine, self.linear_bias, self.linear):
                 fusion = rule(node)
                 if fusion is not None and not (set(fusion.absorbed) & absorbed):
                     fusions[node.id] = fusion
@@ -111,6 +113,54 @@ class Fuser:
             return Fusion([c_id], lambda ref, num, x=x_id, w=w_id, b=b_id, n=n:
                           call("rt.linear", ref(x), ref(w), ref(b), lit(n)))
         return None
+
+    # ------------------------------------------------------------------ norms with affine
+    def norm_affine(self, node: Node) -> Fusion | None:
+        """layernorm(x, over = A) * γ + β → F.layer_norm(x, |A|, γ, β); rmsnorm(x) * γ → F.rms_norm."""
+        if node.op not in ("add", "mul"):
+            return None
+        bias_id = None
+        scaled_id = node.id
+        absorbed: list[str] = []
+        if node.op == "add":
+            for s_id, b_id in (node.inputs, node.inputs[::-1]):
+                if self.single(s_id, "mul") is not None and self._is_weight(b_id):
+                    scaled_id, bias_id = s_id, b_id
+                    absorbed.append(s_id)
+                    break
+            else:
+                return None
+        scaled = self.nodes[scaled_id]
+        for n_id, w_id in (scaled.inputs, scaled.inputs[::-1]):
+            norm = self.nodes.get(n_id)
+            if norm is None or norm.op not in ("layernorm", "rmsnorm") or self.uses[n_id] != 1:
+                continue
+            if bias_id is not None and norm.op != "layernorm":
+                continue
+            over = tuple(norm.attrs["over"])
+            x_id = norm.inputs[0]
+            x_axes = self.type(x_id).axes
+            trailing = x_axes[-len(over):] == over
+            affine = (w_id,) + ((bias_id,) if bias_id else ())
+            if not trailing or not all(self._is_weight(a) and self.type(a).axes == over for a in affine):
+                continue
+            if node.types[0].axes != x_axes:
+                continue
+            eps = float(norm.attrs.get("eps", 1e-5 if norm.op == "layernorm" else 1e-6))
+            fused = "F.layer_norm" if norm.op == "layernorm" else "F.rms_norm"
+
+            def build(ref, num, x=x_id, w=w_id, b=bias_id, n=len(over), fn=fused, eps=eps):
+                args = [ref(x), call("rt.trailing_shape", ref(w), lit(n)), ref(w)]
+                if fn == "F.layer_norm":
+                    args.append(ref(b) if b is not None else lit(None))
+                return call(fn, *args, eps=lit(eps))
+
+            return Fusion(absorbed + [n_id], build)
+        return None
+
+    def _is_weight(self, node_id: str) -> bool:
+        node = self.nodes.get(node_id)
+        return node is not None and node.op in ("param", "buffer", "const")
 
     # ------------------------------------------------------------------ attention
     def attention(self, node: Node) -> Fusion | None:

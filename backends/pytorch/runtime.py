@@ -223,3 +223,8 @@ def attention(q, k, v, q_perm, k_perm, v_perm, out_perm, scale):
     out = torch.nn.functional.scaled_dot_product_attention(
         permute_core(q, q_perm), permute_core(k, k_perm), permute_core(v, v_perm), scale=scale)
     return permute_core(out, out_perm)
+
+
+def trailing_shape(w, n):
+    """The normalised shape a fused norm needs: the weight's own (last n) dims."""
+    return tuple(w.shape[-n:])
