@@ -61,7 +61,9 @@ class Fuser:
     def plan(self, scope: list[Node]) -> dict[str, Fusion]:
         fusions: dict[str, Fusion] = {}
         absorbed: set[str] = set()
-        for node in scope:
+        for node in reversed(scope):  # consumers first, so the widest pattern claims its producers
+            if node.id in absorbed:
+                continue
             for rule in (self.attention, self.norm_affine, self.linear_bias, self.linear):
                 fusion = rule(node)
                 if fusion is not None and not (set(fusion.absorbed) & absorbed):
