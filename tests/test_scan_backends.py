@@ -189,3 +189,26 @@ def test_a_scalar_gate_reverse_gla_step_uses_the_kernel():
     args = [torch.randn(2, 7, *s, dtype=torch.float64, requires_grad=True) for s in ((3,), (3,), (2,), ())]
     s0 = torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True)
     assert_same(seq, par, *args, s0)
+
+
+def test_head_axes_inside_the_state_still_classify_as_gla_and_delta():
+    spec = """
+    axis T, H = 2, K = 3, V = 4
+    block G(q: [T, H, K], k: [T, H, K], v: [T, H, V], g: [T, H, K], b: [T, H]) -> [T, H, V] {
+        a = scan t over T carry (S: [H, K, V] = 0) {
+            S = exp(g[t]) * S + k[t] * v[t]
+            emit q[t] @[K] S
+        }
+        d = scan t over T carry (S: [H, K, V] = 0) {
+            S = S - b[t] * k[t] * (k[t] @[K] S) + b[t] * k[t] * v[t]
+            emit q[t] @[K] S
+        }
+        return a + d
+    }
+    """
+    seq, par = pair(spec, {})
+    assert [p.structure for p in par.scan_plans] == ["gla", "delta"]
+    args = [torch.randn(2, 5, *s, dtype=torch.float64, requires_grad=True)
+            for s in ((2, 3), (2, 3), (2, 4), (2, 3), (2,))]
+    args[3] = (-args[3].detach().abs()).requires_grad_()  # log gates
+    assert_same(seq, par, *args)

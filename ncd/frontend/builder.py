@@ -7,6 +7,9 @@ with the axes they are lifted over.
 from __future__ import annotations
 
 import difflib
+import math
+from fractions import Fraction
+from functools import lru_cache
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +49,56 @@ def loc_of(item: Tree | Token | None) -> Loc | None:
 
 def err(message: str, item: Tree | Token | None, hint: str | None = None) -> NcdError:
     return NcdError(message, span_of(item) if item is not None else None, hint=hint)
+
+
+# Numbers are exact (sympy rationals) while the spec is checked, and become float64 in the module:
+# keep them within its range, so folding `D^-1e9` or printing `1e99999` cannot run for minutes.
+MAX_BITS = 1100  # 2^1100 > 1.8e308, float64's largest
+
+
+def number_literal(tok: Token) -> sympy.Expr:
+    """A NUMBER token as an exact rational, read without sympy's string parser (`05`, `1.` are fine)."""
+    text = str(tok)
+    mantissa, _, exponent = text.lower().partition("e")
+    if len(mantissa) > 330 or (exponent and abs(int(exponent)) > 330):
+        raise err(f"the number {text[:20]}{'...' if len(text) > 20 else ''} is out of range", tok,
+                  hint="numbers in a spec stay within float64's range (about 1e-308 to 1e308)")
+    value = Fraction(text)
+    return sympy.Rational(value.numerator, value.denominator)
+
+
+def checked_power(a: sympy.Expr, b: sympy.Expr, where: Tree) -> sympy.Expr:
+    """a ** b, refused before sympy computes an exact power with millions of digits."""
+    if a.is_number and b.is_number and a != 0:
+        try:
+            bits = abs(float(b) * math.log2(abs(complex(a))))
+        except (TypeError, ValueError, OverflowError):
+            bits = math.inf
+        if bits > MAX_BITS:
+            raise err("this power is out of range of a float64", where)
+    elif b.is_number and b.is_real and abs(b) > 64:
+        raise err("an exponent in a size must be at most 64", where)
+    return checked_number(a**b, where)
+
+
+def checked_number(value: sympy.Expr, where: Tree) -> sympy.Expr:
+    """A folded number, refused where it is not a real number or not representable as a float64."""
+    if not value.is_number:
+        return value
+    if value.has(sympy.zoo, sympy.nan) or value.is_extended_real is False:
+        raise err(f"this evaluates to {value}, which is not a real number", where)
+    if value.is_Rational and max(abs(value.p), value.q).bit_length() > MAX_BITS:
+        raise err("this number is out of range of a float64", where)
+    return value
+
+
+@lru_cache(maxsize=None)
+def _size_safe(name: str) -> bool:
+    """Whether an axis name survives the IR's size text unchanged (not pi, oo, sqrt, lambda, None...)."""
+    try:
+        return sz.parse(sz.to_text(sz.symbol(name) + 1)) == sz.symbol(name) + 1
+    except Exception:  # noqa: BLE001 - sympy's parser rejects the name outright (a Python keyword)
+        return False
 
 
 def type_tree_text(tree: Tree) -> str:
@@ -130,7 +183,8 @@ class SpecBuilder:
                 name = str(item.children[0])
                 if name in self.block_trees:
                     prev = self.block_trees[name].children[0]
-                    raise err(f"block {name} is defined twice (first at line {prev.line})", item.children[0])
+                    raise err(f"block {name} is defined twice (first at line {prev.line})", item.children[0],
+                              hint="rename one of them")
                 if name in OPS or name in INITIALISERS:
                     raise err(f"block {name} has the name of a built-in op", item.children[0],
                               hint="rename the block")
@@ -158,6 +212,9 @@ class SpecBuilder:
         name = str(name_tok)
         if "'" in name:
             raise err(f"axis {name} is a prime: primes exist for every axis and are not declared", name_tok)
+        if not _size_safe(name):
+            raise err(f"{name} cannot name an axis: sizes are written with sympy, where {name} means something else",
+                      name_tok, hint="pick another name")
         size = None
         if size_tree is not None:
             size = self.size_expr(size_tree, subst, numbers)
@@ -167,7 +224,7 @@ class SpecBuilder:
                 old.size is not None and size is not None and sympy.simplify(sz.parse(old.size) - size) == 0)
             if not same:
                 raise err(f"axis {name} is declared twice (first at line {old.loc.line if old.loc else '?'})",
-                          name_tok)
+                          name_tok, hint=f"declare an axis once; a second wire of the same axis is {name}'")
             return
         self.axes[name] = AxisDef(name=name, size=sz.to_text(size) if size is not None else None, loc=loc_of(name_tok))
         if size_tree is not None:
@@ -198,7 +255,7 @@ class SpecBuilder:
             raise err("expected a size expression", tree)
         kind = tree.data
         if kind == "number":
-            return sympy.sympify(str(tree.children[0]), rational=True)
+            return number_literal(tree.children[0])
         if kind == "name":
             name = str(tree.children[0])
             if name in numbers:
@@ -220,7 +277,7 @@ class SpecBuilder:
             return a / b
         if kind == "pow":
             a, b = (self.size_expr(c, subst, numbers) for c in tree.children)
-            return a**b
+            return checked_power(a, b, tree)
         if kind == "neg":
             return -self.size_expr(tree.children[0], subst, numbers)
         raise err("a size must be written with numbers, axis names and + - * / ^", tree)
@@ -329,6 +386,12 @@ class SpecBuilder:
             self.building.pop()
         self.blocks[key] = block
         return block
+
+    def has_weights(self, block: BlockIR) -> bool:
+        """Learned parameters or buffers anywhere inside (constants recompute, so they don't count)."""
+        if any(p.kind != "const" for p in block.params):
+            return True
+        return any(self.has_weights(self.blocks[i.block]) for i in block.instances if i.block in self.blocks)
 
     def build(self) -> SpecIR:
         entry = self.entry_name or list(self.block_trees)[-1]
@@ -483,7 +546,8 @@ class BlockBuilder:
             raise err(f"{name} is a reserved name", where, hint="pick another name")
         binding = self.scope.lookup(name)
         if binding is not None and binding.kind in ("instance", "param"):
-            raise err(f"{name} is already defined in this block", where)
+            raise err(f"{name} is already defined in this block", where,
+                      hint=f"give each {binding.kind} its own name")
 
     # ---------------------------------------------------------------- statements
     def statements(self, stmts: list[Any]) -> None:
@@ -563,7 +627,7 @@ class BlockBuilder:
     def declare_param(self, name: str, kind: str, t: WireType, init: Region, where: Any) -> None:
         self.check_new_name(name, where)
         if self.scope.lookup(name) is not None:
-            raise err(f"{name} is already defined in this block", where)
+            raise err(f"{name} is already defined in this block", where, hint="give each param its own name")
         self.params.append(ParamDef(name=name, kind=kind, type=t, init=init, loc=loc_of(where)))
         node = self.add(kind, [], {"name": name}, [t], where, name=name)
         self.scope.names[name] = Binding("param", node.id)
@@ -615,10 +679,19 @@ class BlockBuilder:
                 v = self.number_value(vid)
                 if v is None:
                     raise err(f"the arguments of {fname} must be numbers", a)
+                if v.is_number and fname != "const" and not math.isfinite(float(v)):
+                    raise err(f"the arguments of {fname} must be finite numbers, not {v}", a)
                 values.append(sz.to_text(v))
             want = {"normal": 2, "uniform": 2, "trunc_normal": 2, "zeros": 0, "ones": 0, "const": 1}[fname]
             if len(values) != want:
                 raise err(f"{fname} takes {want} arguments, got {len(values)}", tree)
+            nums = [sz.parse(v) for v in values]  # symbolic where a size is bound only at load
+            if fname in ("normal", "trunc_normal") and nums[1].is_number and nums[1] < 0:
+                raise err(f"the standard deviation of {fname} is negative: {values[1]}", args[1],
+                          hint=f"{fname}(mean, std) with std >= 0")
+            if fname == "uniform" and (nums[0] - nums[1]).is_number and nums[0] > nums[1]:
+                raise err(f"uniform({values[0]}, {values[1]}): the lower bound is above the upper", args[0],
+                          hint="uniform(low, high) with low <= high")
             return self.add("init_random", [], {"dist": fname, "args": values}, [t], tree).id
         return self.expr(tree)
 
@@ -652,7 +725,7 @@ class BlockBuilder:
         name_tok, expr = tree.children
         name = str(name_tok)
         if name in self.taps:
-            raise err(f"tap {name} is defined twice", name_tok)
+            raise err(f"tap {name} is defined twice", name_tok, hint="give each tap its own name")
         if name in RESERVED:
             raise err(f"{name} is a reserved name", name_tok, hint="pick another name")
         value = self.expr(expr)
@@ -720,8 +793,10 @@ class BlockBuilder:
                 rid = self.scope.lookup(name).ref
                 got = self.type_of(rid)
                 if sorted(got.axes) != sorted(t.axes):
-                    raise err(f"{name} enters the loop as {t} but leaves the step as {got}", where,
-                              hint="the carried state must keep its axes")
+                    loc = self.node_index[rid].loc  # the expression last assigned to it
+                    raise NcdError(f"{name} enters the loop as {t} but leaves the step as {got}",
+                                   Span(loc.line, loc.col) if loc else span_of(where),
+                                   hint="the carried state must keep its axes")
                 if got.axes != t.axes:
                     rid = self.add_op("annotate", [rid], {"axes": list(t.axes)}, where).id
                 results.append(rid)
@@ -752,7 +827,7 @@ class BlockBuilder:
         return method(tree)
 
     def expr_number(self, tree: Tree) -> str:
-        return self.number(sympy.sympify(str(tree.children[0]), rational=True), tree).id
+        return self.number(number_literal(tree.children[0]), tree).id
 
     def expr_name(self, tree: Tree) -> str:
         name = str(tree.children[0])
@@ -780,6 +855,8 @@ class BlockBuilder:
     def const_value(self, tree: Tree, global_decl: bool) -> str:
         name_tok, binders, type_tree, expr = tree.children
         name = str(name_tok)
+        if name in RESERVED:
+            raise err(f"{name} is a reserved name", name_tok, hint="pick another name")
         existing = self.scope.lookup(name)
         if existing is not None:
             if global_decl:
@@ -825,8 +902,8 @@ class BlockBuilder:
         if op == "div" and b == 0:
             raise err("division by zero", tree)
         result = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b,
-                  "pow": lambda: a**b}[op]()
-        return self.number(result, tree).id
+                  "pow": lambda: checked_power(a, b, tree)}[op]()
+        return self.number(checked_number(result, tree), tree).id
 
     def _binary(self, tree: Tree, op: str) -> str:
         ids = [self.expr(c) for c in tree.children]
@@ -921,7 +998,8 @@ class BlockBuilder:
         axis = node.attrs["axis"]
         bound = self.spec.bound_size(axis)
         if bound is not None and index >= bound:
-            raise err(f"index {index} is out of range for axis {axis} of size {bound}", where)
+            raise err(f"index {index} is out of range for axis {axis} of size {bound}", where,
+                      hint=f"indices along {axis} run from 0 to {bound - 1}")
         return node.id
 
     # ---------------------------------------------------------------- calls
@@ -936,14 +1014,14 @@ class BlockBuilder:
             vid = self.expr(args[0].children[0])
             value = self.number_value(vid)
             if value is not None:
-                return self.number(NUMERIC_FUNCS[name](value), tree).id
+                return self.number(checked_number(NUMERIC_FUNCS[name](value), tree), tree).id
         if name in OPS:
             return self.call_op(name, args, tree)
         if name in INITIALISERS:
             raise err(f"{name}(...) is an initialiser: use it after init", tree)
         if name in self.spec.block_trees:
             block = self.spec.specialise(name, [], name_tok, self)
-            if block.params or block.instances:
+            if self.spec.has_weights(block):
                 raise err(f"block {name} has parameters: instantiate it with use {name.lower()} = {name}",
                           name_tok, hint="each use declares its own weights; calling one instance twice shares them")
             hidden = f"_{name}_{len(self.instances)}"
@@ -951,7 +1029,9 @@ class BlockBuilder:
             self.instance_blocks[hidden] = block
             return self.call_instance(hidden, args, tree)
         options = set(OPS) | set(self.spec.block_trees) | {n for n, b in self.scope_items() if b.kind == "instance"}
-        raise err(f"unknown function {name}", name_tok, hint=_did_you_mean(name, options))
+        python = name in ("eval", "exec", "compile", "open", "print", "getattr") or name.startswith("__")
+        raise err(f"unknown function {name}", name_tok, hint=_did_you_mean(name, options) or (
+            "specs are data, not Python: Python code is never executed" if python else None))
 
     def scope_items(self):
         scope: Scope | None = self.scope
@@ -971,7 +1051,8 @@ class BlockBuilder:
             keywords.setdefault(first, (positional.pop(0), tree))
         if not low <= len(positional) <= high:
             want = f"{low}" if low == high else f"{low} to {high}"
-            raise err(f"{name} takes {want} inputs, got {len(positional)}", tree)
+            raise err(f"{name} takes {want} inputs, got {len(positional)}", tree,
+                      hint=f"{name}: {opdef.doc}" if opdef.doc else None)
         for key, (value, at) in keywords.items():
             spec = kw_specs.get(key)
             if spec is None:
@@ -1068,7 +1149,7 @@ class BlockBuilder:
             t = self.wire_type(type_tree, lifted=True)
             name = str(name_tok)
             if name in [c[0] for c in carries]:
-                raise err(f"carry {name} is declared twice", name_tok)
+                raise err(f"carry {name} is declared twice", name_tok, hint="give each carried state its own name")
             if init_tree is None:
                 init = self.number(sympy.Integer(0), name_tok).id
             else:
@@ -1122,7 +1203,7 @@ class BlockBuilder:
         if eps_tree is not None:
             vid = self.expr(eps_tree.children[0])
             value = self.number_value(vid)
-            if value is None or not 0 < value < 1:
+            if value is None or not value.is_number or not 0 < value < 1:
                 raise err("eps must be a number in (0, 1)", eps_tree)
             eps = float(value)
         if carry_tree is None:
@@ -1172,3 +1253,10 @@ def build_spec(source: str, name: str = "<spec>", bindings: dict[str, int] | Non
         raise exc.located(source, name) from None
     except RecursionError:
         raise NcdError("the spec nests too deeply", Span(1, 1)).located(source, name) from None
+    except Exception as exc:  # noqa: BLE001 - the API boundary's safety net, not error handling
+        # Every mistake in a spec is reported where it is detected, with its place; reaching this
+        # line is a bug in ncd. Users still get an NcdError, the original stays its __cause__, and the
+        # fuzz tests (tests/test_fuzz.py) fail on any "internal error".
+        raise NcdError(f"internal error: {type(exc).__name__}: {exc}",
+                       hint="this is a bug in ncd, not in the spec: please report it with the spec"
+                       ).located(source, name) from exc

@@ -108,7 +108,7 @@ class StepAnalysis:
             a, b = ins
             degree = a.degree + b.degree
             if a.degree == 0 and b.degree == 0:
-                outer = len(a.axes) >= 1 and len(b.axes) >= 1 and not set(a.axes) & set(b.axes)
+                outer = bool(set(a.axes) - set(b.axes)) and bool(set(b.axes) - set(a.axes))  # k ⊗ v (per head)
                 return Value(0, mixes, carries, varies, axes, outer_bias=outer)
             factor = a if a.degree == 0 else b
             state = b if a.degree == 0 else a
@@ -192,9 +192,9 @@ def _linear_structure(results, carry_axes, mixes, cross, region, analysis, node)
     varies = any(r.coeff_varies for r in results)
     if not varies and mixes:
         return "time_invariant", "affine in the state with coefficients that do not change over the steps"
-    if len(results) == 1 and len(carry_axes[0]) == 2:
+    if len(results) == 1 and len(carry_axes[0]) >= 2:  # further state axes (heads) must not mix
         r = results[0]
-        if not mixes and r.outer_bias and len(r.coeff_axes & set(carry_axes[0])) <= 1:
+        if not mixes and r.outer_bias and not set(carry_axes[0]) <= r.coeff_axes:  # the gate spares V
             return "gla", ("affine: a gate along one state axis times the state plus an outer product "
                            "(gated linear attention)")
         if len(mixes) == 1 and r.outer_bias:
@@ -217,15 +217,17 @@ def choose_backend(structure: Structure, linear: bool, requested: str | None,
         if structure == "gla":
             if kernel_matched:
                 return "gla", "runs as the chunked gated-linear-attention kernel"
-            return "scan", ("runs as a parallel diagonal scan over both state axes (the step is not in the "
-                            "form S = α·S + k·v read out by q @ S that the GLA kernel takes)")
+            return "scan", ("runs as a parallel diagonal scan over the state's axes (the GLA kernel takes a "
+                            "[K, V] state updated as S = α·S + k·v and read out by q @ S; lift head axes "
+                            "over the scan instead of carrying them)")
         if structure == "time_invariant":
             return "fft", "runs as a causal convolution with kernel Aⁱ computed by FFT"
         if structure == "delta":
             if kernel_matched:
                 return "delta", "runs as the chunked delta-rule kernel"
-            return "sequential", ("runs as the sequential loop (the step is not in the form "
-                                  "S − β·k·(k @ S) + β·k·v read out by q @ S that the delta kernel takes)")
+            return "sequential", ("runs as the sequential loop (the delta kernel takes a [K, V] state updated as "
+                                  "S − β·k·(k @ S) + β·k·v and read out by q @ S; lift head axes over the scan "
+                                  "instead of carrying them)")
         return "sequential", "no parallel lowering for this affine class yet"
     if structure in ("diagonal", "block"):
         return "newton", "solved in parallel over time by Newton's method (ParaRNN)"
@@ -270,7 +272,12 @@ def _readout(a: StepAnalysis, emit: str, new_state: str, key: str) -> str | None
 
 
 def match_gla(a: StepAnalysis, state: str, result: str, emit: str) -> dict[str, str] | None:
-    """S = gate * S + k * v with the gate along K; emit q @[K] S. Returns node ids or None."""
+    """S = gate * S + k * v with the gate along K; emit q @[K] S. Returns node ids or None.
+
+    Only a [K, V] state maps onto the kernel's layout; a state with head axes is recognised
+    as GLA by the classifier but runs as a diagonal scan (lift the head axes instead)."""
+    if len(a.nodes[state].types[0].axes) != 2:
+        return None
     key, value = a.nodes[state].types[0].axes
     node = a.nodes.get(result)
     if node is None or node.op != "add":
@@ -299,7 +306,10 @@ def match_gla(a: StepAnalysis, state: str, result: str, emit: str) -> dict[str, 
 
 
 def match_delta(a: StepAnalysis, state: str, result: str, emit: str) -> dict[str, str] | None:
-    """S = S − β·k·(k @[K] S) + β·k·v; emit q @[K] S. Returns node ids or None."""
+    """S = S − β·k·(k @[K] S) + β·k·v; emit q @[K] S. Returns node ids or None (as match_gla,
+    a [K, V] state only)."""
+    if len(a.nodes[state].types[0].axes) != 2:
+        return None
     key, value = a.nodes[state].types[0].axes
     node = a.nodes.get(result)
     if node is None or node.op != "add":
