@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from ncd.ops import contract, elementwise, reduce, spatial, structure
+from ncd.ops import contract, elementwise, linalg, reduce, spatial, structure
 from ncd.ops.base import OpDef
 
-_FAMILIES = (elementwise, reduce, contract, structure, spatial)
+_FAMILIES = (elementwise, reduce, contract, structure, spatial, linalg)
 
 
 def _table() -> MappingProxyType:
