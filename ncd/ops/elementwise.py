@@ -5,6 +5,7 @@ from typing import Any
 
 from ncd.ir import Node, WireType
 from ncd.ops.base import NUMBER, BinOp, Expr, Kw, LowerCtx, OpDef, TypeCtx, UnaryOp, call, lit
+from ncd.ops.costing import Save, elementwise
 from ncd.ops.layout import align, union_axes
 
 
@@ -80,6 +81,26 @@ UNARY: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 
 
+# cost: (FLOPs per element, what autograd saves); arithmetic is 1 FLOP, transcendentals 4
+_IN, _OUT = Save("in", 0), Save("out", 0)
+BINARY_COST = {
+    "add": elementwise(1), "sub": elementwise(1),
+    "mul": elementwise(1, saves=(Save("in", 1, when=0), Save("in", 0, when=1))),
+    "div": elementwise(1, 2, saves=(Save("in", 1), Save("in", 0, when=1))),
+    "pow": elementwise(4, 4, saves=(Save("in", 0), Save("in", 1), Save("out", 0, when=1))),
+}
+UNARY_COST = {
+    "relu": elementwise(1, saves=(_OUT,)), "tanh": elementwise(4, 2, (_OUT,)),
+    "sigmoid": elementwise(4, 2, (_OUT,)), "exp": elementwise(4, 1, (_OUT,)),
+    "log": elementwise(4, 1, (_IN,)), "sqrt": elementwise(4, 2, (_OUT,)), "rsqrt": elementwise(4, 3, (_OUT,)),
+    "abs": elementwise(1, saves=(_IN,)), "sin": elementwise(4, 4, (_IN,)), "cos": elementwise(4, 4, (_IN,)),
+    "erf": elementwise(4, 4, (_IN,)), "sign": elementwise(1, 0), "gelu": elementwise(8, 8, (_IN,)),
+    "silu": elementwise(4, 4, (_IN,)), "swish": elementwise(4, 4, (_IN,)), "softplus": elementwise(4, 4, (_IN,)),
+    "logsigmoid": elementwise(4, 4, (_IN, Save("new", numel="out"))),
+    "leaky_relu": elementwise(1, saves=(_IN,)), "step": elementwise(1, 0),
+}
+
+
 def _unary_entry(name: str, fn: str, extra: dict[str, Any], doc: str) -> OpDef:
     if name == "leaky_relu":
         lower = lambda node, ctx: call(fn, ctx.refs[0], lit(node.attrs.get("slope", 0.01)))  # noqa: E731
@@ -87,17 +108,18 @@ def _unary_entry(name: str, fn: str, extra: dict[str, Any], doc: str) -> OpDef:
     else:
         lower = _unary(fn)
         kwargs = {}
-    return OpDef(name, "elementwise", _infer_union, lower, (1, 1), kwargs, doc=doc)
+    return OpDef(name, "elementwise", _infer_union, lower, (1, 1), kwargs, cost=UNARY_COST.get(name), doc=doc)
 
 
 OPS: tuple[OpDef, ...] = (
-    *(OpDef(name, "elementwise", _infer_union, _binary(sym), (2, 2), doc=f"x {sym} y")
+    *(OpDef(name, "elementwise", _infer_union, _binary(sym), (2, 2), cost=BINARY_COST[name], doc=f"x {sym} y")
       for name, sym in BINARY.items()),
-    OpDef("neg", "elementwise", _infer_union, _neg_lower, (1, 1), doc="-x"),
-    OpDef("compare", "elementwise", _infer_compare, _compare_lower, (2, 2), doc="x < y etc., a boolean wire"),
+    OpDef("neg", "elementwise", _infer_union, _neg_lower, (1, 1), cost=elementwise(1), doc="-x"),
+    OpDef("compare", "elementwise", _infer_compare, _compare_lower, (2, 2), cost=elementwise(1, 0),
+          doc="x < y etc., a boolean wire"),
     OpDef("where", "elementwise", lambda c, ins, a: [WireType(axes=union_axes(ins), lifted=any(t.lifted for t in ins))],
-          _where_lower, (3, 3), doc="where(cond, a, b)"),
+          _where_lower, (3, 3), cost=elementwise(1, saves=(Save("in", 0),)), doc="where(cond, a, b)"),
     OpDef("clamp", "elementwise", _infer_union, _clamp_lower, (1, 1),
-          {"min": Kw(NUMBER), "max": Kw(NUMBER)}, doc="clamp(x, min = a, max = b)"),
+          {"min": Kw(NUMBER), "max": Kw(NUMBER)}, cost=elementwise(1, saves=(_IN,)), doc="clamp(x, min = a, max = b)"),
     *(_unary_entry(name, fn, extra, doc) for name, (fn, extra, doc) in UNARY.items()),
 )

@@ -5,6 +5,7 @@ from typing import Any
 
 from ncd.ir import Node, WireType
 from ncd.ops.base import AXES, AXIS, NUMBER, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.costing import Save, normalise, reduction
 from ncd.ops.layout import neg_dim
 
 
@@ -16,11 +17,11 @@ def _over(attrs: dict[str, Any]) -> tuple[str, ...]:
 def _check_over(ctx: TypeCtx, t: WireType, attrs: dict[str, Any], single: bool) -> tuple[str, ...]:
     over = _over(attrs)
     if single and len(over) != 1:
-        raise ctx.error(f"this op acts on exactly one axis, got {len(over)}", hint="write over = A")
+        raise ctx.error(f"this op acts on exactly one axis, got {len(over)}", hint="write over = A", at="over")
     for axis in over:
         if axis not in t.axes:
             raise ctx.error(f"axis {axis} is not on this wire, whose axes are [{', '.join(t.axes)}]",
-                            hint="name one of the wire's axes in over = ...")
+                            hint="name one of the wire's axes in over = ...", at="over")
     return over
 
 
@@ -88,22 +89,25 @@ OVER1 = {"over": Kw(AXIS, required=True)}
 OVER_EPS = {"over": Kw(AXES, required=True), "eps": Kw(NUMBER)}
 
 OPS: tuple[OpDef, ...] = (
-    OpDef("sum", "reduce", _infer_reduce, _reduce("torch.sum"), kwargs=OVER, doc="Σ over the named axes"),
-    OpDef("mean", "reduce", _infer_reduce, _reduce("torch.mean"), kwargs=OVER, doc="mean over the named axes"),
-    OpDef("max", "reduce", _infer_reduce, _reduce("torch.amax"), kwargs=OVER, doc="max over the named axes"),
-    OpDef("min", "reduce", _infer_reduce, _reduce("torch.amin"), kwargs=OVER, doc="min over the named axes"),
+    OpDef("sum", "reduce", _infer_reduce, _reduce("torch.sum"), kwargs=OVER, cost=reduction(), doc="Σ over the named axes"),
+    OpDef("mean", "reduce", _infer_reduce, _reduce("torch.mean"), kwargs=OVER, cost=reduction(), doc="mean over the named axes"),
+    OpDef("max", "reduce", _infer_reduce, _reduce("torch.amax"), kwargs=OVER,
+          cost=reduction(saves=(Save("in", 0), Save("out", 0))), doc="max over the named axes"),
+    OpDef("min", "reduce", _infer_reduce, _reduce("torch.amin"), kwargs=OVER,
+          cost=reduction(saves=(Save("in", 0), Save("out", 0))), doc="min over the named axes"),
     OpDef("logsumexp", "reduce", _infer_reduce, _reduce("torch.logsumexp"), kwargs=OVER,
-          doc="log Σ exp over the named axes"),
+          cost=reduction(4, 5, saves=(Save("in", 0), Save("out", 0))), doc="log Σ exp over the named axes"),
     OpDef("softmax", "normalise", _infer_keep(True), _along("torch.softmax"), kwargs=OVER1,
-          doc="softmax along one axis"),
+          cost=normalise(5, 4, (Save("out", 0),)), doc="softmax along one axis"),
     OpDef("log_softmax", "normalise", _infer_keep(True), _along("torch.log_softmax"), kwargs=OVER1,
-          doc="log-softmax along one axis"),
+          cost=normalise(5, 4, (Save("out", 0),)), doc="log-softmax along one axis"),
     OpDef("cumsum", "normalise", _infer_keep(True), _along("torch.cumsum"), kwargs=OVER1,
-          doc="running sum along one axis"),
+          cost=normalise(1, 1), doc="running sum along one axis"),
     OpDef("layernorm", "normalise", _infer_keep(False), _norm("F.layer_norm", "rt.layer_norm", 1e-5),
-          kwargs=OVER_EPS, doc="(x - mean) / sqrt(var + eps) over the named axes, no affine"),
+          kwargs=OVER_EPS, cost=normalise(7, 10, (Save("in", 0),), stats=True), doc="(x - mean) / sqrt(var + eps) over the named axes, no affine"),
     OpDef("rmsnorm", "normalise", _infer_keep(False), _norm("F.rms_norm", "rt.rms_norm", 1e-6),
-          kwargs=OVER_EPS, doc="x / sqrt(mean(x²) + eps) over the named axes, no affine"),
+          kwargs=OVER_EPS, cost=normalise(4, 7, (Save("in", 0),), stats=True), doc="x / sqrt(mean(x²) + eps) over the named axes, no affine"),
     OpDef("l2norm", "normalise", _infer_keep(True), _l2norm_lower,
-          kwargs={"over": Kw(AXIS, required=True), "eps": Kw(NUMBER)}, doc="x / ‖x‖₂ along one axis"),
+          kwargs={"over": Kw(AXIS, required=True), "eps": Kw(NUMBER)},
+          cost=normalise(4, 7, (Save("in", 0), Save("new", numel="rows"))), doc="x / ‖x‖₂ along one axis"),
 )
