@@ -1,0 +1,31 @@
+"""ParaRNN backend: nonlinear recurrences solved parallel-in-time by Newton + linear scans.
+
+    naive.py       sequential cell loop and sequential scan (the slow twins)
+    scan.py        log-depth PyTorch scan + `linear_scan` dispatch (Triton on CUDA)
+    scan_triton.py chunked Triton scan kernels (diag and k×k blocks)
+    jacobian.py    structured Jacobians by JVP; `check_jacobian_structure`
+    solver.py      `NewtonSolver`, `newton_scan`, adjoint backward, stats
+    cells.py       ParaGRU, ParaLSTM, DiagTanhRNN, DenseGRU, DivergentCell
+"""
+from .cells import DenseGRU, DiagTanhRNN, DivergentCell, ParaCell, ParaGRU, ParaLSTM
+from .jacobian import check_jacobian_structure, structure_violation, value_and_jacobian
+from .naive import scan_naive, sequential_loop
+from .scan import linear_scan, scan_parallel
+from .solver import (
+    NewtonFailedError,
+    NewtonFallbackWarning,
+    NewtonSolver,
+    SolverStats,
+    default_stats,
+    default_tol,
+    newton_scan,
+    stats,
+)
+
+__all__ = [
+    "DenseGRU", "DiagTanhRNN", "DivergentCell", "ParaCell", "ParaGRU", "ParaLSTM",
+    "check_jacobian_structure", "structure_violation", "value_and_jacobian",
+    "scan_naive", "sequential_loop", "linear_scan", "scan_parallel",
+    "NewtonFailedError", "NewtonFallbackWarning", "NewtonSolver", "SolverStats",
+    "default_stats", "default_tol", "newton_scan", "stats",
+]

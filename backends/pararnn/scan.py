@@ -1,0 +1,140 @@
+"""Parallel linear scan y_t = a_t y_{t-1} + b_t over T, the linear solve inside each Newton step.
+
+The pairs (a_t, b_t) compose associatively,
+
+    (a1, b1) ∘ (a2, b2) = (a2 a1, a2 b1 + b2)        (1 = earlier step, 2 = later step),
+
+so the recurrence is a prefix scan. The PyTorch version here pairs neighbours, scans the
+half-length sequence of pairs recursively and fills in the remaining half (odd-even / Blelloch
+style): O(T) work, log2(T) depth, each level a handful of batched tensor ops. It is the CPU path.
+On CUDA, `linear_scan` dispatches to the chunked Triton kernel in `scan_triton.py`.
+"""
+from __future__ import annotations
+
+import functools
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .naive import ScanKind, acc_dtype, scan_naive
+
+Backend = Literal["auto", "torch", "triton", "naive"]
+
+
+def _compose(a2: Tensor, a1: Tensor, kind: ScanKind) -> Tensor:
+    return a2 * a1 if kind == "diag" else a2 @ a1
+
+
+def _apply(a: Tensor, y: Tensor, kind: ScanKind) -> Tensor:
+    return a * y if kind == "diag" else (a @ y.unsqueeze(-1)).squeeze(-1)
+
+
+def _identity_like(a0: Tensor, kind: ScanKind) -> Tensor:
+    """The neutral coefficient for one time step: ones (diag) or identity blocks."""
+    if kind == "diag":
+        return torch.ones_like(a0)
+    k = a0.shape[-1]
+    return torch.eye(k, dtype=a0.dtype, device=a0.device).expand_as(a0).clone()
+
+
+def _scan_rec(a: Tensor, b: Tensor, kind: ScanKind) -> Tensor:
+    """Inclusive forward scan from a zero state, along dim 1, in a's dtype."""
+    T = b.shape[1]
+    if T == 1:
+        return b.clone()
+    if T % 2:  # pad with the neutral step (identity, 0) so pairs line up; cut it off after
+        a = torch.cat([a, _identity_like(a[:, :1], kind)], dim=1)
+        b = torch.cat([b, torch.zeros_like(b[:, :1])], dim=1)
+    a_e, a_o = a[:, 0::2], a[:, 1::2]
+    b_e, b_o = b[:, 0::2], b[:, 1::2]
+    # pair (2i, 2i+1) composed: its result is y at the odd positions
+    y_o = _scan_rec(_compose(a_o, a_e, kind), _apply(a_o, b_e, kind) + b_o, kind)
+    y_e = b_e.clone()
+    y_e[:, 1:] += _apply(a_e[:, 1:], y_o[:, :-1], kind)
+    y = torch.stack([y_e, y_o], dim=2).flatten(1, 2)
+    return y[:, :T]
+
+
+def scan_parallel(
+    a: Tensor,
+    b: Tensor,
+    kind: ScanKind = "diag",
+    reverse: bool = False,
+    initial: Tensor | None = None,
+) -> Tensor:
+    """Log-depth PyTorch scan; same contract as `naive.scan_naive` (float32 accumulation)."""
+    dt = acc_dtype(b.dtype)
+    a32, b32 = a.to(dt), b.to(dt)
+    if reverse:
+        a32, b32 = a32.flip(1), b32.flip(1)
+    if initial is not None:  # fold the initial state into the first step's offset
+        b32 = b32.clone()
+        b32[:, 0] += _apply(a32[:, 0], initial.to(dt), kind)
+    y = _scan_rec(a32, b32, kind)
+    if reverse:
+        y = y.flip(1)
+    return y.to(b.dtype)
+
+
+def _check(a: Tensor, b: Tensor, kind: str, initial: Tensor | None) -> None:
+    if kind == "diag":
+        if a.shape != b.shape or b.dim() != 3:
+            raise ValueError(
+                f"diag scan wants a and b of shape [B, T, N]; got a {tuple(a.shape)}, b {tuple(b.shape)}"
+            )
+    elif kind == "block":
+        if b.dim() != 4 or a.shape != (*b.shape, b.shape[-1]):
+            raise ValueError(
+                "block scan wants a [B, T, NB, k, k] and b [B, T, NB, k]; "
+                f"got a {tuple(a.shape)}, b {tuple(b.shape)}"
+            )
+    else:
+        raise ValueError(f"scan kind must be 'diag' or 'block', got {kind!r}")
+    if b.shape[1] == 0:
+        raise ValueError("scan over T = 0 steps")
+    if initial is not None and initial.shape != (b.shape[0], *b.shape[2:]):
+        raise ValueError(
+            f"initial state shape {tuple(initial.shape)} != {(b.shape[0], *b.shape[2:])}"
+        )
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def linear_scan(
+    a: Tensor,
+    b: Tensor,
+    kind: ScanKind = "diag",
+    reverse: bool = False,
+    initial: Tensor | None = None,
+    backend: Backend = "auto",
+) -> Tensor:
+    """Solve y_t = a_t y_{t-1} + b_t (or y_t = a_t y_{t+1} + b_t when `reverse`) for all t.
+
+    a: [B, T, N] (diag) or [B, T, NB, k, k] (block); b: [B, T, N] or [B, T, NB, k];
+    initial: [B, N] / [B, NB, k], the state before the first step (zero if None).
+    Returns y with b's shape and dtype; accumulates in float32 (float64 stays float64).
+    backend "auto": Triton on CUDA tensors (float64 excepted: the kernels accumulate in
+    float32), the PyTorch parallel scan elsewhere.
+    """
+    _check(a, b, kind, initial)
+    if backend == "auto":  # the Triton kernels accumulate in float32: float64 stays in PyTorch
+        use_triton = b.is_cuda and b.dtype != torch.float64 and _triton_available()
+        backend = "triton" if use_triton else "torch"
+    if backend == "naive":
+        return scan_naive(a, b, kind, reverse, initial)
+    if backend == "torch":
+        return scan_parallel(a, b, kind, reverse, initial)
+    if backend == "triton":
+        from .scan_triton import scan_triton
+
+        return scan_triton(a, b, kind, reverse, initial)
+    raise ValueError(f"unknown scan backend {backend!r}; use auto, torch, triton or naive")

@@ -1,0 +1,224 @@
+"""Benchmark: ParaRNN Newton solve vs sequential loops (never a test).
+
+CPU (always): ParaGRU forward (and with --backward, forward+backward), Newton vs the eager
+sequential loop, T = 1k..16k; reports Newton iterations, final residual and max |Δ| to the loop.
+"newton" takes Jacobians by JVP (the generic path); "newton-cf" passes the closed-form diagonal
+Jacobian `ParaGRU.recurrent_value_and_jacobian` as `jac_fn` (what a compiler could emit).
+CUDA (when present): forward and forward+backward, B ∈ {1, 8, 16}, N ∈ {256, 1024},
+T = 1k..64k, fp32 and bf16, Newton vs the eager loop, a loop over a torch.compile'd cell step
+(compiling the whole T-step loop would unroll it) and cuDNN torch.nn.GRU at the same hidden
+size (a dense GRU: more FLOPs per step, but the standard fast baseline), plus peak memory.
+
+    python bench/pararnn.py [--quick] [--json] [--backward] [--B 1] [--N 64] [--T 1024 2048 ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+try:
+    import ncd.backends.pararnn as P
+except ImportError:  # run from a checkout without the ncd.backends mapping installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import backends.pararnn as P
+
+
+GPU = "cuda"  # the device bench_cuda runs on (a dry run on the CPU may patch it)
+
+
+def _sync(device: str) -> None:
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+def _time_ms(fn, device: str, repeat: int, warmup: int = 1) -> float:
+    """Median wall time of fn() in ms, synchronising around each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _peak_mb(fn, device: str) -> float | None:
+    if device == "cpu":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def _runners(model: P.ParaGRU, xs: torch.Tensor, backward: bool, solver: P.NewtonSolver,
+             compiled_step=None):
+    """name -> zero-arg callable running forward (and backward) once."""
+    def wrap(forward):
+        if not backward:
+            def run():
+                with torch.no_grad():
+                    forward()
+            return run
+
+        def run_bwd():
+            model.zero_grad(set_to_none=True)
+            forward().float().square().mean().backward()
+        return run_bwd
+
+    solver_cf = P.NewtonSolver("diag", jac_fn=P.ParaGRU.recurrent_value_and_jacobian)
+    runs = {
+        "newton": wrap(lambda: model(xs, solver=solver)),
+        "newton-cf": wrap(lambda: model(xs, solver=solver_cf)),
+        "loop": wrap(lambda: model(xs, mode="sequential")),
+    }
+    if compiled_step is not None:
+        def compiled_loop():
+            u = xs @ model.W + model.b
+            h = xs.new_zeros(xs.shape[0], model.state_size)
+            out = []
+            for t in range(xs.shape[1]):
+                h = compiled_step(h, u[:, t], model.a)
+                out.append(h)
+            return torch.stack(out, 1)
+        runs["compiled-loop"] = wrap(compiled_loop)
+    return runs
+
+
+def bench_cpu(args) -> list[dict]:
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    model = P.ParaGRU(args.E, args.N, generator=gen)
+    for T in args.T:
+        xs = torch.randn(args.B, T, args.E, generator=gen)
+        solver = P.NewtonSolver("diag")
+        with torch.no_grad():
+            h_newton = model(xs, solver=solver)
+            h_loop = model(xs, mode="sequential")
+        err = (h_newton - h_loop).abs().max().item()
+        for mode in (["fwd", "fwd+bwd"] if args.backward else ["fwd"]):
+            runs = _runners(model, xs, mode == "fwd+bwd", solver)
+            t_loop = _time_ms(runs["loop"], "cpu", args.repeat)
+            t_newton = _time_ms(runs["newton"], "cpu", args.repeat)
+            t_cf = _time_ms(runs["newton-cf"], "cpu", args.repeat)
+            rows.append(dict(device="cpu", mode=mode, dtype="float32", B=args.B, N=args.N, T=T,
+                             loop_ms=t_loop, newton_ms=t_newton, speedup=t_loop / t_newton,
+                             newton_cf_ms=t_cf, speedup_cf=t_loop / t_cf,
+                             iterations=solver.stats.last_iterations,
+                             residual=solver.stats.last_residual, max_abs_diff=err,
+                             fallbacks=solver.stats.fallbacks))
+    return rows
+
+
+def bench_cuda(args) -> list[dict]:
+    rows = []
+    dev = GPU
+    compiled_step = torch.compile(P.ParaGRU.recurrent)
+    for dtype in (torch.float32, torch.bfloat16):
+        for N in args.cuda_N:
+            gen = torch.Generator().manual_seed(0)
+            model = P.ParaGRU(args.E, N, generator=gen).to(dev, dtype)
+            gru = torch.nn.GRU(args.E, N, batch_first=True).to(dev, dtype)
+            for B in args.cuda_B:
+                for T in args.cuda_T:
+                    xs = torch.randn(B, T, args.E, device=dev, dtype=dtype)
+                    solver = P.NewtonSolver("diag")
+                    for mode in ("fwd", "fwd+bwd"):
+                        bwd = mode == "fwd+bwd"
+                        runs = _runners(model, xs, bwd, solver, compiled_step)
+                        if bwd:
+                            runs["cudnn-gru"] = lambda: gru(xs)[0].float().square().mean().backward()
+                        else:
+                            def cudnn_fwd():
+                                with torch.no_grad():
+                                    gru(xs)
+                            runs["cudnn-gru"] = cudnn_fwd
+                        row = dict(device=torch.cuda.get_device_name(), mode=mode,
+                                   dtype=str(dtype).replace("torch.", ""), B=B, N=N, T=T)
+                        for name, fn in runs.items():
+                            if name != "newton" and T > args.loop_max_T and "loop" in name:
+                                continue  # a 64k-step Python loop per repeat is minutes
+                            row[f"{name}_ms"] = _time_ms(fn, dev, args.repeat)
+                            row[f"{name}_peak_mb"] = _peak_mb(fn, dev)
+                        row["iterations"] = solver.stats.last_iterations
+                        row["residual"] = solver.stats.last_residual
+                        row["fallbacks"] = solver.stats.fallbacks
+                        rows.append(row)
+                        print(_fmt_row(row), file=sys.stderr)
+    return rows
+
+
+def _fmt_row(r: dict) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items())
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    keys = [k for k in rows[0] if k != "device"]
+    for r in rows:
+        keys += [k for k in r if k not in keys and k != "device"]
+    head = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n"
+
+    def cell(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.3g}" if (abs(v) < 1e-2 or abs(v) >= 1e4) and v != 0 else f"{v:.2f}"
+        return str(v)
+    return head + "\n".join("| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="T = 1k, 2k only; 1 repeat; small CUDA grid")
+    ap.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    ap.add_argument("--backward", action="store_true", help="CPU: also time forward+backward")
+    ap.add_argument("--B", type=int, default=1)
+    ap.add_argument("--N", type=int, default=64)
+    ap.add_argument("--E", type=int, default=16)
+    ap.add_argument("--T", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cuda-B", type=int, nargs="+", default=[1, 8, 16])
+    ap.add_argument("--cuda-N", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--cuda-T", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
+    ap.add_argument("--loop-max-T", type=int, default=16384,
+                    help="CUDA: skip the Python-loop baselines above this T")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (0: torch's default); 1 is steadier on a shared box")
+    ap.add_argument("--no-cuda", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.T, args.repeat = [t for t in args.T if t <= 2048] or args.T[:1], 1
+        args.cuda_B, args.cuda_N, args.cuda_T = [1, 8], [256], [1024, 4096]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = bench_cpu(args)
+    if torch.cuda.is_available() and not args.no_cuda:
+        rows += bench_cuda(args)
+    if args.json:
+        print(json.dumps(dict(machine=platform.processor() or platform.machine(),
+                              torch=torch.__version__, threads=torch.get_num_threads(), rows=rows),
+                         indent=1))
+    else:
+        print(f"# torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+              f"{'cuda: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda'}")
+        print(_table([r for r in rows if r["device"] == "cpu"]))
+        gpu = [r for r in rows if r["device"] != "cpu"]
+        if gpu:
+            print(f"\n# {gpu[0]['device']}\n" + _table(gpu))
+
+
+if __name__ == "__main__":
+    main()
