@@ -5,6 +5,7 @@ repeats and halting loops — are statements with nested bodies. Nothing here ru
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -236,6 +237,7 @@ class Lowering:
             return self.call_block(node, refs)
         if op == "init_random":
             args = tuple(float(self.sizes.number(a, node)) for a in node.attrs["args"])
+            _check_init(node, args)
             shape = tuple(self.sizes.bound(a) for a in node.type.axes)
             return call("rt.init_tensor", lit(node.attrs["dist"]), lit(args), lit(shape))
         if op == "init_fill":
@@ -320,6 +322,20 @@ class Lowering:
         return Loop("halting", node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
                     length=lit(int(node.attrs["max"])), index=region.args[n_carry], n_carry=n_carry,
                     eps=float(node.attrs["eps"]), weight_align=weight_align, node_id=node.id)
+
+
+def _check_init(node: Node, args: tuple[float, ...]) -> None:
+    """Initialiser arguments a float32 tensor can hold, in the order the distribution needs."""
+    span = node.loc.span if node.loc else None
+    dist = node.attrs["dist"]
+    limit = 3.0e38  # float32's range: parameters start in the default dtype
+    if any(not math.isfinite(a) or abs(a) > limit for a in args):
+        raise NcdError(f"{dist}{args} has an argument a float32 parameter cannot hold", span,
+                       hint="initialiser arguments must be finite and below 3e38 in magnitude")
+    if dist in ("normal", "trunc_normal") and args[1] < 0:
+        raise NcdError(f"{dist}(mean, std) needs std >= 0, got {args[1]}", span)
+    if dist == "uniform" and args[0] > args[1]:
+        raise NcdError(f"uniform(low, high) needs low <= high, got {args}", span)
 
 
 def _defined(body: list[Stmt]):
