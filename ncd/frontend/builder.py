@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import difflib
 import math
-from fractions import Fraction
-from functools import lru_cache
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 import sympy
@@ -54,6 +54,7 @@ def err(message: str, item: Tree | Token | None, hint: str | None = None) -> Ncd
 # Numbers are exact (sympy rationals) while the spec is checked, and become float64 in the module:
 # keep them within its range, so folding `D^-1e9` or printing `1e99999` cannot run for minutes.
 MAX_BITS = 1100  # 2^1100 > 1.8e308, float64's largest
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def number_literal(tok: Token) -> sympy.Expr:
@@ -77,7 +78,7 @@ def checked_power(a: sympy.Expr, b: sympy.Expr, where: Tree) -> sympy.Expr:
         if bits > MAX_BITS:
             raise err("this power is out of range of a float64", where)
     elif b.is_number and b.is_real and abs(b) > 64:
-        raise err("an exponent in a size must be at most 64", where)
+        raise err("an axis size may be raised to a power of at most 64", where)
     return checked_number(a**b, where)
 
 
@@ -320,6 +321,12 @@ class SpecBuilder:
         size = sympy.simplify(size)
         if current == sz.symbol(base) and self.axes.get(base) is not None and self.axes[base].size is None:
             if size != current:
+                own = [s for s in size.free_symbols if self.base_axis(s.name) == base]
+                if own and size.subs({s: sz.symbol(base) for s in own}) == current:
+                    return  # D' has D's size: nothing to infer
+                if own:
+                    raise err(f"axis {axis} would have size {size} ({what}), which depends on {base} itself",
+                              where, hint=f"this needs two different axes where it uses {base}")
                 self.inferred[base] = size
             return
         diff = sympy.simplify(current - size)
@@ -396,7 +403,7 @@ class SpecBuilder:
     def build(self) -> SpecIR:
         entry = self.entry_name or list(self.block_trees)[-1]
         if entry not in self.block_trees:
-            raise NcdError(f"the spec has no block {entry}", hint=_did_you_mean(entry, self.block_trees))
+            raise NcdError(f"the spec has no block {entry}", hint=_did_you_mean(str(entry), self.block_trees))
         entry_block = self.specialise(entry, [], self.block_trees[entry].children[0], None)
         axes = dict(self.axes)
         for name, size in self.inferred.items():
@@ -679,8 +686,9 @@ class BlockBuilder:
                 v = self.number_value(vid)
                 if v is None:
                     raise err(f"the arguments of {fname} must be numbers", a)
-                if v.is_number and fname != "const" and not math.isfinite(float(v)):
-                    raise err(f"the arguments of {fname} must be finite numbers, not {v}", a)
+                if v.is_number and fname != "const" and not abs(float(v)) <= FLOAT32_MAX:
+                    raise err(f"the arguments of {fname} must be finite numbers within float32's range, not {v}",
+                              a, hint="weights are drawn in the default dtype (float32 unless set otherwise)")
                 values.append(sz.to_text(v))
             want = {"normal": 2, "uniform": 2, "trunc_normal": 2, "zeros": 0, "ones": 0, "const": 1}[fname]
             if len(values) != want:
@@ -692,6 +700,9 @@ class BlockBuilder:
             if fname == "uniform" and (nums[0] - nums[1]).is_number and nums[0] > nums[1]:
                 raise err(f"uniform({values[0]}, {values[1]}): the lower bound is above the upper", args[0],
                           hint="uniform(low, high) with low <= high")
+            if fname == "uniform" and (nums[1] - nums[0]).is_number and nums[1] - nums[0] > FLOAT32_MAX:
+                raise err(f"uniform({values[0]}, {values[1]}): the range is wider than float32's largest number",
+                          args[0])
             return self.add("init_random", [], {"dist": fname, "args": values}, [t], tree).id
         return self.expr(tree)
 

@@ -41,7 +41,7 @@ def _syntax_error(exc: UnexpectedInput, source: str) -> NcdError:
                         hint="a block or bracket is not closed")
     if isinstance(exc, UnexpectedCharacters):
         char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else "?"
-        hint = "specs are data, not Python: only the .ncd language is accepted" if char in "\"'`$!?%&|\\" else None
+        hint = "specs are data, not Python: only the .ncd language is accepted" if char in "\"'`$!?%&|\\." else None
         return NcdError(f"unexpected character {char!r}", Span(line, col), hint=hint)
     assert isinstance(exc, UnexpectedToken)
     token: Token = exc.token

@@ -106,7 +106,7 @@ OPS: tuple[OpDef, ...] = (
     OpDef("layernorm", "normalise", _infer_keep(False), _norm("F.layer_norm", "rt.layer_norm", 1e-5),
           kwargs=OVER_EPS, cost=normalise(7, 10, (Save("in", 0),), stats=True), doc="(x - mean) / sqrt(var + eps) over the named axes, no affine"),
     OpDef("rmsnorm", "normalise", _infer_keep(False), _norm("F.rms_norm", "rt.rms_norm", 1e-6),
-          kwargs=OVER_EPS, cost=normalise(4, 7, (Save("in", 0),), stats=True), doc="x / sqrt(mean(x²) + eps) over the named axes, no affine"),
+          kwargs=OVER_EPS, cost=normalise(4, 7, (Save("in", 0), Save("new", numel="rows"))), doc="x / sqrt(mean(x²) + eps) over the named axes, no affine"),
     OpDef("l2norm", "normalise", _infer_keep(True), _l2norm_lower,
           kwargs={"over": Kw(AXIS, required=True), "eps": Kw(NUMBER)},
           cost=normalise(4, 7, (Save("in", 0), Save("new", numel="rows"))), doc="x / ‖x‖₂ along one axis"),

@@ -1,0 +1,743 @@
+"""The bad-input corpus: every broken spec fails with an NcdError at the token at fault.
+
+One row per mistake: the spec, the (line, column) the error must point at, a piece of the message
+and, where one helps, of the hint. Columns are chosen deliberately: the name that is unknown or
+duplicated, the operator whose operands disagree (`@`), the option that is wrong (`over = E`),
+the expression whose type is wrong — not merely the start of the statement.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import torch
+
+import ncd
+from ncd import NcdError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Two lines every spec below starts with, so the block header is line 3 and its body line 4.
+HEAD = "axis D = 4, E = 3\naxis T\n"
+# A block with weights (lines 3-6), for the cases that instantiate one.
+LIN = HEAD + """block Lin(x: [D]) -> [E] {
+  param W: [D, E] init normal(0, 1)
+  return x @[D] W
+}
+"""
+# A block over an axis parameter (lines 3-5).
+GEN = HEAD + """block G[A](x: [A]) -> [A] {
+  return relu(x)
+}
+"""
+
+
+class Case(NamedTuple):
+    id: str
+    source: str
+    line: int | None
+    col: int | None
+    message: str
+    hint: str | None = None
+    sizes: dict[str, object] = {}
+
+
+CASES = [
+    # ------------------------------------------------------------------ syntax
+    Case("syntax/missing-closing-brace", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return relu(x)
+""", 4, 17, "unexpected end of the spec", "not closed"),
+    Case("syntax/stray-token", HEAD + """block F(x: [T, D]) -> [T, D] {
+  y = x + + ) x
+  return y
+}
+""", 4, 11, "unexpected '+'", "expected"),
+    Case("syntax/bad-number", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x * 1.2.3
+}
+""", 4, 17, "unexpected '.3'"),
+    Case("syntax/unclosed-bracket", HEAD + """block F(x: [T, D) -> [T, D] {
+  return x
+}
+""", 3, 17, "unexpected ')'", "']'"),
+    Case("syntax/missing-arrow", HEAD + """block F(x: [T, D]) [T, D] {
+  return x
+}
+""", 3, 20, "unexpected '['", "'->'"),
+    Case("syntax/unexpected-character", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x $ 2
+}
+""", 4, 12, "unexpected character '$'"),
+    # ------------------------------------------------------------------ names and axes
+    Case("axis/unknown-in-type", HEAD + """block F(x: [T, Q]) -> [T, D] {
+  return x
+}
+""", 3, 16, "unknown axis Q", "axis Q"),
+    Case("axis/unknown-in-size", """axis D = 4
+axis K = D / Q
+block F(x: [K]) -> [K] {
+  return x
+}
+""", 2, 14, "unknown axis Q"),
+    Case("axis/unknown-in-over", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return softmax(x, over = Q)
+}
+""", 4, 28, "unknown axis Q"),
+    Case("name/unknown-did-you-mean", HEAD + """block F(x: [T, D]) -> [T, D] {
+  hidden = relu(x)
+  return hiden
+}
+""", 5, 10, "unknown name hiden", "did you mean hidden?"),
+    Case("name/unknown-function", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return rleu(x)
+}
+""", 4, 10, "unknown function rleu", "did you mean relu?"),
+    Case("name/unknown-block-in-use", HEAD + """block F(x: [T, D]) -> [T, D] {
+  use g = Gg
+  return g(x)
+}
+""", 4, 11, "unknown block Gg"),
+    Case("name/reserved-param", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param forward: [D] init zeros
+  return x + forward
+}
+""", 4, 9, "forward is a reserved name"),
+    Case("name/reserved-tap", HEAD + """block F(x: [T, D]) -> [T, D] {
+  tap type = relu(x)
+  return x
+}
+""", 4, 7, "type is a reserved name"),
+    Case("name/reserved-instance", HEAD + """block G(x: [T, D]) -> [T, D] {
+  return x
+}
+block F(x: [T, D]) -> [T, D] {
+  use eval = G
+  return eval(x)
+}
+""", 7, 7, "eval is a reserved name"),
+    Case("name/axis-name-means-something-in-sympy", """axis lambda = 4
+block F(x: [lambda]) -> [lambda] {
+  return x
+}
+""", 1, 6, "lambda cannot name an axis"),
+    Case("name/value-named-like-an-axis", HEAD + """block F(x: [T, D]) -> [T, D] {
+  D = relu(x)
+  return x
+}
+""", 4, 3, "D is an axis", "lowercase"),
+    Case("name/block-named-like-an-op", HEAD + """block relu(x: [T, D]) -> [T, D] {
+  return x
+}
+""", 3, 7, "name of a built-in op"),
+    Case("name/instance-used-as-value", LIN + """block F(x: [T, D]) -> [T, E] {
+  use l = Lin
+  return l
+}
+""", 9, 10, "l is a block instance; call it"),
+    # ------------------------------------------------------------------ duplicates
+    Case("dup/block", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x
+}
+block F(x: [T, D]) -> [T, D] {
+  return x
+}
+""", 6, 7, "block F is defined twice (first at line 3)", "rename one"),
+    Case("dup/param", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param b: [D] init zeros
+  param b: [D] init zeros
+  return x + b
+}
+""", 5, 9, "b is already defined", "its own name"),
+    Case("dup/axis-with-another-size", """axis D = 4
+axis D = 5
+block F(x: [D]) -> [D] {
+  return x
+}
+""", 2, 6, "axis D is declared twice (first at line 1)", "D'"),
+    Case("dup/carry", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return scan t over T carry (h: [D] = 0, h: [D] = 0) {
+    h = h + x[t]
+    emit h
+  }
+}
+""", 4, 43, "carry h is declared twice", "its own name"),
+    Case("dup/tap", HEAD + """block F(x: [T, D]) -> [T, D] {
+  tap a = relu(x)
+  tap a = tanh(x)
+  return x
+}
+""", 5, 7, "tap a is defined twice", "its own name"),
+    Case("dup/instance", LIN + """block F(x: [T, D]) -> [T, E] {
+  use l = Lin
+  use l = Lin
+  return l(x)
+}
+""", 9, 7, "l is already defined"),
+    Case("dup/input", HEAD + """block F(x: [T, D], x: [T, D]) -> [T, D] {
+  return x
+}
+""", 3, 20, "two inputs named x"),
+    Case("dup/axis-in-one-type", HEAD + """block F(x: [T, D, D]) -> [T, D] {
+  return x
+}
+""", 3, 19, "axis D appears twice in one type", "D'"),
+    # ------------------------------------------------------------------ contraction
+    Case("contract/axis-on-one-side-only", HEAD + """block F(x: [T, D]) -> [T, E] {
+  param W: [D, E] init normal(0, 1)
+  return x @[E] W
+}
+""", 5, 14, "cannot contract axis E: it is not on the left operand", "rename"),
+    Case("contract/ambiguous-no-shared-axis", HEAD + """block F(x: [T, D]) -> [T, D, E] {
+  param W: [E] init normal(0, 1)
+  return x @ W
+}
+""", 5, 12, "ambiguous contraction: the operands share no axis", "a @[D] b"),
+    Case("contract/ambiguous-two-shared-axes", HEAD + """block F(x: [T, D]) -> [T] {
+  param W: [T, D] init normal(0, 1)
+  return x @ W
+}
+""", 5, 12, "ambiguous contraction: the operands share [T, D]", "a @[D] b"),
+    Case("contract/number-operand", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x @ 2
+}
+""", 4, 12, "right operand of @ is a number"),
+    # ------------------------------------------------------------------ sizes
+    Case("size/rename-to-axis-of-another-size", HEAD + """block F(x: [T, D]) -> [T, E] {
+  return x[D as E]
+}
+""", 4, 12, "axis E has size 3 here, but renamed from D is 4", "line 1"),
+    Case("size/reshape-product-differs", """axis D = 4, H = 3, K = 2
+axis T
+block F(x: [T, D]) -> [T, H, K] {
+  return x[D -> H K]
+}
+""", 4, 12, "axis D has size 4 here, but the product of H K is 6"),
+    Case("size/concat-disagrees-with-declared", HEAD + """axis D2 = 9
+block F(x: [T, D]) -> [T, D2] {
+  return concat(x, x, over = D -> D2)
+}
+""", 5, 10, "axis D2 has size 9 here, but the sum of the concatenated sizes is 8", "line 3"),
+    Case("size/derived-does-not-divide", """axis D = 10, H = 4
+axis K = D / H
+block F(x: [K]) -> [K] {
+  return x
+}
+""", 2, 10, "axis K has size 5/2, which is not a whole number", "divide"),
+    Case("size/derived-does-not-divide-after-binding", """axis D, H = 4
+axis K = D / H
+block F(x: [K]) -> [K] {
+  return x
+}
+""", 2, 10, "axis K has size 5/2, which is not a whole number", None, {"D": 10}),
+    Case("size/derived-bound-to-another-size", """axis D = 8, H = 2
+axis K = D / H
+block F(x: [K]) -> [K] {
+  return x
+}
+""", 2, 10, "axis K is declared with size 4 but bound to 3", None, {"K": 3}),
+    Case("size/not-an-integer", """axis D = 2.5
+block F(x: [D]) -> [D] {
+  return x
+}
+""", 1, 10, "not a whole number"),
+    Case("size/negative", """axis D = 2 - 5
+block F(x: [D]) -> [D] {
+  return x
+}
+""", 1, 10, "sizes must be positive"),
+    Case("size/bound-negative", """axis D
+block F(x: [D]) -> [D] {
+  return x
+}
+""", 1, 6, "axis D must be bound to a positive integer, got -3", None, {"D": -3}),
+    Case("size/bound-not-an-integer", """axis D
+block F(x: [D]) -> [D] {
+  return x
+}
+""", 1, 6, "axis D must be bound to a positive integer, got 2.5", None, {"D": 2.5}),
+    # A binding names no place in the spec: the error has no line, and says which axes there are.
+    Case("size/binding-a-non-existent-axis", """axis D
+block F(x: [D]) -> [D] {
+  return x
+}
+""", None, None, "declares no axis Q", "axes: D", {"Q": 3}),
+    Case("size/index-out-of-range", HEAD + """block F(x: [T, D]) -> [T] {
+  return x[D = 7]
+}
+""", 4, 12, "index 7 is out of range for axis D of size 4", "0 to 3"),
+    Case("size/prime-in-axis-declaration", """axis D' = 4
+block F(x: [D]) -> [D] {
+  return x
+}
+""", 1, 6, "axis D' is a prime"),
+    Case("size/division-by-zero", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x * (1 / 0)
+}
+""", 4, 15, "division by zero"),
+    Case("size/inferred-from-itself-by-concat", """axis D
+block F(x: [D]) -> [D] {
+  return concat(x, x, over = D -> D)
+}
+""", 3, 10, "axis D would have size 2*D (the sum of the concatenated sizes), which depends on D itself"),
+    Case("size/inferred-from-itself-by-reshape", """axis D, K = 2
+block F(x: [D]) -> [D, K] {
+  return x[D -> D K]
+}
+""", 3, 12, "which depends on D itself", "two different axes"),
+    # ------------------------------------------------------------------ params
+    Case("param/without-init", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param b: [D]
+  return x + b
+}
+""", 4, 9, "param b needs an initialiser", "init normal"),
+    Case("param/init-with-extra-axes", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param b: [D] init idx(E)
+  return x + b
+}
+""", 4, 16, "E not on the parameter"),
+    Case("param/init-wrong-arity", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param b: [D] init normal(0)
+  return x + b
+}
+""", 4, 21, "normal takes 2 arguments, got 1"),
+    Case("param/reassigned", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param b: [D] init zeros
+  b = relu(x)
+  return b
+}
+""", 5, 3, "b is a param of this block and cannot be reassigned"),
+    # ------------------------------------------------------------------ blocks and calls
+    Case("block/cycle-through-another", HEAD + """block A(x: [T, D]) -> [T, D] {
+  use b = B
+  return b(x)
+}
+block B(x: [T, D]) -> [T, D] {
+  use a = A
+  return a(x)
+}
+""", 4, 11, "blocks call each other in a cycle: B → A → B", "cannot contain itself"),
+    Case("block/uses-itself", HEAD + """block A(x: [T, D]) -> [T, D] {
+  use me = A
+  return me(x)
+}
+""", 4, 12, "cycle: A → A"),
+    Case("block/with-params-called-without-use", LIN + """block F(x: [T, D]) -> [T, E] {
+  return Lin(x)
+}
+""", 8, 10, "block Lin has parameters: instantiate it with use lin = Lin", "shares them"),
+    Case("block/wrong-number-of-inputs", LIN + """block F(x: [T, D]) -> [T, E] {
+  use l = Lin
+  return l(x, x)
+}
+""", 9, 10, "Lin takes 1 inputs, got 2"),
+    Case("block/input-missing-an-axis", LIN + """block F(x: [T, E]) -> [T, E] {
+  use l = Lin
+  return l(x)
+}
+""", 9, 10, "Lin expects x: [..., D] but got a wire with axes [..., T, E] (missing D)", "x[A as B]"),
+    Case("block/times-n-types-differ", LIN + """block F(x: [T, D]) -> [T, E] {
+  use l = Lin × 3
+  return l(x)
+}
+""", 8, 15, "Lin × 3 chains the block into itself"),
+    Case("block/times-zero", HEAD + """block G(x: [T, D]) -> [T, D] {
+  return relu(x)
+}
+block F(x: [T, D]) -> [T, D] {
+  use g = G × 0
+  return g(x)
+}
+""", 7, 13, "a repeat count must be at least 1"),
+    Case("block/axis-parameter-missing", GEN + """block F(x: [T, D]) -> [T, D] {
+  use g = G
+  return g(x)
+}
+""", 7, 11, "block G needs axis argument A", "G[A = SomeAxis]"),
+    Case("block/axis-parameter-given-a-number", GEN + """block F(x: [T, D]) -> [T, D] {
+  use g = G[3]
+  return g(x)
+}
+""", 7, 13, "A of block G is an axis parameter: pass an axis name"),
+    Case("block/axis-parameter-unknown-axis", GEN + """block F(x: [T, D]) -> [T, D] {
+  use g = G[A = Q]
+  return g(x)
+}
+""", 7, 17, "unknown axis Q"),
+    Case("block/unknown-bracket-parameter", GEN + """block F(x: [T, D]) -> [T, D] {
+  use g = G[A = D, B = 2]
+  return g(x)
+}
+""", 7, 24, "block G has no parameter B"),
+    Case("block/keyword-input", LIN + """block F(x: [T, D]) -> [T, E] {
+  use l = Lin
+  return l(x = x)
+}
+""", 9, 10, "block inputs are positional"),
+    Case("block/none-defined", HEAD, 1, 1, "the spec defines no block", "add block"),
+    # ------------------------------------------------------------------ returns
+    Case("return/extra-axis", HEAD + """block F(x: [T, D]) -> [T] {
+  return x
+}
+""", 4, 10, "wrong return type: the block declares [..., T] but returns a wire with axes [..., T, D]",
+         "contract or reduce"),
+    Case("return/missing-axis", HEAD + """block F(x: [T, D]) -> [T, D, E] {
+  return x
+}
+""", 4, 10, "declares [..., T, D, E] but returns a wire with axes [..., T, D]"),
+    Case("return/second-output-wrong", HEAD + """block F(x: [T, D]) -> [T, D], [T] {
+  return x, x
+}
+""", 4, 13, "wrong return type"),
+    Case("return/wrong-count", HEAD + """block F(x: [T, D]) -> [T, D], [T, D] {
+  return x
+}
+""", 4, 3, "block F declares 2 outputs but returns 1"),
+    Case("return/missing", HEAD + """block F(x: [T, D]) -> [T, D] {
+  y = relu(x)
+}
+""", 3, 7, "block F does not return anything", "return"),
+    Case("return/statement-after", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x
+  y = x
+}
+""", 5, 3, "statement after return", "last statement"),
+    Case("return/unpack-count", HEAD + """block F(x: [T, D]) -> [T, D] {
+  a, b = relu(x)
+  return a
+}
+""", 4, 3, "2 names on the left but the expression gives 1 values"),
+    # ------------------------------------------------------------------ ops
+    Case("op/wrong-arity", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return relu(x, x)
+}
+""", 4, 10, "relu takes 1 inputs, got 2", "relu: max(x, 0)"),
+    Case("op/unknown-option", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return softmax(x, over = D, dim = 1)
+}
+""", 4, 31, "softmax has no option dim", "its options: over"),
+    Case("op/missing-required-option", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return softmax(x)
+}
+""", 4, 10, "softmax needs over = ..."),
+    Case("op/over-axis-not-on-wire", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return softmax(x, over = E)
+}
+""", 4, 28, "axis E is not on this wire, whose axes are [T, D]", "over = ..."),
+    Case("op/split-over-axis-not-on-wire", """axis D = 4, D2 = 8
+axis T
+block F(x: [T, D2]) -> [T, D] {
+  a, b = split(x, over = D -> [D, D'])
+  return a
+}
+""", 4, 26, "axis D is not on this wire"),
+    Case("op/rename-onto-an-axis-already-there", HEAD + """block F(x: [T, D, E]) -> [T, D, E] {
+  return x[D as E]
+}
+""", 4, 12, "axis E is already on this wire", "prime"),
+    Case("op/annotation-with-other-axes", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x : [T, E]
+}
+""", 4, 14, "this wire has axes [T, D], not [T, E]"),
+    Case("op/initialiser-outside-init", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x + zeros()
+}
+""", 4, 14, "zeros(...) is an initialiser"),
+    # ------------------------------------------------------------------ loops
+    Case("scan/without-carry", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return scan t over T {
+    emit x[t]
+  }
+}
+""", 4, 10, "scan without carry", "carry (h: [D] = 0)"),
+    Case("scan/without-emit", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return scan t over T carry (h: [D] = 0) {
+    h = h + x[t]
+  }
+}
+""", 4, 10, "this scan emits nothing", "emit h"),
+    Case("scan/emit-twice", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return scan t over T carry (h: [D] = 0) {
+    emit h
+    emit h
+  }
+}
+""", 6, 5, "a scan emits once per step"),
+    Case("scan/emit-outside", HEAD + """block F(x: [T, D]) -> [T, D] {
+  emit x
+  return x
+}
+""", 4, 3, "emit outside a scan", "a block uses return"),
+    Case("scan/return-inside", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return scan t over T carry (h: [D] = 0) {
+    h = h + x[t]
+    return h
+  }
+}
+""", 6, 5, "return inside a loop body"),
+    Case("scan/over-unknown-axis", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return scan t over Q carry (h: [D] = 0) {
+    emit h
+  }
+}
+""", 4, 22, "unknown axis Q"),
+    Case("scan/carry-changes-axes", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return scan t over T carry (h: [D] = 0) {
+    h = sum(h, over = D)
+    emit x[t]
+  }
+}
+""", 5, 9, "h enters the loop as [..., D] but leaves the step as [...]", "keep its axes"),
+    Case("scan/index-a-wire-without-the-axis", HEAD + """block F(x: [T, D], y: [D]) -> [T, D] {
+  return scan t over T carry (h: [D] = 0) {
+    h = h + y[t]
+    emit h
+  }
+}
+""", 5, 15, "this wire has no axis T to index with t"),
+    Case("repeat/count-not-a-constant", HEAD + """block F(x: [T, D]) -> [T, D] {
+  repeat x { x = relu(x) }
+  return x
+}
+""", 4, 10, "a repeat count must be a whole number known when the spec is checked"),
+    Case("repeat/body-changes-nothing", HEAD + """block F(x: [T, D]) -> [T, D] {
+  repeat 2 { y = relu(x) }
+  return x
+}
+""", 4, 3, "this repeat body changes nothing outside it", "x = layer(x)"),
+    Case("halting/without-halt", HEAD + """block F(x: [T, D]) -> [T, D] {
+  y, p = halting n max 4 carry (s: [T, D] = x) {
+    s = relu(s)
+  }
+  return y
+}
+""", 4, 10, "this halting loop never says when to halt", "halt p"),
+    Case("halting/halt-outside", HEAD + """block F(x: [T, D]) -> [T, D] {
+  halt x
+  return x
+}
+""", 4, 3, "halt outside a halting loop"),
+    Case("halting/no-steps", HEAD + """block F(x: [T, D]) -> [T, D] {
+  y, p = halting n max 0 carry (s: [T, D] = x) {
+    halt sum(s, over = D)
+  }
+  return y
+}
+""", 4, 24, "a halting loop needs at least one step"),
+    Case("halting/eps-out-of-range", HEAD + """block F(x: [T, D]) -> [T, D] {
+  y, p = halting n max 4 eps 2 carry (s: [T, D] = x) {
+    s = relu(s)
+    halt sum(s, over = D)
+  }
+  return y
+}
+""", 4, 26, "eps must be a number in (0, 1)"),
+    # ------------------------------------------------------------------ numbers stay float64 numbers
+    Case("number/literal-out-of-range", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x * 1e99999
+}
+""", 4, 14, "the number 1e99999 is out of range", "float64"),
+    Case("number/power-out-of-range", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x * D ^ -1e9
+}
+""", 4, 14, "this power is out of range of a float64"),
+    Case("number/not-real", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x * sqrt(-1)
+}
+""", 4, 14, "this evaluates to I, which is not a real number"),
+    Case("number/size-exponent-too-large", """axis D = 4
+axis K = D ^ 100
+block F(x: [K]) -> [K] {
+  return x
+}
+""", 2, 10, "an axis size may be raised to a power of at most 64"),
+    Case("param/negative-std", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param b: [D] init normal(0, -1)
+  return x + b
+}
+""", 4, 31, "the standard deviation of normal is negative", "std >= 0"),
+    Case("param/uniform-bounds-reversed", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param b: [D] init uniform(1, 0)
+  return x + b
+}
+""", 4, 29, "the lower bound is above the upper", "low <= high"),
+    Case("param/infinite-std", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param b: [D] init normal(0, inf)
+  return x + b
+}
+""", 4, 31, "must be finite numbers"),
+    Case("param/init-beyond-float32", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param b: [D] init uniform(-1e300, 1)
+  return x + b
+}
+""", 4, 29, "within float32's range", "dtype"),
+    # ------------------------------------------------------------------ Python is not the language
+    Case("python/import", "import os\n", 1, 1, "unexpected 'import'", "not Python"),
+    Case("python/dunder-import-call", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return __import__('os').system('true')
+}
+""", 4, 21, "unexpected character", "not Python"),
+]
+
+
+def _raise(case: Case) -> NcdError:
+    with pytest.raises(NcdError) as info:
+        ncd.check(case.source, **case.sizes)
+    return info.value
+
+
+def test_the_corpus_is_large_and_ids_are_unique():
+    assert len(CASES) >= 45
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_error_points_at_the_token_at_fault(case: Case):
+    exc = _raise(case)
+    assert case.message in exc.message
+    assert (exc.line, exc.col) == (case.line, case.col), str(exc)
+    if case.hint is not None:
+        assert exc.hint is not None and case.hint in exc.hint, exc.hint
+    text = str(exc)
+    if case.line is None:
+        assert text.startswith(f"<spec>: {exc.message}")
+        return
+    # file:line:col: message, the source line, then a caret under the column.
+    lines = text.splitlines()
+    assert lines[0] == f"<spec>:{case.line}:{case.col}: {exc.message}"
+    source_line = case.source.splitlines()[case.line - 1]
+    assert lines[1] == "    " + source_line
+    assert lines[2] == "    " + " " * (case.col - 1) + "^"
+    if exc.hint:
+        assert lines[-1] == f"hint: {exc.hint}"
+
+
+def test_error_names_the_file(tmp_path):
+    spec = tmp_path / "broken.ncd"
+    spec.write_text(HEAD + "block F(x: [T, D]) -> [T, D] {\n  return hiden\n}\n", encoding="utf-8")
+    with pytest.raises(NcdError) as info:
+        ncd.check(str(spec))
+    assert str(info.value).startswith(f"{spec}:4:10: unknown name hiden")
+    assert info.value.to_json()["line"] == 4
+
+
+def test_missing_spec_file_is_an_ncd_error(tmp_path):
+    with pytest.raises(NcdError, match="no such spec file"):
+        ncd.check(str(tmp_path / "absent.ncd"))
+
+
+def test_load_reports_errors_like_check():
+    case = next(c for c in CASES if c.id == "contract/ambiguous-two-shared-axes")
+    with pytest.raises(NcdError) as info:
+        ncd.load(case.source)
+    assert (info.value.line, info.value.col) == (case.line, case.col)
+
+
+def test_free_axis_of_a_weight_must_be_bound_to_load():
+    source = HEAD + "axis F\nblock G(x: [T, D]) -> [T, F] {\n  param W: [D, F] init normal(0, 1)\n  return x @[D] W\n}\n"
+    ncd.check(source)
+    with pytest.raises(NcdError) as info:
+        ncd.load(source)
+    assert (info.value.line, info.value.col) == (5, 9)
+    assert "axis F" in info.value.message
+
+
+# ---------------------------------------------------------------------- call time
+RELU = HEAD + "block F(x: [T, D]) -> [T, D] {\n  return relu(x)\n}\n"
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ((torch.randn(2, 5, 3),), "axis D has size 3 but the spec binds it to 4"),
+    ((torch.randn(4),), "input x has 1 dims but its axes are [T, D]"),
+    (("not a tensor",), "input x must be a tensor"),
+    ((torch.randn(5, 4), torch.randn(5, 4)), "takes 1 inputs"),
+], ids=["wrong-size", "too-few-dims", "not-a-tensor", "too-many-inputs"])
+def test_wrong_input_at_call_time_is_an_ncd_error(inputs, message):
+    module = ncd.load(RELU)
+    module(torch.randn(2, 5, 4))  # the right shape works, with a lifted batch axis
+    with pytest.raises(NcdError) as info:
+        module(*inputs)
+    assert message in info.value.message
+
+
+# ---------------------------------------------------------------------- specs are data, never code
+# Python that would create the marker file if anything ever ran it ({touch} = `touch <marker>`).
+PYTHON_PAYLOADS = {
+    "dunder-import": "__import__('os').system('{touch}')\n",
+    "exec-string": 'exec("import os; os.system(\'{touch}\')")\n',
+    "eval-string": "eval(\"__import__('os').system('{touch}')\")\n",
+    "lambda": "lambda: __import__('os').system('{touch}')\n",
+    "import-statement": "import os\nos.system('{touch}')\n",
+    "def-body": "def f():\n    import os\n    os.system('{touch}')\nf()\n",
+    "class-body": "class C:\n    import os\n    os.system('{touch}')\n",
+    "f-string": "f\"{{__import__('os').system('{touch}')}}\"\n",
+    "backticks": "`{touch}`\n",
+    "shell-substitution": "$({touch})\n",
+    "in-expression": HEAD + "block F(x: [T, D]) -> [T, D] {{\n  return x + __import__('os').system('{touch}')\n}}\n",
+    "exec-call-in-block": HEAD + "block F(x: [T, D]) -> [T, D] {{\n  return exec(\"open('{marker}', 'w')\")\n}}\n",
+    "lambda-in-block": HEAD + "block F(x: [T, D]) -> [T, D] {{\n  y = lambda x: x\n  return y\n}}\n",
+    "in-initialiser": HEAD + "block F(x: [T, D]) -> [T, D] {{\n  param W: [D] init __import__('os').system('{touch}')"
+                      "\n  return x\n}}\n",
+    "attribute-walk": HEAD + "block F(x: [T, D]) -> [T, D] {{\n  return x.__class__.__bases__[0]\n}}\n",
+    "eval-call-in-block": HEAD + "block F(x: [T, D]) -> [T, D] {{\n  return eval(x)\n}}\n",
+    "in-axis-size": "axis D = __import__('os').system('{touch}')\n",
+    "builtin-as-size": "axis D = exec\nblock F(x: [D]) -> [D] {{\n  return x\n}}\n",
+}
+
+
+@pytest.mark.parametrize("payload", PYTHON_PAYLOADS.values(), ids=PYTHON_PAYLOADS.keys())
+def test_python_in_a_spec_is_rejected_and_never_run(tmp_path, payload):
+    marker = tmp_path / "pwned"
+    source = payload.format(touch=f"touch {marker}", marker=marker)
+    for api in (ncd.check, ncd.load):
+        with pytest.raises(NcdError) as info:
+            api(source)
+        assert info.value.line is not None
+        assert not marker.exists()
+
+
+def _calls_to(tree: ast.AST, names: set[str]) -> list[int]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            fn = node.func
+            if isinstance(fn, ast.Name) and fn.id in names:
+                found.append(node.lineno)
+            elif isinstance(fn, ast.Attribute) and fn.attr in names and isinstance(fn.value, ast.Name) \
+                    and fn.value.id == "builtins":
+                found.append(node.lineno)
+    return found
+
+
+def test_no_module_of_ncd_calls_eval_or_exec():
+    offenders = []
+    files = [p for d in ("ncd", "backends") for p in sorted((ROOT / d).rglob("*.py"))]
+    assert files
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for line in _calls_to(tree, {"eval", "exec", "__import__", "compile"}):
+            offenders.append(f"{path.relative_to(ROOT)}:{line}")
+    assert not offenders, f"eval/exec/compile called at {offenders}"
+
+
+def test_a_bug_in_the_builder_is_an_internal_ncd_error(monkeypatch):
+    """The API's safety net: an unexpected exception becomes an NcdError that says it is ncd's bug."""
+    from ncd.frontend import builder
+
+    def broken(self, tree):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(builder.BlockBuilder, "expr_number", broken)
+    with pytest.raises(NcdError) as info:
+        ncd.check(HEAD + "block F(x: [T, D]) -> [T, D] {\n  return x * 2\n}\n")
+    assert info.value.message.startswith("internal error: KeyError")
+    assert isinstance(info.value.__cause__, KeyError)
+    assert "bug in ncd" in info.value.hint
+
+
+def test_number_literals_are_read_exactly_not_as_python():
+    """`05` is a Python syntax error and `1e-5` a float; the spec reads both as exact numbers."""
+    module = ncd.load(HEAD + "block F(x: [T, D]) -> [T, D] {\n  return x * 05 + 1. + .5e-3 + 1e-5\n}\n").double()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    torch.testing.assert_close(module(x), x * 5 + 1.00051)
