@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from ncd.errors import NcdError
@@ -27,20 +28,26 @@ def read_spec(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
     return text, "<spec>"
 
 
-def check(path_or_text: str | os.PathLike[str], *, block: str | None = None, **sizes: int) -> SpecIR:
-    """Parse and type-check a spec; returns its IR (axes still symbolic where unbound)."""
+def check(path_or_text: str | os.PathLike[str], /, *, block: str | None = None,
+          sizes: Mapping[str, int] | None = None, **more_sizes: int) -> SpecIR:
+    """Parse and type-check a spec; returns its IR (axes still symbolic where unbound).
+
+    Sizes bind axes: ``check(spec, D=64)``; ``sizes={"block": 3}`` binds axes whose names
+    collide with this function's keywords."""
     source, name = read_spec(path_or_text)
-    return build_spec(source, name, sizes, block)
+    return build_spec(source, name, {**(sizes or {}), **more_sizes}, block)
 
 
-def load(path_or_text: str | os.PathLike[str], *, block: str | None = None, scan_backend: str = "auto",
-         **sizes: int):
+def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, scan_backend: str = "auto",
+         sizes: Mapping[str, int] | None = None, **more_sizes: int):
     """Compile a spec to an in-process ``torch.nn.Module`` with the given axis sizes bound."""
     from ncd.backends.pytorch import compile_module
 
     source, name = read_spec(path_or_text)
-    ir = build_spec(source, name, sizes, block)
+    ir = build_spec(source, name, {**(sizes or {}), **more_sizes}, block)
     try:
-        return compile_module(ir, scan_backend=scan_backend)
+        module = compile_module(ir, scan_backend=scan_backend)
     except NcdError as exc:
         raise exc.located(source, name) from None
+    module.locate_errors(source, name)
+    return module

@@ -1,6 +1,7 @@
 """Axis sizes as sympy expressions: symbolic until the user binds them."""
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping
 from functools import lru_cache
 
@@ -14,18 +15,50 @@ def symbol(axis: str) -> sympy.Symbol:
 
 @lru_cache(maxsize=4096)
 def parse(text: str) -> sympy.Expr:
-    """Read back a size stored in the IR as text (sympy's own printer wrote it)."""
-    names = {}
-    for token in _tokens(text):
-        if token not in _SYMPY_NAMES:  # sstr writes these for folded numbers: sqrt(6)/8, pi/2, oo
-            names[_safe(token)] = symbol(token)
-    return sympy.sympify(_escape(text), locals=names)
+    """Read back a size stored in the IR as text (sympy's printer wrote it, or a JSON file did).
+
+    Parsed with Python's ``ast`` (which only parses) and rebuilt node by node from a short list
+    of arithmetic forms, so no text — not even an edited IR JSON — is ever evaluated.
+    """
+    try:
+        tree = ast.parse(_escape(text.strip()), mode="eval")
+    except SyntaxError:
+        raise ValueError(f"not a size expression: {text!r}") from None
+    return _build(tree.body, text)
 
 
-_SYMPY_NAMES = frozenset({"sqrt", "exp", "log", "Abs", "pi", "oo", "zoo", "nan"})
+_FUNCTIONS = {"sqrt": sympy.sqrt, "exp": sympy.exp, "log": sympy.log, "Abs": sympy.Abs,
+              "floor": sympy.floor, "ceiling": sympy.ceiling, "Max": sympy.Max, "Min": sympy.Min,
+              "Rational": sympy.Rational, "Integer": sympy.Integer, "Float": sympy.Float}
+_CONSTANTS = {"pi": sympy.pi, "oo": sympy.oo, "zoo": sympy.zoo, "nan": sympy.nan}
+_SYMPY_NAMES = frozenset(_FUNCTIONS) | frozenset(_CONSTANTS)
+_BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+           ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a**b, ast.Mod: lambda a, b: sympy.Mod(a, b),
+           ast.FloorDiv: lambda a, b: sympy.floor(a / b)}
+
+
+def _build(node: ast.AST, text: str) -> sympy.Expr:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return sympy.Integer(node.value) if isinstance(node.value, int) else sympy.Float(node.value)
+    if isinstance(node, ast.Name):
+        if node.id in _CONSTANTS:
+            return _CONSTANTS[node.id]
+        return symbol(node.id.replace("__prime__", "'"))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        return _BINARY[type(node.op)](_build(node.left, text), _build(node.right, text))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _build(node.operand, text)
+        return -value if isinstance(node.op, ast.USub) else value
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS
+            and not node.keywords):
+        return _FUNCTIONS[node.func.id](*(_build(a, text) for a in node.args))
+    raise ValueError(f"not a size expression: {text!r}")
 
 
 def to_text(expr: sympy.Expr) -> str:
+    """sympy prints Euler's number as E, which is also the input-features axis: write its digits."""
+    if isinstance(expr, sympy.Basic) and expr.has(sympy.E):
+        expr = expr.xreplace({sympy.E: sympy.Float(sympy.E, 30)})
     return sympy.sstr(expr)
 
 

@@ -210,6 +210,10 @@ class CompiledModule(nn.Module):
         self._ncd_block = key
         self._ncd_top = top
         self._ncd_program = program
+        block = spec.blocks[key]
+        self._ncd_block_span = block.loc.span if block.loc else None
+        self._ncd_port_spans = {n.id: n.loc.span for n in block.nodes if n.op == "input" and n.loc}
+        self._ncd_source: tuple[str | None, str | None] = (None, spec.name)
         for name, block_key, repeat in program.instances:
             if repeat:
                 self.add_module(name, nn.ModuleList(CompiledModule(spec, programs, block_key, top=False)
@@ -252,19 +256,25 @@ class CompiledModule(nn.Module):
         program = self._ncd_program
         if len(inputs) != len(program.inputs):
             names = ", ".join(p for _, p, _, _ in program.inputs)
-            raise NcdError(f"block {program.key} takes {len(program.inputs)} inputs ({names}), got {len(inputs)}")
+            raise NcdError(f"block {program.key} takes {len(program.inputs)} inputs ({names}), got {len(inputs)}",
+                           self._ncd_block_span).located(*self._ncd_source)
         env: Env = {}
         for (var, port, axes, sizes), x in zip(program.inputs, inputs):
             if self._ncd_top:
                 try:
                     runtime.check_input(x, port, axes, sizes)
                 except (TypeError, ValueError) as exc:
-                    raise NcdError(str(exc), hint="lifted (batch) axes lead; the block's own axes come last"
-                                   ) from None
+                    raise NcdError(str(exc), self._ncd_port_spans.get(var),
+                                   hint="lifted (batch) axes lead; the block's own axes come last"
+                                   ).located(*self._ncd_source) from None
             env[var] = x
         self._ncd_run(env, self)
         results = [r(env, self) for r in self._ncd_results]
         return results[0] if len(results) == 1 else tuple(results)
+
+    def locate_errors(self, source: str, filename: str) -> None:
+        """Errors raised when the module is called quote the spec's text (kept for that only)."""
+        self._ncd_source = (source, filename)
 
     def parallel_scans(self) -> list[Any]:
         """The parallel scan runners of this block (their `.stats` say what the solver did)."""

@@ -103,7 +103,7 @@ class SizeTable:
                            hint=f"bind it: ncd.load(..., {names.split(',')[0]}=...) or --set {names.split(',')[0]}=...")
         if value in (sympy.oo, -sympy.oo):
             return float(value)
-        if value.is_integer:
+        if value.is_integer and abs(value) < 2**63:  # bigger integers only make sense as floats
             return int(value)
         return float(value)
 

@@ -26,6 +26,7 @@ from ncd.ops import OPS
 from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, NUMBER, TypeCtx
 from ncd.ops.layout import union_axes
 
+MAX_REPEAT = 4096  # `use layers = Block × N` builds N modules: beyond this it is a typo, not a model
 INITIALISERS = ("normal", "uniform", "zeros", "ones", "const", "trunc_normal")
 NUMERIC_FUNCS = {"sqrt": sympy.sqrt, "exp": sympy.exp, "log": sympy.log, "abs": sympy.Abs}
 NAMED_CONSTANTS = {"pi": sympy.pi, "inf": sympy.oo}
@@ -722,8 +723,9 @@ class BlockBuilder:
             count = None
             if repeat is not None:
                 count = int(str(repeat.children[0]))
-                if count < 1:
-                    raise err("a repeat count must be at least 1", repeat)
+                if count < 1 or count > MAX_REPEAT:
+                    raise err(f"a repeat count must be between 1 and {MAX_REPEAT}, got {count}", repeat,
+                              hint="each of the N copies is a separate module with its own weights")
                 if len(block.inputs) != 1 or len(block.outputs) != 1 or \
                         sorted(block.inputs[0].type.axes) != sorted(block.outputs[0].axes):
                     raise err(f"{block.name} × {count} chains the block into itself, so it needs one input and "
