@@ -723,8 +723,10 @@ class BlockBuilder:
             count = None
             if repeat is not None:
                 count = int(str(repeat.children[0]))
-                if count < 1 or count > MAX_REPEAT:
-                    raise err(f"a repeat count must be between 1 and {MAX_REPEAT}, got {count}", repeat,
+                if count < 1:
+                    raise err("a repeat count must be at least 1", repeat)
+                if count > MAX_REPEAT:
+                    raise err(f"a repeat count must be at most {MAX_REPEAT}, got {count}", repeat,
                               hint="each of the N copies is a separate module with its own weights")
                 if len(block.inputs) != 1 or len(block.outputs) != 1 or \
                         sorted(block.inputs[0].type.axes) != sorted(block.outputs[0].axes):
