@@ -212,3 +212,10 @@ def test_head_axes_inside_the_state_still_classify_as_gla_and_delta():
             for s in ((2, 3), (2, 3), (2, 4), (2, 3), (2,))]
     args[3] = (-args[3].detach().abs()).requires_grad_()  # log gates
     assert_same(seq, par, *args)
+
+
+def test_a_spec_can_ask_for_a_backend_and_the_caller_overrides_it():
+    spec = LINEAR.replace("REVERSE", "").replace("= h0) {", "= h0) via sequential {")
+    assert [p.backend for p in ncd.load(spec).scan_plans] == ["sequential"]
+    assert "requested" in ncd.load(spec).scan_plans[0].reason
+    assert [p.backend for p in ncd.load(spec, scan_backend="scan").scan_plans] == ["scan"]
