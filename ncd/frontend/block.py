@@ -1,0 +1,433 @@
+"""One block body → BlockIR: statements, parameters, instances, returns."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sympy
+from lark import Token, Tree
+
+from ncd import sizes as sz
+from ncd.errors import NcdError, Span
+from ncd.frontend.common import (
+    FLOAT32_MAX,
+    INITIALISERS,
+    MAX_REPEAT,
+    RESERVED,
+    Binding,
+    Frame,
+    Scope,
+    _did_you_mean,
+    _region_ids,
+    _walk,
+    assigned_names,
+    err,
+    loc_of,
+    type_tree_text,
+)
+from ncd.frontend.expressions import ExpressionBuilder
+from ncd.frontend.loops import LoopBuilder
+from ncd.frontend.parser import span_of
+from ncd.ir import BlockIR, InstanceDef, Node, ParamDef, Port, Region, WireType
+from ncd.ops import OPS
+from ncd.ops.base import TypeCtx
+
+if TYPE_CHECKING:
+    from ncd.frontend.builder import SpecBuilder
+
+
+class BlockBuilder(ExpressionBuilder, LoopBuilder):
+    """Builds one block specialisation: its ports, parameters, instances and body graph."""
+
+    def __init__(self, spec: "SpecBuilder", tree: Tree, key: str, subst: dict[str, str],
+                 numbers: dict[str, sympy.Expr]) -> None:
+        self.spec = spec
+        self.tree = tree
+        self.key = key
+        self.subst = subst
+        self.numbers = numbers
+        self.params: list[ParamDef] = []
+        self.instances: dict[str, InstanceDef] = {}
+        self.instance_blocks: dict[str, BlockIR] = {}
+        self.taps: list[str] = []
+        self.counter = 0
+        self.frames: list[Frame] = []
+        self.scope = Scope()
+        self.results: list[str] | None = None
+        self.return_tree: Tree | None = None
+        self.number_values: dict[str, sympy.Expr] = {}
+
+    # ---------------------------------------------------------------- nodes
+    def fresh(self, stem: str) -> str:
+        """Node ids double as variable names in emitted Python, so they are identifiers."""
+        self.counter += 1
+        return f"{stem.replace(chr(39), '_p')}_{self.counter}"
+
+    def add(self, op: str, inputs: list[str], attrs: dict[str, Any], types: list[WireType], where: Any,
+            name: str | None = None, regions: list[Region] | None = None) -> Node:
+        node = Node(id=self.fresh(name or op), op=op, inputs=inputs, attrs=attrs, types=types,
+                    loc=loc_of(where), regions=regions or [], name=name)
+        self.frames[-1].nodes.append(node)
+        self.node_index[node.id] = node
+        return node
+
+    def type_of(self, node_id: str) -> WireType:
+        return self.node_index[node_id].type
+
+    def add_op(self, op: str, inputs: list[str], attrs: dict[str, Any], where: Any,
+               spans: dict[str, Span] | None = None) -> Node:
+        """``spans``: finer places for the typing rule's errors (an option, the operator, an axis)."""
+        opdef = OPS[op]
+        ctx = TypeCtx(span=span_of(where) if where is not None else None, sizes=self.spec.size,
+                      known_axis=self.spec.known_axis,
+                      unify=lambda axis, size, what: self.spec.unify(axis, size, what, where),
+                      spans={k: v for k, v in (spans or {}).items() if v is not None})
+        types = opdef.infer(ctx, [self.type_of(i) for i in inputs], attrs)
+        return self.add(op, inputs, attrs, types, where)
+
+    def number(self, value: sympy.Expr, where: Any) -> Node:
+        node = self.add("number", [], {"value": sz.to_text(value)}, [WireType(axes=(), lifted=False)], where)
+        self.number_values[node.id] = value
+        return node
+
+    def number_value(self, node_id: str) -> sympy.Expr | None:
+        """The sympy value of a number node (kept beside the IR's text form, which is slow to re-parse)."""
+        return self.number_values.get(node_id)
+
+    # ---------------------------------------------------------------- types
+    def axis_name(self, tok: Token | Tree) -> str:
+        name = self.spec.subst_axis(str(tok), self.subst)
+        if not self.spec.known_axis(name):
+            hint = _did_you_mean(name, self.spec.axes) or f"declare it: axis {name}"
+            raise err(f"unknown axis {name}", tok, hint=hint)
+        return name
+
+    def wire_type(self, tree: Tree, lifted: bool) -> WireType:
+        if tree.data == "any_type":
+            return WireType(axes=(), lifted=lifted)
+        axes = [self.axis_name(t) for t in tree.children if t is not None]
+        for i, a in enumerate(axes):
+            if a in axes[:i]:
+                raise err(f"axis {a} appears twice in one type", tree.children[i],
+                          hint="a second wire of the same axis is written with a prime: " + a + "'")
+        return WireType(axes=tuple(axes), lifted=lifted)
+
+    # ---------------------------------------------------------------- build
+    def build(self) -> BlockIR:
+        name_tok, _params, *rest = self.tree.children
+        body = rest[-1]
+        ret_tree = rest[-2]
+        args = [a for a in rest[:-2] if a is not None]
+        self.node_index: dict[str, Node] = {}
+        top = Frame(nodes=[], kind="block")
+        self.frames.append(top)
+        ports: list[Port] = []
+        for arg in args:
+            aname, atype = arg.children
+            t = self.wire_type(atype, lifted=True)
+            self.check_new_name(str(aname), aname)
+            if str(aname) in self.scope.names:
+                raise err(f"block {self.key} has two inputs named {aname}", aname, hint="rename one of them")
+            node = self.add("input", [], {"index": len(ports)}, [t], aname, name=str(aname))
+            ports.append(Port(name=str(aname), type=t))
+            self.scope.names[str(aname)] = Binding("value", node.id)
+        outputs = [self.wire_type(t, lifted=True) for t in ret_tree.children]
+        self.statements(body.children)
+        if self.results is None:
+            raise err(f"block {self.key} does not return anything", name_tok, hint="end the block with return ...")
+        results = self.check_return(outputs)
+        return BlockIR(key=self.key, name=str(name_tok), inputs=ports,
+                       outputs=[self.type_of(r) for r in results], params=self.params,
+                       instances=list(self.instances.values()), taps=self.taps, nodes=top.nodes,
+                       results=results, loc=loc_of(name_tok))
+
+    def check_return(self, outputs: list[WireType]) -> list[str]:
+        assert self.results is not None
+        where = self.return_tree
+        if len(self.results) != len(outputs):
+            raise err(f"block {self.key} declares {len(outputs)} outputs but returns {len(self.results)}", where)
+        fixed = []
+        for rid, want, expr in zip(self.results, outputs, where.children):
+            got = self.type_of(rid)
+            if sorted(got.axes) != sorted(want.axes):
+                raise err(f"wrong return type: the block declares {want} but returns a wire with axes {got}",
+                          expr, hint="contract or reduce the extra axes, or fix the declared type")
+            if got.axes != want.axes:
+                rid = self.add_op("annotate", [rid], {"axes": list(want.axes)}, where).id
+            fixed.append(rid)
+        return fixed
+
+    def check_new_name(self, name: str, where: Any) -> None:
+        if name in RESERVED:
+            raise err(f"{name} is a reserved name", where, hint="pick another name")
+        binding = self.scope.lookup(name)
+        if binding is not None and binding.kind in ("instance", "param"):
+            raise err(f"{name} is already defined in this block", where,
+                      hint=f"give each {binding.kind} its own name")
+
+    # ---------------------------------------------------------------- statements
+    def statements(self, stmts: list[Any]) -> None:
+        for stmt in stmts:
+            if not isinstance(stmt, Tree):
+                continue
+            if self.results is not None and self.frames[-1].kind == "block":
+                raise err("statement after return", stmt, hint="return must be the last statement of a block")
+            getattr(self, f"stmt_{stmt.data}")(stmt)
+
+    def stmt_assign(self, tree: Tree) -> None:
+        *targets, expr = tree.children
+        value = self.expr(expr)
+        node = self.node_index[value]
+        names = [str(t) for t in targets]
+        if len(names) == 1:
+            if len(node.types) != 1:
+                raise err(f"this expression gives {len(node.types)} values; unpack them: a, b = ...", targets[0])
+            self.bind_value(names[0], value, targets[0])
+            return
+        if len(node.types) != len(names):
+            raise err(f"{len(names)} names on the left but the expression gives {len(node.types)} values", targets[0])
+        for i, (name, tok) in enumerate(zip(names, targets)):
+            part = self.add("tuple_get", [value], {"index": i}, [node.types[i]], tok, name=name)
+            self.bind_value(name, part.id, tok)
+
+    def bind_value(self, name: str, node_id: str, where: Any) -> None:
+        existing = self.scope.lookup(name)
+        if existing is not None and existing.kind in ("param", "instance"):
+            raise err(f"{name} is a {existing.kind} of this block and cannot be reassigned", where)
+        if existing is not None and existing.kind == "index":
+            raise err(f"{name} is a loop index and cannot be reassigned", where)
+        if self.spec.known_axis(name) and existing is None:
+            raise err(f"{name} is an axis; a value cannot share its name", where, hint="use a lowercase name")
+        if self.node_index[node_id].name is None:
+            self.node_index[node_id].name = name
+        self.scope.names[name] = Binding("value", node_id)
+
+    def stmt_local_axis(self, tree: Tree) -> None:
+        for axis_def in tree.children:
+            self.spec.declare_axis(axis_def, self.subst, self.numbers)
+            name = str(axis_def.children[0])
+            if axis_def.children[1] is not None:
+                self.spec._check_axis_size(name, axis_def.children[1])
+
+    def stmt_const_decl(self, tree: Tree) -> None:
+        self.const_value(tree, global_decl=False)
+
+    def stmt_param_decl(self, tree: Tree, kind: str = "param") -> None:
+        *names, type_tree, init = tree.children
+        t = self.wire_type(type_tree, lifted=False)
+        if init is None and kind == "param":
+            raise err(f"param {names[0]} needs an initialiser", names[0],
+                      hint=f"param {names[0]}: {type_tree_text(type_tree)} init normal(0, 0.02)")
+        for tok in names:
+            region = self.init_region(init, t, None, kind)
+            self.declare_param(str(tok), kind, t, region, tok)
+
+    def stmt_buffer_decl(self, tree: Tree) -> None:
+        self.stmt_param_decl(tree, kind="buffer")
+
+    def stmt_param_formula(self, tree: Tree) -> None:
+        name, binders, init = tree.children
+        axes, index_names = self.binders(binders)
+        t = WireType(axes=tuple(axes), lifted=False)
+        region = self.init_region(init, t, dict(zip(index_names, axes)), "param")
+        self.declare_param(str(name), "param", t, region, name)
+
+    def binders(self, tree: Tree) -> tuple[list[str], list[str]]:
+        axes, names = [], []
+        for binder in tree.children:
+            var, axis = binder.children
+            axes.append(self.axis_name(axis))
+            names.append(str(var))
+        return axes, names
+
+    def declare_param(self, name: str, kind: str, t: WireType, init: Region, where: Any) -> None:
+        self.check_new_name(name, where)
+        if self.scope.lookup(name) is not None:
+            raise err(f"{name} is already defined in this block", where, hint="give each param its own name")
+        self.params.append(ParamDef(name=name, kind=kind, type=t, init=init, loc=loc_of(where)))
+        node = self.add(kind, [], {"name": name}, [t], where, name=name)
+        self.scope.names[name] = Binding("param", node.id)
+
+    def init_region(self, init: Tree | None, t: WireType, index_vars: dict[str, str] | None, kind: str) -> Region:
+        """The nodes that compute a parameter's first value (never run again after construction)."""
+        frame = Frame(nodes=[], kind="init")
+        self.frames.append(frame)
+        saved = self.scope
+        self.scope = Scope(parent=None)
+        for name, binding in saved.names.items():
+            if binding.kind == "number":
+                self.scope.names[name] = binding
+        try:
+            if init is None:
+                default = "ones" if kind == "buffer" else None
+                if default is None:
+                    raise err("a param needs an initialiser", None)
+                value = self.add("init_fill", [], {"value": 1.0}, [t], None).id
+            else:
+                expr = init.children[0]
+                if index_vars:
+                    for var, axis in index_vars.items():
+                        idx = self.add_op("idx", [], {"axis": axis}, expr)
+                        self.scope.names[var] = Binding("value", idx.id)
+                value = self.init_expr(expr, t)
+            got = self.type_of(value)
+            if not set(got.axes) <= set(t.axes):
+                extra = [a for a in got.axes if a not in t.axes]
+                raise err(f"the initial value has axes {got} but the parameter is {t}: "
+                          f"{', '.join(extra)} not on the parameter", init)
+            result = self.add("materialize", [value], {"axes": list(t.axes)}, [t], init)
+        finally:
+            self.scope = saved
+            self.frames.pop()
+        return Region(kind="init", nodes=frame.nodes, results=[result.id])
+
+    def init_expr(self, tree: Tree, t: WireType) -> str:
+        if tree.data == "name" and str(tree.children[0]) in ("zeros", "ones"):  # `init zeros` = zeros()
+            return self.add("init_random", [], {"dist": str(tree.children[0]), "args": []}, [t], tree).id
+        if tree.data == "call" and str(tree.children[0]) in INITIALISERS:
+            fname = str(tree.children[0])
+            args = [a for a in tree.children[1:] if a is not None]
+            values = []
+            for a in args:
+                if a.data != "pos_arg":
+                    raise err(f"{fname} takes positional numbers", a)
+                vid = self.expr(a.children[0])
+                v = self.number_value(vid)
+                if v is None:
+                    raise err(f"the arguments of {fname} must be numbers", a)
+                if v.is_number and fname != "const" and not abs(float(v)) <= FLOAT32_MAX:
+                    raise err(f"the arguments of {fname} must be finite numbers within float32's range, not {v}",
+                              a, hint="weights are drawn in the default dtype (float32 unless set otherwise)")
+                values.append(sz.to_text(v))
+            want = {"normal": 2, "uniform": 2, "trunc_normal": 2, "zeros": 0, "ones": 0, "const": 1}[fname]
+            if len(values) != want:
+                raise err(f"{fname} takes {want} arguments, got {len(values)}", tree)
+            nums = [sz.parse(v) for v in values]  # symbolic where a size is bound only at load
+            if fname in ("normal", "trunc_normal") and nums[1].is_number and nums[1] < 0:
+                raise err(f"the standard deviation of {fname} is negative: {values[1]}", args[1],
+                          hint=f"{fname}(mean, std) with std >= 0")
+            if fname == "uniform" and (nums[0] - nums[1]).is_number and nums[0] > nums[1]:
+                raise err(f"uniform({values[0]}, {values[1]}): the lower bound is above the upper", args[0],
+                          hint="uniform(low, high) with low <= high")
+            if fname == "uniform" and (nums[1] - nums[0]).is_number and nums[1] - nums[0] > FLOAT32_MAX:
+                raise err(f"uniform({values[0]}, {values[1]}): the range is wider than float32's largest number",
+                          args[0])
+            return self.add("init_random", [], {"dist": fname, "args": values}, [t], tree).id
+        return self.expr(tree)
+
+    def stmt_use_decl(self, tree: Tree) -> None:
+        for item in tree.children:
+            name_tok, block_tok, params, repeat = item.children
+            name = str(name_tok)
+            self.check_new_name(name, name_tok)
+            if self.scope.lookup(name) is not None or name in self.instances:
+                raise err(f"{name} is already defined in this block", name_tok)
+            args: list[tuple[str | None, Tree]] = []
+            if params is not None:
+                for p in params.children:
+                    key, value = p.children
+                    args.append((str(key) if key is not None else None, value))
+            block = self.spec.specialise(str(block_tok), args, block_tok, self)
+            count = None
+            if repeat is not None:
+                count = int(str(repeat.children[0]))
+                if count < 1:
+                    raise err("a repeat count must be at least 1", repeat)
+                if count > MAX_REPEAT:
+                    raise err(f"a repeat count must be at most {MAX_REPEAT}, got {count}", repeat,
+                              hint="each of the N copies is a separate module with its own weights")
+                if len(block.inputs) != 1 or len(block.outputs) != 1 or \
+                        sorted(block.inputs[0].type.axes) != sorted(block.outputs[0].axes):
+                    raise err(f"{block.name} × {count} chains the block into itself, so it needs one input and "
+                              f"one output of the same axes", repeat)
+            self.instances[name] = InstanceDef(name=name, block=block.key, repeat=count, loc=loc_of(name_tok))
+            self.instance_blocks[name] = block
+            self.scope.names[name] = Binding("instance", name)
+
+    def stmt_tap(self, tree: Tree) -> None:
+        name_tok, expr = tree.children
+        name = str(name_tok)
+        if name in self.taps:
+            raise err(f"tap {name} is defined twice", name_tok, hint="give each tap its own name")
+        if name in RESERVED:
+            raise err(f"{name} is a reserved name", name_tok, hint="pick another name")
+        value = self.expr(expr)
+        node = self.add("tap", [value], {"name": name}, [self.type_of(value)], name_tok, name=name)
+        self.taps.append(name)
+        self.bind_value(name, node.id, name_tok)
+
+    def stmt_return_stmt(self, tree: Tree) -> None:
+        if self.frames[-1].kind != "block":
+            raise err("return inside a loop body", tree, hint="scan bodies end with emit, repeat bodies reassign")
+        self.results = [self.expr(e) for e in tree.children]
+        self.return_tree = tree
+
+    def stmt_emit_stmt(self, tree: Tree) -> None:
+        frame = self.frames[-1]
+        if frame.kind != "scan":
+            raise err("emit outside a scan", tree, hint="emit builds a scan's output; a block uses return")
+        if frame.emitted is not None:
+            raise err("a scan emits once per step", tree, hint="emit a, b emits two sequences")
+        frame.emitted = [self.expr(e) for e in tree.children]
+
+    def stmt_halt_stmt(self, tree: Tree) -> None:
+        frame = self.frames[-1]
+        if frame.kind != "halting":
+            raise err("halt outside a halting loop", tree)
+        frame.halt = self.expr(tree.children[0])
+
+    def stmt_repeat_stmt(self, tree: Tree) -> None:
+        count_tree, *body = tree.children
+        count = self.const_int(count_tree, "a repeat count")
+        carried = [n for n in assigned_names(body) if (b := self.scope.lookup(n)) is not None and b.kind == "value"]
+        if not carried:
+            raise err("this repeat body changes nothing outside it", tree,
+                      hint="reassign a value of the block inside the body: x = layer(x)")
+        init_ids = [self.scope.lookup(n).ref for n in carried]
+        region, results = self.region("repeat", body, [(n, self.type_of(i)) for n, i in zip(carried, init_ids)],
+                                      tree, extra_args=[])
+        node = self.add("repeat", init_ids, {"count": count, "names": carried}, [self.type_of(i) for i in init_ids],
+                        tree, regions=[region])
+        for i, name in enumerate(carried):
+            part = self.add("tuple_get", [node.id], {"index": i}, [node.types[i]], tree, name=name)
+            self.scope.names[name] = Binding("value", part.id)
+
+    def region(self, kind: str, body: list[Any], carries: list[tuple[str, WireType]], where: Any,
+               extra_args: list[tuple[str, str, dict[str, Any]]]) -> tuple[Region, Frame]:
+        """Build a nested body with its carried names bound to fresh region arguments."""
+        frame = Frame(nodes=[], kind=kind)
+        self.frames.append(frame)
+        saved = self.scope
+        self.scope = Scope(parent=saved)
+        args = []
+        try:
+            for name, t in carries:
+                arg = self.add("region_arg", [], {"name": name}, [t], where, name=name)
+                self.scope.names[name] = Binding("value", arg.id)
+                args.append(arg.id)
+            for name, binding_kind, attrs in extra_args:
+                arg = self.add("loop_index", [], attrs, [WireType(axes=(), lifted=False, dtype="int")], where,
+                               name=name)
+                self.scope.names[name] = Binding(binding_kind, arg.id)
+                args.append(arg.id)
+            self.statements(body)
+            results = []
+            for name, t in carries:
+                rid = self.scope.lookup(name).ref
+                got = self.type_of(rid)
+                if sorted(got.axes) != sorted(t.axes):
+                    loc = self.node_index[rid].loc  # the expression last assigned to it
+                    raise NcdError(f"{name} enters the loop as {t} but leaves the step as {got}",
+                                   Span(loc.line, loc.col) if loc else span_of(where),
+                                   hint="the carried state must keep its axes")
+                if got.axes != t.axes:
+                    rid = self.add_op("annotate", [rid], {"axes": list(t.axes)}, where).id
+                results.append(rid)
+        finally:
+            self.scope = saved
+            self.frames.pop()
+        defined = {n.id for n in frame.nodes}
+        region = Region(kind=kind, args=args, nodes=frame.nodes, results=results)
+        region_captures = sorted({i for n in _walk(frame.nodes) for i in n.inputs if i not in defined
+                                  and i not in _region_ids(frame.nodes)})
+        frame.captures = region_captures
+        return region, frame

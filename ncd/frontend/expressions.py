@@ -1,0 +1,359 @@
+"""Expressions of a block body: names, arithmetic, contraction, views, op and block calls."""
+from __future__ import annotations
+
+from typing import Any
+
+from lark import Token, Tree
+
+from ncd import sizes as sz
+from ncd.errors import NcdError, Span
+from ncd.frontend.common import (
+    INITIALISERS,
+    NAMED_CONSTANTS,
+    NUMERIC_FUNCS,
+    RESERVED,
+    Binding,
+    Scope,
+    _did_you_mean,
+    checked_number,
+    checked_power,
+    err,
+    loc_of,
+    number_literal,
+)
+from ncd.frontend.parser import span_of
+from ncd.ir import InstanceDef, Node, ParamDef, WireType
+from ncd.ops import OPS
+from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, NUMBER
+
+
+class ExpressionBuilder:
+    """Mixin of BlockBuilder: one ``expr_<rule>`` method per expression rule of the grammar."""
+
+    def const_int(self, tree: Tree, what: str) -> int:
+        vid = self.expr(tree)
+        value = self.number_value(vid)
+        if value is None or not value.is_number or not value.is_integer or value < 0:
+            raise err(f"{what} must be a whole number known when the spec is checked", tree)
+        return int(value)
+
+    def expr(self, tree: Tree | Token) -> str:
+        if isinstance(tree, Token):
+            raise err(f"unexpected {tree}", tree)
+        method = getattr(self, f"expr_{tree.data}", None)
+        if method is None:
+            raise err(f"{tree.data} is not allowed here", tree)
+        return method(tree)
+
+    def expr_number(self, tree: Tree) -> str:
+        return self.number(number_literal(tree.children[0]), tree).id
+
+    def expr_name(self, tree: Tree) -> str:
+        name = str(tree.children[0])
+        binding = self.scope.lookup(name)
+        if binding is not None:
+            if binding.kind == "value" or binding.kind == "param":
+                return binding.ref
+            if binding.kind == "number":
+                return self.number(sz.parse(binding.ref), tree).id
+            if binding.kind == "index":
+                return binding.ref
+            raise err(f"{name} is a block instance; call it: {name}(...)", tree)
+        if name in self.numbers:
+            return self.number(self.numbers[name], tree).id
+        if name in NAMED_CONSTANTS:
+            return self.number(NAMED_CONSTANTS[name], tree).id
+        axis = self.spec.subst_axis(name, self.subst)
+        if self.spec.known_axis(axis):
+            return self.number(self.spec.size(axis), tree).id
+        if name in self.spec.global_consts:
+            return self.const_value(self.spec.global_consts[name], global_decl=True)
+        options = self.scope.all_names() | set(self.spec.axes)
+        raise err(f"unknown name {name}", tree, hint=_did_you_mean(name, options))
+
+    def const_value(self, tree: Tree, global_decl: bool) -> str:
+        name_tok, binders, type_tree, expr = tree.children
+        name = str(name_tok)
+        if name in RESERVED:
+            raise err(f"{name} is a reserved name", name_tok, hint="pick another name")
+        existing = self.scope.lookup(name)
+        if existing is not None:
+            if global_decl:
+                return existing.ref
+            raise err(f"{name} is already defined in this block", name_tok)
+        index_vars: dict[str, str] = {}
+        if binders is not None:
+            axes, names = self.binders(binders)
+            index_vars = dict(zip(names, axes))
+        # A formula with no axes is just a number: fold it.
+        if binders is None and type_tree is None:
+            vid = self.expr(expr)
+            if self.number_value(vid) is not None:
+                self.scope_root().names[name] = Binding("number", self.node_index[vid].attrs["value"])
+                return vid
+            raise err(f"constant {name} must be a number, or declare its axes: const {name}[i: A] = ...", expr)
+        t = WireType(axes=tuple(index_vars.values()), lifted=False) if binders is not None else \
+            self.wire_type(type_tree, lifted=False)
+        init = Tree("init", [expr], meta=expr.meta)
+        region = self.init_region(init, t, index_vars or None, "const")
+        self.params.append(ParamDef(name=name, kind="const", type=t, init=region, loc=loc_of(name_tok)))
+        node = Node(id=self.fresh(name), op="const", attrs={"name": name}, types=[t], loc=loc_of(name_tok),
+                    name=name)
+        self.frames[0].nodes.insert(0, node)
+        self.node_index[node.id] = node
+        self.scope_root().names[name] = Binding("param", node.id)
+        return node.id
+
+    def scope_root(self) -> Scope:
+        scope = self.scope
+        while scope.parent is not None:
+            scope = scope.parent
+        return scope
+
+    def fold(self, op: str, ids: list[str], tree: Tree) -> str | None:
+        values = [self.number_value(i) for i in ids]
+        if any(v is None for v in values):
+            return None
+        a = values[0]
+        if op == "neg":
+            return self.number(-a, tree).id
+        b = values[1]
+        if op == "div" and b == 0:
+            raise err("division by zero", tree)
+        result = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b,
+                  "pow": lambda: checked_power(a, b, tree)}[op]()
+        return self.number(checked_number(result, tree), tree).id
+
+    def _binary(self, tree: Tree, op: str) -> str:
+        ids = [self.expr(c) for c in tree.children]
+        folded = self.fold(op, ids, tree)
+        if folded is not None:
+            return folded
+        return self.add_op(op, ids, {}, tree).id
+
+    def expr_add(self, tree: Tree) -> str:
+        return self._binary(tree, "add")
+
+    def expr_sub(self, tree: Tree) -> str:
+        return self._binary(tree, "sub")
+
+    def expr_mul(self, tree: Tree) -> str:
+        return self._binary(tree, "mul")
+
+    def expr_div(self, tree: Tree) -> str:
+        return self._binary(tree, "div")
+
+    def expr_pow(self, tree: Tree) -> str:
+        return self._binary(tree, "pow")
+
+    def expr_neg(self, tree: Tree) -> str:
+        vid = self.expr(tree.children[0])
+        folded = self.fold("neg", [vid], tree)
+        return folded if folded is not None else self.add_op("neg", [vid], {}, tree).id
+
+    def expr_compare(self, tree: Tree) -> str:
+        left, cmp, right = tree.children
+        return self.add_op("compare", [self.expr(left), self.expr(right)], {"cmp": str(cmp)}, tree).id
+
+    def expr_contract(self, tree: Tree) -> str:
+        left, axes_tree, right = tree.children
+        axes = None if axes_tree is None else [self.axis_name(t) for t in axes_tree.children]
+        lid, rid = self.expr(left), self.expr(right)
+        at_op = self.symbol_after(left, "@")
+        for side, vid in (("left", lid), ("right", rid)):
+            if self.number_value(vid) is not None:
+                raise NcdError(f"the {side} operand of @ is a number; use * to scale", at_op or span_of(tree))
+        spans = {"@": at_op}
+        if axes_tree is not None:
+            spans.update({f"axis {a}": span_of(t) for a, t in zip(axes, axes_tree.children)})
+        return self.add_op("contract", [lid, rid], {"axes": axes}, tree, spans=spans).id
+
+    def symbol_after(self, item: Tree, symbol: str) -> Span | None:
+        """Where an operator the grammar drops from the tree (``@``) is: the first one after ``item``."""
+        end = getattr(getattr(item, "meta", None), "end_pos", None)
+        source = self.spec.source
+        at = source.find(symbol, end) if end is not None else -1
+        if at < 0:
+            return None
+        return Span(source.count("\n", 0, at) + 1, at - source.rfind("\n", 0, at))
+
+    def expr_annotate(self, tree: Tree) -> str:
+        value, type_tree = tree.children
+        vid = self.expr(value)
+        want = self.wire_type(type_tree, lifted=True)
+        return self.add_op("annotate", [vid], {"axes": list(want.axes)}, type_tree).id
+
+    def expr_view(self, tree: Tree) -> str:
+        value, *items = tree.children
+        vid = self.expr(value)
+        for item in items:
+            if item.data == "rename":
+                src, dst = (self.axis_name(t) for t in item.children)
+                vid = self.add_op("rename", [vid], {"src": src, "dst": dst}, item).id
+            elif item.data == "reshape":
+                src, dst = ([self.axis_name(t) for t in g.children] for g in item.children)
+                vid = self.add_op("reshape", [vid], {"src": src, "dst": dst}, item).id
+            elif item.data == "select_axis":
+                axis_tok, index_tree = item.children
+                vid = self.select(vid, self.axis_name(axis_tok), index_tree, item)
+            else:
+                vid = self.select(vid, None, item.children[0], item)
+        return vid
+
+    def select(self, vid: str, axis: str | None, index_tree: Tree, where: Tree) -> str:
+        if isinstance(index_tree, Tree) and index_tree.data == "name":
+            binding = self.scope.lookup(str(index_tree.children[0]))
+            if binding is not None and binding.kind == "index":
+                index_node = self.node_index[binding.ref]
+                loop_axis = index_node.attrs.get("axis")
+                if axis is None and loop_axis is not None:
+                    axis = loop_axis
+                    if axis not in self.type_of(vid).axes:
+                        raise err(f"this wire has no axis {axis} to index with {index_tree.children[0]}; its axes "
+                                  f"are {self.type_of(vid)}", where)
+                return self.add_op("select", [vid, binding.ref], {"axis": axis}, where).id
+        index = self.const_int(index_tree, "an index")
+        node = self.add_op("select", [vid], {"axis": axis, "index": index}, where)
+        axis = node.attrs["axis"]
+        bound = self.spec.bound_size(axis)
+        if bound is not None and index >= bound:
+            raise err(f"index {index} is out of range for axis {axis} of size {bound}", where,
+                      hint=f"indices along {axis} run from 0 to {bound - 1}")
+        return node.id
+
+    # ---------------------------------------------------------------- calls
+    def expr_call(self, tree: Tree) -> str:
+        name_tok, *args = tree.children
+        name = str(name_tok)
+        args = [a for a in args if a is not None]
+        binding = self.scope.lookup(name)
+        if binding is not None and binding.kind == "instance":
+            return self.call_instance(name, args, tree)
+        if name in NUMERIC_FUNCS and len(args) == 1 and args[0].data == "pos_arg":
+            vid = self.expr(args[0].children[0])
+            value = self.number_value(vid)
+            if value is not None:
+                return self.number(checked_number(NUMERIC_FUNCS[name](value), tree), tree).id
+        if name in OPS:
+            return self.call_op(name, args, tree)
+        if name in INITIALISERS:
+            raise err(f"{name}(...) is an initialiser: use it after init", tree)
+        if name in self.spec.block_trees:
+            block = self.spec.specialise(name, [], name_tok, self)
+            if self.spec.has_weights(block):
+                raise err(f"block {name} has parameters: instantiate it with use {name.lower()} = {name}",
+                          name_tok, hint="each use declares its own weights; calling one instance twice shares them")
+            hidden = f"_{name}_{len(self.instances)}"
+            self.instances[hidden] = InstanceDef(name=hidden, block=block.key, loc=loc_of(name_tok))
+            self.instance_blocks[hidden] = block
+            return self.call_instance(hidden, args, tree)
+        options = set(OPS) | set(self.spec.block_trees) | {n for n, b in self.scope_items() if b.kind == "instance"}
+        python = name in ("eval", "exec", "compile", "open", "print", "getattr") or name.startswith("__")
+        raise err(f"unknown function {name}", name_tok, hint=_did_you_mean(name, options) or (
+            "specs are data, not Python: Python code is never executed" if python else None))
+
+    def scope_items(self):
+        scope: Scope | None = self.scope
+        while scope is not None:
+            yield from scope.names.items()
+            scope = scope.parent
+
+    def call_op(self, name: str, args: list[Tree], tree: Tree) -> str:
+        opdef = OPS[name]
+        positional = [a.children[0] for a in args if a.data == "pos_arg"]
+        keywords = {str(a.children[0]): (a.children[1], a) for a in args if a.data == "kw_arg"}
+        low, high = opdef.arity
+        attrs: dict[str, Any] = {}
+        kw_specs = dict(opdef.kwargs)
+        if high == 0 and positional and kw_specs:  # idx(A): the axis may be given positionally
+            first = next(iter(kw_specs))
+            keywords.setdefault(first, (positional.pop(0), tree))
+        if not low <= len(positional) <= high:
+            want = f"{low}" if low == high else f"{low} to {high}"
+            raise err(f"{name} takes {want} inputs, got {len(positional)}", tree,
+                      hint=f"{name}: {opdef.doc}" if opdef.doc else None)
+        for key, (value, at) in keywords.items():
+            spec = kw_specs.get(key)
+            if spec is None:
+                allowed = ", ".join(kw_specs) or "none"
+                raise err(f"{name} has no option {key}", at, hint=f"its options: {allowed}")
+            attrs[key] = self.kw_value(spec.kind, value, at)
+        for key, spec in kw_specs.items():
+            if key not in attrs:
+                if spec.required:
+                    raise err(f"{name} needs {key} = ...", tree, hint=opdef.doc or None)
+                if spec.default is not None:
+                    attrs[key] = spec.default
+        inputs = [self.expr(p) for p in positional]
+        if name in ("add", "sub", "mul", "div", "pow"):
+            folded = self.fold(name, inputs, tree)
+            if folded is not None:
+                return folded
+        spans = {key: span_of(value) for key, (value, _) in keywords.items()}
+        return self.add_op(name, inputs, attrs, tree, spans=spans).id
+
+    def kw_value(self, kind: str, value: Tree, where: Tree) -> Any:
+        if kind == AXIS:
+            if not (isinstance(value, Tree) and value.data == "name"):
+                raise err("expected an axis name", where)
+            return self.axis_name(value.children[0])
+        if kind == AXES:
+            if isinstance(value, Tree) and value.data == "name":
+                return [self.axis_name(value.children[0])]
+            if isinstance(value, Tree) and value.data == "axis_list":
+                return [self.axis_name(t) for t in value.children]
+            raise err("expected an axis name or a list of axes [A, B]", where)
+        if kind == AXES_OR_MAP and isinstance(value, Tree) and value.data in ("name", "axis_list"):
+            same = self.kw_value(AXES, value, where)
+            return {"src": same, "dst": list(same)}
+        if kind in (AXIS_MAP, AXES_OR_MAP):
+            if isinstance(value, Tree) and value.data == "axis_map":
+                src, dst = (self._axis_side(c) for c in value.children)
+                return {"src": src, "dst": dst}
+            raise err("expected an axis map: A -> B or [A1, A2] -> B", where)
+        if kind == NUMBER:
+            vid = self.expr(value)
+            number = self.number_value(vid)
+            if number is None or not number.is_number:
+                raise err("expected a number", where)
+            return float(number)
+        raise err(f"unsupported option kind {kind}", where)
+
+    def _axis_side(self, side: Tree | Token) -> list[str]:
+        if isinstance(side, Token):
+            return [self.axis_name(side)]
+        return [self.axis_name(t) for t in side.children]
+
+    def call_instance(self, name: str, args: list[Tree], tree: Tree) -> str:
+        block = self.instance_blocks[name]
+        inst = self.instances[name]
+        if any(a.data == "kw_arg" for a in args):
+            raise err("block inputs are positional", tree)
+        ids = [self.expr(a.children[0]) for a in args]
+        if len(ids) != len(block.inputs):
+            raise err(f"{block.name} takes {len(block.inputs)} inputs, got {len(ids)}", tree)
+        lifted: list[str] = []
+        for vid, port in zip(ids, block.inputs):
+            got = self.type_of(vid)
+            missing = [a for a in port.type.axes if a not in got.axes]
+            if missing:
+                raise err(f"{block.name} expects {port.name}: {port.type} but got a wire with axes {got} "
+                          f"(missing {', '.join(missing)})", tree,
+                          hint="rename or reshape the wire's axes to the block's: x[A as B]")
+            lifted += [a for a in got.axes if a not in port.type.axes and a not in lifted]
+        outputs = []
+        for out in block.outputs:
+            clash = [a for a in lifted if a in out.axes]
+            if clash:
+                raise err(f"{block.name} is lifted over axis {clash[0]} but also produces it", tree,
+                          hint=f"rename the caller's axis first: x[{clash[0]} as {clash[0]}']")
+            if out.lifted:
+                outputs.append(WireType(axes=tuple(lifted) + out.axes, lifted=True))
+            else:
+                outputs.append(WireType(axes=out.axes, lifted=False))
+        attrs = {"instance": name, "block": block.key, "lift": lifted,
+                 "ports": [list(p.type.axes) for p in block.inputs], "repeat": inst.repeat}
+        node = self.add("call", ids, attrs, outputs, tree)
+        if len(outputs) == 1:
+            return node.id
+        return node.id
