@@ -1,10 +1,14 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+NCD    := $(VENV)/bin/ncd
 STAMP  := $(VENV)/.ncd-installed
+TESTS  := $(VENV)/.ncd-test-installed
 SPEC   ?= specs/transformer_encoder.ncd
+SIZES  ?= D=64 H=4 F=128
+OUT    ?= out
 
-.PHONY: demo test install bench clean dot
+.PHONY: demo test install bench diagrams clean dot
 
 $(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -12,8 +16,12 @@ $(STAMP): pyproject.toml setup.py
 	# torch first, pinned to the CPU wheel on disk where there is one; the range in
 	# pyproject.toml admits it, so the editable install below adds nothing heavy.
 	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.4,<2.15"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e .
 	touch $(STAMP)
+
+$(TESTS): $(STAMP)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(TESTS)
 
 install: $(STAMP)
 
@@ -25,16 +33,24 @@ dot:
 	      || echo "note: could not install graphviz; rendering to svg/pdf/png needs the dot binary"; \
 	  else echo "note: install graphviz (the dot binary) to render svg/pdf/png"; fi; }
 
-demo: $(STAMP)
-	$(VENV)/bin/ncd check $(SPEC)
-	$(VENV)/bin/ncd compile $(SPEC) --set D=64 H=4 F=128 --emit python -o /tmp/ncd_demo_module.py
-	$(VENV)/bin/ncd run $(SPEC) --set B=2 T=16 D=64 H=4 F=128 --backward
+demo: $(STAMP) dot
+	mkdir -p $(OUT)
+	$(NCD) check $(SPEC)
+	$(NCD) render $(SPEC) --set $(SIZES) -o $(OUT)/demo.svg || $(NCD) render $(SPEC) --set $(SIZES) -o $(OUT)/demo.dot
+	$(NCD) cost $(SPEC) --set B=8 T=512 $(SIZES) --formula
+	$(NCD) compile $(SPEC) --set $(SIZES) --emit python -o $(OUT)/demo_module.py
+	$(NCD) run $(SPEC) --set B=2 T=16 $(SIZES) --backward
 
-test: $(STAMP)
+test: $(TESTS) dot
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -n 2 -m "not slow and not gpu"
 
-bench: $(STAMP)
+bench: $(TESTS)
 	$(PY) bench/frontend.py
+	$(PY) bench/transformer.py
+	$(PY) bench/cost_bench.py
+
+diagrams: $(STAMP) dot
+	$(PY) bench/render_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(OUT)

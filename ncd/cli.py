@@ -401,8 +401,21 @@ def cmd_ir(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+def cmd_render(args: argparse.Namespace) -> int:
+    from ncd import cli_render
+
+    return cli_render.run(args)
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    from ncd import cli_cost
+
+    return cli_cost.run(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": cmd_check, "compile": cmd_compile, "run": cmd_run, "list": cmd_list, "ir": cmd_ir,
+    "render": cmd_render, "cost": cmd_cost,
 }
 
 
@@ -476,6 +489,11 @@ def build_parser(help_wanted: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--from-json", metavar="FILE", help="read IR JSON (from `ncd ir --json`; `-` = stdin)")
     _add_sizes(p)
     p.add_argument("--json", action="store_true", help="print the IR as JSON")
+
+    from ncd import cli_cost, cli_render  # their own modules: each adds a subcommand and its runner
+
+    for extra in (cli_render, cli_cost):
+        extra.add_parser(sub)
     return parser
 
 

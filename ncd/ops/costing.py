@@ -36,7 +36,8 @@ class Save:
 
     ``what``: ``"in"`` (input ``index``), ``"out"`` (output ``index``) or ``"new"`` (a tensor
     the op makes, of ``numel`` elements, e.g. layer norm's mean and 1/σ); ``when``: ``"any"``
-    (saved when any input needs a gradient) or the input index whose gradient needs it.
+    (saved when any input needs a gradient), the input index whose gradient needs it, or
+    ``("scalar", i)`` / ``("tensor", i)``: only when input i is / is not a Python number.
     ``groups``: for a saved input, how the op views it (a contraction reshapes its operand into
     these groups of axes, in this order); the analyzer decides whether that is a view of the
     input's storage or a copy from the input's memory order.

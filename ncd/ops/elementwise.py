@@ -86,7 +86,9 @@ _IN, _OUT = Save("in", 0), Save("out", 0)
 BINARY_COST = {
     "add": elementwise(1), "sub": elementwise(1),
     "mul": elementwise(1, saves=(Save("in", 1, when=0), Save("in", 0, when=1))),
-    "div": elementwise(1, 2, saves=(Save("in", 1), Save("in", 0, when=1))),
+    # a / b saves b (and a for b's gradient); 1 / b runs as b.reciprocal() * 1, which saves its result
+    "div": elementwise(1, 2, saves=(Save("in", 1, when=("tensor", 0)), Save("in", 0, when=1),
+                                    Save("out", 0, when=("scalar", 0)))),
     "pow": elementwise(4, 4, saves=(Save("in", 0), Save("in", 1), Save("out", 0, when=1))),
 }
 UNARY_COST = {

@@ -245,12 +245,12 @@ def _conv_cost(transposed: bool):
 
 def _pool_cost(kind: str):
     """A window's worth of compares/adds per output element; max pooling keeps its input and the
-    arg-max indices (one per output element, counted at the float width)."""
+    arg-max indices (one int64 per output element)."""
 
     def cost(node: Node, ins, size: Size) -> dict[str, Any]:
         n_out = numel(node.type, size)
         window = int(node.attrs.get("size") or 2) ** len(node.attrs["over"]["src"])
-        saves = [Save("in", 0), Save("new", numel=n_out)] if kind == "max" else []
+        saves = [Save("in", 0), Save("new", numel=n_out, dtype="int")] if kind == "max" else []
         return {"flops": window * n_out, "bwd": (n_out if kind == "max" else window * n_out,), "saves": saves}
 
     return cost

@@ -1,0 +1,47 @@
+"""The Graphviz backend: IR → DOT text (render.py, pure) → SVG/PDF/PNG through the `dot` binary."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ncd.backends.graphviz.render import PALETTE, THEMES, axis_colours, render_dot
+from ncd.errors import NcdError
+from ncd.ir import SpecIR
+
+FORMATS = ("svg", "pdf", "png", "dot")
+INSTALL_HINT = ("install Graphviz for svg/pdf/png: `make dot`, `apt-get install graphviz`, `brew install graphviz` "
+                "or `conda install graphviz`; .dot output works without it")
+
+
+def render(ir: SpecIR, path: str | os.PathLike[str], *, depth: int | None = None, expand: str | None = None,
+           theme: str = "paper", fmt: str | None = None) -> Path:
+    """Write the diagram of ``ir`` to ``path``; the format follows the suffix (or ``fmt``)."""
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt not in FORMATS:
+        raise NcdError(f"cannot render to {path.name!r}: unknown format {fmt or '(none)'}",
+                       hint=f"name the output with one of .{', .'.join(FORMATS)}")
+    dot_text = render_dot(ir, depth=depth, expand=expand, theme=theme)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise NcdError(f"cannot write {path}: directory {parent} does not exist", hint="create it first")
+    if fmt == "dot":
+        data = dot_text.encode("utf-8")
+    else:
+        exe = shutil.which("dot")
+        if exe is None:
+            raise NcdError(f"cannot render {path.name}: the Graphviz `dot` binary is not installed", hint=INSTALL_HINT)
+        proc = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True, timeout=120)
+        if proc.returncode != 0:
+            raise NcdError(f"graphviz failed on {path.name}: {proc.stderr.decode(errors='replace').strip()[:500]}")
+        data = proc.stdout
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise NcdError(f"cannot write {path}: {exc.strerror or exc}", hint="choose a writable output path") from None
+    return path
+
+
+__all__ = ["FORMATS", "PALETTE", "THEMES", "axis_colours", "render", "render_dot"]

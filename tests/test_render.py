@@ -1,0 +1,166 @@
+"""The Graphviz renderer: every shipped spec draws as valid SVG naming all its axes and blocks,
+DOT text is deterministic, and wrong options fail with an NcdError that says what to do."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import ncd
+from ncd.backends.graphviz import render, render_dot
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted((ROOT / "specs").glob("*.ncd"))
+HAVE_DOT = shutil.which("dot") is not None
+
+
+def svg_texts(path: Path) -> list[str]:
+    tree = ET.parse(path)  # raises on invalid XML
+    assert tree.getroot().tag.endswith("svg")
+    return ["".join(el.itertext()).strip() for el in tree.iter() if el.tag.endswith("text")]
+
+
+@pytest.mark.skipif(not HAVE_DOT, reason="the Graphviz dot binary is not installed (make dot)")
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.stem)
+def test_every_spec_renders_valid_svg_with_its_axes_and_blocks(spec, tmp_path):
+    ir = ncd.check(spec)
+    out = render(ir, tmp_path / f"{spec.stem}.svg")
+    texts = svg_texts(out)
+    joined = "\n".join(texts)
+    for name, axis in ir.axes.items():
+        base = axis.prime_of or name.rstrip("'")
+        assert base in texts, f"axis {base} has no label in the {spec.stem} diagram"
+    for block in ir.blocks.values():
+        assert block.name in joined, f"block {block.name} is missing from the {spec.stem} diagram"
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.stem)
+def test_dot_is_deterministic(spec):
+    ir = ncd.check(spec)
+    first = render_dot(ir)
+    assert first == render_dot(ncd.check(spec)) == render_dot(ir)
+    assert first.startswith("digraph ncd {") and first.rstrip().endswith("}")
+
+
+def test_dot_is_byte_identical_across_processes(tmp_path):
+    """Hash randomisation must not reach the output: render in two fresh interpreters."""
+    spec = ROOT / "specs" / "transformer_encoder.ncd"
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"{seed}.dot"
+        code = f"import ncd; from ncd.backends.graphviz import render; render(ncd.check({str(spec)!r}), {str(out)!r})"
+        subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    assert outs[0].decode() == render_dot(ncd.check(spec))
+
+
+def test_depth_collapses_blocks_and_expand_picks_one():
+    ir = ncd.check(ROOT / "specs" / "transformer_encoder.ncd")
+    full, top = render_dot(ir), render_dot(ir, depth=1)
+    assert 'cluster_EncoderLayer/attn"' in full and 'cluster_EncoderLayer/attn"' not in top
+    assert "attn: Attention" in top and "ffn: FFN" in top
+    attention = render_dot(ir, expand="Attention")
+    assert attention == render_dot(ir, expand="attn")  # by block or by instance name
+    assert "cluster_Attention" in attention and "FFN" not in attention.split("legend")[0]
+
+
+def test_repeated_block_is_drawn_once_with_its_count():
+    ir = ncd.check(ROOT / "specs" / "vit.ncd")
+    dot = render_dot(ir)
+    assert "×2" in dot
+    assert dot.count('cluster_ViT/layers"') == 1
+
+
+def test_scan_is_a_loop_carrying_its_state():
+    dot = render_dot(ncd.check(ROOT / "specs" / "lstm.ncd"))
+    assert "scan t over T" in dot
+    assert dot.count("constraint=false") == 2  # h and c loop back to the step's start
+    assert "stack over T" in dot
+
+
+def test_learned_ops_are_bold_and_broadcast_is_shown():
+    dot = render_dot(ncd.check(ROOT / "specs" / "mlp_relu.ncd"))
+    assert "penwidth=2.2" in dot  # x @ W reads a parameter
+    assert "broadcast ⟨" in dot or "⟨" in dot
+
+
+def test_wire_colours_are_one_per_axis_and_in_the_legend():
+    from ncd.backends.graphviz import axis_colours
+
+    ir = ncd.check(ROOT / "specs" / "attention.ncd")
+    colours = axis_colours(ir)
+    assert len(set(colours.values())) == len(colours)
+    dot = render_dot(ir)
+    legend = dot.split("cluster_legend")[1]
+    for axis, colour in colours.items():
+        assert f'<font color="{colour}">{axis}</font>' in legend
+
+
+def test_wrong_expand_names_the_choices():
+    ir = ncd.check(ROOT / "specs" / "transformer_encoder.ncd")
+    with pytest.raises(ncd.NcdError, match="no block or instance named 'Atention'") as info:
+        render_dot(ir, expand="Atention")
+    assert "Attention" in info.value.hint
+
+
+def test_unwritable_output_is_an_ncd_error(tmp_path):
+    ir = ncd.check(ROOT / "specs" / "attention.ncd")
+    with pytest.raises(ncd.NcdError, match="does not exist"):
+        render(ir, tmp_path / "missing" / "a.dot")
+    (tmp_path / "taken.dot").mkdir()
+    with pytest.raises(ncd.NcdError, match="cannot write"):
+        render(ir, tmp_path / "taken.dot")
+    with pytest.raises(ncd.NcdError, match="unknown format"):
+        render(ir, tmp_path / "a.jpg")
+    with pytest.raises(ncd.NcdError, match="unknown theme"):
+        render(ir, tmp_path / "a.dot", theme="neon")
+
+
+def test_without_dot_only_dot_output_works(tmp_path, monkeypatch):
+    import ncd.backends.graphviz as gv
+
+    monkeypatch.setattr(gv.shutil, "which", lambda name: None)
+    ir = ncd.check(ROOT / "specs" / "attention.ncd")
+    assert render(ir, tmp_path / "a.dot").read_text().startswith("digraph")
+    with pytest.raises(ncd.NcdError, match="dot` binary is not installed") as info:
+        render(ir, tmp_path / "a.svg")
+    assert "install" in info.value.hint and "graphviz" in info.value.hint
+
+
+def test_cli_render_and_cost_entry_points(tmp_path, capsys):
+    import argparse
+
+    from ncd import cli_cost, cli_render
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    cli_render.add_parser(sub)
+    cli_cost.add_parser(sub)
+    spec = str(ROOT / "specs" / "transformer_encoder.ncd")
+    out = tmp_path / "t.dot"
+    args = parser.parse_args(["render", spec, "-o", str(out), "--depth", "1"])
+    assert cli_render.run(args) == 0 and out.read_text().startswith("digraph")
+    assert "wrote" in capsys.readouterr().out
+    args = parser.parse_args(["cost", spec, "--set", "B=8", "T=2048", "--json"])
+    assert cli_cost.run(args) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["total"]["params"] == 3152384
+    args = parser.parse_args(["cost", spec, "--formula", "--by", "block"])
+    assert cli_cost.run(args) == 0
+    text = capsys.readouterr().out
+    assert "matmul_flops_fwd   = 8·B·T·D² + 4·B·T·D·F + 4·B·T²·D" in text
+
+
+def test_plain_theme_is_black_and_white():
+    from ncd.backends.graphviz import PALETTE
+
+    dot = render_dot(ncd.check(ROOT / "specs" / "attention.ncd"), theme="plain")
+    assert not any(colour in dot for colour in PALETTE)
