@@ -42,17 +42,18 @@ def train(model, x, y):
 
 
 def worker(rank: int, world: int, rendezvous: str, out: str) -> None:
+    torch.set_num_threads(1)  # two workers on a 2-core machine: no oversubscribed thread pools
     # A file rendezvous: no port to race for on a busy CI machine.
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
-        x, y = data()
-        shard = slice(rank * 4, rank * 4 + 4)
-        model = DistributedDataParallel(fresh_model())
-        train(model, x[shard], y[shard])
-        if rank == 0:
-            torch.save(model.module.state_dict(), out)
-    finally:
-        dist.destroy_process_group()
+    x, y = data()
+    shard = slice(rank * 4, rank * 4 + 4)
+    model = DistributedDataParallel(fresh_model())
+    train(model, x[shard], y[shard])
+    if rank == 0:
+        torch.save(model.module.state_dict(), out)
+    del model
+    dist.barrier()  # both ranks finished all collectives before the group is torn down
+    dist.destroy_process_group()
 
 
 def test_ddp_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
