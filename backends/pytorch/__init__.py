@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ncd.backends.pytorch.module import CompiledModule
 from ncd.backends.pytorch.program import lower_spec
+
 from ncd.ir import SpecIR
 
 SCAN_BACKENDS = ("auto", "sequential", "newton", "scan", "fft", "gla", "delta")

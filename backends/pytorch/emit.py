@@ -14,6 +14,7 @@ from typing import Any
 
 from ncd.backends.pytorch import runtime
 from ncd.backends.pytorch.program import Assign, Loop, Program, Stmt, lower_spec
+
 from ncd.ir import SpecIR
 from ncd.ops.base import BinOp, Call, Expr, Index, Lit, Method, Ref, SelfAttr, UnaryOp
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from ncd.backends.pytorch import runtime
 from ncd.backends.pytorch.program import Assign, Init, Loop, Program, Stmt
+from torch import nn
+
 from ncd.errors import NcdError
 from ncd.ir import SpecIR
 from ncd.ops.base import BinOp, Call, Expr, Index, Lit, Method, Ref, SelfAttr, UnaryOp

@@ -16,9 +16,9 @@ import math
 from typing import Any
 
 import torch
+from ncd.backends.pytorch.program import Loop
 from torch import nn
 
-from ncd.backends.pytorch.program import Loop
 from ncd.errors import NcdError
 
 

@@ -10,13 +10,26 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 import sympy
+from ncd.backends.pytorch.fusion import Fuser, use_counts
 
 from ncd import sizes as sz
 from ncd.errors import NcdError
-from ncd.backends.pytorch.fusion import Fuser, use_counts
 from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType, walk
 from ncd.ops import OPS
-from ncd.ops.base import BinOp, Call, Expr, Index, Lit, LowerCtx, Method, Ref, SelfAttr, UnaryOp, call, lit
+from ncd.ops.base import (
+    BinOp,
+    Call,
+    Expr,
+    Index,
+    Lit,
+    LowerCtx,
+    Method,
+    Ref,
+    SelfAttr,
+    UnaryOp,
+    call,
+    lit,
+)
 from ncd.ops.layout import align
 
 

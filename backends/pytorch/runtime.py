@@ -137,12 +137,9 @@ def check_input(x, name, core, sizes):
             raise ValueError(f"input {name}: axis {axis} has size {got} but the spec binds it to {want}")
 
 
-def conv_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation):
-    """Convolution over the last ``n_sp`` dims of x, contracting the ``n_in`` channel dims before them.
-
-    x: [..., *c_in, *spatial]; w: [*c_out, *c_in, *kernel] (exactly). Every leading dim of x is
-    flattened into torch's batch dim, the channel dims into one. Returns [..., *c_out, *spatial_out].
-    """
+def _conv_operands(x, w, n_in, n_out, n_sp):
+    """x [..., *c_in, *spatial] and w [*c_out, *c_in, *kernel] as torch's conv layouts:
+    (leading dims, c_out shape, x [N, C_in, *spatial], w [C_out, C_in, *kernel])."""
     if w.dim() != n_out + n_in + n_sp:
         raise ValueError(f"conv weights have {w.dim()} dims but {n_out + n_in + n_sp} axes: they cannot be lifted")
     lead = tuple(x.shape[: x.dim() - n_in - n_sp])
@@ -155,6 +152,16 @@ def conv_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation):
         c_out *= s
     xb = x.reshape((-1, c_in) + tuple(x.shape[x.dim() - n_sp :]))
     wk = w.reshape((c_out, c_in) + tuple(w.shape[n_out + n_in :]))
+    return lead, c_out_shape, xb, wk
+
+
+def conv_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation):
+    """Convolution over the last ``n_sp`` dims of x, contracting the ``n_in`` channel dims before them.
+
+    x: [..., *c_in, *spatial]; w: [*c_out, *c_in, *kernel] (exactly). Every leading dim of x is
+    flattened into torch's batch dim, the channel dims into one. Returns [..., *c_out, *spatial_out].
+    """
+    lead, c_out_shape, xb, wk = _conv_operands(x, w, n_in, n_out, n_sp)
     fn = (torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d)[n_sp - 1]
     y = fn(xb, wk, stride=stride, padding=padding, dilation=dilation)
     return y.reshape(lead + c_out_shape + tuple(y.shape[2:]))
@@ -162,18 +169,8 @@ def conv_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation):
 
 def conv_transpose_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation, output_padding):
     """Transposed convolution, laid out like ``conv_nd``: x [..., *c_in, *spatial], w [*c_out, *c_in, *kernel]."""
-    if w.dim() != n_out + n_in + n_sp:
-        raise ValueError(f"conv weights have {w.dim()} dims but {n_out + n_in + n_sp} axes: they cannot be lifted")
-    lead = tuple(x.shape[: x.dim() - n_in - n_sp])
-    c_in = 1
-    for s in x.shape[x.dim() - n_in - n_sp : x.dim() - n_sp]:
-        c_in *= s
-    c_out_shape = tuple(w.shape[:n_out])
-    c_out = 1
-    for s in c_out_shape:
-        c_out *= s
-    xb = x.reshape((-1, c_in) + tuple(x.shape[x.dim() - n_sp :]))
-    wk = w.reshape((c_out, c_in) + tuple(w.shape[n_out + n_in :])).transpose(0, 1)
+    lead, c_out_shape, xb, wk = _conv_operands(x, w, n_in, n_out, n_sp)
+    wk = wk.transpose(0, 1)
     fn = (torch.nn.functional.conv_transpose1d, torch.nn.functional.conv_transpose2d,
           torch.nn.functional.conv_transpose3d)[n_sp - 1]
     y = fn(xb, wk, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)

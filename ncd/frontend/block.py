@@ -18,7 +18,6 @@ from ncd.frontend.common import (
     Scope,
     _did_you_mean,
     _region_ids,
-    _walk,
     assigned_names,
     err,
     loc_of,
@@ -27,7 +26,7 @@ from ncd.frontend.common import (
 from ncd.frontend.expressions import ExpressionBuilder
 from ncd.frontend.loops import LoopBuilder
 from ncd.frontend.parser import span_of
-from ncd.ir import BlockIR, InstanceDef, Node, ParamDef, Port, Region, WireType
+from ncd.ir import BlockIR, InstanceDef, Node, ParamDef, Port, Region, WireType, walk
 from ncd.ops import OPS
 from ncd.ops.base import TypeCtx
 
@@ -427,7 +426,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             self.frames.pop()
         defined = {n.id for n in frame.nodes}
         region = Region(kind=kind, args=args, nodes=frame.nodes, results=results)
-        region_captures = sorted({i for n in _walk(frame.nodes) for i in n.inputs if i not in defined
+        region_captures = sorted({i for n in walk(frame.nodes) for i in n.inputs if i not in defined
                                   and i not in _region_ids(frame.nodes)})
         frame.captures = region_captures
         return region, frame

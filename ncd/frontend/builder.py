@@ -12,7 +12,15 @@ from lark import Token, Tree
 from ncd import sizes as sz
 from ncd.errors import NcdError, Span
 from ncd.frontend.block import BlockBuilder
-from ncd.frontend.common import INITIALISERS, _did_you_mean, _size_safe, checked_power, err, loc_of, number_literal
+from ncd.frontend.common import (
+    INITIALISERS,
+    _did_you_mean,
+    _size_safe,
+    checked_power,
+    err,
+    loc_of,
+    number_literal,
+)
 from ncd.frontend.parser import parse
 from ncd.ir import AxisDef, BlockIR, SpecIR, SpecMeta
 from ncd.ops import OPS

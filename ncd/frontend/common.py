@@ -15,7 +15,7 @@ from lark import Token, Tree
 from ncd import sizes as sz
 from ncd.errors import NcdError
 from ncd.frontend.parser import span_of
-from ncd.ir import Loc, Node
+from ncd.ir import Loc, Node, walk
 
 MAX_REPEAT = 4096  # `use layers = Block × N` builds N modules: beyond this it is a typo, not a model
 INITIALISERS = ("normal", "uniform", "zeros", "ones", "const", "trunc_normal")
@@ -156,12 +156,5 @@ def assigned_names(stmts: list[Any]) -> list[str]:
     return out
 
 
-def _walk(nodes: list[Node]):
-    for n in nodes:
-        yield n
-        for r in n.regions:
-            yield from _walk(r.nodes)
-
-
 def _region_ids(nodes: list[Node]) -> set[str]:
-    return {n.id for n in _walk(nodes)}
+    return {n.id for n in walk(nodes)}

@@ -6,7 +6,7 @@ from typing import Any
 import sympy
 
 from ncd.ir import Node, WireType
-from ncd.ops.base import AXIS, AXIS_MAP, Expr, Index, Kw, LowerCtx, OpDef, Ref, TypeCtx, call, lit
+from ncd.ops.base import AXIS, AXIS_MAP, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.costing import copy, free
 from ncd.ops.layout import align, neg_dim, permute_to
 

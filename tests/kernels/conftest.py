@@ -1,27 +1,12 @@
-"""Tests for backends/triton. Without CUDA, Triton runs under its CPU interpreter.
-
-TRITON_INTERPRET must be set before any @triton.jit function is defined, so it is set here,
-before the test modules import the kernels.
-"""
-import os
-
+"""Tests for backends/triton. Without CUDA, Triton runs under its CPU interpreter (the root
+conftest sets TRITON_INTERPRET before any kernel is defined)."""
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 
 @pytest.fixture(autouse=True)
-def nan_empty(monkeypatch):
-    """torch.empty / empty_like return NaNs, so an output a kernel forgot to write fails loudly."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def nan_fill(t: torch.Tensor) -> torch.Tensor:
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan_fill(empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan_fill(empty_like(*a, **k)))
+def _unwritten_outputs_are_nan(nan_empty):
+    """Every kernel test runs with NaN-filled torch.empty (the root conftest's nan_empty)."""
 
 
 @pytest.fixture(autouse=True)

@@ -217,7 +217,6 @@ def _dqkv_kernel(q, k, v, b, hs, dhs, do, dq, dk, dv, dqk, scale, T, H, K, V, NT
     rk = base[:, None] * K + offs_k[None, :]
     rv = base[:, None] * V + offs_v[None, :]
     q_raw = tl.load(q + rk, mask=mk2, other=0.0).to(ACC)
-    qv = q_raw * scale
     kv = tl.load(k + rk, mask=mk2, other=0.0).to(ACC)
     bq = tl.load(b + rk, mask=mk2, other=0.0)
     vv = tl.load(v + rv, mask=mv2, other=0.0).to(ACC)
