@@ -213,10 +213,11 @@ def choose_backend(structure: Structure, linear: bool, requested: str | None,
         return requested, f"backend {requested} requested"
     if linear:
         if structure == "diagonal":
-            return "scan", "runs as a parallel diagonal scan"
+            return "scan", "runs as a parallel diagonal scan (Triton on CUDA, a log-depth PyTorch scan on a CPU)"
         if structure == "gla":
             if kernel_matched:
-                return "gla", "runs as the chunked gated-linear-attention kernel"
+                return "gla", ("runs as the chunked gated-linear-attention kernel (Triton on CUDA, its chunked "
+                               "PyTorch twin on a CPU)")
             return "scan", ("runs as a parallel diagonal scan over the state's axes (the GLA kernel takes a "
                             "[K, V] state updated as S = α·S + k·v and read out by q @ S; lift head axes "
                             "over the scan instead of carrying them)")
@@ -224,7 +225,7 @@ def choose_backend(structure: Structure, linear: bool, requested: str | None,
             return "fft", "runs as a causal convolution with kernel Aⁱ computed by FFT"
         if structure == "delta":
             if kernel_matched:
-                return "delta", "runs as the chunked delta-rule kernel"
+                return "delta", "runs as the chunked delta-rule kernel (Triton on CUDA, its chunked PyTorch twin on a CPU)"
             return "sequential", ("runs as the sequential loop (the delta kernel takes a [K, V] state updated as "
                                   "S − β·k·(k @ S) + β·k·v and read out by q @ S; lift head axes over the scan "
                                   "instead of carrying them)")
