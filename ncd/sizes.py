@@ -7,6 +7,8 @@ from functools import lru_cache
 
 import sympy
 
+from ncd.errors import NcdError
+
 
 def symbol(axis: str) -> sympy.Symbol:
     """Axis names may carry primes (T'), which sympy symbols accept as-is."""
@@ -23,7 +25,7 @@ def parse(text: str) -> sympy.Expr:
     try:
         tree = ast.parse(_escape(text.strip()), mode="eval")
     except SyntaxError:
-        raise ValueError(f"not a size expression: {text!r}") from None
+        raise NcdError(f"not a size expression: {text!r}") from None
     return _build(tree.body, text)
 
 
@@ -52,7 +54,7 @@ def _build(node: ast.AST, text: str) -> sympy.Expr:
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS
             and not node.keywords):
         return _FUNCTIONS[node.func.id](*(_build(a, text) for a in node.args))
-    raise ValueError(f"not a size expression: {text!r}")
+    raise NcdError(f"not a size expression: {text!r}")
 
 
 def to_text(expr: sympy.Expr) -> str:

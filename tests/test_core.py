@@ -313,3 +313,14 @@ def test_bad_input_shape_is_an_ncd_error():
     m = ncd.load(MLP)
     with pytest.raises(ncd.NcdError, match="axis E has size 4"):
         m(torch.randn(2, 4))
+
+
+def test_an_edited_ir_json_is_read_as_data_never_run(tmp_path):
+    marker = tmp_path / "ran"
+    text = ncd.check(MLP).model_dump_json().replace('"size":"5"', f'"size":"__import__(\\"os\\").system(\\"touch {marker}\\")"')
+    assert "__import__" in text
+    from ncd.backends.pytorch import compile_module
+
+    with pytest.raises(ncd.NcdError, match="not a size expression"):
+        compile_module(SpecIR.model_validate_json(text))
+    assert not marker.exists()
