@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every GPU check of issues 3-5 in one device call, installing nothing from the network:
+#   1. GPU-marked tests (Triton kernels and the Newton scans against their naive twins),
+#   2. our GLA / delta / diagonal-scan kernels beside flash-linear-attention and accelerated-scan,
+#   3. ParaGRU Newton beside the eager loop, a compiled loop and cuDNN nn.GRU.
+# Prepare here with bench/gpu_fetch_wheels.sh, then:
+#   run(command="bash bench/gpu_check.sh", carry=[".whl"], timeout_s=540)
+# Results land in $OUT (tables and JSON); copy them into docs/benchmarks.md with the card's name.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/ncd_gpu}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || { echo "carry .whl (bench/gpu_fetch_wheels.sh)"; exit 1; }
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site . \
+  || { echo "could not install ncd itself"; exit 1; }
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+cd /tmp  # import the installed package, not the checkout
+python3 - <<'PY' 2>&1 | tee "$OUT/env.txt"
+import torch, triton, ncd
+print("torch", torch.__version__, "triton", triton.__version__, "device", torch.cuda.get_device_name())
+PY
+cd - >/dev/null
+REPO=$PWD
+# From /tmp, so `import ncd` finds the installed package (the checkout's ncd/ lacks the backends mapping).
+(cd /tmp && timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu --rootdir "$REPO" \
+  "$REPO/tests/kernels" "$REPO/tests/pararnn" 2>&1 | tail -25) | tee "$OUT/gpu_tests.txt"
+timeout 150 python3 bench/linear.py --json "$OUT/linear.json" 2>&1 | tee "$OUT/linear.txt"
+timeout 200 python3 bench/pararnn.py --json --cuda-B 1 16 --cuda-N 1024 --cuda-T 4096 16384 65536 \
+  > "$OUT/pararnn.json" 2> "$OUT/pararnn.err"; tail -5 "$OUT/pararnn.err"
+echo "results in $OUT"
