@@ -262,6 +262,14 @@ def library_cases():
 
 
 @pytest.mark.parametrize("path", library_cases())
+def test_every_library_spec_has_a_title_and_names_its_paper(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("# ") and len(lines[0]) > 10
+    assert any(line.startswith("# paper: ") and any(c.isdigit() for c in line) for line in lines[:5])
+    assert ncd.check(path).meta.paper
+
+
+@pytest.mark.parametrize("path", library_cases())
 def test_every_library_spec_emits_bit_identical_python(path, tmp_path):
     ir = ncd.check(path)
     source = emit_python(ir, class_name="Entry")

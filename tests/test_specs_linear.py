@@ -64,12 +64,8 @@ def plans(module) -> set[tuple[str, str]]:
 
 # ---------------------------------------------------------------- the library itself
 @pytest.mark.parametrize("name", LINEAR)
-def test_spec_has_header_and_loads(name):
-    path = library_path(name)
-    assert path is not None, f"specs/{name}.ncd missing"
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert lines[0].startswith("# ") and len(lines[0]) > 10
-    assert any(line.startswith("# paper: ") and any(c.isdigit() for c in line) for line in lines[:5])
+def test_spec_loads_with_its_sizes(name):
+    assert library_path(name) is not None, f"specs/{name}.ncd missing"
     module = ncd.load(name)
     assert sum(p.numel() for p in module.parameters()) > 0
 

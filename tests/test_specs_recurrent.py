@@ -42,12 +42,8 @@ def sizes(seed: int, heads: bool = False) -> dict[str, int]:
 
 # ---------------------------------------------------------------- the library itself
 @pytest.mark.parametrize("name", RECURRENT)
-def test_spec_has_header_and_loads(name):
-    path = library_path(name)
-    assert path is not None, f"specs/{name}.ncd missing"
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert lines[0].startswith("# ") and len(lines[0]) > 10
-    assert any(line.startswith("# paper: ") and any(c.isdigit() for c in line) for line in lines[:5])
+def test_spec_loads(name):
+    assert library_path(name) is not None, f"specs/{name}.ncd missing"
     module = ncd.load(name, E=4, D=4, H=2) if name.startswith("para") else ncd.load(name, E=3, D=4)
     assert sum(p.numel() for p in module.parameters()) > 0
 

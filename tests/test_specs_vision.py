@@ -46,11 +46,8 @@ def _compare(module, reference, *inputs):
 
 
 @pytest.mark.parametrize("name", ["vit", "resnet_block", "unet", "deeponet"])
-def test_header_names_the_paper(name):
-    lines = (SPECS / f"{name}.ncd").read_text(encoding="utf-8").splitlines()
-    assert lines[0].startswith("# ") and len(lines[0]) > 10
-    assert any(line.startswith("# paper: ") for line in lines[:4])
-    ncd.check(SPECS / f"{name}.ncd")  # the library sizes type-check
+def test_library_sizes_type_check(name):
+    ncd.check(SPECS / f"{name}.ncd")
 
 
 # ----------------------------------------------------------------------------- ViT

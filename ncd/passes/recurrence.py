@@ -272,17 +272,25 @@ def _readout(a: StepAnalysis, emit: str, new_state: str, key: str) -> str | None
     return None
 
 
+def _kv_update(a: StepAnalysis, state: str, result: str) -> tuple[str, str, Node] | None:
+    """(K, V, the sum node) when the state is [K, V] and its new value is a sum of two terms:
+    the shape both kernels take."""
+    axes = a.nodes[state].types[0].axes
+    node = a.nodes.get(result)
+    if len(axes) != 2 or node is None or node.op != "add":
+        return None
+    return axes[0], axes[1], node
+
+
 def match_gla(a: StepAnalysis, state: str, result: str, emit: str) -> dict[str, str] | None:
     """S = gate * S + k * v with the gate along K; emit q @[K] S. Returns node ids or None.
 
     Only a [K, V] state maps onto the kernel's layout; a state with head axes is recognised
     as GLA by the classifier but runs as a diagonal scan (lift the head axes instead)."""
-    if len(a.nodes[state].types[0].axes) != 2:
+    found = _kv_update(a, state, result)
+    if found is None:
         return None
-    key, value = a.nodes[state].types[0].axes
-    node = a.nodes.get(result)
-    if node is None or node.op != "add":
-        return None
+    key, value, node = found
     for decay, write in (node.inputs, node.inputs[::-1]):
         factors = _operands(a, decay, "mul")
         if len(factors) != 2 or state not in factors:
@@ -309,12 +317,10 @@ def match_gla(a: StepAnalysis, state: str, result: str, emit: str) -> dict[str, 
 def match_delta(a: StepAnalysis, state: str, result: str, emit: str) -> dict[str, str] | None:
     """S = S − β·k·(k @[K] S) + β·k·v; emit q @[K] S. Returns node ids or None (as match_gla,
     a [K, V] state only)."""
-    if len(a.nodes[state].types[0].axes) != 2:
+    found = _kv_update(a, state, result)
+    if found is None:
         return None
-    key, value = a.nodes[state].types[0].axes
-    node = a.nodes.get(result)
-    if node is None or node.op != "add":
-        return None
+    key, value, node = found
     for erase, write in (node.inputs, node.inputs[::-1]):
         sub = a.nodes.get(erase)
         if sub is None or sub.op != "sub" or sub.inputs[0] != state:
