@@ -253,7 +253,7 @@ def _diag_scan(B: int, T: int, D: int, dtype: torch.dtype) -> None:
     from .diag_scan.chunk import scan_bwd, scan_fwd
 
     a, x = _meta(B, T, D, dtype=dtype), _meta(B, T, D, dtype=dtype)
-    h, hT = scan_fwd(a, x, None)
+    h, _ = scan_fwd(a, x, None)
     scan_bwd(a, h, None, torch.empty_like(h), None)
 
 
