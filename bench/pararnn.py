@@ -3,7 +3,9 @@
 CPU (always): ParaGRU forward (and with --backward, forward+backward), Newton vs the eager
 sequential loop, T = 1k..16k; reports Newton iterations, final residual and max |Δ| to the loop.
 "newton" takes Jacobians by JVP (the generic path); "newton-cf" passes the closed-form diagonal
-Jacobian `ParaGRU.recurrent_value_and_jacobian` as `jac_fn` (what a compiler could emit).
+Jacobian `ParaGRU.recurrent_value_and_jacobian` as `jac_fn` (what a compiler could emit);
+"newton-fused" is the generic path with `fuse=True` (each Newton step one torch.compile'd graph;
+the first call per shape compiles, in the untimed warm-up).
 CUDA (when present): forward and forward+backward, B ∈ {1, 8, 16}, N ∈ {256, 1024},
 T = 1k..64k, fp32 and bf16, Newton vs the eager loop, a loop over a torch.compile'd cell step
 (compiling the whole T-step loop would unroll it) and cuDNN torch.nn.GRU at the same hidden
@@ -78,9 +80,11 @@ def _runners(model: P.ParaGRU, xs: torch.Tensor, backward: bool, solver: P.Newto
         return run_bwd
 
     solver_cf = P.NewtonSolver("diag", jac_fn=P.ParaGRU.recurrent_value_and_jacobian)
+    solver_fused = P.NewtonSolver("diag", fuse=True)
     runs = {
         "newton": wrap(lambda: model(xs, solver=solver)),
         "newton-cf": wrap(lambda: model(xs, solver=solver_cf)),
+        "newton-fused": wrap(lambda: model(xs, solver=solver_fused)),
         "loop": wrap(lambda: model(xs, mode="sequential")),
     }
     if compiled_step is not None:
@@ -112,9 +116,11 @@ def bench_cpu(args) -> list[dict]:
             t_loop = _time_ms(runs["loop"], "cpu", args.repeat)
             t_newton = _time_ms(runs["newton"], "cpu", args.repeat)
             t_cf = _time_ms(runs["newton-cf"], "cpu", args.repeat)
+            t_fused = _time_ms(runs["newton-fused"], "cpu", args.repeat)
             rows.append(dict(device="cpu", mode=mode, dtype="float32", B=args.B, N=args.N, T=T,
                              loop_ms=t_loop, newton_ms=t_newton, speedup=t_loop / t_newton,
                              newton_cf_ms=t_cf, speedup_cf=t_loop / t_cf,
+                             newton_fused_ms=t_fused, speedup_fused=t_loop / t_fused,
                              iterations=solver.stats.last_iterations,
                              residual=solver.stats.last_residual, max_abs_diff=err,
                              fallbacks=solver.stats.fallbacks))

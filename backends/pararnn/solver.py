@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from torch import Tensor
@@ -102,6 +102,10 @@ class NewtonSolver:
       (f [M, N], J) with J laid out as `jacobian.value_and_jacobian` returns it for this
       `jacobian`/`block` (dense: [M, 1, N, N]). A compiler can emit one from the IR; JVPs cost
       ~4 cell evaluations each on the CPU.
+    fuse: evaluate each Newton step's shift, cell, Jacobian, residual and norms as one
+      `torch.compile`d graph. Eagerly that is ~20 separate passes over the B·T·N state sequence
+      per step, which is where the time goes on a GPU; fused, a few. The first call compiles
+      (seconds); a new shape recompiles. Results equal the eager path to rounding.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class NewtonSolver:
         scan_backend: Backend = "auto",
         stats: SolverStats | None = None,
         jac_fn: JacFn | None = None,
+        fuse: bool = False,
     ) -> None:
         if jacobian not in ("diag", "block", "dense"):
             raise ValueError(f"jacobian must be 'diag', 'block' or 'dense', got {jacobian!r}")
@@ -130,6 +135,8 @@ class NewtonSolver:
         self.on_failure, self.scan_backend = on_failure, scan_backend
         self.stats = stats if stats is not None else SolverStats()
         self.jac_fn = jac_fn
+        self.fuse = fuse
+        self._fused: dict[str, Callable[..., Any]] = {}
 
     # ------------------------------------------------------------------ public
     def __call__(self, cell: Cell, h0: Tensor, xs: Tensor, *params: Tensor) -> Tensor:
@@ -175,6 +182,32 @@ class NewtonSolver:
             )
         return fh.view(B, T, N), J.reshape(B, T, *J.shape[1:])
 
+    def _system(self, cell: Cell, h: Tensor, h0a: Tensor, xs: Tensor, params: Sequence[Tensor],
+                dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """The part of a Newton step that is one pass over the sequence: J and the residual
+        r = h - f(h_prev) at the current iterate, and [max|r|, max|f|] for the stopping test."""
+        h_prev = torch.cat([h0a, h[:, :-1]], dim=1)
+        fh, J = self._eval(cell, h_prev, xs, params, dtype)
+        r = h - fh.to(h.dtype)
+        return J, r, torch.stack([r.abs().amax(), fh.abs().amax().to(r.dtype)])
+
+    def _reverse_coefficients(self, cell: Cell, h_prev: Tensor, xs: Tensor,
+                              params: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
+        """The adjoint scan's coefficients at the converged states: a_t = J_{t+1}^T for
+        t < T-1, zero after the last step (nothing flows back from beyond the sequence)."""
+        _, J = self._eval(cell, h_prev, xs, params, dtype)
+        J = J.to(acc_dtype(dtype))
+        nxt = J[:, 1:] if self.jacobian == "diag" else J[:, 1:].transpose(-1, -2)
+        return torch.cat([nxt, torch.zeros_like(J[:, :1])], dim=1)
+
+    def _compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn` (a method of this solver) through torch.compile, built once per solver; the
+        cell, an argument, is inlined into the graph."""
+        name = fn.__name__
+        if name not in self._fused:
+            self._fused[name] = torch.compile(fn, dynamic=False)
+        return self._fused[name]
+
     def _forward(self, cell: Cell, h0: Tensor, xs: Tensor, params: Sequence[Tensor]) -> Tensor:
         dtype, acc = h0.dtype, acc_dtype(h0.dtype)
         B, T, N = xs.shape[0], xs.shape[1], h0.shape[1]
@@ -192,12 +225,11 @@ class NewtonSolver:
         h = h.view(B, T, N).to(acc)
         h0a = h0.to(acc).unsqueeze(1)
         res0, reason, it = None, None, 0
+        system = self._compiled(self._system) if self.fuse else self._system
         while True:
-            h_prev = torch.cat([h0a, h[:, :-1]], dim=1)
-            fh, J = self._eval(cell, h_prev, xs, params, dtype)
-            r = h - fh.to(acc)
-            res = float(r.abs().max())
-            scale = max(1.0, float(fh.abs().max())) if math.isfinite(res) else 1.0
+            J, r, norms = system(cell, h, h0a, xs, params, dtype)
+            res, fmax = norms.tolist()            # the one host sync of a Newton step
+            scale = max(1.0, fmax) if math.isfinite(res) else 1.0
             st.last_residual = res
             if not math.isfinite(res) or not math.isfinite(scale):
                 reason = f"non-finite residual after {it} Newton steps"
@@ -240,12 +272,10 @@ class NewtonSolver:
         B, T, N = h.shape
         h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
         with torch.no_grad():
-            _, J = self._eval(cell, h_prev, xs, params, dtype)
-            J = J.to(acc)
-            # reverse coefficients: a_t = J_{t+1}^T for t < T-1, nothing after the last step
-            nxt = J[:, 1:] if self.jacobian == "diag" else J[:, 1:].transpose(-1, -2)
-            a = torch.cat([nxt, torch.zeros_like(J[:, :1])], dim=1)
-            _, gb, kind = _scan_layout(J, g.to(acc), self.jacobian)
+            coefficients = (self._compiled(self._reverse_coefficients) if self.fuse
+                            else self._reverse_coefficients)
+            a = coefficients(cell, h_prev, xs, params, dtype)
+            _, gb, kind = _scan_layout(a, g.to(acc), self.jacobian)
             lam = linear_scan(a, gb, kind, reverse=True, backend=self.scan_backend).reshape(B, T, N)
         inputs, slots = [], []
         with torch.enable_grad():
@@ -313,6 +343,7 @@ def newton_scan(
     scan_backend: Backend = "auto",
     stats: SolverStats | None = None,
     jac_fn: JacFn | None = None,
+    fuse: bool = False,
 ) -> Tensor:
     """Solve h_t = cell(h_{t-1}, x_t, *params) for all t in parallel over T by Newton's method.
 
@@ -326,6 +357,6 @@ def newton_scan(
     solver = NewtonSolver(
         jacobian, block, tol=tol, max_iter=max_iter, divergence=divergence,
         on_failure=on_failure, scan_backend=scan_backend,
-        stats=stats if stats is not None else default_stats, jac_fn=jac_fn,
+        stats=stats if stats is not None else default_stats, jac_fn=jac_fn, fuse=fuse,
     )
     return solver(cell, h0, xs, *params)
