@@ -8,7 +8,7 @@ SPEC   ?= specs/transformer_encoder.ncd
 SIZES  ?= D=64 H=4 F=128
 OUT    ?= out
 
-.PHONY: demo test install bench diagrams clean dot
+.PHONY: demo test install bench diagrams clean dot kernel-report
 
 $(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: $(TESTS)
 	$(PY) bench/frontend.py
 	$(PY) bench/transformer.py
 	$(PY) bench/cost_bench.py
+
+# Registers, spills, shared memory and occupancy of every Triton launch at the benchmark
+# shapes, compiled here for an H100 (sm_90) by Triton's own LLVM + ptxas: no GPU needed.
+kernel-report: $(STAMP)
+	env -u TRITON_INTERPRET TRITON_DEFAULT_FP_FUSION=1 $(PY) -m ncd.backends.triton.aot
 
 diagrams: $(STAMP) dot
 	$(PY) bench/render_all.py

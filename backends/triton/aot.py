@@ -194,10 +194,10 @@ def occupancy(card: Card, registers: int, num_warps: int, shared: int) -> tuple[
     limits = {
         "registers": card.regs_per_sm // (warp_regs * num_warps),
         "warps": card.max_warps_per_sm // num_warps,
-        "shared": (card.smem_per_sm // (shared + card.smem_reserved_per_block)
-                   if shared else card.max_blocks_per_sm),
         "blocks": card.max_blocks_per_sm,
     }
+    if shared:
+        limits["shared"] = card.smem_per_sm // (shared + card.smem_reserved_per_block)
     if shared > card.smem_per_block:
         return 0, "shared"
     binding = min(limits, key=lambda k: limits[k])
@@ -234,8 +234,8 @@ def _gla(B: int, T: int, H: int, K: int, V: int, dtype: torch.dtype) -> None:
     q, k, g = (_meta(B, T, H, K, dtype=dtype) for _ in range(3))
     v = _meta(B, T, H, V, dtype=dtype)
     h0 = _meta(B, H, K, V, dtype=torch.float32)
-    o, hT, b, hs = gla_fwd(q, k, v, g, K ** -0.5, h0)
-    gla_bwd(q, k, v, g, K ** -0.5, h0, b, hs, hT, torch.empty_like(o), torch.empty_like(hT))
+    o, hT, saved = gla_fwd(q, k, v, g, K ** -0.5, h0)
+    gla_bwd(q, k, v, g, K ** -0.5, h0, saved, hT, torch.empty_like(o), torch.empty_like(hT))
 
 
 def _delta(B: int, T: int, H: int, K: int, V: int, dtype: torch.dtype) -> None:
