@@ -39,14 +39,18 @@ def check(path_or_text: str | os.PathLike[str], /, *, block: str | None = None,
 
 
 def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, scan_backend: str = "auto",
-         sizes: Mapping[str, int] | None = None, **more_sizes: int):
-    """Compile a spec to an in-process ``torch.nn.Module`` with the given axis sizes bound."""
+         sizes: Mapping[str, int] | None = None, fuse_scans: bool = False, **more_sizes: int):
+    """Compile a spec to an in-process ``torch.nn.Module`` with the given axis sizes bound.
+
+    ``fuse_scans=True`` compiles each Newton step of the newton-backed scans into one fused
+    graph (torch.compile; the first call per shape pays the compile).
+    """
     from ncd.backends.pytorch import compile_module
 
     source, name = read_spec(path_or_text)
     ir = build_spec(source, name, {**(sizes or {}), **more_sizes}, block)
     try:
-        module = compile_module(ir, scan_backend=scan_backend)
+        module = compile_module(ir, scan_backend=scan_backend, fuse_scans=fuse_scans)
     except NcdError as exc:
         raise exc.located(source, name) from None
     module.locate_errors(source, name)

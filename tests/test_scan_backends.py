@@ -43,6 +43,20 @@ def test_para_cells_use_newton_and_equal_the_loop(name, shape):
     assert stats.calls >= 1 and stats.fallbacks == 0
 
 
+def test_fused_newton_steps_in_a_compiled_spec_equal_the_loop():
+    """fuse_scans=True traces the spec's step (our interpreter) into one compiled graph per
+    Newton step; values and gradients are unchanged."""
+    torch.manual_seed(0)
+    sizes = SMALL["paragru"]
+    seq = ncd.load(SPECS / "paragru.ncd", scan_backend="sequential", **sizes).double()
+    par = ncd.load(SPECS / "paragru.ncd", fuse_scans=True, **sizes).double()
+    par.load_state_dict(seq.state_dict())
+    (scan,) = par.parallel_scans()
+    assert scan.solver.fuse
+    assert_same(seq, par, torch.randn(2, 23, 8, dtype=torch.float64, requires_grad=True))
+    assert scan.stats.fallbacks == 0 and set(scan.solver._fused) == {"_system", "_reverse_coefficients"}
+
+
 LINEAR = """
 # a diagonal linear recurrence with input-dependent decay (Mamba-like, one channel axis)
 axis T, E = 3, D = 4

@@ -9,8 +9,10 @@ from ncd.ir import SpecIR
 SCAN_BACKENDS = ("auto", "sequential", "newton", "scan", "fft", "gla", "delta")
 
 
-def compile_module(ir: SpecIR, scan_backend: str = "auto") -> CompiledModule:
-    """``scan_backend`` overrides every scan's backend ("auto": the recurrence pass decides)."""
+def compile_module(ir: SpecIR, scan_backend: str = "auto", fuse_scans: bool = False) -> CompiledModule:
+    """``scan_backend`` overrides every scan's backend ("auto": the recurrence pass decides).
+    ``fuse_scans`` runs each Newton step of every newton-backed scan as one torch.compile'd graph
+    (see `NewtonSolver`'s ``fuse``): worth its compile time on a GPU, for long sequences."""
     from ncd.errors import NcdError
     from ncd.passes.recurrence import plan_scans
 
@@ -22,6 +24,11 @@ def compile_module(ir: SpecIR, scan_backend: str = "auto") -> CompiledModule:
         _check_plan(plan)
     module = CompiledModule(ir, lower_spec(ir, {(p.block, p.node): p for p in plans}), ir.entry)
     module.scan_plans = plans
+    if fuse_scans:
+        for sub in module.modules():
+            for scan in sub.parallel_scans() if isinstance(sub, CompiledModule) else ():
+                if getattr(scan, "solver", None) is not None:
+                    scan.solver.fuse = True
     return module
 
 
