@@ -204,13 +204,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (0: torch's default); 1 is steadier on a shared box")
     ap.add_argument("--no-cuda", action="store_true")
+    ap.add_argument("--no-cpu", action="store_true", help="skip the CPU table (on a GPU machine)")
     args = ap.parse_args(argv)
     if args.quick:
         args.T, args.repeat = [t for t in args.T if t <= 2048] or args.T[:1], 1
         args.cuda_B, args.cuda_N, args.cuda_T = [1, 8], [256], [1024, 4096]
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = bench_cpu(args)
+    rows = [] if args.no_cpu else bench_cpu(args)
     if torch.cuda.is_available() and not args.no_cuda:
         rows += bench_cuda(args)
     if args.json:
