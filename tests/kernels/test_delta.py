@@ -5,8 +5,14 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-
-from kernels_import import DEVICE, F32_TOL, HALF_TOL, assert_close, delta_mod, outputs_and_grads
+from kernels_import import (
+    DEVICE,
+    F32_TOL,
+    HALF_TOL,
+    assert_close,
+    delta_mod,
+    outputs_and_grads,
+)
 
 NAMES = ["o", "S_T", "dq", "dk", "dv", "dbeta", "dh0"]
 naive = delta_mod.naive_delta_rule
@@ -107,10 +113,65 @@ def test_empty_time_axis():
         "beta-int", "chunk"])
 def test_rejects_bad_input(change, match):
     q, k, v, b, s = inputs(2, 5, 2, 4, 3)
-    kw = dict(q=q, k=k, v=v, beta=b, initial_state=s)
+    kw = {"q": q, "k": k, "v": v, "beta": b, "initial_state": s}
     change(kw)
     with pytest.raises(ValueError, match=match):
         delta_mod.delta_rule(**kw)
+
+
+def run_blocks(blocks, chunk_size=16):
+    """The Triton autograd path with explicit tile sizes (the launcher's are for K, V >= 64)."""
+    chunk = delta_mod.chunk
+
+    def fn(q, k, v, b, s):
+        scale = q.shape[-1] ** -0.5
+        o, hT, extras = chunk.delta_rule_fwd(q, k, v, b, scale, s, chunk_size, blocks=blocks)
+
+        class Fn(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, q, k, v, b, s):
+                ctx.set_materialize_grads(False)     # an unused S_T gives dhT = None
+                return o, hT
+
+            @staticmethod
+            def backward(ctx, do, dhT):
+                return chunk.delta_rule_bwd(q, k, v, b, scale, s, extras, do.contiguous(),
+                                            dhT.contiguous() if dhT is not None else None,
+                                            chunk_size, blocks=blocks)
+        return Fn.apply(q, k, v, b, s)
+    return fn
+
+
+# V spans several V-tiles and is no multiple of them; K spans several K-tiles (and, with
+# bk_dstate=16, several row blocks of the backward walk's dS tile); T no multiple of the chunk.
+TILED = [(1, 1, 1, 40, 48), (2, 37, 1, 48, 40), (1, 21, 2, 20, 33), (1, 40, 1, 64, 24)]
+
+
+@pytest.mark.parametrize("h0", [True, False], ids=["h0", "zero-h0"])
+@pytest.mark.parametrize("B,T,H,K,V", TILED, ids=lambda v: str(v))
+def test_multi_tile_paths(B, T, H, K, V, h0):
+    blocks = delta_mod.chunk.DeltaBlocks(bk=16, bv=16, bv_state=16, bv_dstate=32, bk_dstate=16)
+    ins = inputs(B, T, H, K, V, h0)
+    got = outputs_and_grads(run_blocks(blocks), ins)
+    assert_close(got, outputs_and_grads(ref(), ins), F32_TOL, NAMES)
+
+
+def test_multi_tile_without_final_state_gradient():
+    """dhT = None (the loss ignores S_T) through the tiled backward."""
+    blocks = delta_mod.chunk.DeltaBlocks(bk=16, bv=16, bv_state=32, bv_dstate=16, bk_dstate=32)
+    q, k, v, b, s = inputs(1, 19, 2, 40, 36)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v, b, s)]
+    got = torch.autograd.grad(run_blocks(blocks)(*leaves)[0].square().sum(), leaves)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v, b, s)]
+    want = torch.autograd.grad(ref()(*leaves)[0].square().sum(), leaves)
+    assert_close(got, want, F32_TOL, NAMES[2:])
+
+
+def test_blocks_must_be_powers_of_two():
+    q, k, v, b, s = inputs(1, 4, 1, 16, 16)
+    with pytest.raises(ValueError, match=r"DeltaBlocks.bv must be a power of two >= 16"):
+        delta_mod.chunk.delta_rule_fwd(q, k, v, b, 1.0, s,
+                                       blocks=delta_mod.chunk.DeltaBlocks(bv=24))
 
 
 @pytest.mark.slow

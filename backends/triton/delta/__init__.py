@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import torch
 
-from .._common import (check_chunk, check_dtype, check_head_dims, check_ndim, check_qkv,
-                       check_same_device, check_shape, pick_backend)
+from .._common import (
+    check_chunk,
+    check_dtype,
+    check_head_dims,
+    check_ndim,
+    check_qkv,
+    check_same_device,
+    check_shape,
+    pick_backend,
+)
 from .chunk import delta_rule_triton
 from .chunk_torch import delta_rule_torch
 from .naive import naive_delta_rule
 
-__all__ = ["delta_rule", "naive_delta_rule", "delta_rule_torch", "delta_rule_triton"]
+__all__ = ["delta_rule", "delta_rule_torch", "delta_rule_triton", "naive_delta_rule"]
 
 
 def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
