@@ -1,15 +1,24 @@
 """gla (Triton forward, PyTorch chunked twin) against the sequential float32 reference,
 and that reference against fla's naive_recurrent_gla."""
+import importlib
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-from kernels_import import DEVICE, F32_TOL, HALF_TOL, assert_close, gla_mod, outputs_and_grads
+from kernels_import import (
+    DEVICE,
+    F32_TOL,
+    HALF_TOL,
+    assert_close,
+    gla_mod,
+    outputs_and_grads,
+)
 
 NAMES = ["o", "S_T", "dq", "dk", "dv", "dg", "dh0"]
 naive = gla_mod.naive_gla
+chunk_mod = importlib.import_module(f"{gla_mod.__name__}.chunk")
+TILES16 = chunk_mod.GLATiles(BK=16, BV=16, BV_dqk=16)   # several tiles already at K, V > 16
 
 
 def inputs(B, T, H, K, V, h0=True, dtype=torch.float32, gate_scale=1.0):
@@ -114,7 +123,7 @@ def test_empty_time_axis():
         "chunk"])
 def test_rejects_bad_input(change, match):
     q, k, v, g, s = inputs(2, 5, 2, 4, 3)
-    kw = dict(q=q, k=k, v=v, g=g, initial_state=s)
+    kw = {"q": q, "k": k, "v": v, "g": g, "initial_state": s}
     change(kw)
     with pytest.raises(ValueError, match=match):
         gla_mod.gla(**kw)
@@ -132,6 +141,64 @@ def test_package_exports():
     from kernels_import import kernels
     assert kernels.gla is gla_mod.gla
     assert set(kernels.__all__) == {"diag_scan", "gla", "delta_rule"}
+
+
+def run_tiles(tiles, chunk_size=64, scale=None):
+    def f(q, k, v, g, s):
+        sc = q.shape[-1] ** -0.5 if scale is None else scale
+        return gla_mod.gla_triton(q, k, v, g, sc, s, chunk_size, 16, tiles)
+    return f
+
+
+# K, V spanning several 16-wide tiles, not multiples of 16, K != V; T off the chunk grid
+MULTI_TILE = [(1, 1, 1, 40, 24, 16), (2, 37, 1, 32, 32, 16), (1, 45, 2, 40, 24, 32),
+              (1, 70, 1, 24, 48, 64), (1, 17, 1, 33, 17, 16)]
+
+
+@pytest.mark.parametrize("h0", [True, False], ids=["h0", "zero-h0"])
+@pytest.mark.parametrize("B,T,H,K,V,C", MULTI_TILE, ids=lambda v: str(v))
+def test_multi_tile_fp32(B, T, H, K, V, C, h0):
+    ins = inputs(B, T, H, K, V, h0)
+    got = outputs_and_grads(run_tiles(TILES16, C, scale=0.4), ins)
+    assert_close(got, outputs_and_grads(ref(0.4), ins), F32_TOL, NAMES)
+
+
+@pytest.mark.parametrize("tiles", [TILES16, chunk_mod.GLATiles(BK=32, BV=16, BV_dqk=32),
+                                   chunk_mod.GLATiles(BK=16, BV=32, BV_dqk=16)],
+                         ids=["16-16-16", "32-16-32", "16-32-16"])
+def test_multi_tile_mixed_tiles(tiles):
+    ins = inputs(2, 50, 1, 48, 40)
+    got = outputs_and_grads(run_tiles(tiles, 32), ins)
+    assert_close(got, outputs_and_grads(ref(), ins), F32_TOL, NAMES)
+
+
+@pytest.mark.parametrize("h0", [True, False], ids=["h0", "zero-h0"])
+@pytest.mark.parametrize("T", [1, 29])
+def test_multi_tile_without_dhT(T, h0):
+    """gla_bwd with dhT=None (S_T unused): the backward's no-final-gradient path."""
+    q, k, v, g, s = inputs(1, T, 2, 40, 24, h0)
+    scale = 40 ** -0.5
+    o, hT, saved = chunk_mod.gla_fwd(q, k, v, g, scale, s, 16, 16, TILES16)
+    do = torch.randn_like(o)
+    got = chunk_mod.gla_bwd(q, k, v, g, scale, s, saved, hT, do, None, 16, 16, TILES16)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v, g)]
+    leaves.append(s.clone().requires_grad_(True) if h0 else None)
+    o_ref, _ = naive(*leaves[:4], scale, leaves[4])
+    wrt = [t for t in leaves if t is not None]
+    want = torch.autograd.grad((o_ref * do).sum(), wrt)
+    assert_close([o, *got[:len(want)]], [o_ref, *want], F32_TOL, ["o", *NAMES[2:]])
+    assert (got[4] is None) == (not h0)
+
+
+def test_gradcheck_fp64_multi_tile():
+    q, k, v, g, s = (t.double().requires_grad_(True) for t in inputs(1, 18, 1, 18, 17))
+    assert torch.autograd.gradcheck(run_tiles(TILES16, 16), (q, k, v, g, s), eps=1e-6,
+                                    atol=1e-7, fast_mode=True)
+
+
+def test_default_tiles_fit_the_head_dims():
+    assert chunk_mod.default_tiles(torch.bfloat16) == chunk_mod.GLATiles(64, 64, 32)
+    assert chunk_mod.default_tiles(torch.float32).BV == 32
 
 
 @pytest.mark.slow

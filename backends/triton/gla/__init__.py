@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import torch
 
-from .._common import (check_chunk, check_dtype, check_head_dims, check_ndim, check_qkv,
-                       check_same_device, check_shape, pick_backend)
+from .._common import (
+    check_chunk,
+    check_dtype,
+    check_head_dims,
+    check_ndim,
+    check_qkv,
+    check_same_device,
+    check_shape,
+    pick_backend,
+)
 from .chunk import gla_triton
 from .chunk_torch import gla_torch
 from .naive import naive_gla
 
-__all__ = ["gla", "naive_gla", "gla_torch", "gla_triton"]
+__all__ = ["gla", "gla_torch", "gla_triton", "naive_gla"]
 
 
 def gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
