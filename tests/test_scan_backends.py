@@ -54,7 +54,7 @@ def test_fused_newton_steps_in_a_compiled_spec_equal_the_loop():
     (scan,) = par.parallel_scans()
     assert scan.solver.fuse
     assert_same(seq, par, torch.randn(2, 23, 8, dtype=torch.float64, requires_grad=True))
-    assert scan.stats.fallbacks == 0 and set(scan.solver._fused) == {"_system", "_reverse_coefficients"}
+    assert scan.stats.fallbacks == 0 and set(scan.solver._fused) == {"_system", "_reverse_coefficients", "_cell_vjp"}
 
 
 LINEAR = """

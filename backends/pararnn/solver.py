@@ -200,6 +200,20 @@ class NewtonSolver:
         nxt = J[:, 1:] if self.jacobian == "diag" else J[:, 1:].transpose(-1, -2)
         return torch.cat([nxt, torch.zeros_like(J[:, :1])], dim=1)
 
+    @staticmethod
+    def _cell_vjp(cell: Cell, args: tuple[Tensor, ...], slots: tuple[int, ...],
+                  cotangent: Tensor) -> tuple[Tensor, ...]:
+        """One VJP of the cell over all rows: the gradients of the arguments at `slots`
+        (h_prev, x, params) for the cotangent λ; the others are held constant."""
+        def partial(*diff: Tensor) -> Tensor:
+            full = list(args)
+            for i, d in zip(slots, diff):
+                full[i] = d
+            return cell(*full)
+
+        out, pull = torch.func.vjp(partial, *(args[i] for i in slots))
+        return pull(cotangent.to(out.dtype))
+
     def _compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """`fn` (a method of this solver) through torch.compile, built once per solver; the
         cell, an argument, is inlined into the graph."""
@@ -277,24 +291,14 @@ class NewtonSolver:
             a = coefficients(cell, h_prev, xs, params, dtype)
             _, gb, kind = _scan_layout(a, g.to(acc), self.jacobian)
             lam = linear_scan(a, gb, kind, reverse=True, backend=self.scan_backend).reshape(B, T, N)
-        inputs, slots = [], []
-        with torch.enable_grad():
-            hp = h_prev.detach().reshape(B * T, N).requires_grad_(needs[0])
-            xr = xs.detach().reshape(B * T, *xs.shape[2:]).requires_grad_(needs[1])
-            ps = [p.detach().requires_grad_(n) for p, n in zip(params, needs[2:])]
-            for i, t in enumerate([hp, xr, *ps]):
-                if needs[i]:
-                    inputs.append(t)
-                    slots.append(i)
-            out = cell(hp, xr, *ps)
-            grads = torch.autograd.grad(out, inputs, lam.reshape(B * T, N).to(out.dtype),
-                                        allow_unused=True)
+        args = (h_prev.detach().reshape(B * T, N), xs.detach().reshape(B * T, *xs.shape[2:]),
+                *(p.detach() for p in params))
+        slots = tuple(i for i, n in enumerate(needs) if n)
+        pullback = self._compiled(self._cell_vjp) if self.fuse else self._cell_vjp
+        grads = pullback(cell, args, slots, lam.reshape(B * T, N)) if slots else ()
         result: list[Tensor | None] = [None] * (2 + len(params))
         for i, gr in zip(slots, grads):
-            if gr is None:
-                ref = [h0, xs, *params][i]
-                gr = torch.zeros_like(ref)
-            elif i == 0:
+            if i == 0:
                 gr = gr.view(B, T, N)[:, 0]
             elif i == 1:
                 gr = gr.view(xs.shape)

@@ -98,4 +98,4 @@ def test_fused_step_equals_sequential_loop_values_and_grads(name):
     g_seq = torch.autograd.grad((h_seq * w).sum(), leaves)
     for i, (a, b) in enumerate(zip(g_fused, g_seq)):
         assert (a - b).abs().max().item() <= 1e-8, f"gradient {i} differs"
-    assert set(solver._fused) == {"_system", "_reverse_coefficients"}   # both paths compiled
+    assert set(solver._fused) == {"_system", "_reverse_coefficients", "_cell_vjp"}
