@@ -93,7 +93,8 @@ MAX_HEAD_DIM = 256
 
 
 def check_head_dims(K: int, V: int, backend: str) -> None:
-    """The Triton kernels hold all of K (and, in the backward, all of V) in one register tile."""
+    """Head dims the Triton kernels take: the delta rule's state walks keep all of K in one
+    program (at most four row blocks), and neither kernel is compiled or tested above 256."""
     if backend == "triton" and (K > MAX_HEAD_DIM or V > MAX_HEAD_DIM):
         raise ValueError(f"the Triton kernels take K, V <= {MAX_HEAD_DIM}, got K={K}, V={V}; "
                          f"use backend='torch' or split heads")

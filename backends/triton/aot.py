@@ -276,6 +276,7 @@ def workloads() -> dict[str, Callable[[], None]]:
     bf16, fp32 = torch.bfloat16, torch.float32
     return {
         "gla B8 T2048 H16 K=V=128 bf16": lambda: _gla(8, 2048, 16, 128, 128, bf16),
+        "gla B2 T8192 H16 K=V=128 bf16": lambda: _gla(2, 8192, 16, 128, 128, bf16),
         "gla B8 T2048 H16 K=V=128 fp32": lambda: _gla(8, 2048, 16, 128, 128, fp32),
         "gla B8 T2048 H16 K=V=64 bf16": lambda: _gla(8, 2048, 16, 64, 64, bf16),
         "delta B8 T2048 H16 K=V=128 bf16": lambda: _delta(8, 2048, 16, 128, 128, bf16),

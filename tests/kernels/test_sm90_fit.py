@@ -32,6 +32,7 @@ pytestmark = pytest.mark.skipif(not _has_cuda_toolchain(),
 # The shapes the issues' speed targets are judged at: these must not spill.
 SPEED_CRITICAL = [
     "gla B8 T2048 H16 K=V=128 bf16",
+    "gla B2 T8192 H16 K=V=128 bf16",
     "delta B8 T2048 H16 K=V=128 bf16",
     "diag_scan [8, 4096, 8192] fp32",
     "newton diag B16 T4096 N1024",
