@@ -207,3 +207,11 @@ def test_bench_head_dims_k128_v128():
     ins = inputs(1, 70, 1, 128, 128)
     got = outputs_and_grads(run("triton"), ins)
     assert_close(got, outputs_and_grads(ref(), ins), F32_TOL, NAMES)
+
+
+def test_walk_tiles_narrow_only_when_the_walks_would_leave_sms_idle():
+    walk = chunk_mod._walk_tiles
+    assert walk(8 * 16, 128, 128, 64, 64, sms=132) == (64, 64)     # 512 programs: enough
+    assert walk(2 * 16, 128, 128, 64, 64, sms=132) == (64, 32)     # 128 -> 256 programs
+    assert walk(1, 64, 64, 64, 64, sms=132) == (32, 32)            # never below 32
+    assert walk(1, 16, 16, 16, 16, sms=132) == (16, 16)            # tiles already narrow

@@ -70,6 +70,31 @@ def _tile(n: int, cap: int) -> int:
     return min(cap, triton.next_power_of_2(max(n, 16)))
 
 
+H100_SMS = 132   # SM count assumed where the tensors are not on a GPU (interpreter, meta)
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return H100_SMS
+
+
+def _walk_tiles(BH: int, K: int, V: int, BK: int, BV: int, sms: int) -> tuple[int, int]:
+    """State tiles of the sequential chunk walks (`_state`, `_dstate`).
+
+    A walk is the critical path: each program visits all NT chunks in order, and there is one
+    program per (batch x head, state tile). With few batch x head pairs (B2 H16: 32) the
+    default 64 x 64 tiles give fewer programs than SMs and leave the card idle while a few
+    programs walk; narrower tiles (down to 32) split the same work over more SMs.
+    """
+    while BH * triton.cdiv(K, BK) * triton.cdiv(V, BV) < sms and max(BK, BV) > 32:
+        if BV >= BK:
+            BV //= 2
+        else:
+            BK //= 2
+    return BK, BV
+
+
 def _wide_warps(prec: str) -> int:
     """Warps of the output and dq/dk/dg launches: 8 where the dots run on FMA units with
     their operands in registers (exact float32/64), 4 on tensor cores (tf32)."""
@@ -225,6 +250,7 @@ def gla_fwd(q, k, v, g, scale: float, h0, chunk_size: int = 64, sub_chunk: int =
     B, T, H, K = q.shape
     V = v.shape[-1]
     C, BC = chunk_size, min(sub_chunk, chunk_size)
+    tuned = tiles is None
     tiles = tiles or default_tiles(q.dtype)
     dt = acc_dtype(q.dtype)
     ACC, PREC = tl_acc(q.dtype), dot_precision(q.dtype)
@@ -240,9 +266,10 @@ def gla_fwd(q, k, v, g, scale: float, h0, chunk_size: int = 64, sub_chunk: int =
     b = torch.empty(B, T, H, K, device=q.device, dtype=dt)
     _cumsum_kernel[(NK, NT, B * H)](g, b, T, H, K, C=C, BK=BK, ACC=ACC, num_warps=4)
     hs = torch.empty(B, H, NT, K, V, device=q.device, dtype=dt)
-    _state_kernel[(NK * NV, B * H)](
+    WK, WV = _walk_tiles(B * H, K, V, BK, BV, _sm_count(q.device)) if tuned else (BK, BV)
+    _state_kernel[(triton.cdiv(K, WK) * triton.cdiv(V, WV), B * H)](
         k, v, b, hs, h0 if h0 is not None else hs, hT, T, H, K, V, NT,
-        HAS_H0=h0 is not None, C=C, BK=BK, BV=BV, ACC=ACC, PREC=PREC, num_warps=4,
+        HAS_H0=h0 is not None, C=C, BK=WK, BV=WV, ACC=ACC, PREC=PREC, num_warps=4,
         num_stages=2)
     A = torch.empty(B, T, H, C, device=q.device, dtype=dt)
     _intra_kernel[(NT * (C // BC), B * H)](
@@ -485,6 +512,7 @@ def gla_bwd(q, k, v, g, scale, h0, saved, hT, do, dhT, chunk_size: int = 64,
     B, T, H, K = q.shape
     V = v.shape[-1]
     C, BC = chunk_size, min(sub_chunk, chunk_size)
+    tuned = tiles is None
     tiles = tiles or default_tiles(q.dtype)
     dt = acc_dtype(q.dtype)
     ACC, PREC = tl_acc(q.dtype), dot_precision(q.dtype)
@@ -502,9 +530,10 @@ def gla_bwd(q, k, v, g, scale, h0, saved, hT, do, dhT, chunk_size: int = 64,
     BK, BV = _tile(K, tiles.BK), _tile(V, tiles.BV)
     NK, NV = triton.cdiv(K, BK), triton.cdiv(V, BV)
     dhs = torch.empty_like(hs)
-    _dstate_kernel[(NK * NV, B * H)](
+    WK, WV = _walk_tiles(B * H, K, V, BK, BV, _sm_count(q.device)) if tuned else (BK, BV)
+    _dstate_kernel[(triton.cdiv(K, WK) * triton.cdiv(V, WV), B * H)](
         q, do, b, dhs, dhT if dhT is not None else hs, dh0 if dh0 is not None else hs, scale,
-        T, H, K, V, NT, HAS_DHT=dhT is not None, HAS_H0=h0 is not None, C=C, BK=BK, BV=BV,
+        T, H, K, V, NT, HAS_DHT=dhT is not None, HAS_H0=h0 is not None, C=C, BK=WK, BV=WV,
         ACC=ACC, PREC=PREC, num_warps=4, num_stages=2)
     dA = torch.empty(B, T, H, C, device=q.device, dtype=dt)
     _dA_kernel[(NT, B * H)](v, do, dA, T, H, V, C=C, BV=BV, ACC=ACC, PREC=PREC, num_warps=4,
