@@ -73,7 +73,6 @@ def test_benchmark_launches_fit_without_spills(workload):
     assert not bad, f"{workload}: " + "; ".join(bad)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("workload", MUST_FIT)
 def test_other_launches_fit(workload):
     rows = compile_report(workload)
