@@ -205,7 +205,24 @@ def test_a_scalar_gate_reverse_gla_step_uses_the_kernel():
     assert_same(seq, par, *args, s0)
 
 
-def test_head_axes_inside_the_state_still_classify_as_gla_and_delta():
+def heads_inputs(spec, lead=(2,), T=9, seed=1):
+    """Random float64 inputs for every port of the entry block: [*lead, *port axes], T steps; ports
+    named g* are log gates (≤ 0), b* are β in (0, 1), k* are keys scaled down (a bounded state)."""
+    from ncd.backends.pytorch.program import SizeTable
+
+    ir = ncd.check(spec)
+    table = SizeTable(ir)
+    gen = torch.Generator().manual_seed(seed)
+    args = []
+    for port in ir.entry_block.inputs:
+        shape = [T if a == "T" else table.bound(a) for a in port.type.axes]
+        x = torch.randn(*lead, *shape, generator=gen, dtype=torch.float64)
+        x = {"g": -x.abs(), "b": torch.sigmoid(x), "k": x / 2}.get(port.name[0], x)
+        args.append(x.requires_grad_())
+    return args
+
+
+def test_head_axes_inside_the_state_run_the_chunked_kernels():
     spec = """
     axis T, H = 2, K = 3, V = 4
     block G(q: [T, H, K], k: [T, H, K], v: [T, H, V], g: [T, H, K], b: [T, H]) -> [T, H, V] {
@@ -221,11 +238,127 @@ def test_head_axes_inside_the_state_still_classify_as_gla_and_delta():
     }
     """
     seq, par = pair(spec, {})
-    assert [p.structure for p in par.scan_plans] == ["gla", "delta"]
-    args = [torch.randn(2, 5, *s, dtype=torch.float64, requires_grad=True)
-            for s in ((2, 3), (2, 3), (2, 4), (2, 3), (2,))]
-    args[3] = (-args[3].detach().abs()).requires_grad_()  # log gates
-    assert_same(seq, par, *args)
+    assert [(p.structure, p.backend) for p in par.scan_plans] == [("gla", "gla"), ("delta", "delta")]
+    assert par.scan_plans[0].kernel_layout.heads == ["H"]
+    assert "lift" not in par.scan_plans[0].reason
+    assert_same(seq, par, *heads_inputs(spec, T=5))
+
+
+HEADS = {
+    # heads after K (and after V), the read-out written S @[K] q, which puts the heads first
+    "not_leading": ("""
+    axis T, H = 2, K = 3, V = 4
+    block G(q: [T, H, K], k: [T, K, H], v: [T, V, H], g: [T, K, H], b: [T, H]) -> [T, H, V] {
+        a = scan t over T carry (S: [K, H, V] = 0) {
+            S = exp(g[t]) * S + k[t] * v[t]
+            emit S @[K] q[t]
+        }
+        d = scan t over T carry (S: [K, V, H] = 0) {
+            S = S - b[t] * k[t] * (k[t] @[K] S) + b[t] * k[t] * v[t]
+            emit S @[K] q[t]
+        }
+        return a + (d : [T, H, V])
+    }
+    """, ["gla", "delta"]),
+    # two head axes, split around the key and value axes; β over one of them only
+    "two_heads": ("""
+    axis T, G = 2, H = 3, K = 4, V = 2
+    block G2(q: [T, G, H, K], k: [T, H, G, K], v: [T, G, H, V], g: [T, G, H, K], b: [T, H]) -> [T, G, H, V] {
+        a = scan t over T carry (S: [G, K, H, V] = 0) {
+            S = exp(g[t]) * S + k[t] * v[t]
+            emit q[t] @[K] S
+        }
+        d = scan t over T carry (S: [H, K, V, G] = 0) {
+            S = S - b[t] * k[t] * (k[t] @[K] S) + b[t] * k[t] * v[t]
+            emit q[t] @[K] S
+        }
+        return a + d
+    }
+    """, ["gla", "delta"]),
+    # scalar gates: one per head (a log gate), one per step shared by the heads (not a log gate),
+    # one per head of two (a subset of the heads); keys shared by the heads (broadcast)
+    "scalar_gates": ("""
+    axis T, G = 2, H = 2, K = 3, V = 4
+    block S(q: [T, H, K], k: [T, H, K], v: [T, H, V], g: [T, H], a: [T], k1: [T, K], g2: [T, G]) -> [T, H, V] {
+        x = scan t over T carry (S: [H, K, V] = 0) {
+            S = exp(g[t]) * S + k[t] * v[t]
+            emit q[t] @[K] S
+        }
+        y = scan t over T carry (S: [K, H, V] = 0) {
+            S = sigmoid(a[t]) * S + k1[t] * v[t]
+            emit q[t] @[K] S
+        }
+        z = scan t over T carry (S: [G, H, K, V] = 0) {
+            S = exp(g2[t]) * S + k[t] * v[t]
+            emit q[t] @[K] S
+        }
+        return x + y + sum(z, over = G)
+    }
+    """, ["gla", "gla", "gla"]),
+    "reverse": ("""
+    axis T, H = 2, K = 3, V = 4
+    block R(q: [T, H, K], k: [T, H, K], v: [T, V, H], g: [T, H, K], b: [T, H]) -> [T, H, V] {
+        a = scan t over T reverse carry (S: [V, H, K] = 0) {
+            S = exp(g[t]) * S + k[t] * v[t]
+            emit q[t] @[K] S
+        }
+        d = scan t over T reverse carry (S: [H, V, K] = 0) {
+            S = S - b[t] * k[t] * (k[t] @[K] S) + b[t] * k[t] * v[t]
+            emit q[t] @[K] S
+        }
+        return (a : [T, H, V]) + (d : [T, H, V])
+    }
+    """, ["gla", "delta"]),
+    # initial states with heads: a lifted input in the declared order, and a learned one
+    "initial_state": ("""
+    axis T, H = 2, K = 3, V = 4
+    block I(q: [T, H, K], k: [T, H, K], v: [T, H, V], g: [T, H, K], b: [T, H], s0: [K, H, V]) -> [T, H, V] {
+        param S1: [V, H, K] init normal(0, 1)
+        a = scan t over T carry (S: [K, H, V] = s0) {
+            S = exp(g[t]) * S + k[t] * v[t]
+            emit q[t] @[K] S
+        }
+        d = scan t over T reverse carry (S: [H, K, V] = S1) {
+            S = S - b[t] * k[t] * (k[t] @[K] S) + b[t] * k[t] * v[t]
+            emit q[t] @[K] S
+        }
+        return a + d
+    }
+    """, ["gla", "delta"]),
+}
+
+
+@pytest.mark.parametrize("lead", [(2,), (2, 3)], ids=["batch", "two_batch_axes"])
+@pytest.mark.parametrize("name", HEADS)
+def test_head_axes_anywhere_in_the_state_run_the_chunked_kernels(name, lead):
+    spec, backends = HEADS[name]
+    seq, par = pair(spec, {})
+    assert [p.backend for p in par.scan_plans] == backends, [p.reason for p in par.scan_plans]
+    assert_same(seq, par, *heads_inputs(spec, lead=lead))
+
+
+def test_a_gate_along_v_or_a_read_out_along_v_falls_back_and_says_why():
+    spec = """
+    axis T, H = 2, K = 3, V = 4
+    block F(q: [T, H, K], k: [T, H, K], v: [T, H, V], g: [T, H, V], b: [T, H], w: [T, H, V]) -> [T, H, K] {
+        a = scan t over T carry (S: [H, K, V] = 0) {
+            S = exp(g[t]) * S + k[t] * v[t]
+            emit q[t] @[K] S
+        }
+        d = scan t over T carry (S: [H, K, V] = 0) {
+            S = S - b[t] * k[t] * (k[t] @[K] S) + b[t] * k[t] * v[t]
+            emit S @[V] w[t]
+        }
+        return (a @[V] w) * d
+    }
+    """
+    seq, par = pair(spec, {})
+    gla_plan, delta_plan = par.scan_plans
+    assert [(p.structure, p.backend) for p in par.scan_plans] == [("gla", "scan"), ("delta", "sequential")]
+    assert "the log gate has axes [H, V], but the kernel takes it along [H, K]" in gla_plan.reason
+    assert "the erase term's k @ S contracts [K], not the read-out's V" in delta_plan.reason
+    assert gla_plan.kernel is None and delta_plan.kernel is None
+    assert_same(seq, par, *heads_inputs(spec))
 
 
 def test_a_spec_can_ask_for_a_backend_and_the_caller_overrides_it():
@@ -233,3 +366,30 @@ def test_a_spec_can_ask_for_a_backend_and_the_caller_overrides_it():
     assert [p.backend for p in ncd.load(spec).scan_plans] == ["sequential"]
     assert "requested" in ncd.load(spec).scan_plans[0].reason
     assert [p.backend for p in ncd.load(spec, scan_backend="scan").scan_plans] == ["scan"]
+
+
+GATED = """
+axis T, H = 2, K = 3, V = 4
+block G(q: [T, H, K], k: [T, H, K], v: [T, H, V], g: [T, H, K]) -> [T, H, V] {
+    return scan t over T carry (S: [H, K, V] = 0) {
+        S = GATE * S + k[t] * v[t]
+        emit q[t] @[K] S
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("gate,backend", [
+    ("sigmoid(g[t])", "gla"), ("exp(g[t])", "gla"), ("0.9", "gla"),
+    ("tanh(g[t])", "scan"), ("-0.5", "scan"),      # may be negative: the kernel takes log(gate)
+])
+def test_only_provably_positive_gates_reach_the_gla_kernel(gate, backend):
+    seq, par = pair(GATED.replace("GATE", gate), {})
+    (plan,) = par.scan_plans
+    assert plan.backend == backend
+    if backend == "scan":
+        assert "not provably positive" in plan.reason
+    args = [torch.randn(2, 5, *s, dtype=torch.float64, requires_grad=True)
+            for s in ((2, 3), (2, 3), (2, 4), (2, 3))]
+    args[3].requires_grad_("g[t]" in gate)   # a constant gate leaves g unused
+    assert_same(seq, par, *args)

@@ -156,8 +156,13 @@ class ParallelScan:
 
     def chunked_kernel(self, env: dict[str, Any], m: nn.Module) -> torch.Tensor:
         """GLA / delta rule: evaluate q, k, v and the gate (or β) for every step — the state-free
-        part of the step — and hand them to the chunked kernel, which never materialises S_t."""
+        part of the step — and hand them to the chunked kernel, which never materialises S_t.
+
+        Each value arrives as [*lift, T|1, *core] with its core axes in the IR's order; the head
+        axes (the state's axes besides K and V, ``plan.kernel_layout``) are permuted to the front
+        of the core, broadcast where a value leaves one out, and flattened into the kernel's H."""
         loop = self.loop
+        layout = loop.plan.kernel_layout
         T = self.length(env, m)
         local = dict(env)
         captures = [env[ref] for ref, _, _ in loop.captures]
@@ -167,37 +172,62 @@ class ParallelScan:
         self.free_body(local, m)
         values = {name: fn(local, m) for name, fn in self.kernel_values.items()}
         ranks = loop.kernel_ranks
-        (K, V), = self.sizes
-        h0 = self.inits[0](env, m)
-        h0 = h0 if isinstance(h0, torch.Tensor) else torch.full((K, V), float(h0))
+        like = next(v for v in values.values() if isinstance(v, torch.Tensor))
         for name, value in values.items():  # a value that does not depend on the step gets a unit step dim
+            value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
             if value.dim() < ranks[name] + 1:
-                values[name] = value.reshape((1,) * (ranks[name] + 1 - value.dim()) + tuple(value.shape))
+                value = value.reshape((1,) * (ranks[name] + 1 - value.dim()) + tuple(value.shape))
+            values[name] = value
+        h0 = self.inits[0](env, m)
+        n_state = len(layout.state)
+        h0 = torch.as_tensor(h0, dtype=like.dtype, device=like.device)
+        if h0.dim() < n_state:
+            h0 = h0.reshape((1,) * (n_state - h0.dim()) + tuple(h0.shape))
+        operands = dict(layout.operands)
+        sizes: dict[str, int] = {}
+        for name, value in values.items():
+            sizes.update(zip(operands[name], value.shape[value.dim() - ranks[name]:]))
+        K, V = sizes[layout.key], sizes[layout.value]
+        heads = [sizes[h] for h in layout.heads]
+        n_heads = math.prod(heads)
         lifts = [tuple(v.shape[: v.dim() - ranks[n] - 1]) for n, v in values.items()]
-        lifts.append(tuple(h0.shape[: h0.dim() - 2]))
+        lifts.append(tuple(h0.shape[: h0.dim() - n_state]))
         batch = tuple(torch.broadcast_shapes(*lifts))
         rows = math.prod(batch)
 
-        def lay(value: torch.Tensor, width: int | None) -> torch.Tensor:
-            """[*lift, T|1, width?] → [rows, T, 1 (one head), width?], contiguous for the kernel."""
-            tail = (width,) if width is not None else ()
-            return value.expand(*batch, T, *tail).reshape(rows, T, *tail).unsqueeze(2).contiguous()
+        def core(value: torch.Tensor, axes: list[str], order: list[str]) -> torch.Tensor:
+            """[*lead, *core in ``axes`` order] → [*lead, *order], unit dims for axes it leaves out."""
+            lead = value.dim() - len(axes)
+            present = [a for a in order if a in axes]
+            value = value.permute(*range(lead), *(lead + axes.index(a) for a in present))
+            return value.reshape(*value.shape[:lead], *(sizes[a] if a in axes else 1 for a in order))
 
-        q, k, v = lay(values["q"], K), lay(values["k"], K), lay(values["v"], V)
-        state0 = h0.expand(*batch, K, V).reshape(rows, 1, K, V)
+        def lay(name: str, width: str | None) -> torch.Tensor:
+            """[*lift, T|1, *core] → [rows, T, H, width?], contiguous for the kernel."""
+            order = [*layout.heads, width] if width else layout.heads
+            value = core(values[name], operands[name], order)
+            value = value.expand(*batch, T, *(sizes[a] for a in order))
+            tail = (sizes[width],) if width else ()
+            return value.reshape(rows, T, n_heads, *tail).contiguous()
+
+        q, k, v = lay("q", layout.key), lay("k", layout.key), lay("v", layout.value)
+        state0 = core(h0, layout.state, [*layout.heads, layout.key, layout.value])
+        state0 = state0.expand(*batch, *heads, K, V).reshape(rows, n_heads, K, V).to(q)
         if loop.backend == "gla":
             from ncd.backends.triton.gla import gla
 
-            name = "g" if "g" in values else "gate"
-            g = values[name] if name == "g" else torch.log(values[name])
-            g = g.unsqueeze(-1) if ranks[name] == 0 else g
-            out, _ = gla(q, k, v, lay(g, K), scale=1.0, initial_state=state0.to(q))
+            if "gate" in values:
+                values["g"], operands["g"] = torch.log(values.pop("gate")), operands["gate"]
+            out, _ = gla(q, k, v, lay("g", layout.key), scale=1.0, initial_state=state0)
         else:
             from ncd.backends.triton.delta import delta_rule
 
-            out, _ = delta_rule(q, k, v, lay(values["beta"], None), scale=1.0, initial_state=state0.to(q))
-        out = out.reshape(*batch, T, V)
-        return out.flip(-2) if loop.reverse else out
+            out, _ = delta_rule(q, k, v, lay("beta", None), scale=1.0, initial_state=state0)
+        out = out.reshape(*batch, T, *heads, V)
+        lead = len(batch) + 1
+        order = [*layout.heads, layout.value]
+        out = out.permute(*range(lead), *(lead + order.index(a) for a in layout.out))
+        return out.flip(len(batch)) if loop.reverse else out
 
     def linear_diagonal(self, cell, h0_rows, dummy, params, n_rows, T) -> torch.Tensor:
         """h_t = a_t ⊙ h_{t-1} + b_t with a and b read off the affine step: b = f(0), a = f(1) − f(0)."""
