@@ -105,7 +105,10 @@ class NewtonSolver:
     fuse: evaluate each Newton step's shift, cell, Jacobian, residual and norms as one
       `torch.compile`d graph. Eagerly that is ~20 separate passes over the B·T·N state sequence
       per step, which is where the time goes on a GPU; fused, a few. The first call compiles
-      (seconds); a new shape recompiles. Results equal the eager path to rounding.
+      (seconds); solvers of the same configuration share the compiled code, but each new
+      shape recompiles (static shapes: the cell's broadcasts defeat symbolic sizes), and past
+      torch._dynamo's cache limit (8 by default) further shapes run unfused, with its warning:
+      bucket or pad sequence lengths. Results equal the eager path to rounding.
     """
 
     def __init__(
