@@ -59,3 +59,22 @@ def test_scan_cuda(dtype, tol):
     got = outputs_and_grads(scan_mod.diag_scan, [a, x, h0])
     want = outputs_and_grads(scan_mod.naive_diag_scan, [a.float(), x.float(), h0])
     assert_close(got, want, tol, ["h", "h_T", "da", "dx", "dh0"])
+
+
+@pytest.mark.parametrize("B,H,K,V", [(1, 1, 100, 72), (3, 2, 64, 200), (2, 16, 128, 128)],
+                         ids=["ragged-B1H1", "ragged-wideV", "bench-heads"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, F32_TOL), (torch.float16, HALF_TOL)],
+                         ids=["fp32", "fp16"])
+def test_gla_and_delta_cuda_tiles(B, H, K, V, dtype, tol):
+    """Head dims that are not multiples of the tiles, and few batch x heads (the GLA walks
+    narrow their tiles to fill the SMs), through compiled kernels."""
+    T = 257
+    ins = _gla_inputs(B, T, H, K, V, dtype)
+    got = outputs_and_grads(lambda *t: gla_mod.gla(*t[:4], None, t[4]), ins)
+    want = outputs_and_grads(lambda *t: gla_mod.naive_gla(*t[:4], None, t[4]), _f32(ins))
+    assert_close(got, want, tol, ["o", "S_T", "dq", "dk", "dv", "dg", "dh0"])
+    ins = _delta_inputs(B, T, H, K, V, dtype)
+    got = outputs_and_grads(lambda *t: delta_mod.delta_rule(*t[:4], None, t[4]), ins)
+    want = outputs_and_grads(lambda *t: delta_mod.naive_delta_rule(*t[:4], None, t[4]),
+                             _f32(ins))
+    assert_close(got, want, tol, ["o", "S_T", "dq", "dk", "dv", "dbeta", "dh0"])
