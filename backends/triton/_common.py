@@ -128,3 +128,14 @@ def to_chunks(t: torch.Tensor, C: int, dt: torch.dtype) -> torch.Tensor:
     if NT * C != T:
         t = torch.nn.functional.pad(t, (0, 0, 0, NT * C - T))
     return t.reshape(B, H, NT, C, X)
+
+
+H100_SMS = 132   # SM count assumed where the tensors are not on a GPU (interpreter, meta)
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of the tensors' GPU: how many programs run at once decides
+    the tiles of the sequential chunk walks."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return H100_SMS

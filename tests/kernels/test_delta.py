@@ -180,3 +180,11 @@ def test_bench_head_dims_k128_v128():
     ins = inputs(1, 70, 1, 128, 128)
     got = outputs_and_grads(run("triton"), ins)
     assert_close(got, outputs_and_grads(ref(), ins), F32_TOL, NAMES)
+
+
+def test_walk_vtile_narrows_only_when_the_walks_would_leave_sms_idle():
+    walk = delta_mod.chunk._walk_vtile
+    assert walk(32, 8 * 16, 128, sms=132) == 32      # 512 programs: enough
+    assert walk(64, 8 * 16, 128, sms=132) == 64      # 256
+    assert walk(32, 2 * 16, 128, sms=132) == 16      # 128 -> 256 programs
+    assert walk(32, 1, 128, sms=132) == 16           # never below 16

@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import acc_dtype, dot_precision, store_dtype, tl_acc
+from .._common import acc_dtype, dot_precision, sm_count, store_dtype, tl_acc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +87,15 @@ def _tiles(blocks: DeltaBlocks | None, dtype: torch.dtype, K: int, V: int):
 
 def _vtile(x: int, V: int) -> int:
     return min(x, triton.next_power_of_2(max(V, 16)))
+
+
+def _walk_vtile(BV: int, BH: int, V: int, sms: int) -> int:
+    """V-tile of a sequential chunk walk (`_state`, `_dstate`): one program per (batch x head,
+    V-tile) visits every chunk in order, so with few batch x heads narrow the tile (down to
+    16) until the programs at least fill the SMs once."""
+    while BH * triton.cdiv(V, BV) < sms and BV > 16:
+        BV //= 2
+    return BV
 
 
 @triton.jit
@@ -212,6 +221,8 @@ def delta_rule_fwd(q, k, v, beta, scale: float, h0, chunk_size: int = 64,
         return o.to(q.dtype), hT, None
     b, BK, BV, BKF = _tiles(blocks, q.dtype, K, V)
     BVS = _vtile(b.bv_state, V)
+    if blocks is None:
+        BVS = _walk_vtile(BVS, B * H, V, sm_count(q.device))
     NT = triton.cdiv(T, C)
     w = torch.empty(B, T, H, K, device=q.device, dtype=dt)
     u = torch.empty(B, T, H, V, device=q.device, dtype=dt)
@@ -485,6 +496,8 @@ def delta_rule_bwd(q, k, v, beta, scale, h0, extras, do, dhT, chunk_size: int = 
     M, un, hs, w = extras
     b, BK, BV, BKF = _tiles(blocks, q.dtype, K, V)
     BVS = _vtile(b.bv_dstate, V)
+    if blocks is None:
+        BVS = _walk_vtile(BVS, B * H, V, sm_count(q.device))
     BKS = max(BKF // 4, min(b.bk_dstate, BKF))
     NT = triton.cdiv(T, C)
     dhs = torch.empty_like(hs)

@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import acc_dtype, dot_precision, store_dtype, tl_acc
+from .._common import acc_dtype, dot_precision, sm_count, store_dtype, tl_acc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,15 +68,6 @@ def default_tiles(dtype: torch.dtype) -> GLATiles:
 
 def _tile(n: int, cap: int) -> int:
     return min(cap, triton.next_power_of_2(max(n, 16)))
-
-
-H100_SMS = 132   # SM count assumed where the tensors are not on a GPU (interpreter, meta)
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return H100_SMS
 
 
 def _walk_tiles(BH: int, K: int, V: int, BK: int, BV: int, sms: int) -> tuple[int, int]:
@@ -266,7 +257,7 @@ def gla_fwd(q, k, v, g, scale: float, h0, chunk_size: int = 64, sub_chunk: int =
     b = torch.empty(B, T, H, K, device=q.device, dtype=dt)
     _cumsum_kernel[(NK, NT, B * H)](g, b, T, H, K, C=C, BK=BK, ACC=ACC, num_warps=4)
     hs = torch.empty(B, H, NT, K, V, device=q.device, dtype=dt)
-    WK, WV = _walk_tiles(B * H, K, V, BK, BV, _sm_count(q.device)) if tuned else (BK, BV)
+    WK, WV = _walk_tiles(B * H, K, V, BK, BV, sm_count(q.device)) if tuned else (BK, BV)
     _state_kernel[(triton.cdiv(K, WK) * triton.cdiv(V, WV), B * H)](
         k, v, b, hs, h0 if h0 is not None else hs, hT, T, H, K, V, NT,
         HAS_H0=h0 is not None, C=C, BK=WK, BV=WV, ACC=ACC, PREC=PREC, num_warps=4,
@@ -530,7 +521,7 @@ def gla_bwd(q, k, v, g, scale, h0, saved, hT, do, dhT, chunk_size: int = 64,
     BK, BV = _tile(K, tiles.BK), _tile(V, tiles.BV)
     NK, NV = triton.cdiv(K, BK), triton.cdiv(V, BV)
     dhs = torch.empty_like(hs)
-    WK, WV = _walk_tiles(B * H, K, V, BK, BV, _sm_count(q.device)) if tuned else (BK, BV)
+    WK, WV = _walk_tiles(B * H, K, V, BK, BV, sm_count(q.device)) if tuned else (BK, BV)
     _dstate_kernel[(triton.cdiv(K, WK) * triton.cdiv(V, WV), B * H)](
         q, do, b, dhs, dhT if dhT is not None else hs, dh0 if dh0 is not None else hs, scale,
         T, H, K, V, NT, HAS_DHT=dhT is not None, HAS_H0=h0 is not None, C=C, BK=WK, BV=WV,
