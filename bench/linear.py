@@ -261,6 +261,30 @@ def section_scan(tab: Table, sub, rep_ms):
 
 SECTIONS = {"gla": section_gla, "delta": section_delta, "scan": section_scan}
 
+# Issue 4's targets, measured side by side in this run: (ours, anchor, metric, target ratio).
+TARGETS = [
+    ("ncd gla fwd+bwd", "fla chunk_gla fwd+bwd", "ms", 1.2),
+    ("ncd delta_rule fwd+bwd", "fla chunk_delta_rule fwd+bwd", "ms", 1.0),
+    ("ncd diag_scan fwd", "accelerated_scan.scalar fwd", "GBps", 0.95),
+]
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """Ours against the anchor per shape: speed-up (anchor ms / ours) or bandwidth ratio."""
+    out = []
+    for ours, anchor, metric, want in TARGETS:
+        for r in rows:
+            if r["case"] != ours or r.get(metric) is None:
+                continue
+            a = next((x for x in rows if x["case"] == anchor and x["shape"] == r["shape"]
+                      and x.get(metric) is not None), None)
+            if a is None:
+                continue
+            ratio = a["ms"] / r["ms"] if metric == "ms" else r[metric] / a[metric]
+            out.append({"case": ours, "anchor": anchor, "shape": r["shape"], "ratio": ratio,
+                        "target": want, "met": ratio >= want})
+    return out
+
 
 def print_table(meta, rows):
     print("\n" + "=" * 112)
@@ -286,6 +310,9 @@ def print_table(meta, rows):
     print("-" * 112)
     print("GLA FLOPs 4KV+2C(K+V)/token-head, Delta 6KV+6CK+4CV, fwd+bwd = 3x fwd (C=64); "
           "scan GB/s: fwd 3N, fwd+bwd 8N fp32 words")
+    for t in meta.get("targets", []):
+        print(f"target {t['case']:<24} vs {t['anchor']:<30} {t['shape']:<22} "
+              f"{t['ratio']:5.2f}x (want >= {t['target']}) {'met' if t['met'] else 'NOT met'}")
     print("=" * 112, flush=True)
 
 
@@ -317,6 +344,7 @@ def main(argv=None) -> int:
             tab.error(name, f"section {name}", "", e)
         torch.cuda.empty_cache()
     meta["wall_s"] = time.perf_counter() - t0
+    meta["targets"] = targets(tab.rows)
     print_table(meta, tab.rows)
     if args.json:
         text = json.dumps({"meta": meta, "rows": tab.rows}, indent=1, default=str)

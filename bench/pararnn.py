@@ -165,6 +165,29 @@ def bench_cuda(args) -> list[dict]:
     return rows
 
 
+NEWTON_RUNS = ("newton", "newton-cf", "newton-fused")
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """Issue 3's targets per CUDA fwd+bwd row: the fastest Newton variant at least 20x faster
+    than cuDNN nn.GRU and at least 100x faster than the eager loop (T >= 4096)."""
+    out = []
+    for r in rows:
+        if r["device"] == "cpu" or r["mode"] != "fwd+bwd":
+            continue
+        timed = {n: r[f"{n}_ms"] for n in NEWTON_RUNS if r.get(f"{n}_ms") is not None}
+        if not timed:
+            continue
+        best = min(timed, key=timed.get)
+        for anchor, want in (("cudnn-gru", 20.0), ("loop", 100.0)):
+            if r.get(f"{anchor}_ms") is not None and (anchor != "loop" or r["T"] >= 4096):
+                ratio = r[f"{anchor}_ms"] / timed[best]
+                out.append({"dtype": r["dtype"], "B": r["B"], "N": r["N"], "T": r["T"],
+                            "newton": best, "anchor": anchor, "ratio": ratio, "target": want,
+                            "met": ratio >= want})
+    return out
+
+
 def _fmt_row(r: dict) -> str:
     return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items())
 
@@ -216,7 +239,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += bench_cuda(args)
     if args.json:
         print(json.dumps(dict(machine=platform.processor() or platform.machine(),
-                              torch=torch.__version__, threads=torch.get_num_threads(), rows=rows),
+                              torch=torch.__version__, threads=torch.get_num_threads(), rows=rows,
+                              targets=targets(rows)),
                          indent=1))
     else:
         print(f"# torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
@@ -225,6 +249,10 @@ def main(argv: list[str] | None = None) -> None:
         gpu = [r for r in rows if r["device"] != "cpu"]
         if gpu:
             print(f"\n# {gpu[0]['device']}\n" + _table(gpu))
+            for t in targets(gpu):
+                print(f"target {t['dtype']} B{t['B']} N{t['N']} T{t['T']}: {t['newton']} is "
+                      f"{t['ratio']:.1f}x faster than {t['anchor']} (want >= {t['target']:g}x) "
+                      f"{'met' if t['met'] else 'NOT met'}")
 
 
 if __name__ == "__main__":
