@@ -215,3 +215,13 @@ def test_walk_tiles_narrow_only_when_the_walks_would_leave_sms_idle():
     assert walk(2 * 16, 128, 128, 64, 64, sms=132) == (64, 32)     # 128 -> 256 programs
     assert walk(1, 64, 64, 64, 64, sms=132) == (32, 32)            # never below 32
     assert walk(1, 16, 16, 16, 16, sms=132) == (16, 16)            # tiles already narrow
+
+
+def test_sequences_past_the_int32_tile_offsets_are_refused():
+    """Offsets inside one (batch, head) sequence are int32: a length that would overflow them is
+    a ValueError before any launch, not a wrong answer (meta tensors: nothing is allocated)."""
+    T, H, K = 2 ** 21, 16, 128
+    q, k, g = (torch.empty(1, T, H, K, device="meta") for _ in range(3))
+    v = torch.empty(1, T, H, K, device="meta")
+    with pytest.raises(ValueError, match=r"below 2\*\*31"):
+        chunk_mod.gla_fwd(q, k, v, g, 1.0, None)
