@@ -135,17 +135,23 @@ def test_classification_agrees_with_jacrev(name):
     x = torch.randn(1, 3, *[table.bound(a) or 3 for a in port.type.axes[1:]], dtype=torch.float64)
     module(x)
     for plan, recorder in recorders:
-        cell, h0, xs, params = recorder.calls[0]
-        rows = xs.shape[0] * xs.shape[1]
-        h = torch.randn(rows, h0.shape[1], dtype=torch.float64)
-        x_rows = xs.reshape(rows, *xs.shape[2:])
-        if plan.structure == "diagonal":
-            assert structure_violation(cell, h, x_rows, params, "diag") < 1e-12, plan.reason
-        elif plan.structure == "block":
-            assert structure_violation(cell, h, x_rows, params, "block", plan.block_size) < 1e-12, plan.reason
-        else:
-            assert structure_violation(cell, h, x_rows, params, "diag") > 1e-6, \
-                f"{plan.structure} but the Jacobian is diagonal"
+        assert_class_by_jacrev(plan, recorder.calls[0])
+
+
+def assert_class_by_jacrev(plan, call):
+    """The plan's class against the Jacobian of the step the solver was handed, by jacrev at a
+    random point: diagonal/block must fit exactly, anything else must not be diagonal."""
+    cell, h0, xs, params = call
+    rows = xs.shape[0] * xs.shape[1]
+    h = torch.randn(rows, h0.shape[1], dtype=torch.float64)
+    x_rows = xs.reshape(rows, *xs.shape[2:])
+    if plan.structure == "diagonal":
+        assert structure_violation(cell, h, x_rows, params, "diag") < 1e-12, plan.reason
+    elif plan.structure == "block":
+        assert structure_violation(cell, h, x_rows, params, "block", plan.block_size) < 1e-12, plan.reason
+    else:
+        assert structure_violation(cell, h, x_rows, params, "diag") > 1e-6, \
+            f"{plan.structure} but the Jacobian is diagonal"
 
 
 TIME_INVARIANT = """
@@ -393,3 +399,212 @@ def test_only_provably_positive_gates_reach_the_gla_kernel(gate, backend):
             for s in ((2, 3), (2, 3), (2, 4), (2, 3))]
     args[3].requires_grad_("g[t]" in gate)   # a constant gate leaves g unused
     assert_same(seq, par, *args)
+
+
+# ----------------------------------------------------------------------------- steps that call sub-blocks
+SUB_CELL = """
+axis T, E = 3, D = 4, H = 2
+block Cell(h: [D], x: [E]) -> [D] {
+    param a: [D] init uniform(-1, 1)
+    param W: [E, D] init normal(0, 0.5)
+    return BODY
+}
+block R(x: [T, E]) -> [T, D] {
+    use cell = Cell
+    return scan t over T carry (h: [D] = 0) {
+        h = cell(h, x[t])
+        emit h
+    }
+}
+"""
+SUB_BODIES = {  # the callee's body: (structure, backend) the pass must find through the call
+    "tanh(a * h + x @[E] W)": ("diagonal", "newton"),
+    "a * h + x @[E] W": ("diagonal", "scan"),
+    "tanh(h[D as D'] @[D'] W2 + a + x @[E] W)": ("dense", "sequential"),
+    "tanh(a * (h - mean(h, over = D)) + x @[E] W)": ("dense", "sequential"),
+}
+SUB_SPECS = {
+    "lifted": """
+    axis T, E = 3, D = 4, H = 2
+    block Cell(h: [D], x: [E]) -> [D] {
+        param a: [D] init uniform(-1, 1)
+        param W: [E, D] init normal(0, 0.5)
+        return tanh(a * h + x @[E] W)
+    }
+    block R(x: [T, E]) -> [T, H, D] {
+        use cell = Cell
+        return scan t over T carry (h: [H, D] = 0) {
+            h = cell(h, x[t])
+            emit h
+        }
+    }
+    """,
+    "nested": """
+    axis T, E = 3, D = 4
+    block Inner(h: [D], x: [E]) -> [D] {
+        param a: [D] init uniform(-1, 1)
+        param W: [E, D] init normal(0, 0.5)
+        return a * h + x @[E] W
+    }
+    block Outer(h: [D], x: [E]) -> [D] {
+        use inner = Inner
+        param g: [D] init uniform(0.5, 1)
+        return tanh(g * inner(h, x))
+    }
+    block R(x: [T, E]) -> [T, D] {
+        use cell = Outer
+        return scan t over T carry (h: [D] = 0) {
+            h = cell(h, x[t])
+            emit h
+        }
+    }
+    """,
+    "repeated": """
+    axis T, E = 3, D = 4
+    block Layer(h: [D]) -> [D] {
+        param a: [D] init uniform(-1, 1)
+        return tanh(a * h)
+    }
+    block R(x: [T, E]) -> [T, D] {
+        use layers = Layer × 2
+        param W: [E, D] init normal(0, 0.5)
+        return scan t over T carry (h: [D] = 0) {
+            h = layers(h) + x[t] @[E] W
+            emit h
+        }
+    }
+    """,
+    "block": """
+    axis T, E = 3, D = 4
+    block Cell2(c: [D], h: [D], x: [E]) -> [D], [D] {
+        param a, b: [D] init uniform(-1, 1)
+        param W, V: [E, D] init normal(0, 0.5)
+        c = sigmoid(a * h + x @[E] W) * c + tanh(x @[E] V)
+        return c, b * tanh(c)
+    }
+    block R(x: [T, E]) -> [T, D] {
+        use cell = Cell2
+        return scan t over T carry (c: [D] = 0, h: [D] = 0) {
+            c, h = cell(c, h, x[t])
+            emit h
+        }
+    }
+    """,
+    "several_results_dense": """
+    axis T, E = 3, D = 4
+    block Cell2(c: [D], h: [D], x: [E]) -> [D], [D] {
+        param U: [D', D] init normal(0, 0.5)
+        param W: [E, D] init normal(0, 0.5)
+        return tanh(c + x @[E] W), tanh(h[D as D'] @[D'] U + c)
+    }
+    block R(x: [T, E]) -> [T, D] {
+        use cell = Cell2
+        return scan t over T carry (c: [D] = 0, h: [D] = 0) {
+            c, h = cell(c, h, x[t])
+            emit h + c  # (h alone is unbatched at the first step: c0 = h0 = 0)
+        }
+    }
+    """,
+    "time_invariant": """
+    axis T, N = 5, E = 3
+    block Step(h: [N], u: [E]) -> [N] {
+        param A: [N', N] init normal(0, 0.3)
+        param Bm: [E, N] init normal(0, 1)
+        return h[N as N'] @[N'] A + u @[E] Bm
+    }
+    block SSM(u: [T, E]) -> [T, N] {
+        use step = Step
+        return scan t over T carry (h: [N] = 0) {
+            h = step(h, u[t])
+            emit h
+        }
+    }
+    """,
+}
+SUB_EXPECTED = {"time_invariant": ("time_invariant", "fft"), "lifted": ("diagonal", "newton"), "nested": ("diagonal", "newton"),
+                "repeated": ("diagonal", "newton"), "block": ("block", "newton"),
+                "several_results_dense": ("dense", "sequential")}
+
+
+def sub_specs():
+    out = []
+    for i, (body, expected) in enumerate(SUB_BODIES.items()):
+        spec = SUB_CELL.replace("BODY", body)
+        if "W2" in body:
+            spec = spec.replace("param W:", "param W2: [D', D] init normal(0, 0.5)\n    param W:")
+        out.append(pytest.param(spec, expected, id=f"body{i}"))
+    return out + [pytest.param(spec, SUB_EXPECTED[name], id=name) for name, spec in SUB_SPECS.items()]
+
+
+def assert_structure_by_jacrev(spec):
+    """Force the scan through the Newton runner, capture its step and check the class by jacrev."""
+    torch.manual_seed(0)
+    module = ncd.load(spec, scan_backend="newton").double()
+    (scan,) = module.parallel_scans()
+    scan.solver = Recorder(scan.solver)
+    module(torch.randn(2, 3, 3, dtype=torch.float64))
+    assert_class_by_jacrev(scan.loop.plan, scan.solver.calls[0])
+
+
+@pytest.mark.parametrize("spec,expected", sub_specs())
+def test_a_step_calling_a_sub_block_is_classified_through_its_body(spec, expected):
+    """The pass reads the callee's body; the parallel backends take the sub-block's weights as
+    solver inputs, so values and every gradient (the sub-block's included) equal the loop."""
+    seq, par = pair(spec, {})
+    assert [(p.structure, p.backend) for p in par.scan_plans] == [expected]
+    assert any("." in n for n, _ in par.named_parameters())  # the sub-block has weights
+    x = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
+    assert_same(seq, par, x)
+    if expected[1] == "newton":
+        assert par.parallel_scans()[0].stats.fallbacks == 0
+    assert_structure_by_jacrev(spec)
+
+
+def test_a_sub_block_with_weights_in_a_fused_newton_step():
+    spec = SUB_CELL.replace("BODY", "tanh(a * h + x @[E] W)")
+    torch.manual_seed(0)
+    seq = ncd.load(spec, scan_backend="sequential").double()
+    par = ncd.load(spec, fuse_scans=True).double()
+    par.load_state_dict(seq.state_dict())
+    (scan,) = par.parallel_scans()
+    assert scan.solver.fuse
+    assert_same(seq, par, torch.randn(2, 13, 3, dtype=torch.float64, requires_grad=True))
+    assert scan.stats.fallbacks == 0 and set(scan.solver._fused) == {"_system", "_reverse_coefficients", "_cell_vjp"}
+
+
+def test_a_callee_the_pass_cannot_read_stays_conservative():
+    """A loop inside the callee is not analysed: the call counts as mixing every state axis it sees."""
+    spec = SUB_CELL.replace("    return BODY", "    y = h\n    repeat 2 { y = tanh(a * y) }\n    return y + x @[E] W")
+    (plan,) = ncd.load(spec).scan_plans
+    assert (plan.structure, plan.backend) == ("dense", "sequential")
+
+
+VIEWS = """
+axis T, E = 3, D = 4, F = 4, G = 2, H = 2, K = 2
+block R(x: [T, E]) -> [T, STATE] {
+    param U: [F, D] init normal(0, 0.5)
+    param W: [E, D] init normal(0, 0.5)
+    return scan t over T carry (h: [STATE] = 0) {
+        h = STEP + x[t] @[E] W
+        emit h
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("state,step", [
+    ("D", "tanh(h[D as F] @[F] U)"),  # a state axis renamed, then contracted under its new name
+    ("G, D", "tanh(h[G = 0] + h)"),  # one slice broadcast back over G
+    ("D", "tanh(h[D -> H K] - mean(h[D -> H K], over = K))[H K -> D]"),  # mixed within a reshaped axis
+])
+def test_views_that_hide_a_state_axis_count_as_mixing_it(state, step):
+    """Inline and through a call: a mix along a renamed, reshaped or sliced state axis is a mix."""
+    spec = VIEWS.replace("STATE", state).replace("STEP", step)
+    assert [p.structure for p in ncd.load(spec).scan_plans] == ["dense"]
+    assert_structure_by_jacrev(spec)
+    if state == "D":
+        called = spec.replace("block R(", "block C(h: [D]) -> [D] {\n    param U: [F, D] init normal(0, 0.5)\n"
+                              f"    return {step}\n}}\nblock R(").replace(f"h = {step}", "h = c(h)")
+        called = called.replace("    param W", "    use c = C\n    param W", 1)
+        assert [p.structure for p in ncd.load(called).scan_plans] == ["dense"]
+        assert_structure_by_jacrev(called)

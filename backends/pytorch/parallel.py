@@ -96,7 +96,7 @@ class ParallelScan:
         local[self.loop.index] = AllSteps(self.loop.reverse)
         for arg, value in zip(self.loop.args, h_prev):
             local[arg] = value
-        proxy = _ReadProxy(m, reads["attrs"])
+        proxy = _ReadProxy(m, reads["attrs"], reads.get("modules", {}))
         self.body(local, proxy)
         values = [r(local, proxy) for r in self.results]
         return values[: self.n_carry], values[self.n_carry:]
@@ -108,14 +108,13 @@ class ParallelScan:
         h0 = [init(env, m) for init in self.inits]
         T = self.length(env, m)
         captures = [env[ref] for ref, _, _ in loop.captures]
-        attrs = {}
+        attrs, modules = {}, {}
         for path in loop.self_reads:
             value = getattr(m, path)
             if isinstance(value, nn.Module):
-                if any(True for _ in value.parameters()):
-                    raise NcdError(f"the step of scan {loop.node_id} calls {path}, a block with weights; the "
-                                   f"parallel backends need its weights as solver inputs, which is not supported",
-                                   hint="use scan_backend='sequential', or write the cell inline")
+                weights = dict(value.named_parameters())
+                if weights:  # the step calls it functionally on these, handed to the solver
+                    modules[path] = weights
                 continue  # a weight-free sub-block runs as it is, for every step at once
             attrs[path] = value
         batch = self.batch_shape(env, m, h0, captures, attrs, T)
@@ -123,12 +122,17 @@ class ParallelScan:
         n_rows = math.prod(batch)
         tensors = [c for c in captures if isinstance(c, torch.Tensor)]
         attr_tensors = list(attrs.values())
-        n_caps = len(tensors)
+        module_keys = [(path, name) for path, weights in modules.items() for name in weights]
+        module_tensors = [modules[path][name] for path, name in module_keys]
+        n_caps, n_attrs = len(tensors), len(attr_tensors)
 
         def rebuild(params: tuple[torch.Tensor, ...]) -> dict[str, Any]:
             it = iter(params[:n_caps])
             caps = [next(it) if isinstance(c, torch.Tensor) else c for c in captures]
-            return {"captures": caps, "attrs": dict(zip(attrs, params[n_caps:]))}
+            subs: dict[str, dict[str, torch.Tensor]] = {path: {} for path in modules}
+            for (path, name), tensor in zip(module_keys, params[n_caps + n_attrs:]):
+                subs[path][name] = tensor
+            return {"captures": caps, "attrs": dict(zip(attrs, params[n_caps:n_caps + n_attrs])), "modules": subs}
 
         def cell(h_rows: torch.Tensor, _x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
             h_prev = self.unpack(h_rows.reshape(*batch, T, -1), lead)
@@ -138,7 +142,7 @@ class ParallelScan:
         h0_rows = self.pack([h.expand(*batch, *size) for h, size in zip(h0, self.sizes)], tuple(batch))
         h0_rows = h0_rows.reshape(n_rows, -1)
         dummy = h0_rows.new_zeros(n_rows, T, 0)
-        params = tuple(tensors + attr_tensors)
+        params = tuple(tensors + attr_tensors + module_tensors)
         if loop.backend == "newton":
             h_all = self.solver(cell, h0_rows, dummy, *params)
         elif loop.backend == "fft":
@@ -284,14 +288,39 @@ class ParallelScan:
 
 class _ReadProxy:
     """Looks like the module to the body, but serves parameter reads from the solver's arguments
-    (so their gradients come back through the adjoint)."""
+    (so their gradients come back through the adjoint), and sub-blocks with weights as
+    ``_Functional`` calls on theirs."""
 
-    def __init__(self, module: nn.Module, overrides: dict[str, torch.Tensor]) -> None:
+    def __init__(self, module: nn.Module, overrides: dict[str, torch.Tensor],
+                 modules: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
         self._module = module
         self._overrides = overrides
+        self._modules = modules or {}
 
     def __getattr__(self, name: str) -> Any:
         overrides = self.__dict__["_overrides"]
         if name in overrides:
             return overrides[name]
-        return getattr(self.__dict__["_module"], name)
+        module = getattr(self.__dict__["_module"], name)
+        weights = self.__dict__["_modules"].get(name)
+        return module if weights is None else _Functional(module, weights)
+
+
+class _Functional:
+    """A sub-block called on given weights: ``torch.func.functional_call``, so the solver's
+    tensors (not the module's parameters) are what the step differentiates. A repeated
+    instance (an ``nn.ModuleList`` that ``rt.chain`` iterates) yields one per layer."""
+
+    def __init__(self, module: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+        self.module, self.weights = module, weights
+
+    def __call__(self, *args: Any) -> Any:
+        return torch.func.functional_call(self.module, self.weights, args)
+
+    def __iter__(self):
+        for name, child in self.module.named_children():
+            prefix = f"{name}."
+            yield _Functional(child, {k[len(prefix):]: v for k, v in self.weights.items() if k.startswith(prefix)})
+
+    def __len__(self) -> int:
+        return len(self.module)

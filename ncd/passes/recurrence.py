@@ -6,18 +6,27 @@ The analysis is an abstract interpretation of the step's dataflow graph. Each va
   ``NONLINEAR`` otherwise — any nonlinear function of a state-dependent value);
 - ``mixes``: the state axes along which state-dependent values were combined (a contraction or
   reduction over an axis of a state-dependent value). No mixing means the step acts on each
-  state element on its own: a diagonal Jacobian;
+  state element on its own: a diagonal Jacobian. A view that hides a state axis (renamed to
+  another axis, reshaped, or sliced ``h[G = 0]``) counts as mixing along it;
 - ``carries``: which carries it depends on (two carries with the same axes that feed each other
   elementwise give k×k blocks per unit, ParaLSTM's [c, h]);
 - ``varies``: whether it depends on the step (x[t], the loop index) — a linear step whose
   coefficients do not vary is time-invariant and becomes a convolution.
 
 Only the paths into the carry results decide the class; the emitted read-out may mix freely.
+
+A call of a sub-block is analysed through the callee's body: the Values of the call's inputs
+become those of the callee's input ports, and the Values of its results those of the call's.
+Axis names need no translation (a specialised block's body already uses the caller's names, and
+a port's axes are the wire's by name); the lifted axes are vmapped over, so the callee never
+mixes along them. A callee with nested regions (scan, repeat, halting), a chained instance with
+several inputs or results, or anything else not certain falls back to the conservative rule:
+the call mixes every axis of the state it sees and is nonlinear.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Literal
 
@@ -87,6 +96,11 @@ class StepAnalysis:
     carry_args: list[str]
     index_arg: str
     values: dict[str, Value] = field(default_factory=dict)
+    spec: SpecIR | None = None  # where calls find their callee; None: calls stay conservative
+    depth: int = 0  # call nesting, bounded
+    parts: dict[str, list[Value]] = field(default_factory=dict)  # a call with several results: each one's
+
+    MAX_DEPTH = 16
 
     def value(self, node_id: str) -> Value:
         return self.values.get(node_id, Value())
@@ -113,6 +127,10 @@ class StepAnalysis:
         coeff_axes = frozenset().union(*(v.coeff_axes for v in state_in)) if state_in else frozenset()
         coeff_varies = any(v.coeff_varies for v in state_in)
         outer_bias = any(v.outer_bias for v in ins)
+        if op == "tuple_get" and node.inputs[0] in self.parts:
+            return replace(self.parts[node.inputs[0]][node.attrs["index"]], axes=axes)
+        if degree > 0 and op in ("rename", "reshape", "select"):
+            mixes = mixes | _view_mixes(node)
         if op == "select":
             return Value(degree, mixes, carries, varies or len(node.inputs) > 1, axes, coeff_axes,
                          coeff_varies, outer_bias)
@@ -151,9 +169,15 @@ class StepAnalysis:
             new_mix = frozenset(base(x) for x in over.get("src", []) + over.get("dst", [])) if degree else frozenset()
             return Value(degree, mixes | new_mix, carries, varies, axes, coeff_axes, coeff_varies)
         if op == "call":
-            # A sub-block's insides are not analysed here: assume it mixes everything it sees.
             if degree == 0:
                 return Value(0, mixes, carries, varies, axes)
+            outs = self.call_values(node, ins)
+            if outs is not None:
+                if len(outs) == 1:
+                    return outs[0]
+                self.parts[node.id] = outs
+                return _join(outs, axes)
+            # The callee could not be analysed: assume it mixes everything it sees, nonlinearly.
             every = frozenset(base(x) for v in state_in for x in v.axes)
             return Value(NONLINEAR, mixes | every, carries, varies, axes)
         # Every other op (tanh, softmax, norms, where, max, comparisons, ...): nonlinear in the
@@ -165,10 +189,70 @@ class StepAnalysis:
         return Value(NONLINEAR if degree > 0 else 0, mixes, carries, varies, axes)
 
 
-def classify(block: BlockIR, node: Node, requested: str | None) -> ScanPlan:
+    def call_values(self, node: Node, ins: list[Value]) -> list[Value] | None:
+        """The Values of a call's results, from the callee's body; None where that is not certain."""
+        callee = self.spec.blocks.get(node.attrs.get("block", "")) if self.spec is not None else None
+        if callee is None or self.depth >= self.MAX_DEPTH or len(callee.inputs) != len(ins):
+            return None
+        if len(node.types) != len(callee.results) or any(n.regions for n in walk(callee.nodes)):
+            return None
+        repeat = node.attrs.get("repeat") or 1
+        if repeat > 1 and (len(ins) != 1 or len(callee.results) != 1):
+            return None  # a chain feeds one result into one input
+        values: list[Value] | None = list(ins)
+        for _ in range(repeat):  # Layer × N: the same body N times (the weights differ, not the Values)
+            before = values
+            values = self.callee_values(callee, values)
+            if values is None or values == before:
+                break
+        if values is None:
+            return None
+        return [replace(v, axes=tuple(t.axes)) for v, t in zip(values, node.types)]
+
+    def callee_values(self, callee: BlockIR, ins: list[Value]) -> list[Value] | None:
+        sub = StepAnalysis({n.id: n for n in callee.nodes}, [], "", spec=self.spec, depth=self.depth + 1)
+        for n in callee.nodes:
+            if n.op == "input":
+                index = n.attrs.get("index")
+                if not isinstance(index, int) or not 0 <= index < len(ins):
+                    return None
+                sub.values[n.id] = replace(ins[index], axes=tuple(n.types[0].axes) if n.types else ())
+            else:
+                sub.values[n.id] = sub.transfer(n)
+        if any(r in sub.parts or r not in sub.values for r in callee.results):
+            return None
+        return [sub.values[r] for r in callee.results]
+
+
+def _view_mixes(node: Node) -> frozenset[str]:
+    """The axes a view of a state-dependent value counts as mixed along (conservatively): an axis
+    renamed or reshaped into others (a later mix along the new names would not be seen as one
+    along the state's axis) and an axis a slice `h[G = 0]` is taken along (every element of the
+    result, broadcast back, reads that one slice)."""
+    attrs = node.attrs
+    if node.op == "select":
+        return frozenset({base(attrs["axis"])}) if isinstance(attrs.get("axis"), str) else frozenset()
+    src, dst = attrs.get("src"), attrs.get("dst")
+    src = [src] if isinstance(src, str) else list(src or [])
+    dst = [dst] if isinstance(dst, str) else list(dst or [])
+    if {base(a) for a in src} == {base(a) for a in dst}:
+        return frozenset()
+    return frozenset(base(a) for a in src)
+
+
+def _join(values: list[Value], axes: tuple[str, ...]) -> Value:
+    """One Value standing for all of a call's results (what a reader of the tuple sees)."""
+    return Value(max(v.degree for v in values), frozenset().union(*(v.mixes for v in values)),
+                 frozenset().union(*(v.carries for v in values)), any(v.varies for v in values), axes,
+                 frozenset().union(*(v.coeff_axes for v in values)), any(v.coeff_varies for v in values),
+                 any(v.outer_bias for v in values))
+
+
+def classify(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | None = None) -> ScanPlan:
     region = node.regions[0]
     n_carry = len(node.attrs["carries"])
-    analysis = StepAnalysis({n.id: n for n in walk(region.nodes)}, region.args[:n_carry], region.args[n_carry])
+    analysis = StepAnalysis({n.id: n for n in walk(region.nodes)}, region.args[:n_carry], region.args[n_carry],
+                            spec=spec)
     analysis.run(list(walk(region.nodes)))
     results = [analysis.value(r) for r in region.results[:n_carry]]
     carry_axes = [analysis.nodes[a].type.axes for a in region.args[:n_carry]]
@@ -487,5 +571,5 @@ def plan_scans(spec: SpecIR, backend: str = "auto") -> list[ScanPlan]:
         for node in walk(block.nodes):
             if node.op == "scan":
                 requested = node.attrs.get("backend") if backend == "auto" else backend
-                plans.append(classify(block, node, requested))
+                plans.append(classify(block, node, requested, spec))
     return plans
