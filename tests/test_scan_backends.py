@@ -608,3 +608,28 @@ def test_views_that_hide_a_state_axis_count_as_mixing_it(state, step):
         called = called.replace("    param W", "    use c = C\n    param W", 1)
         assert [p.structure for p in ncd.load(called).scan_plans] == ["dense"]
         assert_structure_by_jacrev(called)
+
+
+def test_an_emit_that_reads_only_the_initial_carry_at_step_0_still_stacks():
+    """y_t = 2 h_{t-1} with h_0 = 0: step 0's value has no batch dim yet, the later ones do.
+    Every backend broadcasts and equals a plain PyTorch loop."""
+    spec = """
+    axis T, E = 3, D = 4
+    block R(x: [T, E]) -> [T, D] {
+        param W: [E, D] init normal(0, 0.5)
+        return scan t over T carry (h: [D] = 0) {
+            y = h * 2
+            h = tanh(h + x[t] @[E] W)
+            emit y
+        }
+    }
+    """
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    for backend in ("sequential", "auto"):
+        torch.manual_seed(0)
+        m = ncd.load(spec, scan_backend=backend).double()
+        h, want = torch.zeros(2, 4, dtype=torch.float64), []
+        for t in range(5):
+            want.append(2 * h)
+            h = torch.tanh(h + x[:, t] @ m.W)
+        torch.testing.assert_close(m(x), torch.stack(want, 1), rtol=0, atol=1e-12)

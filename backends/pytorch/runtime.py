@@ -96,9 +96,11 @@ def chain(layers, x):
 
 
 def stack_steps(outs, dim, reverse):
+    # A step's value may not yet carry the caller's lifted dims (an emit that reads only the
+    # initial carry at step 0): broadcast them, leading dims, before stacking at dim < 0.
     if reverse:
         outs = outs[::-1]
-    return torch.stack(outs, dim=dim)
+    return torch.stack(torch.broadcast_tensors(*outs), dim=dim)
 
 
 def act_weights(p, halting, remainders, updates, threshold):
