@@ -16,10 +16,8 @@ from .solver import (
     NewtonFallbackWarning,
     NewtonSolver,
     SolverStats,
-    default_stats,
     default_tol,
     newton_scan,
-    stats,
 )
 
 __all__ = [
@@ -27,5 +25,5 @@ __all__ = [
     "check_jacobian_structure", "structure_violation", "value_and_jacobian",
     "scan_naive", "sequential_loop", "linear_scan", "scan_parallel",
     "NewtonFailedError", "NewtonFallbackWarning", "NewtonSolver", "SolverStats",
-    "default_stats", "default_tol", "newton_scan", "stats",
+    "default_tol", "newton_scan",
 ]

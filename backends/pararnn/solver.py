@@ -328,14 +328,6 @@ class _NewtonScanFn(torch.autograd.Function):
         return (None, None, *grads)
 
 
-default_stats = SolverStats()
-
-
-def stats() -> SolverStats:
-    """The stats object `newton_scan` updates when it is not given one (call .reset() to clear)."""
-    return default_stats
-
-
 def newton_scan(
     cell: Cell,
     h0: Tensor,
@@ -358,12 +350,13 @@ def newton_scan(
       M = B·T rows at once (params are tensors; close over anything else).
     h0: [B, N] (any value: segments of a long sequence chain by passing the last state on).
     xs: [B, T, ...]. Returns h: [B, T, N] in h0's dtype (iterates kept in float32 or float64).
-    See `NewtonSolver` for the options; `stats` defaults to the module's `default_stats`.
+    See `NewtonSolver` for the options; pass `stats` (a `SolverStats`) to read what the solve
+    did — there is no module-level default to update.
     Differentiable w.r.t. h0, xs and params (adjoint backward).
     """
     solver = NewtonSolver(
         jacobian, block, tol=tol, max_iter=max_iter, divergence=divergence,
         on_failure=on_failure, scan_backend=scan_backend,
-        stats=stats if stats is not None else default_stats, jac_fn=jac_fn, fuse=fuse,
+        stats=stats, jac_fn=jac_fn, fuse=fuse,
     )
     return solver(cell, h0, xs, *params)
