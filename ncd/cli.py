@@ -229,7 +229,7 @@ def _input_shape(ir: Any, port: Any, batch: int | None) -> tuple[int, ...]:
 
 
 def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "float32",
-             backward: bool = False, scan_backend: str = "auto") -> dict[str, Any]:
+             backward: bool = False, scan_backend: str = "auto", fuse_scans: bool = False) -> dict[str, Any]:
     """Load a spec, run it on random inputs; the record `ncd run --json` prints."""
     import torch
 
@@ -250,7 +250,7 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
 
     torch.manual_seed(seed)
-    module = ncd.load(path, scan_backend=scan_backend, **spec_sizes).to(torch_dtype)
+    module = ncd.load(path, scan_backend=scan_backend, fuse_scans=fuse_scans, **spec_sizes).to(torch_dtype)
     inputs = [torch.randn(shape, dtype=torch_dtype, requires_grad=backward) for shape in shapes]
     start = time.perf_counter()
     with torch.set_grad_enabled(backward):
@@ -268,7 +268,8 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
                         + list(p.type.axes), "shape": list(s)} for p, s in zip(entry.inputs, shapes)],
             "outputs": [],
             "params": sum(p.numel() for p in module.parameters()),
-            "scans": [{"line": p.loc.line if p.loc else None, "axis": p.axis, "backend": p.backend}
+            "scans": [{"line": p.loc.line if p.loc else None, "axis": p.axis, "backend": p.backend,
+                       "fused": fuse_scans and p.backend == "newton"}
                       for p in getattr(module, "scan_plans", [])],
             "checksum": float(total.detach()),
             "abs_sum": float(sum(o.detach().abs().sum() for o in outs)),
@@ -295,7 +296,7 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
 
 def cmd_run(args: argparse.Namespace) -> int:
     record = run_spec(args.path, _sizes(args), seed=args.seed, dtype=args.dtype, backward=args.backward,
-                      scan_backend=args.scan_backend)
+                      scan_backend=args.scan_backend, fuse_scans=args.fuse_scans)
     if args.json:
         _emit_json(record)
         return 0
@@ -477,6 +478,9 @@ def build_parser(help_wanted: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for parameters and inputs (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     _add_scan_backend(p, help_wanted)
+    p.add_argument("--fuse-scans", action="store_true",
+                   help="compile each Newton step of the newton-backed scans into one fused graph "
+                        "(torch.compile; the first call compiles)")
 
     p = sub.add_parser("list", help="list the bundled spec library",
                        description="List the library specs: name, title and paper (headers only).")
