@@ -185,14 +185,18 @@ class NewtonSolver:
             )
         return fh.view(B, T, N), J.reshape(B, T, *J.shape[1:])
 
-    def _system(self, cell: Cell, h: Tensor, h0a: Tensor, xs: Tensor, params: Sequence[Tensor],
-                dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """The part of a Newton step that is one pass over the sequence: J and the residual
-        r = h - f(h_prev) at the current iterate, and [max|r|, max|f|] for the stopping test."""
+    def _system(self, cell: Cell, h: Tensor, delta: Tensor | None, h0a: Tensor, xs: Tensor,
+                params: Sequence[Tensor], dtype: torch.dtype
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The part of a Newton step that is one pass over the sequence: the previous step's
+        update h - δ (none before the first), then J and the residual r = h - f(h_prev) at the
+        new iterate, and [max|r|, max|f|] for the stopping test. Returns (h, J, r, norms)."""
+        if delta is not None:
+            h = h - delta
         h_prev = torch.cat([h0a, h[:, :-1]], dim=1)
         fh, J = self._eval(cell, h_prev, xs, params, dtype)
         r = h - fh.to(h.dtype)
-        return J, r, torch.stack([r.abs().amax(), fh.abs().amax().to(r.dtype)])
+        return h, J.to(h.dtype), r, torch.stack([r.abs().amax(), fh.abs().amax().to(r.dtype)])
 
     def _reverse_coefficients(self, cell: Cell, h_prev: Tensor, xs: Tensor,
                               params: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
@@ -243,8 +247,9 @@ class NewtonSolver:
         h0a = h0.to(acc).unsqueeze(1)
         res0, reason, it = None, None, 0
         system = self._compiled(self._system) if self.fuse else self._system
+        delta = None
         while True:
-            J, r, norms = system(cell, h, h0a, xs, params, dtype)
+            h, J, r, norms = system(cell, h, delta, h0a, xs, params, dtype)
             res, fmax = norms.tolist()            # the one host sync of a Newton step
             scale = max(1.0, fmax) if math.isfinite(res) else 1.0
             st.last_residual = res
@@ -261,9 +266,8 @@ class NewtonSolver:
             if it >= self.max_iter:
                 reason = f"not converged in {self.max_iter} Newton steps (residual {res:.3g}, tol {tol * scale:.3g})"
                 break
-            a, b, kind = _scan_layout(J.to(acc), r, self.jacobian)
+            a, b, kind = _scan_layout(J, r, self.jacobian)
             delta = linear_scan(a, b, kind, backend=self.scan_backend).reshape(B, T, N)
-            h = h - delta
             it += 1
         st.last_iterations = it
         st.iterations_total += it
