@@ -1,5 +1,6 @@
 """delta_rule (Triton forward, PyTorch chunked twin) against the sequential float32 reference,
 and that reference against fla's delta_rule_recurrence."""
+import importlib
 import sys
 
 import pytest
@@ -183,7 +184,7 @@ def test_bench_head_dims_k128_v128():
 
 
 def test_walk_vtile_narrows_only_when_the_walks_would_leave_sms_idle():
-    walk = delta_mod.chunk._walk_vtile
+    walk = importlib.import_module(f"{delta_mod.__name__}.blocks").walk_vtile
     assert walk(32, 8 * 16, 128, sms=132) == 32      # 512 programs: enough
     assert walk(64, 8 * 16, 128, sms=132) == 64      # 256
     assert walk(32, 2 * 16, 128, sms=132) == 16      # 128 -> 256 programs

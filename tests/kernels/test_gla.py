@@ -210,7 +210,7 @@ def test_bench_head_dims_k128_v128():
 
 
 def test_walk_tiles_narrow_only_when_the_walks_would_leave_sms_idle():
-    walk = chunk_mod._walk_tiles
+    walk = importlib.import_module(f"{gla_mod.__name__}.tiles").walk_tiles
     assert walk(8 * 16, 128, 128, 64, 64, sms=132) == (64, 64)     # 512 programs: enough
     assert walk(2 * 16, 128, 128, 64, 64, sms=132) == (64, 32)     # 128 -> 256 programs
     assert walk(1, 64, 64, 64, 64, sms=132) == (32, 32)            # never below 32
