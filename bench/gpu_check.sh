@@ -6,8 +6,8 @@
 #   pararnn  ParaGRU Newton (eager, closed-form, fused) beside the eager loop, a compiled loop
 #            and cuDNN nn.GRU (bench/pararnn.py)
 # Prepare here with bench/gpu_fetch_wheels.sh, then (one device call is 10 minutes at most):
-#   run(command="bash bench/gpu_check.sh tests linear", carry=[".whl"], timeout_s=560)
-#   run(command="bash bench/gpu_check.sh pararnn", carry=[".whl"], timeout_s=360)
+#   run(command="bash bench/gpu_check.sh tests linear", carry=[".whl"], timeout_s=450)
+#   run(command="bash bench/gpu_check.sh pararnn", carry=[".whl"], timeout_s=300)
 # No stage named: all three (over 10 minutes when nothing is cached). Results land in $OUT
 # (tables and JSON); copy them into docs/benchmarks.md with the card's name.
 set -uo pipefail
@@ -30,18 +30,18 @@ for stage in $STAGES; do
   case $stage in
     tests)
       # -v into a file: if the timeout kills pytest, the lines so far still say what passed
-      (cd /tmp && timeout 300 python3 -m pytest -v -p no:cacheprovider -m gpu --rootdir "$REPO" \
+      (cd /tmp && timeout 240 python3 -m pytest -v -p no:cacheprovider -m gpu --rootdir "$REPO" \
         "$REPO/tests/kernels" "$REPO/tests/pararnn" > "$OUT/gpu_tests.txt" 2>&1)
       grep -E "PASSED|FAILED|ERROR|passed|failed" "$OUT/gpu_tests.txt" | tail -40 ;;
     linear)
-      timeout 180 python3 bench/linear.py --json "$OUT/linear.json" 2>&1 | tee "$OUT/linear.txt" ;;
+      timeout 150 python3 bench/linear.py --json "$OUT/linear.json" 2>&1 | tee "$OUT/linear.txt" ;;
     pararnn)
       # The issue-3 target shape first (B16 T4096 N1024: 20x cuDNN GRU, 100x the eager loop),
       # then a long sequence; eager Python loops are skipped above T=4096 (16k steps: minutes).
-      timeout 240 python3 bench/pararnn.py --json --no-cpu --cuda-B 16 --cuda-N 1024 \
+      timeout 200 python3 bench/pararnn.py --json --no-cpu --cuda-B 16 --cuda-N 1024 \
         --cuda-T 4096 16384 --loop-max-T 4096 > "$OUT/pararnn.json" 2> "$OUT/pararnn.err"
       tail -12 "$OUT/pararnn.err"
-      timeout 90 python3 bench/pararnn.py --json --no-cpu --cuda-B 1 --cuda-N 1024 --cuda-T 65536 \
+      timeout 60 python3 bench/pararnn.py --json --no-cpu --cuda-B 1 --cuda-N 1024 --cuda-T 65536 \
         --loop-max-T 4096 > "$OUT/pararnn_64k.json" 2> "$OUT/pararnn_64k.err"
       tail -4 "$OUT/pararnn_64k.err" ;;
     *) echo "unknown stage $stage (tests, linear, pararnn)"; exit 2 ;;
