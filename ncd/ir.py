@@ -139,6 +139,17 @@ class SpecIR(BaseModel):
     def entry_block(self) -> BlockIR:
         return self.blocks[self.entry]
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        """Jupyter shows a checked spec as its diagram (ncd/notebook.py)."""
+        from ncd import notebook
+
+        return notebook.select(notebook.mimebundle(self), include, exclude)
+
+    def _repr_svg_(self) -> str | None:
+        from ncd import notebook
+
+        return notebook.svg(self)
+
 
 def to_graph(nodes: list[Node]) -> nx.DiGraph:
     """The dataflow graph of one scope: node ids → Node, edges carry the input position."""

@@ -209,6 +209,7 @@ class CompiledModule(nn.Module):
         program = programs[key]
         self._ncd_block = key
         self._ncd_top = top
+        self._ncd_spec = spec  # the checked IR it was compiled from: diagrams, save, export
         self._ncd_program = program
         block = spec.blocks[key]
         self._ncd_block_span = block.loc.span if block.loc else None
@@ -282,3 +283,15 @@ class CompiledModule(nn.Module):
 
     def extra_repr(self) -> str:
         return f"block={self._ncd_block}"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        """Jupyter shows a compiled module as the diagram of its block (ncd/notebook.py)."""
+        from ncd import notebook
+
+        bundle = notebook.mimebundle(self._ncd_spec, self._ncd_block, summary=repr(self))
+        return notebook.select(bundle, include, exclude)
+
+    def _repr_svg_(self) -> str | None:
+        from ncd import notebook
+
+        return notebook.svg(self._ncd_spec, self._ncd_block)

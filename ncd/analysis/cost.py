@@ -584,6 +584,12 @@ class CostReport:
     def number(self, expr) -> int | float | None:
         return self.size.number(expr)
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows a cost report as a table of its blocks (ncd/analysis/table.py)."""
+        from ncd.analysis.table import html_table
+
+        return html_table(self)
+
     def numbers(self, formulas: Mapping[str, Any]) -> dict[str, Any]:
         return {k: self.number(v) for k, v in formulas.items()}
 
