@@ -239,3 +239,74 @@ def test_help_lists_the_backends_scan_backends(capsys):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert ", ".join(SCAN_BACKENDS) in text
+
+
+COMMAND_NAMES = ("check", "compile", "run", "list", "ir", "render", "cost")
+
+
+@pytest.mark.parametrize("command", COMMAND_NAMES)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: ncd {command}")
+
+
+@pytest.mark.parametrize("command", ["check", "compile", "run", "ir", "render", "cost"])
+@pytest.mark.parametrize("argv", [["--set", "D=4", "D=5"], ["--set", "D=4", "--set", "D=4"]], ids=["one", "two"])
+def test_set_twice_is_a_usage_error_naming_the_axis(command, argv, spec, capsys):
+    """Every command reads --set through the one parser: an axis given twice is refused, not 'last wins'."""
+    with pytest.raises(SystemExit) as exc:
+        main([command, spec, *argv])
+    assert exc.value.code == 2
+    assert "axis D is set twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("item, message", [
+    ("D=0", "at least 1"), ("D=-3", "expected AXIS=SIZE"), ("D=1.5", "expected AXIS=SIZE"),
+    (f"D={2**63}", "at most 2^63-1"), ("=4", "expected AXIS=SIZE"), ("D=", "expected AXIS=SIZE"),
+])
+def test_set_values_are_positive_int64(item, message, spec, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["check", spec, "--set", item])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "SPEC", "--seed", "-1"], "seed must be between 0 and 2^64-1"),
+    (["run", "SPEC", "--seed", str(2**64)], "seed must be between 0 and 2^64-1"),
+    (["run", "SPEC", "--seed", "x"], "expected an integer seed"),
+    (["cost", "SPEC", "--peak-tflops", "-5"], "finite number above 0"),
+    (["cost", "SPEC", "--peak-tflops", "nan"], "finite number above 0"),
+    (["cost", "SPEC", "--bandwidth-gbs", "inf"], "finite number above 0"),
+    (["cost", "SPEC", "--bandwidth-gbs", "0"], "finite number above 0"),
+])
+def test_numeric_options_are_range_checked(argv, message, spec, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([spec if a == "SPEC" else a for a in argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_largest_seed_runs(spec, capsys):
+    assert main(["run", spec, "--set", "T=2", "--seed", str(2**64 - 1), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["seed"] == 2**64 - 1
+
+
+def test_an_unexpected_exception_is_exit_3_without_traceback(spec, monkeypatch, capsys):
+    """The backstop: a bug (any exception but NcdError) is one line asking for a report, exit 3."""
+    import ncd.cli.check as check_cmd
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(check_cmd, "spec_sizes", broken)
+    assert main(["check", spec]) == 3
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err and "this is a bug in ncd" in err and "Traceback" not in err
+
+
+def test_python_dash_m_ncd_cli(spec):
+    done = subprocess.run([sys.executable, "-m", "ncd.cli", "check", spec], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("ok ")

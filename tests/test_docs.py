@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ncd
-from ncd.cli import axis_size
+from ncd.cli.common import axis_size
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "docs" / "language.md", ROOT / "README.md"]

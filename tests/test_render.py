@@ -136,7 +136,8 @@ def test_without_dot_only_dot_output_works(tmp_path, monkeypatch):
 def test_cli_render_and_cost_entry_points(tmp_path, capsys):
     import argparse
 
-    from ncd import cli_cost, cli_render
+    from ncd.cli import cost as cli_cost
+    from ncd.cli import render as cli_render
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")

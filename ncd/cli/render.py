@@ -1,16 +1,15 @@
-"""`ncd render`: draw a spec as a Neural Circuit Diagram (Graphviz).
-
-Wire into ncd/cli.py with ``cli_render.add_parser(sub)`` and ``COMMANDS["render"] = cli_render.run``.
-"""
+"""`ncd render`: draw a spec as a Neural Circuit Diagram (Graphviz)."""
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
+
+from ncd.cli.common import spec_sizes
+from ncd.cli.options import add_sizes, bound_sizes
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ncd.cli import _size_item
-
+def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "render", help="draw a spec as a diagram (svg, pdf, png or dot)",
         description="Render a spec in Neural-Circuit-Diagram style: wires coloured and labelled by axis, "
@@ -19,8 +18,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="output file: .svg, .pdf, .png or .dot (default: DOT text on stdout)")
-    p.add_argument("--set", metavar="AX=N", nargs="+", action="extend", type=_size_item,
-                   help="bind axis sizes shown on the wires, e.g. --set T=128 (put PATH before --set)")
+    add_sizes(p, "bind axis sizes shown on the wires")
     p.add_argument("--depth", type=int, default=None, metavar="N",
                    help="draw N levels of blocks open; deeper blocks collapse to one box (default: all)")
     p.add_argument("--expand", metavar="BLOCK", help="draw this block (a block or instance name) instead of the entry")
@@ -32,10 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import ncd
     from ncd.backends.graphviz import render, render_dot
-    from ncd.cli import _spec_sizes
 
-    sizes = dict(getattr(args, "set", None) or [])
-    ir = ncd.check(args.path, **_spec_sizes(args.path, sizes))
+    ir = ncd.check(args.path, **spec_sizes(args.path, bound_sizes(args)))
     if not args.output or args.output == "-":
         sys.stdout.write(render_dot(ir, depth=args.depth, expand=args.expand, theme=args.theme))
         return 0

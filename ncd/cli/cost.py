@@ -1,7 +1,4 @@
-"""`ncd cost`: FLOPs, parameters, activation memory and a roofline time for a spec.
-
-Wire into ncd/cli.py with ``cli_cost.add_parser(sub)`` and ``COMMANDS["cost"] = cli_cost.run``.
-"""
+"""`ncd cost`: FLOPs, parameters, activation memory and a roofline time for a spec."""
 from __future__ import annotations
 
 import argparse
@@ -9,27 +6,27 @@ import json
 import sys
 from typing import Any
 
+from ncd.cli.common import spec_sizes
+from ncd.cli.options import add_sizes, bound_sizes, positive_float
+
 COLUMNS = (("flops_fwd", "FLOPs fwd"), ("flops_bwd", "FLOPs bwd"), ("matmul_flops_fwd", "matmul fwd"),
            ("matmul_flops_bwd", "matmul bwd"), ("params", "params"), ("activation_bytes", "activations"),
            ("traffic_bytes", "traffic"))
 BYTES = {"activation_bytes", "traffic_bytes", "param_bytes", "min_traffic_bytes"}
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ncd.cli import _size_item
-
+def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "cost", help="FLOPs, parameters, memory and time of a spec",
         description="Cost a spec: forward/backward FLOPs (matmul apart), parameters, activation bytes saved "
                     "for backward, memory traffic, as formulas in the axis sizes and as numbers where bound; "
                     "the entry is lifted over the batch axis B. Scans: each strategy's cost and the chosen one.")
     p.add_argument("path", metavar="PATH")
-    p.add_argument("--set", metavar="AX=N", nargs="+", action="extend", type=_size_item,
-                   help="bind axis sizes, e.g. --set B=8 T=2048 (B is the batch; put PATH before --set)")
+    add_sizes(p, "bind axis sizes (B is the batch)")
     p.add_argument("--dtype", default="float32", help="float32 (default), bf16, fp16 or float64")
     p.add_argument("--gpu", default="h100", help="GPU for the roofline estimate: h100 (default), h200, a100")
-    p.add_argument("--peak-tflops", type=float, metavar="X", help="override the GPU's peak (TFLOP/s)")
-    p.add_argument("--bandwidth-gbs", type=float, metavar="X", help="override the GPU's memory bandwidth (GB/s)")
+    p.add_argument("--peak-tflops", type=positive_float, metavar="X", help="override the GPU's peak (TFLOP/s)")
+    p.add_argument("--bandwidth-gbs", type=positive_float, metavar="X", help="override the GPU's memory bandwidth (GB/s)")
     p.add_argument("--by", choices=("op", "block"), help="one row per op or per block instance")
     p.add_argument("--formula", action="store_true", help="print the formulas in the axis sizes")
     p.add_argument("--input-grad", action="store_true", help="the inputs need gradients too (default: only parameters)")
@@ -41,17 +38,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def cost_report(path: str, sizes: dict[str, int], *, dtype: str = "float32", input_grad: bool = False):
     import ncd
     from ncd.analysis import analyze
-    from ncd.cli import _spec_sizes
 
-    ir = ncd.check(path, **_spec_sizes(path, sizes))
+    ir = ncd.check(path, **spec_sizes(path, sizes))
     return analyze(ir, sizes, dtype=dtype, input_grad=input_grad)
 
 
 def run(args: argparse.Namespace) -> int:
     from ncd.analysis import roofline
 
-    sizes = dict(getattr(args, "set", None) or [])
-    report = cost_report(args.path, sizes, dtype=args.dtype, input_grad=args.input_grad)
+    report = cost_report(args.path, bound_sizes(args), dtype=args.dtype, input_grad=args.input_grad)
     roof = roofline(report, args.gpu, peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None,
                     bandwidth=args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else None)
     if args.json:

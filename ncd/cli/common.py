@@ -1,0 +1,54 @@
+"""What the commands share beyond options: the batch axis, sizes of a checked spec, output helpers."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+BATCH_AXIS = "B"  # the library's batch axis: the leading, lifted dimension of `ncd run` inputs
+DEFAULT_BATCH = 2
+
+
+def declared_axes(path: str) -> set[str]:
+    """Axis names a spec declares (a check with nothing bound: cheap, and errors surface here)."""
+    import ncd
+
+    return set(ncd.check(path).axes)
+
+
+def spec_sizes(path: str, sizes: dict[str, int]) -> dict[str, int]:
+    """The --set sizes to bind in the spec: the batch axis B is ours unless the spec declares it."""
+    if BATCH_AXIS in sizes and BATCH_AXIS not in declared_axes(path):
+        return {k: v for k, v in sizes.items() if k != BATCH_AXIS}
+    return sizes
+
+
+def axis_size(ir: Any, axis: str) -> int | None:
+    """The bound size of an axis of a checked spec (primes share their axis' size), or None."""
+    import sympy
+
+    from ncd import sizes as sz
+
+    table = {name: a.size for name, a in ir.axes.items()}
+    base = axis
+    definition = ir.axes.get(axis)
+    if definition is not None and definition.prime_of:
+        base = definition.prime_of
+    elif axis not in table:
+        base = axis.rstrip("'")
+    expr = sz.resolve(base, table, ir.bindings)
+    return int(expr) if isinstance(expr, sympy.Integer) else None
+
+
+def known_sizes(ir: Any) -> dict[str, int]:
+    """Every axis of a checked spec whose size is a number."""
+    found = {name: axis_size(ir, name) for name in ir.axes}
+    return {name: size for name, size in found.items() if size is not None}
+
+
+def fmt_axes(axes: Sequence[str]) -> str:
+    return "[" + ", ".join(axes) + "]"
+
+
+def emit_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
