@@ -4,7 +4,8 @@ from __future__ import annotations
 import sympy
 from lark import Tree
 
-from ncd.frontend.common import err
+from ncd import scan_backends
+from ncd.frontend.common import err, span_of
 from ncd.ir import Region, WireType
 
 
@@ -40,6 +41,7 @@ class LoopBuilder:
     def expr_scan(self, tree: Tree) -> str:
         var_tok, axis_tok, reverse, carry_tree, via, *body = tree.children
         axis = self.axis_name(axis_tok)
+        backend = scan_backends.lookup(str(via.children[0]), span_of(via.children[0])) if via else None
         if carry_tree is None:
             raise err("scan without carry: a scan needs a state carried from step to step", tree,
                       hint="scan t over T carry (h: [D] = 0) { ... }")
@@ -54,7 +56,7 @@ class LoopBuilder:
             if axis in t.axes:
                 raise err(f"a step's output already has the scanned axis {axis}", tree)
         out_types = [WireType(axes=(axis, *t.axes), lifted=True) for t in emitted_types]
-        attrs = {"axis": axis, "reverse": reverse is not None, "backend": str(via.children[0]) if via else None,
+        attrs = {"axis": axis, "reverse": reverse is not None, "backend": backend,
                  "carries": [c[0] for c in carries], "n_emit": len(frame.emitted),
                  "captures": frame.captures}
         node = self.add("scan", inits, attrs, out_types, tree, regions=[region])

@@ -1,0 +1,60 @@
+"""The recurrence pass: classify every scan by how its new state depends on the carried state,
+match the chunked kernels' forms, and choose a backend.
+
+Three steps, one module each: ``classify`` (an abstract interpretation of the step: degree in
+the state, mixing axes, cross-carry dependence, time variation), ``match`` (the gla/delta
+kernels' operand forms and layouts), ``choose`` (the backend, held to what the scan-backend
+registry, ncd/scan_backends.py, admits). ``plan`` holds the result: one ScanPlan per scan.
+"""
+from __future__ import annotations
+
+from ncd import scan_backends
+from ncd.ir import BlockIR, Node, SpecIR, walk
+from ncd.passes.recurrence.choose import choose_backend
+from ncd.passes.recurrence.classify import NONLINEAR, StepAnalysis, Value, base, classify_step
+from ncd.passes.recurrence.match import match_delta, match_gla
+from ncd.passes.recurrence.plan import KernelLayout, ScanPlan, Structure
+
+
+def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | None = None) -> ScanPlan:
+    """One scan's plan: its class, the kernel operands where a kernel's form matched, its backend."""
+    region = node.regions[0]
+    n_carry = len(node.attrs["carries"])
+    found = classify_step(node, spec)
+    kernel, layout, unmatched = None, None, None
+    if found.structure in ("gla", "delta"):
+        if len(region.results) != n_carry + 1:
+            unmatched = f"the step emits {len(region.results) - n_carry} values; the kernels give one read-out"
+        else:
+            matcher = match_gla if found.structure == "gla" else match_delta
+            matched = matcher(found.analysis, region.args[0], region.results[0], region.results[1])
+            if isinstance(matched, str):
+                unmatched = matched
+            else:
+                kernel, layout = matched
+    backend, why = choose_backend(found.structure, found.linear, requested, kernel is not None, unmatched)
+    state_free = [n.id for n in walk(region.nodes) if found.analysis.value(n.id).degree == 0]
+    return ScanPlan(block=block.key, node=node.id, loc=node.loc, axis=node.attrs["axis"],
+                    carries=list(node.attrs["carries"]), linear=found.linear, requested=requested,
+                    structure=found.structure, block_size=found.block_size, backend=backend,
+                    reason=f"{found.reason}; {why}", kernel=kernel, kernel_layout=layout, state_free=state_free)
+
+
+def plan_scans(spec: SpecIR, backend: str = "auto") -> list[ScanPlan]:
+    """Every scan of every block, classified; ``backend`` is the caller's override ("auto": each
+    scan's own ``via`` or the pass's choice). A requested backend that cannot run a scan's plan,
+    or an unknown name, is an NcdError (at the scan)."""
+    scan_backends.lookup(backend)
+    plans = []
+    for block in spec.blocks.values():
+        for node in walk(block.nodes):
+            if node.op == "scan":
+                requested = node.attrs.get("backend") if backend == "auto" else backend
+                plan = plan_scan(block, node, requested, spec)
+                scan_backends.admit(plan.backend, plan, node.loc.span if node.loc else None)
+                plans.append(plan)
+    return plans
+
+
+__all__ = ["KernelLayout", "NONLINEAR", "ScanPlan", "StepAnalysis", "Structure", "Value", "base", "choose_backend",
+           "classify_step", "match_delta", "match_gla", "plan_scan", "plan_scans"]
