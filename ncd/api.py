@@ -5,8 +5,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from ncd import pipeline
 from ncd.errors import NcdError
-from ncd.frontend.builder import build_spec
 from ncd.ir import SpecIR
 
 
@@ -30,12 +30,13 @@ def read_spec(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
 
 def check(path_or_text: str | os.PathLike[str], /, *, block: str | None = None,
           sizes: Mapping[str, int] | None = None, **more_sizes: int) -> SpecIR:
-    """Parse and type-check a spec; returns its IR (axes still symbolic where unbound).
+    """Parse and type-check a spec, and run the passes (so a scan's ``via`` backend is held to
+    what it can run); returns its IR (axes still symbolic where unbound).
 
     Sizes bind axes: ``check(spec, D=64)``; ``sizes={"block": 3}`` binds axes whose names
     collide with this function's keywords."""
     source, name = read_spec(path_or_text)
-    return build_spec(source, name, {**(sizes or {}), **more_sizes}, block)
+    return pipeline.compile_spec(source, name, {**(sizes or {}), **more_sizes}, block).ir
 
 
 def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, scan_backend: str = "auto",
@@ -48,9 +49,9 @@ def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, s
     from ncd.backends.pytorch import compile_module
 
     source, name = read_spec(path_or_text)
-    ir = build_spec(source, name, {**(sizes or {}), **more_sizes}, block)
+    compiled = pipeline.compile_spec(source, name, {**(sizes or {}), **more_sizes}, block, scan_backend)
     try:
-        module = compile_module(ir, scan_backend=scan_backend, fuse_scans=fuse_scans)
+        module = compile_module(compiled.ir, fuse_scans=fuse_scans, passes=compiled.passes)
     except NcdError as exc:
         raise exc.located(source, name) from None
     module.locate_errors(source, name)

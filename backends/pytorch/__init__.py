@@ -1,29 +1,31 @@
-"""The PyTorch backend: IR → an in-process module, or readable Python source of the same module."""
+"""The PyTorch backend: IR → an in-process module, or readable Python source of the same module.
+
+It lowers from the pipeline's results (ncd/pipeline.py: the scan plans and the fusion plan);
+it runs no pass of its own."""
 from __future__ import annotations
 
+from ncd import scan_backends
 from ncd.backends.pytorch.module import CompiledModule
 from ncd.backends.pytorch.program import lower_spec
-
 from ncd.ir import SpecIR
+from ncd.pipeline import Passes
 
-SCAN_BACKENDS = ("auto", "sequential", "newton", "scan", "fft", "gla", "delta")
+SCAN_BACKENDS = scan_backends.NAMES  # the registry's names (ncd/scan_backends.py), "auto" first
 
 
-def compile_module(ir: SpecIR, scan_backend: str = "auto", fuse_scans: bool = False) -> CompiledModule:
-    """``scan_backend`` overrides every scan's backend ("auto": the recurrence pass decides).
-    ``fuse_scans`` runs each Newton step of every newton-backed scan as one torch.compile'd graph
-    (see `NewtonSolver`'s ``fuse``): worth its compile time on a GPU, for long sequences."""
-    from ncd.errors import NcdError
-    from ncd.passes.recurrence import plan_scans
+def compile_module(ir: SpecIR, scan_backend: str = "auto", fuse_scans: bool = False,
+                   passes: Passes | None = None) -> CompiledModule:
+    """The module of a checked IR, lowered from the pipeline's ``passes`` (None: the pipeline
+    runs them here, with ``scan_backend`` overriding every scan's backend; "auto": the recurrence
+    pass decides). ``fuse_scans`` runs each Newton step of every newton-backed scan as one
+    torch.compile'd graph (see `NewtonSolver`'s ``fuse``): worth its compile time on a GPU, for
+    long sequences."""
+    if passes is None:
+        from ncd.pipeline import run_passes
 
-    if scan_backend not in SCAN_BACKENDS:
-        hint = f"choose one of {', '.join(SCAN_BACKENDS)}"
-        raise NcdError(f"unknown scan backend {scan_backend!r}", hint=hint)
-    plans = plan_scans(ir, scan_backend)
-    for plan in plans:
-        _check_plan(plan)
-    module = CompiledModule(ir, lower_spec(ir, {(p.block, p.node): p for p in plans}), ir.entry)
-    module.scan_plans = plans
+        passes = run_passes(ir, scan_backend)
+    module = CompiledModule(ir, lower_spec(ir, passes.scan_plans(), passes.fusion), ir.entry)
+    module.scan_plans = passes.scans
     if fuse_scans:
         for sub in module.modules():
             for scan in sub.parallel_scans() if isinstance(sub, CompiledModule) else ():
@@ -32,26 +34,4 @@ def compile_module(ir: SpecIR, scan_backend: str = "auto", fuse_scans: bool = Fa
     return module
 
 
-def _check_plan(plan) -> None:
-    from ncd.errors import NcdError
-
-    span = plan.loc.span if plan.loc else None
-    if plan.backend == "scan" and not (plan.linear and plan.structure in ("diagonal", "gla")):
-        raise NcdError(f"scan backend 'scan' needs a step that is affine and elementwise in the state; this scan "
-                       f"is {'linear' if plan.linear else 'nonlinear'} and {plan.structure}", span,
-                       hint="use 'newton' for nonlinear elementwise steps, or 'sequential'")
-    if plan.backend == "fft" and not (plan.linear and plan.structure == "time_invariant"):
-        raise NcdError(f"scan backend 'fft' needs a linear step whose transition does not change over the "
-                       f"steps; this scan is {'linear' if plan.linear else 'nonlinear'} and {plan.structure}",
-                       span, hint="use 'sequential'")
-    if plan.backend in ("gla", "delta") and plan.kernel is None:
-        raise NcdError(f"scan backend {plan.backend!r} needs the step in the kernel's form; this scan is "
-                       f"{plan.structure}: {plan.reason}", span, hint="use 'sequential' or 'auto'")
-    if plan.backend == "newton" and plan.linear is False and plan.structure == "dense":
-        return  # dense Newton: allowed when asked for, meant for tiny states
-    if plan.backend not in SCAN_BACKENDS:
-        raise NcdError(f"scan backend {plan.backend!r} is not available", span,
-                       hint=f"choose one of {', '.join(SCAN_BACKENDS)}")
-
-
-__all__ = ["CompiledModule", "compile_module", "lower_spec"]
+__all__ = ["CompiledModule", "SCAN_BACKENDS", "compile_module", "lower_spec"]

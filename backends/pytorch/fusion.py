@@ -1,221 +1,32 @@
-"""Peephole rewrites at lowering time: a few node patterns become one fused torch call.
+"""The torch calls of fused patterns: each ``Fusion`` of the fusion pass (ncd/passes/fusion.py)
+becomes one expression (F.linear, F.scaled_dot_product_attention, F.layer_norm / F.rms_norm).
 
-Each rule looks at a node and its single-use producers (structure only: ops, axes, use counts)
-and, when it matches, returns the ids it absorbs and a builder for the fused expression. The
-program keeps one statement where the graph had several; semantics do not change, which the
-oracle tests (against torch.nn, in float64) check.
-
-- ``linear``: ``x @[in...] W (+ b)`` with W a parameter laid out [in..., out...] becomes one
-  F.linear (one GEMM with the bias fused) instead of an einsum and an add.
-- ``attention``: ``softmax(q @[K] k · c, over = T') @[T'] v`` becomes
-  F.scaled_dot_product_attention (one fused kernel forward and backward).
-- ``norm_affine``: ``layernorm(x, over = A) * γ + β`` becomes one F.layer_norm with its affine
-  (``rmsnorm(x) * γ`` one F.rms_norm), fused forward and backward.
+The pass decides what fuses; this module only spells the call, from the plan's data.
 """
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from ncd.ir import Node, WireType
 from ncd.ops.base import Expr, call, lit
-
-Build = Callable[[Callable[[str], Expr], Callable[[str], object]], Expr]
-
-
-@dataclass
-class Fusion:
-    absorbed: list[str]
-    build: Build  # (ref of a node id, number value of a node id) -> fused expression
+from ncd.passes.fusion import Fusion
 
 
-def use_counts(nodes: list[Node], results: list[str]) -> Counter:
-    counts: Counter = Counter(results)
-
-    def visit(scope: list[Node]) -> None:
-        for node in scope:
-            counts.update(node.inputs)
-            for region in node.regions:
-                visit(region.nodes)
-                counts.update(region.results)
-
-    visit(nodes)
-    return counts
-
-
-class Fuser:
-    def __init__(self, nodes: dict[str, Node], uses: Counter) -> None:
-        self.nodes = nodes
-        self.uses = uses
-
-    def single(self, node_id: str, op: str) -> Node | None:
-        node = self.nodes.get(node_id)
-        if node is None or node.op != op or self.uses[node_id] != 1:
-            return None
-        return node
-
-    def type(self, node_id: str) -> WireType:
-        return self.nodes[node_id].types[0]
-
-    def plan(self, scope: list[Node]) -> dict[str, Fusion]:
-        fusions: dict[str, Fusion] = {}
-        absorbed: set[str] = set()
-        for node in reversed(scope):  # consumers first, so the widest pattern claims its producers
-            if node.id in absorbed:
-                continue
-            for rule in (self.attention, self.norm_affine, self.linear_bias, self.linear):
-                fusion = rule(node)
-                if fusion is not None and not (set(fusion.absorbed) & absorbed):
-                    fusions[node.id] = fusion
-                    absorbed |= set(fusion.absorbed)
-                    break
-        return fusions
-
-    # ------------------------------------------------------------------ linear
-    def linear_operands(self, node: Node) -> tuple[str, str, int] | None:
-        """(x, W, number of contracted axes) when ``node`` is x @[in...] W with W a read of a
-        parameter stored [in..., out...] and x's contracted axes trailing, in W's order."""
-        if node.op != "contract":
-            return None
-        x_id, w_id = node.inputs
-        w_node = self.nodes.get(w_id)
-        if w_node is None or w_node.op not in ("param", "buffer", "const"):
-            return None
-        x_t, w_t = self.type(x_id), w_node.types[0]
-        named = tuple(node.attrs.get("axes") or ())
-        n = len(named)
-        if n == 0 or w_t.lifted or x_t.axes[-n:] != named or w_t.axes[:n] != named:
-            return None
-        if set(x_t.axes[:-n]) & set(w_t.axes[n:]):  # a shared kept axis: not a plain GEMM
-            return None
-        return x_id, w_id, n
-
-    def linear(self, node: Node) -> Fusion | None:
-        operands = self.linear_operands(node)
-        if operands is None:
-            return None
-        x_id, w_id, n = operands
-        return Fusion([], lambda ref, num: call("rt.linear", ref(x_id), ref(w_id), lit(None), lit(n)))
-
-    def linear_bias(self, node: Node) -> Fusion | None:
-        if node.op != "add":
-            return None
-        for c_id, b_id in (node.inputs, node.inputs[::-1]):
-            contract = self.single(c_id, "contract")
-            bias = self.nodes.get(b_id)
-            if contract is None or bias is None or bias.op not in ("param", "buffer", "const"):
-                continue
-            operands = self.linear_operands(contract)
-            if operands is None:
-                continue
-            x_id, w_id, n = operands
-            if bias.types[0].axes != self.type(w_id).axes[n:] or node.types[0].axes != contract.types[0].axes:
-                continue
-            return Fusion([c_id], lambda ref, num, x=x_id, w=w_id, b=b_id, n=n:
-                          call("rt.linear", ref(x), ref(w), ref(b), lit(n)))
-        return None
-
-    # ------------------------------------------------------------------ norms with affine
-    def norm_affine(self, node: Node) -> Fusion | None:
-        """layernorm(x, over = A) * γ + β → F.layer_norm(x, |A|, γ, β); rmsnorm(x) * γ → F.rms_norm."""
-        if node.op not in ("add", "mul"):
-            return None
-        bias_id = None
-        scaled_id = node.id
-        absorbed: list[str] = []
-        if node.op == "add":
-            for s_id, b_id in (node.inputs, node.inputs[::-1]):
-                if self.single(s_id, "mul") is not None and self._is_weight(b_id):
-                    scaled_id, bias_id = s_id, b_id
-                    absorbed.append(s_id)
-                    break
-            else:
-                return None
-        scaled = self.nodes[scaled_id]
-        for n_id, w_id in (scaled.inputs, scaled.inputs[::-1]):
-            norm = self.nodes.get(n_id)
-            if norm is None or norm.op not in ("layernorm", "rmsnorm") or self.uses[n_id] != 1:
-                continue
-            if bias_id is not None and norm.op != "layernorm":
-                continue
-            over = tuple(norm.attrs["over"])
-            x_id = norm.inputs[0]
-            x_axes = self.type(x_id).axes
-            trailing = x_axes[-len(over):] == over
-            affine = (w_id,) + ((bias_id,) if bias_id else ())
-            if not trailing or not all(self._is_weight(a) and self.type(a).axes == over for a in affine):
-                continue
-            if node.types[0].axes != x_axes:
-                continue
-            eps = float(norm.attrs.get("eps", 1e-5 if norm.op == "layernorm" else 1e-6))
-            fused = "F.layer_norm" if norm.op == "layernorm" else "F.rms_norm"
-
-            def build(ref, num, x=x_id, w=w_id, b=bias_id, n=len(over), fn=fused, eps=eps):
-                args = [ref(x), call("rt.trailing_shape", ref(w), lit(n)), ref(w)]
-                if fn == "F.layer_norm":
-                    args.append(ref(b) if b is not None else lit(None))
-                return call(fn, *args, eps=lit(eps))
-
-            return Fusion(absorbed + [n_id], build)
-        return None
-
-    def _is_weight(self, node_id: str) -> bool:
-        node = self.nodes.get(node_id)
-        return node is not None and node.op in ("param", "buffer", "const")
-
-    # ------------------------------------------------------------------ attention
-    def attention(self, node: Node) -> Fusion | None:
-        if node.op != "contract" or len(node.attrs.get("axes") or ()) != 1:
-            return None
-        a_id, v_id = node.inputs
-        (key_axis,) = node.attrs["axes"]
-        soft = self.single(a_id, "softmax")
-        if soft is None or soft.attrs.get("over") != key_axis:
-            return None
-        scores_id, scale_id, absorbed = soft.inputs[0], None, [a_id]
-        scaled = self.nodes.get(scores_id)
-        if scaled is not None and scaled.op in ("div", "mul") and self.uses[scores_id] == 1:
-            left, right = scaled.inputs
-            if self.nodes[right].op == "number":
-                scores_id, scale_id = left, (scaled.op, right)
-                absorbed.append(scaled.id)
-        qk = self.single(scores_id, "contract")
-        if qk is None or len(qk.attrs.get("axes") or ()) != 1:
-            return None
-        absorbed.append(qk.id)
-        q_id, k_id = qk.inputs
-        (feat,) = qk.attrs["axes"]
-        q_t, k_t, v_t = self.type(q_id), self.type(k_id), self.type(v_id)
-        heads = [a for a in q_t.axes if a in k_t.axes and a != feat]
-        query = [a for a in q_t.axes if a not in k_t.axes]
-        keys = [a for a in k_t.axes if a not in q_t.axes]
-        values = [a for a in v_t.axes if a != key_axis and a not in heads]
-        if (len(query) != 1 or keys != [key_axis] or len(values) != 1 or set(heads) - set(v_t.axes)
-                or key_axis not in v_t.axes or not (q_t.lifted and k_t.lifted and v_t.lifted)):
-            return None
-        out_axes = node.types[0].axes
-        sdpa_out = (*heads, query[0], values[0])
-        if sorted(out_axes) != sorted(sdpa_out):
-            return None
-
-        def perm(axes: tuple[str, ...], target: tuple[str, ...]) -> tuple[int, ...]:
-            return tuple(axes.index(a) for a in target)
-
-        q_perm = perm(q_t.axes, (*heads, query[0], feat))
-        k_perm = perm(k_t.axes, (*heads, key_axis, feat))
-        v_perm = perm(v_t.axes, (*heads, key_axis, values[0]))
-        o_perm = perm(sdpa_out, out_axes)
-
-        def build(ref: Callable[[str], Expr], num: Callable[[str], object]) -> Expr:
-            scale: Expr = lit(1.0)
-            if scale_id is not None:
-                op, number_id = scale_id
-                value = float(num(number_id))
-                scale = lit(1.0 / value if op == "div" else value)
-            return call("rt.attention", ref(q_id), ref(k_id), ref(v_id), lit(q_perm), lit(k_perm), lit(v_perm),
-                        lit(o_perm), scale)
-
-        return Fusion(absorbed, build)
-
-
+def build(fusion: Fusion, ref: Callable[[str], Expr], number: Callable[[str], object]) -> Expr:
+    """The fused call: ``ref`` reads a node's value, ``number`` a number node's value."""
+    ops = [ref(i) for i in fusion.operands]
+    if fusion.kind in ("linear", "linear_bias"):
+        bias = ops[2] if fusion.kind == "linear_bias" else lit(None)
+        return call("rt.linear", ops[0], ops[1], bias, lit(fusion.contracted))
+    if fusion.kind == "norm_affine":
+        args = [ops[0], call("rt.trailing_shape", ops[1], lit(len(fusion.over))), ops[1]]
+        if fusion.norm == "layernorm":
+            args.append(ops[2] if len(ops) > 2 else lit(None))
+            return call("F.layer_norm", *args, eps=lit(fusion.eps))
+        return call("F.rms_norm", *args, eps=lit(fusion.eps))
+    scale: Expr = lit(1.0)
+    if fusion.scale is not None:
+        op, number_id = fusion.scale
+        value = float(number(number_id))
+        scale = lit(1.0 / value if op == "div" else value)
+    perms = [lit(tuple(p)) for p in fusion.perms]
+    return call("rt.attention", *ops, *perms, scale)

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 import sympy
-from ncd.backends.pytorch.fusion import Fuser, use_counts
 
 from ncd import sizes as sz
+from ncd.backends.pytorch import fusion as fused
 from ncd.errors import NcdError
-from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType, walk
+from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType
 from ncd.ops import OPS
 from ncd.ops.base import (
     BinOp,
@@ -31,6 +31,7 @@ from ncd.ops.base import (
     lit,
 )
 from ncd.ops.layout import align
+from ncd.passes.fusion import Fusion, FusionPlan, in_scope
 
 
 @dataclass
@@ -124,8 +125,11 @@ class SizeTable:
 class Lowering:
     """Lowers one block specialisation."""
 
-    def __init__(self, spec: SpecIR, block: BlockIR, sizes: SizeTable, plans: dict[str, Any] | None = None) -> None:
+    def __init__(self, spec: SpecIR, block: BlockIR, sizes: SizeTable, plans: dict[str, Any] | None = None,
+                 fusions: dict[str, Fusion] | None = None) -> None:
         self.plans = plans or {}
+        self.fusions = fusions or {}  # the fusion pass's plan for this block (fused node id → Fusion)
+        self.fusing = False  # fusions apply to the block's body, not to initialisers
         self.spec = spec
         self.block = block
         self.sizes = sizes
@@ -134,7 +138,6 @@ class Lowering:
         self.inputs = [n for n in block.nodes if n.op == "input"]
         self.anchor: Expr | None = None
         self.aliases: dict[str, Expr] = {}  # nodes folded into their users (literals, reads, renames)
-        self.fuser: Fuser | None = None
 
     def subst(self, expr: Expr) -> Expr:
         """Replace references to folded nodes by what they stand for."""
@@ -174,10 +177,9 @@ class Lowering:
     def program(self) -> Program:
         if self.inputs:
             self.anchor = Ref(self.inputs[0].id)
-        all_nodes = {n.id: n for n in walk(self.block.nodes)}
-        self.fuser = Fuser(all_nodes, use_counts(self.block.nodes, self.block.results))
+        self.fusing = True
         body = self.stmts(self.block.nodes)
-        self.fuser = None
+        self.fusing = False
         results = [self.result(r) for r in self.block.results]
         inputs = [(n.id, n.name or n.id, n.type.axes, tuple(self.sizes.bound(a) for a in n.type.axes))
                   for n in self.inputs]
@@ -203,8 +205,7 @@ class Lowering:
 
     def stmts(self, nodes: list[Node]) -> list[Stmt]:
         out: list[Stmt] = []
-        fusions = self.fuser.plan(nodes) if self.fuser is not None else {}
-        absorbed = {i for f in fusions.values() for i in f.absorbed}
+        fusions, absorbed = in_scope(self.fusions, nodes) if self.fusing else ({}, set())
         for node in nodes:
             self.nodes[node.id] = node
             self.types[node.id] = node.types
@@ -214,7 +215,7 @@ class Lowering:
                 out.append(getattr(self, f"loop_{node.op}")(node))
                 continue
             if node.id in fusions:
-                expr = fusions[node.id].build(self.result, lambda i: self.sizes.number(
+                expr = fused.build(fusions[node.id], self.result, lambda i: self.sizes.number(
                     self.nodes[i].attrs["value"], self.nodes[i]))
             else:
                 expr = self.expr(node)
@@ -415,7 +416,11 @@ def _free_refs(body: list[Stmt], results: list[Expr], defined: set[str]) -> tupl
     return refs, attrs
 
 
-def lower_spec(spec: SpecIR, plans: dict[str, Any] | None = None) -> dict[str, Program]:
-    """``plans``: (block key, scan node id) → the recurrence pass's ScanPlan (None: every scan sequential)."""
+def lower_spec(spec: SpecIR, plans: dict[str, Any] | None = None,
+               fusion: FusionPlan | None = None) -> dict[str, Program]:
+    """``plans``: (block key, scan node id) → the recurrence pass's ScanPlan (None: every scan
+    sequential); ``fusion``: the fusion pass's plan (None: nothing fused)."""
     sizes = SizeTable(spec)
-    return {key: Lowering(spec, block, sizes, plans).program() for key, block in spec.blocks.items()}
+    fusion = fusion or FusionPlan()
+    return {key: Lowering(spec, block, sizes, plans, fusion.of_block(key)).program()
+            for key, block in spec.blocks.items()}

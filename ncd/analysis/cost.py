@@ -24,12 +24,14 @@ from typing import Any
 
 import sympy
 
+from ncd import scan_backends
 from ncd.analysis import fused
 from ncd.analysis.sizes import SizeEnv
 from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, SpecIR, WireType
 from ncd.ops import OPS
 from ncd.ops.costing import Save, elementwise, numel
+from ncd.passes.fusion import Fusion, in_scope
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "float": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2,
                "half": 2, "float64": 8, "fp64": 8, "double": 8}
@@ -84,12 +86,12 @@ class Context:
     lift: tuple[str, ...]
     mult: sympy.Expr  # how many times this scope runs (loop lengths, repeats)
     values: dict[str, Any] = field(default_factory=dict)
-    fuser: Any = None  # the backend's fusion planner for this block
+    fusions: dict[str, Fusion] = field(default_factory=dict)  # the fusion pass's plan for this block
 
 
 class Analyzer:
     def __init__(self, ir: SpecIR, sizes: Mapping[str, int] | None = None, *, dtype: str = "float32",
-                 input_grad: bool = False, batch: str = "B") -> None:
+                 input_grad: bool = False, batch: str = "B", passes: Any = None) -> None:
         if dtype not in DTYPE_BYTES:
             raise NcdError(f"unknown dtype {dtype!r}", hint=f"choose one of {', '.join(sorted(DTYPE_BYTES))}")
         self.ir = ir
@@ -104,7 +106,9 @@ class Analyzer:
         self.blocks: dict[str, str] = {}  # path → block key
         self._fresh = itertools.count()
         self.muted = 0
-        self.plans = _plans(ir)
+        passes = passes if passes is not None else _passes(ir)
+        self.plans = passes.scan_plans()  # the recurrence pass's, as the compiled module runs them
+        self.fusion = passes.fusion  # the fusion pass's, as the torch lowering builds from
 
     # ------------------------------------------------------------------ sizes
     def numel(self, t: WireType, lift: tuple[str, ...]) -> sympy.Expr:
@@ -135,7 +139,7 @@ class Analyzer:
         return CostReport(self)
 
     def block(self, ctx: Context, args: list[Val]) -> list[Val]:
-        ctx.fuser = fused.fuser_for(ctx.block)
+        ctx.fusions = self.fusion.of_block(ctx.block.key)
         for node in ctx.block.nodes:
             if node.op == "input":
                 ctx.values[node.id] = args[node.attrs["index"]]
@@ -143,31 +147,22 @@ class Analyzer:
         return [ctx.values[r] for r in ctx.block.results]
 
     def scope(self, ctx: Context, nodes: list[Node]) -> None:
-        kinds, absorbed = fused.plan(ctx.fuser, nodes)
+        fusions, absorbed = in_scope(ctx.fusions, nodes)
         for node in nodes:
             if node.op in ("input", "region_arg") or node.id in absorbed:
                 continue
-            if node.id in kinds:
-                ctx.values[node.id] = self.fused(ctx, node, kinds[node.id][0])
+            if node.id in fusions:
+                ctx.values[node.id] = self.fused(ctx, node, fusions[node.id])
                 continue
             ctx.values[node.id] = self.node(ctx, node)
 
-    def fused(self, ctx: Context, node: Node, kind: str) -> Val:
-        """A pattern the backend runs as one torch call (F.linear, SDPA): costed as that call."""
-        ids = fused.operands(ctx.fuser, node, kind)
-        ins = [_first(ctx.values[i]) for i in ids]
-        types = [v.type for v in ins]
-        size = self.sizer(ctx.lift)
-        if kind == "attention":
-            rule = fused.attention_cost(node, types, size, fused.logits_axis(ctx.fuser, node),
-                                        node.attrs["axes"][0])
-        elif kind == "norm_affine":
-            rule = fused.norm_affine_cost(node, types, size, fused.norm_kind(ctx.fuser, node))
-        else:
-            rule = fused.linear_cost(node, types, size, fused.n_in(ctx.fuser, node))
+    def fused(self, ctx: Context, node: Node, fusion: Fusion) -> Val:
+        """A pattern the fusion pass planned as one torch call (F.linear, SDPA): costed as that call."""
+        ins = [_first(ctx.values[i]) for i in fusion.operands]
+        rule = fused.cost(fusion, node, [v.type for v in ins], self.sizer(ctx.lift))
         grads = [v.grad for v in ins]
         out = self.outputs(ctx, node, ins, rule)
-        self.account(ctx, node, ins, out, rule, grads, op=f"{node.op}→{kind}")
+        self.account(ctx, node, ins, out, rule, grads, op=f"{node.op}→{fusion.kind}")
         return out[0]
 
     def arg(self, ctx: Context, node: Node, i: int) -> Val:
@@ -464,27 +459,24 @@ def scan_strategies(step: sympy.Expr, length: sympy.Expr, state: sympy.Expr, lif
     }
 
 
-BACKEND_STRATEGY = {"sequential": "sequential", "newton": "newton", "scan": "parallel_scan", "gla": "chunked",
-                    "delta": "chunked", "fft": "fft"}  # the scan backends (backends/pytorch) → strategies
-
-
 def choose_strategy(node: Node, plan: Any) -> str:
     """The strategy the compiler runs for this scan: what the recurrence pass
     (ncd/passes/recurrence.py) planned for it, or the sequential loop where it has no plan."""
     if plan is None:
         return "sequential"
-    return BACKEND_STRATEGY.get(plan.backend, plan.backend)
+    return scan_backends.strategy(plan.backend)
 
 
-def _plans(ir: SpecIR) -> dict[tuple[str, str], Any]:
+def _passes(ir: SpecIR) -> Any:
+    """The pipeline's passes for an IR handed in without them; where the recurrence pass refuses
+    it (an IR from JSON naming a backend its scan cannot use), every scan costs as the loop."""
+    from ncd.pipeline import Passes, run_passes
+    from ncd.passes.fusion import plan_fusions
+
     try:
-        from ncd.passes.recurrence import plan_scans
-    except ImportError:  # the pass is optional for costing
-        return {}
-    try:
-        return {(p.block, p.node): p for p in plan_scans(ir)}
+        return run_passes(ir)
     except NcdError:
-        return {}
+        return Passes(fusion=plan_fusions(ir))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -619,6 +611,7 @@ class CostReport:
 
 
 def analyze(ir: SpecIR, sizes: Mapping[str, int] | None = None, *, dtype: str = "float32",
-            input_grad: bool = False, batch: str = "B") -> CostReport:
-    """Cost of a checked spec: formulas in its axis symbols, numbers at ``sizes`` and its bindings."""
-    return Analyzer(ir, sizes, dtype=dtype, input_grad=input_grad, batch=batch).run()
+            input_grad: bool = False, batch: str = "B", passes: Any = None) -> CostReport:
+    """Cost of a checked spec: formulas in its axis symbols, numbers at ``sizes`` and its bindings.
+    ``passes``: the pipeline's (ncd/pipeline.py) scan and fusion plans; None: run them on ``ir``."""
+    return Analyzer(ir, sizes, dtype=dtype, input_grad=input_grad, batch=batch, passes=passes).run()

@@ -10,18 +10,13 @@ from ncd.cli.common import fmt_axes
 def explain_loops(ir: Any, scan_backend: str = "auto") -> Iterator[dict[str, Any]]:
     """One record per scan: where it is, what it scans and carries, its class, backend and why.
 
-    The recurrence pass (ncd.passes.recurrence.plan_scans) classifies each scan and chooses its
-    backend; where that pass is absent every scan is reported as the sequential loop.
+    The pipeline's recurrence pass (ncd/pipeline.py, ncd/passes/recurrence) classifies each scan
+    and chooses its backend; this prints its plans, the ones the compiled module runs.
     """
     from ncd.ir import walk
+    from ncd.pipeline import run_passes
 
-    plans: dict[tuple[str, str], Any] = {}
-    try:
-        from ncd.passes.recurrence import plan_scans
-    except ImportError:
-        plan_scans = None
-    if plan_scans is not None:
-        plans = {(p.block, p.node): p for p in plan_scans(ir, scan_backend)}
+    plans = run_passes(ir, scan_backend).scan_plans()
     for block in ir.blocks.values():
         for node in walk(block.nodes):
             if node.op != "scan":
@@ -31,12 +26,9 @@ def explain_loops(ir: Any, scan_backend: str = "auto") -> Iterator[dict[str, Any
                     if n.op == "region_arg" and n.id in region.args}
             carries = [{"name": name, "axes": list(args[name].type.axes) if name in args else None}
                        for name in node.attrs.get("carries", [])]
-            plan = plans.get((block.key, node.id))
-            if plan is not None:
-                kind = f"{'linear' if plan.linear else 'nonlinear'}, {plan.structure}"
-                backend, reason = plan.backend, plan.reason
-            else:
-                kind, backend, reason = "unclassified", "sequential", "no recurrence pass is available"
+            plan = plans[(block.key, node.id)]
+            kind = f"{'linear' if plan.linear else 'nonlinear'}, {plan.structure}"
+            backend, reason = plan.backend, plan.reason
             yield {
                 "block": block.key,
                 "node": node.id,

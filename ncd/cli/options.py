@@ -78,14 +78,11 @@ def positive_float(text: str) -> float:
 
 
 def scan_backend_names(live: bool) -> str:
-    """The backends' names for --help. Importing the backend pulls in torch, which `ncd check`
-    never needs, so the list is read only when help is shown; an unknown name is rejected by
-    compile_module with the current list either way."""
-    if not live:
-        return "see --help"
-    from ncd.backends.pytorch import SCAN_BACKENDS
+    """The scan-backend registry's names (ncd/scan_backends.py) for --help: the same list an
+    unknown name's error hint gives. The registry needs no torch, so it is read every time."""
+    from ncd import scan_backends
 
-    return ", ".join(SCAN_BACKENDS)
+    return scan_backends.names_text()
 
 
 def add_scan_backend(p: argparse.ArgumentParser, live: bool, what: str = "run every scan with this backend") -> None:

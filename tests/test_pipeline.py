@@ -1,0 +1,113 @@
+"""The one pipeline (ncd/pipeline.py): scan backends checked against the registry at `ncd check`,
+and the fusion plan as the one thing the torch lowering and the analyzer both read."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ncd
+from ncd import pipeline, scan_backends
+from ncd.analysis.cost import analyze
+from ncd.backends.pytorch import compile_module
+from ncd.cli import main
+
+NONLINEAR = """\
+axis T, D = 4
+
+block R(x: [T, D]) -> [T, D] {
+    y = scan t over T carry (h: [D] = 0) via BACKEND {
+        h = tanh(h + x[t])
+        emit h
+    }
+    return y
+}
+"""
+
+MLP = """\
+axis E = 3, F = 5
+
+block M(x: [E]) -> [F] {
+    param W: [E, F] init normal(0, 1)
+    param b: [F] init normal(0, 1)
+    return x @[E] W + b
+}
+"""
+
+
+def test_unknown_via_backend_is_located_at_check(tmp_path, capsys):
+    spec = tmp_path / "r.ncd"
+    spec.write_text(NONLINEAR.replace("BACKEND", "newtn"))
+    with pytest.raises(ncd.NcdError) as caught:
+        ncd.check(spec)
+    err = caught.value
+    assert (err.line, err.col) == (4, 46)  # the name after `via`
+    assert "unknown scan backend 'newtn'" in err.message
+    assert "did you mean 'newton'" in err.hint
+    assert main(["check", str(spec)]) == 1
+    out = capsys.readouterr().err
+    assert f"{spec}:4:46:" in out and "Traceback" not in out
+
+
+def test_via_backend_that_cannot_run_the_scan_fails_check(tmp_path):
+    spec = tmp_path / "r.ncd"
+    spec.write_text(NONLINEAR.replace("BACKEND", "fft"))
+    with pytest.raises(ncd.NcdError, match="'fft' cannot run this scan") as caught:
+        ncd.check(spec)
+    assert caught.value.line == 4
+    spec.write_text(NONLINEAR.replace("BACKEND", "newton"))
+    assert ncd.check(spec).entry == "R"
+
+
+def test_scan_backend_option_is_held_to_the_registry(tmp_path, capsys):
+    spec = tmp_path / "r.ncd"
+    spec.write_text(NONLINEAR.replace(" via BACKEND", ""))
+    assert main(["run", str(spec), "--set", "T=3", "--scan-backend", "scna"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown scan backend 'scna'" in err and "did you mean 'scan'" in err
+    assert main(["run", str(spec), "--set", "T=3", "--scan-backend", "gla"]) == 1
+    err = capsys.readouterr().err
+    assert "'gla' cannot run this scan" in err and f"{spec}:4:" in err
+    assert main(["compile", str(spec), "--set", "T=3", "--explain", "--scan-backend", "fft"]) == 1
+
+
+def test_help_and_error_hint_list_the_same_registry_names(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    spec = tmp_path / "r.ncd"
+    spec.write_text(NONLINEAR.replace("BACKEND", "zzz"))
+    with pytest.raises(ncd.NcdError) as caught:
+        ncd.check(spec)
+    listed = caught.value.hint.split("choose one of ")[1]
+    assert listed.split(", ") == ["auto", *scan_backends.BACKENDS]
+    assert f"({listed};" in help_text
+
+
+def _calls(module, fn: str) -> bool:
+    return fn in repr(module._ncd_program.body)
+
+
+def test_lowering_and_analyzer_read_the_same_fusion_plan():
+    compiled = pipeline.compile_spec(MLP, "<mlp>")
+    fusions = compiled.passes.fusion.of_block("M")
+    assert [f.kind for f in fusions.values()] == ["linear_bias"]
+    flipped = compiled.passes.model_copy(deep=True)
+    flipped.fusion.blocks["M"].clear()  # the same spec with the fusion turned off in the plan
+
+    fused_module = compile_module(compiled.ir, passes=compiled.passes)
+    plain_module = compile_module(compiled.ir, passes=flipped)
+    assert _calls(fused_module, "rt.linear")
+    assert not _calls(plain_module, "rt.linear")
+
+    fused_ops = [o.op for o in analyze(compiled.ir, {"B": 2}, passes=compiled.passes).ops]
+    plain_ops = [o.op for o in analyze(compiled.ir, {"B": 2}, passes=flipped).ops]
+    assert "add→linear_bias" in fused_ops and "contract" not in fused_ops
+    assert "add→linear_bias" not in plain_ops and {"contract", "add"} <= set(plain_ops)
+
+    x = torch.randn(2, 3, dtype=torch.float64)
+    plain_module.load_state_dict(fused_module.state_dict())
+    fused_module, plain_module = fused_module.double(), plain_module.double()
+    expected = F.linear(x, fused_module.W.T, fused_module.b)  # torch.nn.functional's own linear
+    torch.testing.assert_close(fused_module(x), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(plain_module(x), expected, rtol=0, atol=1e-12)
