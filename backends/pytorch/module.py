@@ -135,7 +135,32 @@ def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
         run_parallel.scan = parallel  # type: ignore[attr-defined]
         return run_parallel
 
+    def run_exported(env: Env, m: nn.Module) -> None:
+        """Under torch.export: torch's scan operator, so the scanned axis stays a dynamic dim."""
+        from torch._higher_order_ops.scan import scan as scan_op
+
+        steps = torch.arange(length(env, m))
+
+        def step(carry: list[torch.Tensor], t: torch.Tensor):
+            local = dict(env)
+            local.update(zip(loop.args, carry))
+            local[loop.index] = t
+            body(local, m)
+            new = [res(local, m) for res in carry_results]
+            return new, [res(local, m).clone() for res in emit_results]
+
+        inits_now = [torch.as_tensor(init(env, m)) for init in inits]
+        # a carry gains the lifted dims at its first step (`h = 0` has none): the operator needs
+        # them from the start, so the initial value is broadcast to the first step's shape
+        first, _ = step(inits_now, steps[0])
+        inits_now = [torch.broadcast_to(i, f.shape).to(f.dtype).contiguous() for i, f in zip(inits_now, first)]
+        _, ys = scan_op(step, inits_now, steps.flip(0) if loop.reverse else steps)
+        stacked = [torch.movedim(y.flip(0) if loop.reverse else y, 0, d) for y, d in zip(ys, loop.emit_dims)]
+        env[loop.target] = stacked[0] if len(stacked) == 1 else tuple(stacked)
+
     def run(env: Env, m: nn.Module) -> None:
+        if torch.compiler.is_exporting():
+            return run_exported(env, m)
         for arg, init in zip(loop.args, inits):
             env[arg] = init(env, m)
         outs: list[list[Any]] = [[] for _ in emit_results]

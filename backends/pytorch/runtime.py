@@ -204,6 +204,8 @@ def step_slice(x, dim, t, core):
     moves the scanned axis in front of the remaining ``core - 1`` core axes instead."""
     if isinstance(t, int):
         return torch.select(x, dim, t)
+    if isinstance(t, torch.Tensor):  # a step of torch's scan operator (ncd.export): no data-dependent index
+        return x.index_select(dim, t.reshape(1)).squeeze(dim)
     return t.take(x, dim, core)
 
 
