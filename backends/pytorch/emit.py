@@ -8,6 +8,7 @@ bit-identical.
 from __future__ import annotations
 
 import inspect
+import keyword
 import math
 import re
 from typing import Any
@@ -15,20 +16,97 @@ from typing import Any
 from ncd.backends.pytorch import runtime
 from ncd.backends.pytorch.program import Assign, Loop, Program, Stmt, lower_spec
 
+from ncd.errors import NcdError
 from ncd.ir import SpecIR
+from ncd.names import (
+    BINARY_OPS,
+    CALL_ROOTS,
+    COMPARE_OPS,
+    DOTTED,
+    SHADOWING,
+    UNARY_OPS,
+    is_identifier,
+    is_spec_name,
+    value_id_problem,
+)
 from ncd.pipeline import Passes
 from ncd.ops.base import BinOp, Call, Expr, Index, Lit, Method, Ref, SelfAttr, UnaryOp
 
 INDENT = "    "
 
 
+def _unsafe(what: str, value: Any, why: str) -> NcdError:
+    return NcdError(f"cannot emit Python: {what} {value!r} {why}",
+                    hint="this IR was not built by ncd from a spec; `ncd ir --from-json FILE` says what is wrong")
+
+
+def doc_text(text: str) -> str:
+    """``text`` escaped for a triple-quoted literal: its value is ``text`` again, whatever it holds."""
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch.isprintable():
+            out.append(ch)
+        else:  # newlines, form feeds, U+2028, surrogates, NUL...: an escape, never the raw character
+            o = ord(ch)
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)
+
+
+def local(name: Any, what: str = "node id") -> str:
+    """A local variable named after a node id, checked (a tampered IR's id is not pasted as code)."""
+    problem = value_id_problem(name)
+    if problem is not None:
+        raise _unsafe(what, name, problem)
+    return name
+
+
+def attr_name(name: Any, what: str) -> str:
+    """A module attribute (param, buffer, constant, instance, tap): one of the language's names."""
+    if not is_spec_name(name):
+        raise _unsafe(what, name, "is not a name of the language ([A-Za-z_][A-Za-z0-9_]*, then primes)")
+    return name
+
+
+def get_attr(obj: str, name: str) -> str:
+    """``obj.name``, or ``getattr(obj, 'name')`` where the name is a keyword or has a prime."""
+    return f"{obj}.{name}" if is_identifier(name) else f"getattr({obj}, {name!r})"
+
+
+def set_attr(obj: str, name: str, value: str) -> str:
+    return f"{obj}.{name} = {value}" if is_identifier(name) else f"setattr({obj}, {name!r}, {value})"
+
+
 def class_names(programs: dict[str, Program], entry: str, entry_name: str | None) -> dict[str, str]:
+    """A class name per block key: ASCII identifiers that shadow no global and no local of the module.
+
+    The entry's is ``entry_name`` when given (checked), else its block name; a block name that is a
+    keyword, a builtin or one of the module's globals (``F``, ``torch``, ``nn``, the runtime helpers)
+    gets a trailing ``_``. Only Python names change: state_dict keys stay the spec's names.
+    """
+    reserved = set(SHADOWING) | set(runtime_names()) | local_names(programs)
+    taken = set(reserved)
     names: dict[str, str] = {}
-    taken: set[str] = set()
+    if entry_name is not None:
+        if not is_identifier(entry_name):
+            raise NcdError(f"--class-name {entry_name!r} is not a Python identifier (or is a keyword)",
+                           hint="an ASCII name such as Net")
+        if entry_name in taken:
+            raise NcdError(f"--class-name {entry_name!r} would shadow a name the emitted module uses",
+                           hint=f"pick another name, e.g. {entry_name}Net")
+        names[entry] = entry_name
+        taken.add(entry_name)
     for key in programs:
-        base = re.sub(r"\W", "_", key.split("[", 1)[0]) or "Block"
-        if key == entry and entry_name:
-            base = entry_name
+        if key in names:
+            continue
+        base = re.sub(r"[^A-Za-z0-9_]", "_", key.split("[", 1)[0]) or "Block"
+        if base[0].isdigit():
+            base = f"_{base}"
+        while keyword.iskeyword(base) or base in reserved:
+            base += "_"
         name, n = base, 2
         while name in taken:
             name, n = f"{base}_{n}", n + 1
@@ -37,7 +115,34 @@ def class_names(programs: dict[str, Program], entry: str, entry_name: str | None
     return names
 
 
+def local_names(programs: dict[str, Program]) -> set[str]:
+    """Every local variable the emitted methods assign (node ids and the loops' helper names)."""
+    out: set[str] = set()
+
+    def visit(body: list[Stmt]) -> None:
+        for stmt in body:
+            out.add(stmt.target)
+            if isinstance(stmt, Loop):
+                out.update(stmt.args)
+                if stmt.index:
+                    out.add(stmt.index)
+                out.update(f"{stmt.target}_{s}" for s in ("halting", "remainders", "updates"))
+                out.update(f"{stmt.target}_steps{k}" for k in range(len(stmt.results)))
+                out.update(f"{stmt.target}_acc{k}" for k in range(len(stmt.args)))
+                visit(stmt.body)
+
+    for program in programs.values():
+        out.update(var for var, _, _, _ in program.inputs)
+        visit(program.body)
+        for init in program.inits:
+            visit(init.body)
+    return out
+
+
 def literal(value: Any) -> str:
+    """A Python literal of plain data only (numbers, strings, None, tuples/lists of them)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return repr(value)
     if isinstance(value, float):
         if math.isinf(value):
             return "float('inf')" if value > 0 else "float('-inf')"
@@ -47,40 +152,61 @@ def literal(value: Any) -> str:
     if isinstance(value, tuple):
         inner = ", ".join(literal(v) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
-    return repr(value)
+    if isinstance(value, list):
+        return f"[{', '.join(literal(v) for v in value)}]"
+    raise _unsafe("literal", value, "is not a number, a string, None or a tuple of them")
 
 
 def code(expr: Expr) -> str:
     if isinstance(expr, Ref):
-        return expr.id
+        return expr.id if expr.id == "act_weight" else local(expr.id)  # act_weight: the halting loop's own
     if isinstance(expr, Lit):
         return literal(expr.value)
     if isinstance(expr, SelfAttr):
-        return f"self.{expr.path}"
+        out = "self"
+        for part in expr.path.split("."):
+            out = get_attr(out, attr_name(part, "attribute"))
+        return out
     if isinstance(expr, Call):
-        fn = expr.fn if isinstance(expr.fn, str) else code(expr.fn)
+        if isinstance(expr.fn, str):
+            if DOTTED.fullmatch(expr.fn) is None or expr.fn.split(".")[0] not in CALL_ROOTS:
+                raise _unsafe("function", expr.fn, f"is not a dotted name under {', '.join(sorted(CALL_ROOTS))}")
+            fn = expr.fn
+        else:
+            fn = code(expr.fn)
         return f"{fn}({_args(expr.args, expr.kwargs)})"
     if isinstance(expr, Method):
+        if not is_identifier(expr.name) or expr.name.startswith("__"):
+            raise _unsafe("method", expr.name, "is not a plain identifier")
         return f"{code(expr.obj)}.{expr.name}({_args(expr.args, expr.kwargs)})"
     if isinstance(expr, Index):
         items = [_index_item(i) for i in expr.items]
         return f"{code(expr.obj)}[{', '.join(items)}]"
     if isinstance(expr, BinOp):
+        if expr.op not in BINARY_OPS | COMPARE_OPS:
+            raise _unsafe("operator", expr.op, f"is not one of {' '.join(sorted(BINARY_OPS | COMPARE_OPS))}")
         return f"({code(expr.left)} {expr.op} {code(expr.right)})"
     if isinstance(expr, UnaryOp):
+        if expr.op not in UNARY_OPS:
+            raise _unsafe("unary operator", expr.op, "is not -")
         return f"(-{code(expr.operand)})"
-    raise TypeError(f"cannot emit {expr!r}")
+    raise _unsafe("expression", expr, "is not one of the lowering's expression kinds")
 
 
 def _args(args: tuple[Expr, ...], kwargs: tuple[tuple[str, Expr], ...]) -> str:
+    for k, _ in kwargs:
+        if not is_identifier(k):
+            raise _unsafe("keyword argument", k, "is not a Python identifier")
     return ", ".join([code(a) for a in args] + [f"{k}={code(v)}" for k, v in kwargs])
 
 
 def _index_item(item: Any) -> str:
-    if item in ("...", "None", ":"):
-        return item
+    if isinstance(item, str):
+        if item in ("...", "None", ":"):
+            return item
+        raise _unsafe("index", item, "is not ..., None, : or an integer")
     if isinstance(item, int):
-        return str(item)
+        return str(int(item))
     return code(item)
 
 
@@ -89,49 +215,55 @@ def body_lines(body: list[Stmt], depth: int) -> list[str]:
     out: list[str] = []
     for stmt in body:
         if isinstance(stmt, Assign):
-            out.append(f"{pad}{stmt.target} = {code(stmt.expr)}")
-        else:
+            out.append(f"{pad}{local(stmt.target)} = {code(stmt.expr)}")
+        elif isinstance(stmt, Loop):
             out.extend(_loop_lines(stmt, depth))
+        else:
+            raise _unsafe("statement", stmt, "is not an assignment or a loop")
     return out
 
 
 def _loop_lines(loop: Loop, depth: int) -> list[str]:
     pad, inner = INDENT * depth, INDENT * (depth + 1)
-    out = [f"{pad}{arg} = {code(init)}" for arg, init in zip(loop.args, loop.inits)]
+    target, args = local(loop.target), [local(a) for a in loop.args]
+    index = local(loop.index) if loop.index is not None else None
+    out = [f"{pad}{arg} = {code(init)}" for arg, init in zip(args, loop.inits)]
     carry_results = loop.results[: loop.n_carry]
     if loop.kind == "scan":
-        outs = [f"{loop.target}_steps{k}" for k in range(len(loop.results) - loop.n_carry)]
+        outs = [f"{target}_steps{k}" for k in range(len(loop.results) - loop.n_carry)]
         out += [f"{pad}{name} = []" for name in outs]
         n = code(loop.length)
         order = f"range({n} - 1, -1, -1)" if loop.reverse else f"range({n})"
-        out.append(f"{pad}for {loop.index} in {order}:")
+        out.append(f"{pad}for {index} in {order}:")
         out += body_lines(loop.body, depth + 1)
         out += [f"{inner}{name}.append({code(res)})" for name, res in zip(outs, loop.results[loop.n_carry:])]
-        out += _carry_update(loop.args, carry_results, inner)
-        stacked = [f"rt.stack_steps({name}, {d}, {loop.reverse})" for name, d in zip(outs, loop.emit_dims)]
+        out += _carry_update(args, carry_results, inner)
+        stacked = [f"rt.stack_steps({name}, {int(d)}, {bool(loop.reverse)})" for name, d in zip(outs, loop.emit_dims)]
         value = stacked[0] if len(stacked) == 1 else f"({', '.join(stacked)},)"
-        out.append(f"{pad}{loop.target} = {value}")
+        out.append(f"{pad}{target} = {value}")
     elif loop.kind == "repeat":
         out.append(f"{pad}for _ in range({code(loop.length)}):")
         out += body_lines(loop.body, depth + 1)
-        out += _carry_update(loop.args, loop.results, inner)
-        out.append(f"{pad}{loop.target} = ({', '.join(loop.args)},)")
-    else:
-        acc = [f"{loop.target}_acc{i}" for i in range(len(loop.args))]
-        state = [f"{loop.target}_{s}" for s in ("halting", "remainders", "updates")]
+        out += _carry_update(args, loop.results, inner)
+        out.append(f"{pad}{target} = ({', '.join(args)},)")
+    elif loop.kind == "halting":
+        acc = [f"{target}_acc{i}" for i in range(len(args))]
+        state = [f"{target}_{s}" for s in ("halting", "remainders", "updates")]
         out += [f"{pad}{a} = 0.0" for a in acc]
         out.append(f"{pad}{' = '.join(state)} = None")
-        out.append(f"{pad}for {loop.index} in range({code(loop.length)}):")
+        out.append(f"{pad}for {index} in range({code(loop.length)}):")
         out += body_lines(loop.body, depth + 1)
         halt = loop.results[loop.n_carry]
         out.append(f"{inner}act_weight, {', '.join(state)}, running = rt.act_weights("
-                   f"{code(halt)}, {', '.join(state)}, {literal(1.0 - loop.eps)})")
+                   f"{code(halt)}, {', '.join(state)}, {literal(1.0 - float(loop.eps))})")
         for a, res, weight in zip(acc, carry_results, loop.weight_align):
             out.append(f"{inner}{a} = rt.act_mix({a}, {code(res)}, {code(weight)})")
-        out += _carry_update(loop.args, carry_results, inner)
+        out += _carry_update(args, carry_results, inner)
         out.append(f"{inner}if not running:")
         out.append(f"{inner}{INDENT}break")
-        out.append(f"{pad}{loop.target} = ({', '.join(acc)}, {state[2]} + {state[1]})")
+        out.append(f"{pad}{target} = ({', '.join(acc)}, {state[2]} + {state[1]})")
+    else:
+        raise _unsafe("loop kind", loop.kind, "is not scan, repeat or halting")
     return out
 
 
@@ -145,55 +277,75 @@ def _carry_update(args: list[str], results: list[Expr], pad: str) -> list[str]:
 
 
 def class_source(program: Program, name: str, names: dict[str, str], top: bool) -> str:
-    lines = [f"class {name}(nn.Module):", f'{INDENT}"""Block {program.key}."""', "",
+    lines = [f"class {name}(nn.Module):", f'{INDENT}"""Block {doc_text(program.key)}."""', "",
              f"{INDENT}def __init__(self):", f"{INDENT * 2}super().__init__()"]
     for inst, block_key, repeat in program.instances:
-        cls = names[block_key]
+        inst = attr_name(inst, "instance name")
+        cls = names.get(block_key)
+        if cls is None:
+            raise _unsafe("instance block", block_key, "is not a block of the spec")
         if repeat:
-            lines.append(f"{INDENT * 2}self.{inst} = nn.ModuleList([{cls}() for _ in range({repeat})])")
+            if not isinstance(repeat, int) or repeat < 1:
+                raise _unsafe("repeat count", repeat, "is not a positive integer")
+            value = f"nn.ModuleList([{cls}() for _ in range({int(repeat)})])"
         else:
-            lines.append(f"{INDENT * 2}self.{inst} = {cls}()")
+            value = f"{cls}()"
+        lines.append(INDENT * 2 + set_attr("self", inst, value))
     if program.taps:
-        taps = ", ".join(f"{t!r}: nn.Identity()" for t in program.taps)
+        taps = ", ".join(f"{attr_name(t, 'tap name')!r}: nn.Identity()" for t in program.taps)
         lines.append(f"{INDENT * 2}self.taps = nn.ModuleDict({{{taps}}})")
     consts = []
     for init in program.inits:
+        pname = attr_name(init.name, f"{init.kind} name")
         lines += body_lines(init.body, 2)
         value = code(init.result)
         if init.kind == "param":
-            lines.append(f"{INDENT * 2}self.{init.name} = nn.Parameter("
-                         f"{value}.to(torch.get_default_dtype()).contiguous())")
+            lines.append(INDENT * 2 + set_attr("self", pname, f"nn.Parameter("
+                         f"{value}.to(torch.get_default_dtype()).contiguous())"))
         elif init.kind == "buffer":
-            lines.append(f"{INDENT * 2}self.register_buffer({init.name!r}, "
+            lines.append(f"{INDENT * 2}self.register_buffer({pname!r}, "
                          f"{value}.to(torch.get_default_dtype()).contiguous())")
-        else:
-            consts.append(init.name)
-            lines.append(f"{INDENT * 2}self._consts[{init.name!r}] = {value}.to(torch.float64)")
-            lines.append(f"{INDENT * 2}self.register_buffer({init.name!r}, "
+        elif init.kind == "const":
+            consts.append(pname)
+            lines.append(f"{INDENT * 2}self._ncd_consts[{pname!r}] = {value}.to(torch.float64)")
+            lines.append(f"{INDENT * 2}self.register_buffer({pname!r}, "
                          f"{value}.to(torch.get_default_dtype()), persistent=False)")
+        else:
+            raise _unsafe("parameter kind", init.kind, "is not param, buffer or const")
     if consts:
-        lines.insert(5, f"{INDENT * 2}self._consts = {{}}")
+        lines.insert(5, f"{INDENT * 2}self._ncd_consts = {{}}")
         lines += ["", f"{INDENT}def _apply(self, fn, recurse=True):",
                   f'{INDENT * 2}"""Recompute constants from float64 after a dtype/device change."""',
                   f"{INDENT * 2}out = super()._apply(fn, recurse)",
-                  f"{INDENT * 2}for name, master in self._consts.items():",
+                  f"{INDENT * 2}for name, master in self._ncd_consts.items():",
                   f"{INDENT * 3}current = getattr(self, name)",
                   f"{INDENT * 3}setattr(self, name, master.to(device=current.device, dtype=current.dtype))",
                   f"{INDENT * 2}return out"]
-    args = ", ".join(["self", *(var for var, _, _, _ in program.inputs)])
+    args = ", ".join(["self", *(local(var, "input id") for var, _, _, _ in program.inputs)])
     lines += ["", f"{INDENT}def forward({args}):"]
     if top:
         for var, port, axes, sizes in program.inputs:
-            lines.append(f"{INDENT * 2}rt.check_input({var}, {port!r}, {literal(tuple(axes))}, {literal(sizes)})")
+            lines.append(f"{INDENT * 2}rt.check_input({var}, {literal(port)}, {literal(tuple(axes))}, "
+                         f"{literal(tuple(sizes))})")
     lines += body_lines(program.body, 2)
     results = ", ".join(code(r) for r in program.results)
     lines.append(f"{INDENT * 2}return {results}")
     return "\n".join(lines)
 
 
-def runtime_source() -> str:
+def _runtime_functions() -> list[Any]:
     functions = [obj for _, obj in inspect.getmembers(runtime, inspect.isfunction) if obj.__module__ == runtime.__name__]
     functions.sort(key=lambda f: f.__code__.co_firstlineno)
+    return functions
+
+
+def runtime_names() -> list[str]:
+    """The module-level functions an emitted file defines (copied from the runtime)."""
+    return [f.__name__ for f in _runtime_functions()]
+
+
+def runtime_source() -> str:
+    functions = _runtime_functions()
     sources = [inspect.getsource(f) for f in functions]
     names = ", ".join(f"{f.__name__}={f.__name__}" for f in functions)
     return "\n\n".join(sources) + f"\n\nrt = types.SimpleNamespace({names})\n"
@@ -202,17 +354,23 @@ def runtime_source() -> str:
 def emit_python(ir: SpecIR, class_name: str | None = None, passes: Passes | None = None) -> str:
     """The whole module's source; the entry block's class is ``class_name`` (default: its name).
     Lowered with the pipeline's fusion plan (``passes``; None: the pipeline runs the passes);
-    scans run as the sequential loop."""
+    scans run as the sequential loop.
+
+    Every text of the IR (title, file name, block keys, sizes) is an escaped literal and every
+    name is checked before it is written (an NcdError otherwise): importing the result runs
+    nothing but the spec's computation.
+    """
     if passes is None:
         from ncd.pipeline import run_passes
 
         passes = run_passes(ir)
     programs = lower_spec(ir, fusion=passes.fusion)
     names = class_names(programs, ir.entry, class_name)
+    sizes = ", ".join(f"{k}={v}" for k, v in sorted(ir.bindings.items())) or "as declared in the spec"
     header = [
-        f'"""{ir.meta.title or ir.name} — generated by ncd from {ir.name}.',
+        f'"""{doc_text(ir.meta.title or ir.name)} — generated by ncd from {doc_text(ir.name)}.',
         "",
-        f"Sizes: {', '.join(f'{k}={v}' for k, v in sorted(ir.bindings.items())) or 'as declared in the spec'}.",
+        f"Sizes: {doc_text(sizes)}.",
         f"Entry: {names[ir.entry]}(). Regenerate with `ncd compile`; do not edit by hand.",
         '"""',
         "import types",

@@ -19,6 +19,7 @@ from ncd.frontend.common import (
     _did_you_mean,
     _region_ids,
     assigned_names,
+    check_attribute_name,
     err,
     loc_of,
     type_tree_text,
@@ -239,6 +240,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         return axes, names
 
     def declare_param(self, name: str, kind: str, t: WireType, init: Region, where: Any) -> None:
+        check_attribute_name(name, where)
         self.check_new_name(name, where)
         if self.scope.lookup(name) is not None:
             raise err(f"{name} is already defined in this block", where, hint="give each param its own name")
@@ -317,6 +319,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         for item in tree.children:
             name_tok, block_tok, params, repeat = item.children
             name = str(name_tok)
+            check_attribute_name(name, name_tok)
             self.check_new_name(name, name_tok)
             if self.scope.lookup(name) is not None or name in self.instances:
                 raise err(f"{name} is already defined in this block", name_tok)
@@ -347,8 +350,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         name = str(name_tok)
         if name in self.taps:
             raise err(f"tap {name} is defined twice", name_tok, hint="give each tap its own name")
-        if name in RESERVED:
-            raise err(f"{name} is a reserved name", name_tok, hint="pick another name")
+        check_attribute_name(name, name_tok)
         value = self.expr(expr)
         node = self.add("tap", [value], {"name": name}, [self.type_of(value)], name_tok, name=name)
         self.taps.append(name)

@@ -34,6 +34,16 @@ RESERVED |= set("""T_destination add_module bfloat16 buffers call_super_init com
     share_memory to_empty xpu clear items keys pop update values""".split())
 
 
+def check_attribute_name(name: str, where: Tree | Token | None) -> None:
+    """Params, buffers, constants, instances and taps become attributes of a torch module."""
+    if name in RESERVED:
+        raise err(f"{name} is a reserved name", where, hint="pick another name")
+    if name.startswith("_"):  # torch.nn.Module's internals (_parameters, _apply, ...) and ncd's (_ncd_*)
+        stem = name.lstrip("_") or "w"
+        raise err(f"{name}: names of params, buffers, constants, instances and taps cannot start with _", where,
+                  hint=f"pick another name, e.g. {stem if stem not in RESERVED else stem + '1'}")
+
+
 def loc_of(item: Tree | Token | None) -> Loc | None:
     span = span_of(item) if item is not None else None
     return Loc(line=span.line, col=span.col) if span else None

@@ -11,10 +11,10 @@ from ncd.frontend.common import (
     INITIALISERS,
     NAMED_CONSTANTS,
     NUMERIC_FUNCS,
-    RESERVED,
     Binding,
     Scope,
     _did_you_mean,
+    check_attribute_name,
     checked_number,
     checked_power,
     err,
@@ -74,8 +74,7 @@ class ExpressionBuilder:
     def const_value(self, tree: Tree, global_decl: bool) -> str:
         name_tok, binders, type_tree, expr = tree.children
         name = str(name_tok)
-        if name in RESERVED:
-            raise err(f"{name} is a reserved name", name_tok, hint="pick another name")
+        check_attribute_name(name, name_tok)
         existing = self.scope.lookup(name)
         if existing is not None:
             if global_decl:
