@@ -153,15 +153,16 @@ def export_program(model, example_inputs: Sequence[torch.Tensor] | None = None, 
     return program
 
 
-def save_program(model, path: str | os.PathLike[str], **kwargs) -> Path:
-    """Export ``model`` (see ``export_program``) and write it with ``torch.export.save`` (.pt2)."""
+def save_program(model, path: str | os.PathLike[str], **kwargs):
+    """Export ``model`` (see ``export_program``), write it with ``torch.export.save`` (.pt2) and
+    return the program (``.ncd_dims`` says how each free axis was exported)."""
     path = Path(path)
     program = export_program(model, **kwargs)
     try:
         torch.export.save(program, str(path))
     except OSError as exc:
         raise NcdError(f"cannot write {path}: {exc.strerror or exc}", hint="choose a writable output path") from None
-    return path
+    return program
 
 
 def load_program(path: str | os.PathLike[str]):

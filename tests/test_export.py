@@ -19,7 +19,8 @@ block Pairs(x: [T, D]) -> [S, D'] {
 
 
 def round_trip(model, tmp_path, shapes):
-    path = save_program(model, tmp_path / "model.pt2")
+    path = tmp_path / "model.pt2"
+    save_program(model, path)
     program = load_program(path).module()
     for shape in shapes:
         x = torch.randn(*shape)

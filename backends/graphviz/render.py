@@ -8,6 +8,8 @@
 - Blocks are clusters, collapsing to one box below ``depth``; a repeated block is drawn once
   with ``×N``; a scan is a cluster whose carried state loops back (dashed) to the step's start.
 - A legend lists every axis with its colour and size, and every block drawn.
+- ``annotate`` (flops, params, memory, time) writes each op's and block's cost under its label,
+  from ncd/analysis/annotate.py (the same analysis as ``ncd cost``).
 
 The output is a pure function of the IR: byte-identical DOT for the same spec and options.
 Nothing here runs ``dot``; ``ncd.backends.graphviz.render`` does.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ncd.errors import NcdError
@@ -25,6 +28,7 @@ PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#3
            "#882255", "#44AA99", "#999933", "#DDAA33", "#CC6677", "#0077BB", "#EE7733", "#009988",
            "#661100", "#6699CC", "#AA4499", "#DDCC77", "#004488", "#BB5566", "#0099CC", "#997700")
 LIFTED = "#9A9A9A"
+NOTE = "#5A5A5A"  # cost annotations
 THEMES = {
     "paper": {"font": "Times-Roman", "bg": "white", "ink": "#222222", "param": "#F3EFE0", "cluster": "#FAFAFA",
               "scan": "#EEF4FA", "colour": True},
@@ -35,15 +39,43 @@ BINARY = {"add": "+", "sub": "−", "mul": "×", "div": "÷", "pow": "^"}
 VIEWS = {"rename", "annotate", "select", "reshape", "split", "broadcast"}
 
 
-def render_dot(ir: SpecIR, depth: int | None = None, expand: str | None = None, theme: str = "paper") -> str:
+def render_dot(ir: SpecIR, depth: int | None = None, expand: str | None = None, theme: str = "paper",
+               annotate: str | None = None, sizes: Mapping[str, int] | None = None) -> str:
     """The diagram of ``ir`` as DOT text: the entry block (or the block ``expand`` names) drawn
-    with its sub-blocks expanded down to ``depth`` levels (None: all the way)."""
+    with its sub-blocks expanded down to ``depth`` levels (None: all the way); ``annotate``
+    names a cost to write on every box, at ``sizes`` (the batch B among them)."""
     if theme not in THEMES:
         raise NcdError(f"unknown theme {theme!r}", hint=f"choose one of {', '.join(THEMES)}")
     if depth is not None and depth < 0:
         raise NcdError(f"--depth must be 0 or more, got {depth}")
     root = _find_block(ir, expand) if expand else ir.entry_block
-    return Drawer(ir, THEMES[theme], depth).draw(root)
+    drawer = Drawer(ir, THEMES[theme], depth)
+    if annotate:
+        from ncd.analysis.annotate import annotations
+
+        drawer.notes = annotations(ir, annotate, sizes)
+        drawer.note_root = _analysis_path(ir, root)
+    return drawer.draw(root)
+
+
+def _analysis_path(ir: SpecIR, root: BlockIR) -> str:
+    """Where the analysis (which walks from the entry) first meets ``root``: its path prefix."""
+    if root.key == ir.entry:
+        return root.name
+    from ncd.ir import walk
+
+    def find(block: BlockIR, path: str) -> str | None:
+        for node in walk(block.nodes):
+            if node.op == "call":
+                inner = f"{path}/{node.attrs['instance']}"
+                if node.attrs["block"] == root.key:
+                    return inner
+                found = find(ir.blocks[node.attrs["block"]], inner)
+                if found:
+                    return found
+        return None
+
+    return find(ir.entry_block, ir.entry_block.name) or root.name
 
 
 def _find_block(ir: SpecIR, name: str) -> BlockIR:
@@ -115,6 +147,17 @@ class Drawer:
         self.indent = 1
         self.blocks_drawn: list[str] = []
         self._index: dict[str, dict[str, Node]] = {}
+        self.notes = None  # ncd.analysis.annotate.Annotations, when costs are drawn
+        self.note_root = ""
+
+    def note(self, table: str, path: str, key: str | None = None, size: int = 8) -> str:
+        """The cost annotation of a box as an HTML line (empty when not annotating)."""
+        if self.notes is None:
+            return ""
+        root = self.root_name
+        apath = self.note_root + path[len(root):] if path.startswith(root) else path
+        text = getattr(self.notes, table).get(apath if key is None else (apath, key))
+        return f'<br/><font point-size="{size}" color="{NOTE}">{_esc(text)}</font>' if text else ""
 
     # ------------------------------------------------------------------ text helpers
     def emit(self, line: str) -> None:
@@ -166,6 +209,7 @@ class Drawer:
             f'edge [fontname="{t["font"]}", fontsize=9, arrowsize=0.6, penwidth=1.4];',
         ):
             self.emit(line)
+        self.root_name = root.name
         scope = Scope(root.name, root, 0)
         ins = []
         for port in root.inputs:
@@ -212,7 +256,8 @@ class Drawer:
         self.indent += 1
         times = f" ×{repeat}" if repeat else ""
         lifted = f" ⟨{_esc(', '.join(lift))}⟩" if lift else ""
-        self.emit(f'label=<<b>{_esc(label)}</b>{times}{lifted}>; style="rounded,filled"; '
+        self.emit(f'label=<<b>{_esc(label)}</b>{times}{lifted}{self.note("blocks", scope.path, size=10)}>; '
+                  f'style="rounded,filled"; '
                   f'fillcolor="{self.theme["cluster"]}"; color="{LIFTED}";')
         params = {p.name: p for p in block.params}
         for node in block.nodes:
@@ -261,8 +306,9 @@ class Drawer:
         learned = node.op == "param"
         style = '"rounded,filled,bold"' if learned else '"rounded,filled,dashed"'
         name = f"<b>{_esc(node.attrs['name'])}</b>" if learned else _esc(node.attrs["name"])
+        note = self.note("params", scope.path, node.attrs["name"]) if learned else ""
         self.emit(f'{dot} [shape=box, style={style}, fillcolor="{self.theme["param"]}", fontsize=10, '
-                  f'label=<{name}<br/><font point-size="8">[{self.axes_html(t.axes, sizes=False)}]</font>>];')
+                  f'label=<{name}<br/><font point-size="8">[{self.axes_html(t.axes, sizes=False)}]</font>{note}>];')
         scope.values[node.id] = dot
         if learned:
             scope.learned.add(node.id)
@@ -279,6 +325,7 @@ class Drawer:
             f'<br/><font point-size="9" color="{LIFTED}">{note}</font>' if note else "")
         if node.name:
             label += f'<br/><font point-size="9"><i>{_esc(node.name)}</i></font>'
+        label += self.note("ops", scope.path, node.id)
         view = node.op in VIEWS
         style = '"rounded,dashed"' if view else ('"rounded,bold"' if learned else '"rounded"')
         pen = ", penwidth=2.2" if learned else ""
@@ -372,8 +419,9 @@ class Drawer:
             note = f'<br/><font point-size="9" color="{LIFTED}">⟨{_esc(", ".join(lift))}⟩</font>' if lift else ""
             learned = self.has_params(block)
             shape = "box3d" if repeat else "box"
+            cost = self.note("blocks", f"{scope.path}/{instance}")
             self.emit(f'{dot} [shape={shape}, style="{"bold" if learned else "solid"}", '
-                      f'label=<<b>{_esc(name)}</b>{times}{note}>];')
+                      f'label=<<b>{_esc(name)}</b>{times}{note}{cost}>];')
             for src, t in zip(ins, in_types):
                 self.wire(src, dot, t)
             outs = [dot] * len(node.types)

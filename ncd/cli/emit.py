@@ -1,4 +1,5 @@
-"""`ncd compile`: a spec with its sizes bound, written as readable Python source."""
+"""`ncd compile`: a spec with its sizes bound, written as readable Python source, or exported
+with torch.export (``--emit export -o model.pt2``: free axes stay dynamic, see ncd/export.py)."""
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,15 @@ EMITTERS: dict[str, Callable[[Any, argparse.Namespace], str]] = {"python": _emit
 
 
 def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("compile", help="emit a spec as Python source",
+    p = subparsers.add_parser("compile", help="emit a spec as Python source or a torch.export program",
                               description="Compile a spec with its sizes bound and write readable Python source "
-                                          "(needs only torch to import).")
+                                          "(needs only torch to import), or with --emit export a torch.export "
+                                          "program (.pt2; torch.export.load) whose free axes and batch dims "
+                                          "are dynamic.")
     p.add_argument("path", metavar="PATH")
     add_sizes(p)
-    p.add_argument("--emit", choices=sorted(EMITTERS), default="python", help="what to emit (default python)")
+    p.add_argument("--emit", choices=sorted([*EMITTERS, "export"]), default="python",
+                   help="python (default): readable source; export: a torch.export program (needs -o FILE.pt2)")
     p.add_argument("-o", "--output", metavar="FILE", help="output file; `-` or none: stdout")
     p.add_argument("--class-name", metavar="NAME", help="class name of the entry block")
     add_scan_backend(p, live_help, "with --explain: plan every scan with this backend")
@@ -47,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.class_name is not None and not args.class_name.isidentifier():
         raise NcdError(f"--class-name {args.class_name!r} is not a Python identifier")
+    if args.emit == "export":
+        return _export(args)
     ir = ncd.check(args.path, **spec_sizes(args.path, bound_sizes(args)))
     source = EMITTERS[args.emit](ir, args)
     to_stdout = args.output in (None, "-")
@@ -58,4 +64,17 @@ def run(args: argparse.Namespace) -> int:
         print(explain_text(ir, args.scan_backend, emitted=True), file=sys.stderr if to_stdout else sys.stdout)
     if not to_stdout:
         print(f"wrote {args.output} ({args.emit}, {source.count(chr(10))} lines)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import ncd
+    from ncd.export import save_program
+
+    if args.output in (None, "-"):
+        raise NcdError("--emit export writes a binary program: name the file", hint="add -o model.pt2")
+    model = ncd.load(args.path, sizes=spec_sizes(args.path, bound_sizes(args)))
+    program = save_program(model, args.output)
+    dims = ", ".join(f"{axis} {how}" for axis, how in program.ncd_dims.items())
+    print(f"wrote {args.output} (torch.export; dynamic: batch" + (f", {dims}" if dims else "") + ")")
     return 0

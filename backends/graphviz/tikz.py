@@ -1,0 +1,216 @@
+"""DOT → TikZ: Graphviz lays the diagram out (``dot -Tjson``: every shape, wire and text run as
+xdot drawing operations at its position), this file only writes those operations as TikZ, so a
+figure for a paper matches the SVG: same layout, colours per axis, bold learned ops, dashed loops.
+
+``standalone=True`` writes a whole ``standalone`` document (``pdflatex fig.tex``); otherwise a
+``tikzpicture`` to ``\\input`` (needs ``\\usepackage{tikz}``). Coordinates are Graphviz points
+(``x=1bp``); scale a wide figure with ``\\resizebox{\\linewidth}{!}{\\input{fig.tex}}``.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import unicodedata
+from typing import Any
+
+from ncd.errors import NcdError
+
+SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#", "^": r"\^{}",
+           "_": r"\_", "%": r"\%", "~": r"\~{}", "<": r"$<$", ">": r"$>$", "|": r"$|$", "-": "-{}"}
+UNICODE = {"…": r"\ldots{}", "×": r"$\times$", "⟨": r"$\langle$", "⟩": r"$\rangle$", "→": r"$\to$", "←": r"$\leftarrow$",
+           "−": r"$-$", "÷": r"$\div$", "━": r"\rule[0.35ex]{0.6em}{1.2pt}", "≤": r"$\leq$", "≥": r"$\geq$",
+           "·": r"$\cdot$", "⊙": r"$\odot$", "√": r"$\surd$", "∑": r"$\sum$", "≠": r"$\neq$", "∞": r"$\infty$",
+           "–": "--", "—": "---", "’": "'", "‘": "`", "“": "``", "”": "''", "²": r"$^2$", "³": r"$^3$",
+           "¹": r"$^1$", "⁻": r"$^-$", "₀": r"$_0$", "₁": r"$_1$", "₂": r"$_2$", "\u00a0": "~"}
+GREEK_CAPITALS = {"Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega"}
+ALIGN = {"l": "base west", "c": "base", "r": "base east"}
+NAMED = {"white": "FFFFFF", "black": "000000", "transparent": None, "none": None, "red": "FF0000",
+         "blue": "0000FF", "green": "00FF00", "gray": "C0C0C0", "grey": "C0C0C0"}
+EDGE_OPS = ("_draw_", "_hdraw_", "_tdraw_", "_ldraw_", "_hldraw_", "_tldraw_")
+MAX_OPS = 2_000_000  # a drawing this large is not a figure: stop rather than write gigabytes
+
+
+def latex_escape(text: str) -> str:
+    """Text safe in a LaTeX document (pdflatex, OT1 or T1): specials escaped, the diagram's
+    symbols as their LaTeX commands, Greek letters as math, anything else as its closest ASCII."""
+    out = []
+    for ch in text:
+        if ch in SPECIAL:
+            out.append(SPECIAL[ch])
+        elif ord(ch) < 128:
+            out.append(ch)
+        elif ch in UNICODE:
+            out.append(UNICODE[ch])
+        else:
+            out.append(_fallback(ch))
+    return "".join(out)
+
+
+def _fallback(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    greek = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER ([A-Z]+)", name)
+    if greek:
+        letter = greek.group(2).lower()
+        if greek.group(1) == "CAPITAL":
+            letter = letter.capitalize()
+            if letter not in GREEK_CAPITALS:
+                return unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode() or "?"
+        letter = {"lamda": "lambda", "Lamda": "Lambda", "omicron": "o"}.get(letter, letter)
+        return f"$\\{letter}$" if letter != "o" else "o"
+    plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+    return latex_escape(plain) if plain else "?"
+
+
+def layout(dot_text: str) -> dict[str, Any]:
+    """Graphviz's own layout of the DOT text, with its drawing operations (``dot -Tjson``)."""
+    from ncd.backends.graphviz import INSTALL_HINT
+
+    exe = shutil.which("dot")
+    if exe is None:
+        raise NcdError("TikZ output needs the Graphviz `dot` binary for the layout", hint=INSTALL_HINT)
+    proc = subprocess.run([exe, "-Tjson"], input=dot_text.encode("utf-8"), capture_output=True, timeout=120)
+    if proc.returncode != 0:
+        raise NcdError(f"graphviz failed: {proc.stderr.decode(errors='replace').strip()[:500]}")
+    return json.loads(proc.stdout.decode("utf-8"))
+
+
+class Writer:
+    """xdot drawing operations → TikZ commands, with one \\definecolor per colour used."""
+
+    def __init__(self) -> None:
+        self.colours: dict[str, str] = {}
+        self.lines: list[str] = []
+        self.count = 0
+
+    def colour(self, spec: str) -> str | None:
+        spec = spec.strip()
+        if spec.startswith("#"):
+            hexa = spec[1:]
+            if len(hexa) == 8 and hexa[6:].lower() == "00":
+                return None  # fully transparent
+            hexa = hexa[:6].upper()
+        else:
+            hexa = NAMED.get(spec.lower(), "000000")
+            if hexa is None:
+                return None
+        if not re.fullmatch(r"[0-9A-F]{6}", hexa):
+            return None
+        if hexa not in self.colours:
+            self.colours[hexa] = f"ncd{len(self.colours)}"
+        return self.colours[hexa]
+
+    def ops(self, ops: list[dict[str, Any]]) -> None:
+        pen: str | None = self.colour("#000000")
+        fill: str | None = None
+        width, dash, invisible = 1.0, "", False
+        size, flags = 14.0, 0
+        for op in ops:
+            self.count += 1
+            if self.count > MAX_OPS:
+                raise NcdError(f"the diagram has more than {MAX_OPS} drawing operations: too large for TikZ",
+                               hint="draw fewer levels: --depth 1")
+            kind = op.get("op")
+            if kind == "c":
+                pen = self.colour(op.get("color", "#000000"))
+            elif kind == "C":
+                fill = self.colour(op.get("color", "#000000"))
+            elif kind == "S":
+                style = op.get("style", "")
+                if style.startswith("setlinewidth("):
+                    width = float(style[len("setlinewidth("):-1] or 1)
+                elif style in ("dashed", "dotted"):
+                    dash = style
+                elif style == "solid":
+                    dash = ""
+                elif style == "bold":
+                    width = 2.0
+                elif style == "invis":
+                    invisible = True
+            elif kind == "F":
+                size = float(op.get("size", size))
+            elif kind == "t":
+                flags = int(op.get("fontchar", 0))
+            elif invisible:
+                continue
+            elif kind == "T":
+                self.text(op, size, flags, pen)
+            elif kind in ("p", "P", "b", "B", "L"):
+                self.path(kind, op.get("points", []), pen, fill if kind in "PB" else None, width, dash)
+            elif kind in ("e", "E"):
+                x, y, rx, ry = op.get("rect", [0, 0, 0, 0])
+                self.emit(self.style(pen, fill if kind == "E" else None, width, dash),
+                          f"({_n(x)},{_n(y)}) ellipse [x radius={_n(rx)}, y radius={_n(ry)}]")
+
+    def style(self, pen: str | None, fill: str | None, width: float, dash: str) -> str:
+        parts = [f"draw={pen}" if pen else "draw=none"]
+        if fill:
+            parts.append(f"fill={fill}")
+        parts.append(f"line width={_n(width * 0.8)}pt" if width != 1.0 else "line width=0.8pt")
+        if dash:
+            parts.append(dash)
+        return ", ".join(parts)
+
+    def path(self, kind: str, points: list[list[float]], pen, fill, width, dash) -> None:
+        if len(points) < 2:
+            return
+        pts = [f"({_n(x)},{_n(y)})" for x, y in points]
+        if kind in "bB":
+            segments = [pts[0]]
+            for i in range(1, len(pts) - 2, 3):
+                segments.append(f".. controls {pts[i]} and {pts[i + 1]} .. {pts[i + 2]}")
+            body = " ".join(segments)
+        else:
+            body = " -- ".join(pts)
+        if kind in "pP":
+            body += " -- cycle"
+        self.emit(self.style(pen, fill, width, dash), body)
+
+    def text(self, op: dict[str, Any], size: float, flags: int, pen: str | None) -> None:
+        raw = op.get("text", "")
+        if not raw.strip():
+            return
+        x, y = op.get("pt", [0, 0])
+        font = f"\\fontsize{{{_n(size)}}}{{{_n(size * 1.2)}}}\\selectfont"
+        if flags & 1:
+            font += "\\bfseries"
+        if flags & 2:
+            font += "\\itshape"
+        colour = f", text={pen}" if pen else ""
+        self.lines.append(f"\\node[anchor={ALIGN.get(op.get('align', 'c'), 'base')}, inner sep=0pt, "
+                          f"font={font}{colour}] at ({_n(x)},{_n(y)}) {{{latex_escape(raw)}}};")
+
+    def emit(self, style: str, body: str) -> None:
+        self.lines.append(f"\\path[{style}] {body};")
+
+
+def _n(value: float) -> str:
+    text = f"{float(value):.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def to_tikz(dot_text: str, standalone: bool = False) -> str:
+    """The TikZ picture of a DOT diagram, laid out by Graphviz."""
+    graph = layout(dot_text)
+    writer = Writer()
+    writer.ops(graph.get("_draw_", []))
+    objects = graph.get("objects", [])
+    n_sub = int(graph.get("_subgraph_cnt", 0))
+    for obj in objects[:n_sub]:  # clusters, outer before inner
+        writer.ops(obj.get("_draw_", []))
+        writer.ops(obj.get("_ldraw_", []))
+    for edge in graph.get("edges", []):
+        for key in EDGE_OPS:
+            writer.ops(edge.get(key, []))
+    for obj in objects[n_sub:]:
+        writer.ops(obj.get("_draw_", []))
+        writer.ops(obj.get("_ldraw_", []))
+    writer.ops(graph.get("_ldraw_", []))  # the title
+    colours = [f"\\definecolor{{{name}}}{{HTML}}{{{hexa}}}" for hexa, name in writer.colours.items()]
+    picture = "\n".join(["% Neural Circuit Diagram drawn by ncd; layout by Graphviz (dot -Tjson)",
+                         "\\begin{tikzpicture}[x=1bp, y=1bp]", *colours, *writer.lines, "\\end{tikzpicture}"])
+    if not standalone:
+        return picture + "\n"
+    return "\n".join(["\\documentclass[tikz, border=4pt]{standalone}", "\\usepackage{fix-cm}",
+                      "\\begin{document}", picture, "\\end{document}"]) + "\n"
