@@ -8,7 +8,7 @@ SPEC   ?= specs/transformer_encoder.ncd
 SIZES  ?= D=64 H=4 F=128
 OUT    ?= out
 
-.PHONY: demo test install bench diagrams clean dot kernel-report
+.PHONY: demo test install bench diagrams clean dot tex kernel-report
 
 $(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -32,6 +32,17 @@ dot:
 	    (apt-get install -y -qq graphviz >/dev/null 2>&1 || (apt-get update -qq >/dev/null && apt-get install -y -qq graphviz >/dev/null)) \
 	      || echo "note: could not install graphviz; rendering to svg/pdf/png needs the dot binary"; \
 	  else echo "note: install graphviz (the dot binary) to render svg/pdf/png"; fi; }
+
+# Optional: a small TeX set (pdflatex, TikZ, the standalone class) so the TikZ figures of
+# `ncd render -o fig.tex` compile and their test runs; `make test` never needs it.
+tex:
+	@command -v pdflatex >/dev/null 2>&1 && kpsewhich standalone.cls >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq --no-install-recommends texlive-latex-base texlive-pictures texlive-latex-extra >/dev/null 2>&1 \
+	      || (apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends texlive-latex-base \
+	          texlive-pictures texlive-latex-extra >/dev/null)) \
+	      || echo "note: could not install TeX; the TikZ compile tests will be skipped"; \
+	  else echo "note: install pdflatex with TikZ and standalone (e.g. texlive-latex-base texlive-pictures texlive-latex-extra)"; fi; }
 
 demo: $(STAMP) dot
 	mkdir -p $(OUT)

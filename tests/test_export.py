@@ -66,3 +66,20 @@ def test_export_needs_a_whole_loaded_model():
     model = ncd.load("transformer_encoder", D=32, H=4, F=64)
     with pytest.raises(ncd.NcdError, match="whole model"):
         export_program(model.attn)
+
+
+def test_cli_compile_emit_export(tmp_path, capsys):
+    from ncd.cli import main
+
+    out = tmp_path / "mlp.pt2"
+    torch.manual_seed(0)
+    assert main(["compile", "mlp_relu", "--emit", "export", "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    torch.manual_seed(0)
+    model = ncd.load("mlp_relu")  # the same seed: the same initial weights
+    program = load_program(out).module()
+    for batch in (1, 5):
+        x = torch.randn(batch, 64)
+        torch.testing.assert_close(program(x), model(x))
+    assert main(["compile", "mlp_relu", "--emit", "export"]) == 1
+    assert "-o model.pt2" in capsys.readouterr().err
