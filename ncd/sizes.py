@@ -4,10 +4,14 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import sympy
 
 from ncd.errors import NcdError
+
+if TYPE_CHECKING:
+    from ncd.ir import SpecIR
 
 
 def symbol(axis: str) -> sympy.Symbol:
@@ -91,3 +95,37 @@ def _escape(text: str) -> str:
     import re
 
     return re.sub(r"([A-Za-z_][A-Za-z0-9_]*)('+)", lambda m: m.group(1) + "__prime__" * len(m.group(2)), text)
+
+
+def base_axis(axis: str) -> str:
+    """A primed axis (T') is a second wire of its base axis (T) and has its size."""
+    return axis.rstrip("'")
+
+
+class AxisSizes:
+    """The one size resolver of a checked spec: each axis's size after the bindings, as a sympy
+    expression in the axes still free (a number where everything it needs is bound).
+
+    The torch lowering, the CLI and the analyzer all read sizes through this (the analyzer with
+    the declared numbers left out, so its formulas keep ``D`` rather than 512)."""
+
+    def __init__(self, declared: Mapping[str, str | None], bindings: Mapping[str, int]) -> None:
+        self.declared = declared
+        self.bindings = bindings
+        self._cache: dict[str, sympy.Expr] = {}
+
+    @classmethod
+    def of(cls, ir: SpecIR) -> AxisSizes:
+        return cls({name: a.size for name, a in ir.axes.items()}, ir.bindings)
+
+    def expr(self, axis: str) -> sympy.Expr:
+        base = base_axis(axis)
+        found = self._cache.get(base)
+        if found is None:
+            found = self._cache[base] = resolve(base, self.declared, self.bindings)
+        return found
+
+    def bound(self, axis: str) -> int | None:
+        """The size as an int, or None while it depends on a free axis."""
+        value = self.expr(axis)
+        return int(value) if value.is_number and value.is_integer else None

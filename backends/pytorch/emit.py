@@ -30,7 +30,7 @@ from ncd.names import (
     value_id_problem,
 )
 from ncd.pipeline import Passes
-from ncd.ops.base import BinOp, Call, Expr, Index, Lit, Method, Ref, SelfAttr, UnaryOp
+from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, Method, Ref, SelfAttr, UnaryOp, fold
 
 INDENT = "    "
 
@@ -157,57 +157,70 @@ def literal(value: Any) -> str:
     raise _unsafe("literal", value, "is not a number, a string, None or a tuple of them")
 
 
-def code(expr: Expr) -> str:
-    if isinstance(expr, Ref):
-        return expr.id if expr.id == "act_weight" else local(expr.id)  # act_weight: the halting loop's own
-    if isinstance(expr, Lit):
-        return literal(expr.value)
-    if isinstance(expr, SelfAttr):
+class _Source(Fold[str]):
+    """The emitter's fold: each node becomes Python source over its children's source, every
+    name, operator and literal checked (a spec is data: nothing from it becomes code)."""
+
+    def ref(self, e: Ref) -> str:
+        return e.id if e.id == "act_weight" else local(e.id)  # act_weight: the halting loop's own
+
+    def lit(self, e: Lit) -> str:
+        return literal(e.value)
+
+    def self_attr(self, e: SelfAttr) -> str:
         out = "self"
-        for part in expr.path.split("."):
+        for part in e.path.split("."):
             out = get_attr(out, attr_name(part, "attribute"))
         return out
-    if isinstance(expr, Call):
-        if isinstance(expr.fn, str):
-            if DOTTED.fullmatch(expr.fn) is None or expr.fn.split(".")[0] not in CALL_ROOTS:
-                raise _unsafe("function", expr.fn, f"is not a dotted name under {', '.join(sorted(CALL_ROOTS))}")
-            fn = expr.fn
-        else:
-            fn = code(expr.fn)
-        return f"{fn}({_args(expr.args, expr.kwargs)})"
-    if isinstance(expr, Method):
-        if not is_identifier(expr.name) or expr.name.startswith("__"):
-            raise _unsafe("method", expr.name, "is not a plain identifier")
-        return f"{code(expr.obj)}.{expr.name}({_args(expr.args, expr.kwargs)})"
-    if isinstance(expr, Index):
-        items = [_index_item(i) for i in expr.items]
-        return f"{code(expr.obj)}[{', '.join(items)}]"
-    if isinstance(expr, BinOp):
-        if expr.op not in BINARY_OPS | COMPARE_OPS:
-            raise _unsafe("operator", expr.op, f"is not one of {' '.join(sorted(BINARY_OPS | COMPARE_OPS))}")
-        return f"({code(expr.left)} {expr.op} {code(expr.right)})"
-    if isinstance(expr, UnaryOp):
-        if expr.op not in UNARY_OPS:
-            raise _unsafe("unary operator", expr.op, "is not -")
-        return f"(-{code(expr.operand)})"
-    raise _unsafe("expression", expr, "is not one of the lowering's expression kinds")
+
+    def call(self, e: Call, fn: str, args: list[str], kwargs: list[tuple[str, str]]) -> str:
+        if isinstance(e.fn, str) and (DOTTED.fullmatch(e.fn) is None or e.fn.split(".")[0] not in CALL_ROOTS):
+            raise _unsafe("function", e.fn, f"is not a dotted name under {', '.join(sorted(CALL_ROOTS))}")
+        return f"{fn}({_args(args, kwargs)})"
+
+    def method(self, e: Method, obj: str, args: list[str], kwargs: list[tuple[str, str]]) -> str:
+        if not is_identifier(e.name) or e.name.startswith("__"):
+            raise _unsafe("method", e.name, "is not a plain identifier")
+        return f"{obj}.{e.name}({_args(args, kwargs)})"
+
+    def index(self, e: Index, obj: str, items: list[Any]) -> str:
+        return f"{obj}[{', '.join(_index_item(raw, item) for raw, item in zip(e.items, items))}]"
+
+    def binop(self, e: BinOp, left: str, right: str) -> str:
+        if e.op not in BINARY_OPS | COMPARE_OPS:
+            raise _unsafe("operator", e.op, f"is not one of {' '.join(sorted(BINARY_OPS | COMPARE_OPS))}")
+        return f"({left} {e.op} {right})"
+
+    def unary(self, e: UnaryOp, operand: str) -> str:
+        if e.op not in UNARY_OPS:
+            raise _unsafe("unary operator", e.op, "is not -")
+        return f"(-{operand})"
 
 
-def _args(args: tuple[Expr, ...], kwargs: tuple[tuple[str, Expr], ...]) -> str:
+def code(expr: Expr) -> str:
+    """An expression as Python source, by the one walker (ncd.ops.base.fold)."""
+    try:
+        return fold(expr, _Source())
+    except TypeError:
+        raise _unsafe("expression", expr, "is not one of the lowering's expression kinds") from None
+
+
+def _args(args: list[str], kwargs: list[tuple[str, str]]) -> str:
     for k, _ in kwargs:
         if not is_identifier(k):
             raise _unsafe("keyword argument", k, "is not a Python identifier")
-    return ", ".join([code(a) for a in args] + [f"{k}={code(v)}" for k, v in kwargs])
+    return ", ".join([*args, *(f"{k}={v}" for k, v in kwargs)])
 
 
-def _index_item(item: Any) -> str:
-    if isinstance(item, str):
-        if item in ("...", "None", ":"):
-            return item
-        raise _unsafe("index", item, "is not ..., None, : or an integer")
-    if isinstance(item, int):
-        return str(int(item))
-    return code(item)
+def _index_item(raw: Any, item: Any) -> str:
+    """One Index item: ``raw`` as the lowering wrote it, ``item`` its source once folded."""
+    if isinstance(raw, str):
+        if raw in ("...", "None", ":"):
+            return raw
+        raise _unsafe("index", raw, "is not ..., None, : or an integer")
+    if isinstance(raw, int):
+        return str(int(raw))
+    return item
 
 
 def body_lines(body: list[Stmt], depth: int) -> list[str]:

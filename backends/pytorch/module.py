@@ -17,7 +17,7 @@ from torch import nn
 
 from ncd.errors import NcdError
 from ncd.ir import SpecIR
-from ncd.ops.base import BinOp, Call, Expr, Index, Lit, Method, Ref, SelfAttr, UnaryOp
+from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, Method, Ref, SelfAttr, UnaryOp, fold
 
 NAMESPACE = {"torch": torch, "F": F, "rt": runtime}
 BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow,
@@ -35,15 +35,19 @@ def resolve(dotted: str) -> Any:
     return obj
 
 
-def compile_expr(expr: Expr) -> Thunk:
-    if isinstance(expr, Ref):
-        key = expr.id
+class _Closures(Fold[Thunk]):
+    """The interpreter's fold: each node becomes a closure over its children's closures."""
+
+    def ref(self, e: Ref) -> Thunk:
+        key = e.id
         return lambda env, m: env[key]
-    if isinstance(expr, Lit):
-        value = expr.value
+
+    def lit(self, e: Lit) -> Thunk:
+        value = e.value
         return lambda env, m: value
-    if isinstance(expr, SelfAttr):
-        parts = expr.path.split(".")
+
+    def self_attr(self, e: SelfAttr) -> Thunk:
+        parts = e.path.split(".")
 
         def get(env: Env, m: nn.Module) -> Any:
             obj: Any = m
@@ -52,40 +56,44 @@ def compile_expr(expr: Expr) -> Thunk:
             return obj
 
         return get
-    if isinstance(expr, Call):
-        fn = compile_expr(expr.fn) if not isinstance(expr.fn, str) else None
-        static = resolve(expr.fn) if isinstance(expr.fn, str) else None
-        args = [compile_expr(a) for a in expr.args]
-        kwargs = [(k, compile_expr(v)) for k, v in expr.kwargs]
+
+    def call(self, e: Call, fn: str | Thunk, args: list[Thunk], kwargs: list[tuple[str, Thunk]]) -> Thunk:
+        static = resolve(fn) if isinstance(fn, str) else None
+        dynamic = None if isinstance(fn, str) else fn
 
         def run_call(env: Env, m: nn.Module) -> Any:
-            target = static if fn is None else fn(env, m)
+            target = static if dynamic is None else dynamic(env, m)
             return target(*[a(env, m) for a in args], **{k: v(env, m) for k, v in kwargs})
 
         return run_call
-    if isinstance(expr, Method):
-        obj = compile_expr(expr.obj)
-        args = [compile_expr(a) for a in expr.args]
-        name = expr.name
-        return lambda env, m: getattr(obj(env, m), name)(*[a(env, m) for a in args])
-    if isinstance(expr, Index):
-        obj = compile_expr(expr.obj)
-        items = [_index_item(i) for i in expr.items]
-        if len(items) == 1:
-            only = items[0]
+
+    def method(self, e: Method, obj: Thunk, args: list[Thunk], kwargs: list[tuple[str, Thunk]]) -> Thunk:
+        name = e.name
+        return lambda env, m: getattr(obj(env, m), name)(*[a(env, m) for a in args],
+                                                          **{k: v(env, m) for k, v in kwargs})
+
+    def index(self, e: Index, obj: Thunk, items: list[Any]) -> Thunk:
+        thunks = [_index_item(i) for i in items]
+        if len(thunks) == 1:
+            only = thunks[0]
             return lambda env, m: obj(env, m)[only(env, m)]
-        return lambda env, m: obj(env, m)[tuple(i(env, m) for i in items)]
-    if isinstance(expr, BinOp):
-        fn2 = BINARY[expr.op]
-        left, right = compile_expr(expr.left), compile_expr(expr.right)
+        return lambda env, m: obj(env, m)[tuple(i(env, m) for i in thunks)]
+
+    def binop(self, e: BinOp, left: Thunk, right: Thunk) -> Thunk:
+        fn2 = BINARY[e.op]
         return lambda env, m: fn2(left(env, m), right(env, m))
-    if isinstance(expr, UnaryOp):
-        operand = compile_expr(expr.operand)
+
+    def unary(self, e: UnaryOp, operand: Thunk) -> Thunk:
         return lambda env, m: -operand(env, m)
-    raise TypeError(f"cannot compile {expr!r}")
+
+
+def compile_expr(expr: Expr) -> Thunk:
+    """An expression as a closure of (env, module), by the one walker (ncd.ops.base.fold)."""
+    return fold(expr, _Closures())
 
 
 def _index_item(item: Any) -> Thunk:
+    """An Index item: '...', 'None', ':', an int, or an item's closure (already folded)."""
     if item == "...":
         return lambda env, m: Ellipsis
     if item == "None":
@@ -95,7 +103,7 @@ def _index_item(item: Any) -> Thunk:
         return lambda env, m: full
     if isinstance(item, int):
         return lambda env, m: item
-    return compile_expr(item)
+    return item
 
 
 def compile_body(body: list[Stmt]) -> Callable[[Env, nn.Module], None]:

@@ -16,20 +16,7 @@ from ncd.backends.pytorch import fusion as fused
 from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType
 from ncd.ops import OPS
-from ncd.ops.base import (
-    BinOp,
-    Call,
-    Expr,
-    Index,
-    Lit,
-    LowerCtx,
-    Method,
-    Ref,
-    SelfAttr,
-    UnaryOp,
-    call,
-    lit,
-)
+from ncd.ops.base import Call, Expr, Fold, Index, Lit, LowerCtx, Method, Ref, SelfAttr, call, fold, leaves, lit
 from ncd.ops.layout import align
 from ncd.passes.fusion import Fusion, FusionPlan, in_scope
 
@@ -97,14 +84,9 @@ class SizeTable:
 
     def __init__(self, spec: SpecIR) -> None:
         self.spec = spec
-        self._sizes = {k: v.size for k, v in spec.axes.items()}
-
-    def expr(self, axis: str) -> sympy.Expr:
-        return sz.resolve(axis.rstrip("'"), self._sizes, self.spec.bindings)
-
-    def bound(self, axis: str) -> int | None:
-        value = self.expr(axis)
-        return int(value) if value.is_number and value.is_integer else None
+        self._axes = sz.AxisSizes.of(spec)  # the one resolver (ncd/sizes.py)
+        self.expr = self._axes.expr
+        self.bound = self._axes.bound
 
     def number(self, text: str, where: Node) -> int | float:
         value = sz.parse(text)
@@ -141,23 +123,7 @@ class Lowering:
 
     def subst(self, expr: Expr) -> Expr:
         """Replace references to folded nodes by what they stand for."""
-        if isinstance(expr, Ref):
-            return self.aliases.get(expr.id, expr)
-        if isinstance(expr, Call):
-            fn = expr.fn if isinstance(expr.fn, str) else self.subst(expr.fn)
-            return Call(fn, tuple(self.subst(a) for a in expr.args),
-                        tuple((k, self.subst(v)) for k, v in expr.kwargs))
-        if isinstance(expr, Method):
-            return Method(self.subst(expr.obj), expr.name, tuple(self.subst(a) for a in expr.args),
-                          tuple((k, self.subst(v)) for k, v in expr.kwargs))
-        if isinstance(expr, Index):
-            return Index(self.subst(expr.obj), tuple(i if isinstance(i, (str, int)) else self.subst(i)
-                                                      for i in expr.items))
-        if isinstance(expr, BinOp):
-            return BinOp(expr.op, self.subst(expr.left), self.subst(expr.right))
-        if isinstance(expr, UnaryOp):
-            return UnaryOp(expr.op, self.subst(expr.operand))
-        return expr
+        return fold(expr, _Subst(self.aliases))
 
     def result(self, node_id: str) -> Expr:
         return self.subst(Ref(node_id))
@@ -381,39 +347,24 @@ def _free_refs(body: list[Stmt], results: list[Expr], defined: set[str]) -> tupl
     """Values a loop body reads from outside it, and the module attributes it reads."""
     refs: list[str] = []
     attrs: list[str] = []
-
-    def visit(expr: Any) -> None:
-        if isinstance(expr, Ref):
-            if expr.id not in defined and expr.id not in refs and expr.id != "act_weight":
-                refs.append(expr.id)
-        elif isinstance(expr, SelfAttr):
-            if expr.path not in attrs:
-                attrs.append(expr.path)
-        elif isinstance(expr, Call):
-            if not isinstance(expr.fn, str):
-                visit(expr.fn)
-            for a in expr.args:
-                visit(a)
-            for _, v in expr.kwargs:
-                visit(v)
-        elif isinstance(expr, Method):
-            visit(expr.obj)
-            for a in expr.args:
-                visit(a)
-        elif isinstance(expr, Index):
-            visit(expr.obj)
-            for i in expr.items:
-                if not isinstance(i, (str, int)):
-                    visit(i)
-        elif isinstance(expr, BinOp):
-            visit(expr.left)
-            visit(expr.right)
-        elif isinstance(expr, UnaryOp):
-            visit(expr.operand)
-
     for expr in [*_exprs(body), *results]:
-        visit(expr)
+        for leaf in leaves(expr):
+            if isinstance(leaf, Ref):
+                if leaf.id not in defined and leaf.id not in refs and leaf.id != "act_weight":
+                    refs.append(leaf.id)
+            elif leaf.path not in attrs:
+                attrs.append(leaf.path)
     return refs, attrs
+
+
+class _Subst(Fold[Expr]):
+    """The lowering's fold: a read of a folded node becomes what it stands for."""
+
+    def __init__(self, aliases: dict[str, Expr]) -> None:
+        self.aliases = aliases
+
+    def ref(self, e: Ref) -> Expr:
+        return self.aliases.get(e.id, e)
 
 
 def lower_spec(spec: SpecIR, plans: dict[str, Any] | None = None,

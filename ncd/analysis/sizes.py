@@ -21,7 +21,6 @@ class SizeEnv:
     def __init__(self, ir: SpecIR, sizes: Mapping[str, int] | None = None, batch: str = "B") -> None:
         self.ir = ir
         self.batch = batch if batch not in ir.axes else "batch"  # a spec may declare its own B
-        self._cache: dict[str, sympy.Expr] = {}
         self.defaults: dict[str, int] = {}
         for name, axis in ir.axes.items():
             if axis.size is not None and axis.prime_of is None:
@@ -31,29 +30,18 @@ class SizeEnv:
         self.values: dict[sympy.Symbol, int] = {}
         for name, value in {**self.defaults, **ir.bindings, **(sizes or {})}.items():
             self.values[sz.symbol(self.base(name))] = int(value)
+        # The one resolver (ncd/sizes.py) with the declared numbers left out, so they stay symbols;
+        # a unit axis is structure, not a size (and einsum treats it so), so it stays 1.
+        derived = {name: (None if name in self.defaults else a.size) for name, a in ir.axes.items()}
+        units = {name: 1 for name, v in self.defaults.items() if v == 1 and name not in ir.bindings}
+        self._symbolic = sz.AxisSizes(derived, units)
 
     def base(self, axis: str) -> str:
-        definition = self.ir.axes.get(axis)
-        if definition is not None and definition.prime_of:
-            return self.base(definition.prime_of)
-        return axis.rstrip("'") if axis.endswith("'") else axis
+        return sz.base_axis(axis)
 
     def __call__(self, axis: str) -> sympy.Expr:
         """The size of ``axis`` in root symbols: free axes and axes declared with a number."""
-        axis = self.base(axis)
-        found = self._cache.get(axis)
-        if found is not None:
-            return found
-        definition = self.ir.axes.get(axis)
-        self._cache[axis] = expr = sz.symbol(axis)  # also guards against cycles while resolving
-        if self.defaults.get(axis) == 1 and axis not in self.ir.bindings:
-            expr = sympy.Integer(1)  # a unit axis is structure, not a size (and einsum treats it so)
-        if definition is not None and definition.size is not None and axis not in self.defaults:
-            text = sz.parse(definition.size)  # a derived axis: K = D / H
-            if text.free_symbols:
-                expr = text.subs({s: self(s.name) for s in text.free_symbols})
-        self._cache[axis] = expr
-        return expr
+        return self._symbolic.expr(axis)
 
     def number(self, expr: sympy.Expr | int | float) -> int | float | None:
         """The value at the bound sizes, or None while some axis in it is unbound."""

@@ -25,19 +25,9 @@ def spec_sizes(path: str, sizes: dict[str, int]) -> dict[str, int]:
 
 def axis_size(ir: Any, axis: str) -> int | None:
     """The bound size of an axis of a checked spec (primes share their axis' size), or None."""
-    import sympy
-
     from ncd import sizes as sz
 
-    table = {name: a.size for name, a in ir.axes.items()}
-    base = axis
-    definition = ir.axes.get(axis)
-    if definition is not None and definition.prime_of:
-        base = definition.prime_of
-    elif axis not in table:
-        base = axis.rstrip("'")
-    expr = sz.resolve(base, table, ir.bindings)
-    return int(expr) if isinstance(expr, sympy.Integer) else None
+    return sz.AxisSizes.of(ir).bound(axis)
 
 
 def known_sizes(ir: Any) -> dict[str, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Generic, TypeVar, Union
 
 from ncd.errors import NcdError, Span
 from ncd.ir import Node, WireType
@@ -77,6 +77,100 @@ class UnaryOp:
 
 
 Expr = Union[Ref, Lit, SelfAttr, Call, Method, Index, BinOp, UnaryOp]
+
+
+# ------------------------------------------------------------------------- the one walker
+T = TypeVar("T")
+Item = Any  # an Index item: "...", "None", ":", an int, or what an Expr item folded to
+
+
+class Fold(Generic[T]):
+    """A bottom-up pass over an expression tree: ``fold`` calls one method per node with its
+    children already folded. The interpreter folds to closures, the emitter to source text and the
+    lowering to rewritten trees, so all three read every part of every node (a Method's keyword
+    arguments included) from this one place. The default methods rebuild the node, so a fold to
+    ``Expr`` only overrides what it changes."""
+
+    def ref(self, e: Ref) -> T:
+        return e  # type: ignore[return-value]
+
+    def lit(self, e: Lit) -> T:
+        return e  # type: ignore[return-value]
+
+    def self_attr(self, e: SelfAttr) -> T:
+        return e  # type: ignore[return-value]
+
+    def call(self, e: Call, fn: "str | T", args: list[T], kwargs: list[tuple[str, T]]) -> T:
+        return Call(fn, tuple(args), tuple(kwargs))  # type: ignore[arg-type, return-value]
+
+    def method(self, e: Method, obj: T, args: list[T], kwargs: list[tuple[str, T]]) -> T:
+        return Method(obj, e.name, tuple(args), tuple(kwargs))  # type: ignore[arg-type, return-value]
+
+    def index(self, e: Index, obj: T, items: list[Item]) -> T:
+        return Index(obj, tuple(items))  # type: ignore[arg-type, return-value]
+
+    def binop(self, e: BinOp, left: T, right: T) -> T:
+        return BinOp(e.op, left, right)  # type: ignore[arg-type, return-value]
+
+    def unary(self, e: UnaryOp, operand: T) -> T:
+        return UnaryOp(e.op, operand)  # type: ignore[arg-type, return-value]
+
+
+def fold(expr: Expr, f: Fold[T]) -> T:
+    """``expr`` folded bottom-up by ``f`` (see Fold)."""
+    if isinstance(expr, Ref):
+        return f.ref(expr)
+    if isinstance(expr, Lit):
+        return f.lit(expr)
+    if isinstance(expr, SelfAttr):
+        return f.self_attr(expr)
+    if isinstance(expr, Call):
+        fn = expr.fn if isinstance(expr.fn, str) else fold(expr.fn, f)
+        return f.call(expr, fn, [fold(a, f) for a in expr.args], [(k, fold(v, f)) for k, v in expr.kwargs])
+    if isinstance(expr, Method):
+        return f.method(expr, fold(expr.obj, f), [fold(a, f) for a in expr.args],
+                        [(k, fold(v, f)) for k, v in expr.kwargs])
+    if isinstance(expr, Index):
+        items = [i if isinstance(i, (str, int)) else fold(i, f) for i in expr.items]
+        return f.index(expr, fold(expr.obj, f), items)
+    if isinstance(expr, BinOp):
+        return f.binop(expr, fold(expr.left, f), fold(expr.right, f))
+    if isinstance(expr, UnaryOp):
+        return f.unary(expr, fold(expr.operand, f))
+    raise TypeError(f"not an expression: {expr!r}")
+
+
+class _Leaves(Fold[list]):
+    """Every Ref and SelfAttr of a tree, in reading order (repeats kept)."""
+
+    def ref(self, e: Ref) -> list:
+        return [e]
+
+    def lit(self, e: Lit) -> list:
+        return []
+
+    def self_attr(self, e: SelfAttr) -> list:
+        return [e]
+
+    def call(self, e, fn, args, kwargs) -> list:
+        return [*([] if isinstance(fn, str) else fn), *(x for a in args for x in a), *(x for _, v in kwargs for x in v)]
+
+    def method(self, e, obj, args, kwargs) -> list:
+        return [*obj, *(x for a in args for x in a), *(x for _, v in kwargs for x in v)]
+
+    def index(self, e, obj, items) -> list:
+        return [*obj, *(x for i in items if isinstance(i, list) for x in i)]
+
+    def binop(self, e, left, right) -> list:
+        return [*left, *right]
+
+    def unary(self, e, operand) -> list:
+        return list(operand)
+
+
+def leaves(expr: Expr) -> list["Ref | SelfAttr"]:
+    """The values and module attributes an expression reads, in reading order."""
+    return fold(expr, _Leaves())
 
 
 def call(fn: str, *args: Expr, **kwargs: Expr) -> Call:
