@@ -118,6 +118,11 @@ def register_runner(name: str, runner: Any) -> None:
     _RUNNERS[name] = runner
 
 
+def registered() -> tuple[str, ...]:
+    """The backends some backend has registered a runner for."""
+    return tuple(_RUNNERS)
+
+
 def runner(name: str) -> Any:
     """The runner a backend registered for ``name``; an NcdError where none did."""
     found = _RUNNERS.get(name)

@@ -111,3 +111,11 @@ def test_lowering_and_analyzer_read_the_same_fusion_plan():
     expected = F.linear(x, fused_module.W.T, fused_module.b)  # torch.nn.functional's own linear
     torch.testing.assert_close(fused_module(x), expected, rtol=0, atol=1e-12)
     torch.testing.assert_close(plain_module(x), expected, rtol=0, atol=1e-12)
+
+
+def test_the_torch_backend_registers_a_runner_for_every_registry_backend():
+    import ncd.backends.pytorch  # noqa: F401  (registers at import)
+
+    assert set(scan_backends.registered()) == set(scan_backends.BACKENDS)
+    for name in scan_backends.BACKENDS:
+        assert callable(scan_backends.runner(name))

@@ -15,6 +15,7 @@ from ncd.backends.pytorch import runtime
 from ncd.backends.pytorch.program import Assign, Init, Loop, Program, Stmt
 from torch import nn
 
+from ncd import scan_backends
 from ncd.errors import NcdError
 from ncd.ir import SpecIR
 from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, Method, Ref, SelfAttr, UnaryOp, fold
@@ -129,19 +130,28 @@ def _compile_stmt(stmt: Stmt) -> Callable[[Env, nn.Module], None]:
 
 
 def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
+    """A scan statement, run by the runner this backend registered for its plan's backend."""
     body, inits, length = compile_body(loop.body), [compile_expr(i) for i in loop.inits], compile_expr(loop.length)
     results = [compile_expr(r) for r in loop.results]
+    return scan_backends.runner(loop.backend)(loop, body, inits, results, length)
+
+
+def parallel_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, nn.Module], None]:
+    """newton, scan, fft, gla, delta: the step for every t at once, handed to a solver or kernel."""
+    from ncd.backends.pytorch.parallel import ParallelScan
+
+    parallel = ParallelScan(loop, body, inits, results, length)
+
+    def run_parallel(env: Env, m: nn.Module) -> None:
+        env[loop.target] = parallel(env, m)
+
+    run_parallel.scan = parallel  # type: ignore[attr-defined]
+    return run_parallel
+
+
+def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, nn.Module], None]:
+    """The step as a loop over the scanned axis."""
     carry_results, emit_results = results[: loop.n_carry], results[loop.n_carry:]
-    if loop.backend != "sequential":
-        from ncd.backends.pytorch.parallel import ParallelScan
-
-        parallel = ParallelScan(loop, body, inits, results, length)
-
-        def run_parallel(env: Env, m: nn.Module) -> None:
-            env[loop.target] = parallel(env, m)
-
-        run_parallel.scan = parallel  # type: ignore[attr-defined]
-        return run_parallel
 
     def run_exported(env: Env, m: nn.Module) -> None:
         """Under torch.export: torch's scan operator, so the scanned axis stays a dynamic dim."""
@@ -185,6 +195,15 @@ def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
         env[loop.target] = stacked[0] if len(stacked) == 1 else tuple(stacked)
 
     return run
+
+
+def register_runners() -> None:
+    """The torch backend's runner for every backend of the core's registry (ncd/scan_backends.py)."""
+    for name in scan_backends.BACKENDS:
+        scan_backends.register_runner(name, sequential_runner if name == "sequential" else parallel_runner)
+
+
+register_runners()
 
 
 def _repeat(loop: Loop) -> Callable[[Env, nn.Module], None]:
