@@ -39,6 +39,14 @@ def check(path_or_text: str | os.PathLike[str], /, *, block: str | None = None,
     return pipeline.compile_spec(source, name, {**(sizes or {}), **more_sizes}, block).ir
 
 
+def run_pipeline(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, scan_backend: str = "auto",
+                 sizes: Mapping[str, int] | None = None, **more_sizes: int) -> pipeline.Compiled:
+    """The whole pipeline (ncd/pipeline.py): the checked IR and the passes' results (scan plans,
+    fusion plan) that the torch backend, the analyzer and `--explain` read."""
+    source, name = read_spec(path_or_text)
+    return pipeline.compile_spec(source, name, {**(sizes or {}), **more_sizes}, block, scan_backend)
+
+
 def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, scan_backend: str = "auto",
          sizes: Mapping[str, int] | None = None, fuse_scans: bool = False, **more_sizes: int):
     """Compile a spec to an in-process ``torch.nn.Module`` with the given axis sizes bound.

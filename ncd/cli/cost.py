@@ -36,11 +36,11 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
 
 
 def cost_report(path: str, sizes: dict[str, int], *, dtype: str = "float32", input_grad: bool = False):
-    import ncd
     from ncd.analysis import analyze
+    from ncd.api import run_pipeline
 
-    ir = ncd.check(path, **spec_sizes(path, sizes))
-    return analyze(ir, sizes, dtype=dtype, input_grad=input_grad)
+    compiled = run_pipeline(path, **spec_sizes(path, sizes))
+    return analyze(compiled.ir, sizes, dtype=dtype, input_grad=input_grad, passes=compiled.passes)
 
 
 def run(args: argparse.Namespace) -> int:

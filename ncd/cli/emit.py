@@ -14,11 +14,12 @@ from ncd.cli.options import add_scan_backend, add_sizes, bound_sizes
 from ncd.errors import NcdError
 
 
-def _emit_python(ir: Any, args: argparse.Namespace) -> str:
+def _emit_python(compiled: Any, args: argparse.Namespace) -> str:
     from ncd.backends.pytorch.emit import emit_python
 
+    ir = compiled.ir
     try:
-        return emit_python(ir, class_name=args.class_name)
+        return emit_python(ir, class_name=args.class_name, passes=compiled.passes)
     except NcdError as err:
         raise err.located(None, ir.name) from None
 
@@ -47,21 +48,24 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
 
 
 def run(args: argparse.Namespace) -> int:
-    import ncd
+    from ncd.api import run_pipeline
 
     if args.class_name is not None and not args.class_name.isidentifier():
         raise NcdError(f"--class-name {args.class_name!r} is not a Python identifier")
     if args.emit == "export":
         return _export(args)
-    ir = ncd.check(args.path, **spec_sizes(args.path, bound_sizes(args)))
-    source = EMITTERS[args.emit](ir, args)
+    scan_backend = args.scan_backend if args.explain else "auto"  # the option only steers --explain
+    compiled = run_pipeline(args.path, scan_backend=scan_backend, **spec_sizes(args.path, bound_sizes(args)))
+    ir = compiled.ir
+    source = EMITTERS[args.emit](compiled, args)
     to_stdout = args.output in (None, "-")
     if to_stdout:
         sys.stdout.write(source)
     else:
         Path(args.output).write_text(source, encoding="utf-8")
     if args.explain:
-        print(explain_text(ir, args.scan_backend, emitted=True), file=sys.stderr if to_stdout else sys.stdout)
+        print(explain_text(ir, scan_backend, emitted=True, passes=compiled.passes),
+              file=sys.stderr if to_stdout else sys.stdout)
     if not to_stdout:
         print(f"wrote {args.output} ({args.emit}, {source.count(chr(10))} lines)")
     return 0

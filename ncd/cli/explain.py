@@ -7,16 +7,17 @@ from typing import Any
 from ncd.cli.common import fmt_axes
 
 
-def explain_loops(ir: Any, scan_backend: str = "auto") -> Iterator[dict[str, Any]]:
+def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None) -> Iterator[dict[str, Any]]:
     """One record per scan: where it is, what it scans and carries, its class, backend and why.
 
     The pipeline's recurrence pass (ncd/pipeline.py, ncd/passes/recurrence) classifies each scan
-    and chooses its backend; this prints its plans, the ones the compiled module runs.
+    and chooses its backend; this prints its plans (``passes``, or the pipeline's passes run on
+    ``ir`` with ``scan_backend``), the ones the compiled module runs.
     """
     from ncd.ir import walk
     from ncd.pipeline import run_passes
 
-    plans = run_passes(ir, scan_backend).scan_plans()
+    plans = (passes if passes is not None else run_passes(ir, scan_backend)).scan_plans()
     for block in ir.blocks.values():
         for node in walk(block.nodes):
             if node.op != "scan":
@@ -44,9 +45,9 @@ def explain_loops(ir: Any, scan_backend: str = "auto") -> Iterator[dict[str, Any
             }
 
 
-def explain_text(ir: Any, scan_backend: str = "auto", emitted: bool = False) -> str:
+def explain_text(ir: Any, scan_backend: str = "auto", emitted: bool = False, passes: Any = None) -> str:
     lines = []
-    records = list(explain_loops(ir, scan_backend))
+    records = list(explain_loops(ir, scan_backend, passes))
     for rec in records:
         where = f"{ir.name}:{rec['line']}:{rec['col']}" if rec["line"] else ir.name
         carries = ", ".join(f"{c['name']}: {fmt_axes(c['axes'])}" if c["axes"] is not None else c["name"]
