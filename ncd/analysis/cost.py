@@ -334,7 +334,7 @@ class Analyzer:
         inits = [self.arg(ctx, node, i) for i in range(len(node.inputs))]
         n_carry = len(inits)
         arg_nodes = {n.id: n for n in region.nodes if n.op in ("region_arg", "loop_index")}
-        inner = Context(ctx.path, ctx.block, ctx.lift, ctx.mult * length, ctx.values)
+        inner = Context(ctx.path, ctx.block, ctx.lift, ctx.mult * length, ctx.values, ctx.fusions)
         # a carry needs a gradient if its start does or if the step makes it depend on a parameter
         grads = [v.grad for v in inits]
         self.muted += 1
@@ -349,7 +349,7 @@ class Analyzer:
         # The first step is costed apart: its state is the initial value (which may need no
         # gradient), and a carry starting from a number is a tensor of its core axes only
         # (rt.new_full), so that step runs unlifted wherever the state flows.
-        first = Context(ctx.path, ctx.block, ctx.lift, ctx.mult, ctx.values)
+        first = Context(ctx.path, ctx.block, ctx.lift, ctx.mult, ctx.values, ctx.fusions)
         self._bind_args(first, region, arg_nodes, grads, n_carry, inits=inits)
         self.scope(first, region.nodes)
         inner.mult = ctx.mult * (length - 1)
