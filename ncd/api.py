@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ncd import pipeline
 from ncd.errors import NcdError
 from ncd.ir import SpecIR
+from ncd.source import read_text, strip_bom
 
 
 def read_spec(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
@@ -15,17 +17,29 @@ def read_spec(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
     text = os.fspath(path_or_text)
     if "\n" not in text and "{" not in text:
         path = Path(text)
-        if path.suffix == ".ncd" or path.exists():
-            if not path.is_file():
-                raise NcdError(f"no such spec file: {text}")
-            return path.read_text(encoding="utf-8"), str(path)
+        if path.suffix == ".ncd" or _probe(path.exists):
+            if not _probe(path.is_file):
+                raise NcdError(f"no such spec file: {_clip(text)}")
+            return read_text(path), str(path)
         from ncd.library import library_path
 
-        found = library_path(text)
-        if found is not None:
-            return found.read_text(encoding="utf-8"), str(found)
-        raise NcdError(f"no such spec file or library spec: {text}", hint="ncd list shows the library")
-    return text, "<spec>"
+        found = _probe(lambda: library_path(text))
+        if found:
+            return read_text(found), str(found)
+        raise NcdError(f"no such spec file or library spec: {_clip(text)}", hint="ncd list shows the library")
+    return strip_bom(text), "<spec>"
+
+
+def _clip(name: str) -> str:
+    return name if len(name) <= 200 else name[:200] + "…"
+
+
+def _probe(ask: Callable[[], Any]) -> Any:
+    """A file-system question; a name no file can have (too long, a NUL byte in it) answers no."""
+    try:
+        return ask()
+    except (OSError, ValueError):
+        return None
 
 
 def check(path_or_text: str | os.PathLike[str], /, *, block: str | None = None,

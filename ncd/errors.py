@@ -4,6 +4,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def source_lines(source: str) -> list[str]:
+    """The lines of a spec as the parser counts them: split at ``\n`` only (a form feed or U+2028
+    inside a line is not a line break to Lark), a ``\r`` before it dropped."""
+    return [line.removesuffix("\r") for line in source.split("\n")]
+
+
+def printable(text: str) -> str:
+    """A quoted source line with its control characters shown as escapes, so a stray byte cannot
+    move the caret or drive the terminal."""
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+
+
 @dataclass(frozen=True)
 class Span:
     """A place in a spec: 1-based line and column, as editors count them."""
@@ -59,11 +71,11 @@ class NcdError(ValueError):
             where = f"{where}:{self.span.line}:{self.span.col}"
         lines = [f"{where}: {self.message}"]
         if self.span is not None and self.source is not None:
-            src_lines = self.source.splitlines()
+            src_lines = source_lines(self.source)
             if 1 <= self.span.line <= len(src_lines):
                 text = src_lines[self.span.line - 1].replace("\t", " ")
-                lines.append(f"    {text}")
-                lines.append("    " + " " * (self.span.col - 1) + "^")
+                lines.append(f"    {printable(text)}")
+                lines.append("    " + " " * len(printable(text[: self.span.col - 1])) + "^")
         if self.hint:
             lines.append(f"hint: {self.hint}")
         return "\n".join(lines)

@@ -310,3 +310,38 @@ def test_an_unexpected_exception_is_exit_3_without_traceback(spec, monkeypatch, 
 def test_python_dash_m_ncd_cli(spec):
     done = subprocess.run([sys.executable, "-m", "ncd.cli", "check", spec], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("ok ")
+
+
+def test_non_utf8_spec_and_ir_json_are_located_errors(tmp_path, capsys):
+    spec = tmp_path / "latin1.ncd"
+    spec.write_bytes(b"axis D = 4 # \xff\nblock F(x: [D]) -> [D] {\n    return x\n}\n")
+    assert main(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}:1:14: the spec file is not UTF-8: byte 0xff" in err and "Traceback" not in err
+    blob = tmp_path / "ir.json"
+    blob.write_bytes(b'{"name": "\xfe"}')
+    assert main(["ir", "--from-json", str(blob)]) == 1
+    assert f"{blob}:1:11: the IR JSON file is not UTF-8" in capsys.readouterr().err
+    done = subprocess.run([sys.executable, "-m", "ncd.cli", "ir", "--from-json", "-"], input=b"\xff{}",
+                          capture_output=True)
+    assert done.returncode == 1 and b"<stdin>:1:1: the IR JSON is not UTF-8" in done.stderr
+
+
+def test_unwritable_output_is_exit_1(spec, tmp_path, capsys):
+    for argv in (["compile", spec, "--set", "T=2"], ["render", spec]):
+        for out in (tmp_path / "no" / "such" / "dir.out", tmp_path):
+            target = str(out) + (".dot" if argv[0] == "render" and out != tmp_path else "")
+            assert main([*argv, "-o", target]) == 1
+            err = capsys.readouterr().err
+            assert "cannot" in err and "Traceback" not in err, err
+    assert not (tmp_path / "no").exists()
+
+
+def test_cost_of_a_spec_with_no_arithmetic(tmp_path, capsys):
+    path = tmp_path / "id.ncd"
+    path.write_text("axis D = 4\nblock F(x: [D]) -> [D] {\n    return x\n}\n")
+    assert main(["cost", str(path)]) == 0
+    assert "fused bound -" in capsys.readouterr().out  # B is unbound: no time, and no crash
+    assert main(["cost", str(path), "--set", "B=3", "--json"]) == 0
+    roof = json.loads(capsys.readouterr().out)["roofline"]
+    assert roof["time_fwd_s"] == 0 and roof["ideal_s"] > 0  # the input and output still move

@@ -572,6 +572,61 @@ block F(x: [K]) -> [K] {
   return x + b
 }
 """, 4, 29, "within float32's range", "dtype"),
+    # ------------------------------------------------------------------ checks that once crashed in torch
+    Case("arith/wire-divided-by-zero", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x / 0
+}
+""", 4, 14, "division by zero", "non-zero"),
+    Case("clamp/no-bounds", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return clamp(x)
+}
+""", 4, 10, "clamp needs a bound", "min = 0"),
+    Case("clamp/min-above-max", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return clamp(x, min = 2, max = 1)
+}
+""", 4, 25, "clamp's min 2 is above its max 1", "swap"),
+    Case("option/clamp-bound-beyond-float32", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return clamp(x, min = 1e300)
+}
+""", 4, 25, "out of float32's range", "inf is allowed"),
+    Case("option/slope-beyond-float32", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return leaky_relu(x, slope = -1e39)
+}
+""", 4, 32, "out of float32's range"),
+    Case("axes/repeated-in-over", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return sum(x, over = [D, D])
+}
+""", 4, 28, "axis D appears twice in over = [...]", "once"),
+    Case("axes/repeated-in-reshape", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x[D D -> E]
+}
+""", 4, 14, "axis D appears twice in one side of ->", "once"),
+    Case("axes/repeated-in-contraction", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x @[D, D] x
+}
+""", 4, 17, "axis D appears twice in @[...]", "once"),
+    Case("size/dilated-conv-beyond-its-axis", """axis C = 2, C2 = 3, Y = 5, Yh, K = 3
+block F(x: [C, Y]) -> [C2, Yh] {
+  param W: [C2, C, K] init normal(0, 0.1)
+  return conv(x, W, over = [Y] -> [Yh], kernel = [K], dilation = 4)
+}
+""", 4, 10, "axis Yh would have size -3 (the output size of conv along Y); a size must be at least 1", "smaller"),
+    Case("size/pool-beyond-an-axis-bound-later", """axis C = 2, Y, Yh
+block F(x: [C, Y]) -> [C, Yh] {
+  return maxpool(x, over = [Y] -> [Yh], size = 4)
+}
+""", 3, 10, "axis Yh would have size 0 (the pooled size along Y)", "smaller", {"Y": 3}),
+    Case("option/stride-overflows", """axis C = 2, C2 = 3, Y = 5, Yh, K = 3
+block F(x: [C, Y]) -> [C2, Yh] {
+  param W: [C2, C, K] init normal(0, 0.1)
+  return conv(x, W, over = [Y] -> [Yh], kernel = [K], stride = 1e20)
+}
+""", 4, 64, "stride must be at most 2^31-1"),
+    Case("option/infinite-stride", """axis C = 2, Y, Yh
+block F(x: [C, Y]) -> [C, Yh] {
+  return avgpool(x, over = [Y] -> [Yh], size = 4, stride = inf)
+}
+""", 3, 60, "stride must be a whole number"),
     # ------------------------------------------------------------------ Python is not the language
     Case("python/import", "import os\n", 1, 1, "unexpected 'import'", "not Python"),
     Case("python/dunder-import-call", HEAD + """block F(x: [T, D]) -> [T, D] {
@@ -643,6 +698,55 @@ def test_free_axis_of_a_weight_must_be_bound_to_load():
     assert "axis F" in info.value.message
 
 
+# ---------------------------------------------------------------------- files and lines
+def test_a_file_that_is_not_utf8_is_located_at_its_first_bad_byte(tmp_path):
+    spec = tmp_path / "latin1.ncd"
+    spec.write_bytes(HEAD.encode() + b"# caf\xe9\nblock F(x: [T, D]) -> [T, D] {\n  return x\n}\n")
+    with pytest.raises(NcdError) as info:
+        ncd.check(str(spec))
+    assert (info.value.line, info.value.col) == (3, 6)
+    assert "not UTF-8" in info.value.message and "0xe9" in info.value.message
+    assert "UTF-8" in info.value.hint
+    assert str(info.value).startswith(f"{spec}:3:6: ")
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path):
+    text = HEAD + "block F(x: [T, D]) -> [T, D] {\n  return hiden\n}\n"
+    spec = tmp_path / "bom.ncd"
+    spec.write_bytes(b"\xef\xbb\xbf" + text.replace("hiden", "x").encode())
+    assert ncd.check(str(spec)).entry == "F"
+    with pytest.raises(NcdError) as info:  # spec text with a BOM, given directly: same columns
+        ncd.check("\ufeff" + text)
+    assert (info.value.line, info.value.col) == (4, 10)
+
+
+@pytest.mark.parametrize("separator", ["\f", "\u2028", "\v", "\x1c", "\x85", "\r"],
+                         ids=["form-feed", "line-separator", "vertical-tab", "file-separator", "next-line", "cr"])
+def test_lines_are_counted_at_newlines_only(separator):
+    """Lark counts lines at \\n; a form feed or U+2028 inside a comment does not move the quoted line."""
+    source = HEAD + f"# a{separator}b\nblock F(x: [T, D]) -> [T, D] {{\n  return hiden\n}}\n"
+    with pytest.raises(NcdError) as info:
+        ncd.check(source)
+    assert (info.value.line, info.value.col) == (5, 10)
+    lines = str(info.value).split("\n")
+    assert lines[1] == "      return hiden" and lines[2] == "    " + " " * 9 + "^"
+
+
+def test_control_characters_in_a_quoted_line_are_escaped():
+    with pytest.raises(NcdError) as info:
+        ncd.check(HEAD + "block F(x: [T, D]) -> [T, D] {\n  return \x1b[2Jhiden\n}\n")
+    lines = str(info.value).split("\n")
+    assert "\x1b" not in str(info.value)
+    assert lines[1] == "      return \\x1b[2Jhiden"  # the lexer stops at the escape byte: the caret is under it
+    assert lines[2].index("^") == lines[1].index("\\x1b")
+
+
+def test_a_path_no_file_can_have_is_an_ncd_error():
+    for name in ("x" * 5000, "a\0b", "a\0b.ncd"):
+        with pytest.raises(NcdError, match="no such spec file"):
+            ncd.check(name)
+
+
 # ---------------------------------------------------------------------- call time
 RELU = HEAD + "block F(x: [T, D]) -> [T, D] {\n  return relu(x)\n}\n"
 
@@ -652,13 +756,26 @@ RELU = HEAD + "block F(x: [T, D]) -> [T, D] {\n  return relu(x)\n}\n"
     ((torch.randn(4),), "input x has 1 dims but its axes are [T, D]"),
     (("not a tensor",), "input x must be a tensor"),
     ((torch.randn(5, 4), torch.randn(5, 4)), "takes 1 inputs"),
-], ids=["wrong-size", "too-few-dims", "not-a-tensor", "too-many-inputs"])
+    ((torch.ones(2, 5, 4, dtype=torch.int64),), "input x [T, D] must be a floating-point tensor, got torch.int64 "
+                                                "of shape (2, 5, 4)"),
+    ((torch.ones(5, 4, dtype=torch.bool),), "must be a floating-point tensor, got torch.bool"),
+    ((torch.ones(5, 4, dtype=torch.complex64),), "must be a floating-point tensor, got torch.complex64"),
+], ids=["wrong-size", "too-few-dims", "not-a-tensor", "too-many-inputs", "int-tensor", "bool-tensor", "complex"])
 def test_wrong_input_at_call_time_is_an_ncd_error(inputs, message):
     module = ncd.load(RELU)
     module(torch.randn(2, 5, 4))  # the right shape works, with a lifted batch axis
     with pytest.raises(NcdError) as info:
         module(*inputs)
     assert message in info.value.message
+
+
+def test_an_input_of_another_float_dtype_than_the_weights_is_an_ncd_error():
+    module = ncd.load(LIN, T=5)
+    with pytest.raises(NcdError) as info:
+        module(torch.randn(5, 4, dtype=torch.float64))
+    assert "input x is torch.float64 but the module's parameters are torch.float32" in info.value.message
+    assert info.value.line == 3
+    module.double()(torch.randn(5, 4, dtype=torch.float64))  # the conversion the message names works
 
 
 # ---------------------------------------------------------------------- specs are data, never code

@@ -334,12 +334,12 @@ def class_source(program: Program, name: str, names: dict[str, str], top: bool) 
                   f"{INDENT * 3}current = getattr(self, name)",
                   f"{INDENT * 3}setattr(self, name, master.to(device=current.device, dtype=current.dtype))",
                   f"{INDENT * 2}return out"]
-    args = ", ".join(["self", *(local(var, "input id") for var, _, _, _ in program.inputs)])
+    args = ", ".join(["self", *(local(var, "input id") for var, *_ in program.inputs)])
     lines += ["", f"{INDENT}def forward({args}):"]
     if top:
-        for var, port, axes, sizes in program.inputs:
+        for var, port, axes, sizes, kind in program.inputs:
             lines.append(f"{INDENT * 2}rt.check_input({var}, {literal(port)}, {literal(tuple(axes))}, "
-                         f"{literal(tuple(sizes))})")
+                         f"{literal(tuple(sizes))}, {literal(kind)})")
     lines += body_lines(program.body, 2)
     results = ", ".join(code(r) for r in program.results)
     lines.append(f"{INDENT * 2}return {results}")

@@ -308,22 +308,34 @@ class CompiledModule(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> Any:
         program = self._ncd_program
         if len(inputs) != len(program.inputs):
-            names = ", ".join(p for _, p, _, _ in program.inputs)
+            names = ", ".join(p for _, p, *_ in program.inputs)
             raise NcdError(f"block {program.key} takes {len(program.inputs)} inputs ({names}), got {len(inputs)}",
                            self._ncd_block_span).located(*self._ncd_source)
         env: Env = {}
-        for (var, port, axes, sizes), x in zip(program.inputs, inputs):
+        for (var, port, axes, sizes, kind), x in zip(program.inputs, inputs):
             if self._ncd_top:
                 try:
-                    runtime.check_input(x, port, axes, sizes)
+                    runtime.check_input(x, port, axes, sizes, kind)
+                    self._check_float_dtype(x, port, kind)
                 except (TypeError, ValueError) as exc:
-                    raise NcdError(str(exc), self._ncd_port_spans.get(var),
-                                   hint="lifted (batch) axes lead; the block's own axes come last"
+                    hint = ("lifted (batch) axes lead; the block's own axes come last" if isinstance(exc, ValueError)
+                            else None)
+                    raise NcdError(str(exc), self._ncd_port_spans.get(var), hint=hint
                                    ).located(*self._ncd_source) from None
             env[var] = x
         self._ncd_run(env, self)
         results = [r(env, self) for r in self._ncd_results]
         return results[0] if len(results) == 1 else tuple(results)
+
+    def _check_float_dtype(self, x: torch.Tensor, port: str, kind: str) -> None:
+        """A float input must have the float dtype of the weights it meets (torch would stop in
+        the first matmul with 'expected scalar type')."""
+        if kind != "float":
+            return
+        weights = next((t.dtype for t in self.parameters() if t.is_floating_point()), None)
+        if weights is not None and x.dtype != weights:
+            raise TypeError(f"input {port} is {x.dtype} but the module's parameters are {weights}: "
+                            f"convert one of them (x.to({weights}) or module.to({x.dtype}))")
 
     def locate_errors(self, source: str, filename: str) -> None:
         """Errors raised when the module is called quote the spec's text (kept for that only)."""

@@ -71,7 +71,7 @@ class Init:
 @dataclass
 class Program:
     key: str
-    inputs: list[tuple[str, str, tuple[str, ...], tuple[int | None, ...]]]  # (var, port, axes, sizes)
+    inputs: list[tuple[str, str, tuple[str, ...], tuple[int | None, ...], str]]  # (var, port, axes, sizes, dtype)
     body: list[Stmt]
     results: list[Expr]
     inits: list[Init]
@@ -147,7 +147,7 @@ class Lowering:
         body = self.stmts(self.block.nodes)
         self.fusing = False
         results = [self.result(r) for r in self.block.results]
-        inputs = [(n.id, n.name or n.id, n.type.axes, tuple(self.sizes.bound(a) for a in n.type.axes))
+        inputs = [(n.id, n.name or n.id, n.type.axes, tuple(self.sizes.bound(a) for a in n.type.axes), n.type.dtype)
                   for n in self.inputs]
         saved_anchor, self.anchor = self.anchor, None
         inits = [self.init(p) for p in self.block.params]

@@ -127,16 +127,27 @@ def act_mix(acc, new, weight):
     return new * weight + acc * (1.0 - weight)
 
 
-def check_input(x, name, core, sizes):
-    """Reject a wrongly shaped input with the axis names, before any op sees it."""
+def check_input(x, name, core, sizes, kind="float"):
+    """Reject a wrongly shaped or typed input with the axis names, before any op sees it.
+
+    ``kind`` is the wire's dtype in the IR: float (any floating dtype), int or bool."""
+    axes = "[" + ", ".join(core) + "]"
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"input {name} must be a tensor, got {type(x).__name__}")
+    got = f"got {x.dtype} of shape {tuple(x.shape)}"
+    if kind == "float" and not x.is_floating_point():
+        raise TypeError(f"input {name} {axes} must be a floating-point tensor, {got}")
+    if kind == "int" and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+        raise TypeError(f"input {name} {axes} must be an integer tensor, {got}")
+    if kind == "bool" and x.dtype != torch.bool:
+        raise TypeError(f"input {name} {axes} must be a boolean tensor, {got}")
     if x.dim() < len(core):
-        raise ValueError(f"input {name} has {x.dim()} dims but its axes are [{', '.join(core)}]")
+        raise ValueError(f"input {name} has {x.dim()} dims but its axes are {axes}: {got}")
     tail = x.shape[x.dim() - len(core):]
-    for axis, want, got in zip(core, sizes, tail):
-        if want is not None and want != got:
-            raise ValueError(f"input {name}: axis {axis} has size {got} but the spec binds it to {want}")
+    for axis, want, size in zip(core, sizes, tail):
+        if want is not None and want != size:
+            raise ValueError(f"input {name}: axis {axis} has size {size} but the spec binds it to {want} "
+                             f"(axes [..., {', '.join(core)}], {got})")
 
 
 def _conv_operands(x, w, n_in, n_out, n_sp):

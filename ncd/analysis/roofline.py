@@ -63,8 +63,12 @@ def roofline(report, gpu: str = "h100", *, peak_flops: float | None = None,
         fwd += max(mm_f / mm + (all_f - mm_f) / vec, traffic / bw)
         bwd += max(mm_b / mm + (all_b - mm_b) / vec, 2 * traffic / bw)
     total = report.numbers(report.total)
-    flops = total["flops_fwd"] + total["flops_bwd"]
-    ideal = max(flops / mm, total["min_traffic_bytes"] / bw) if flops is not None else None
+    needed = [total[k] for k in ("flops_fwd", "flops_bwd", "min_traffic_bytes")]
+    if any(v is None for v in needed):  # a spec with no ops still moves its (unbound) inputs
+        return {**spec, "time_fwd_s": None, "time_fwd_bwd_s": None, "ideal_s": None,
+                "note": "bind every axis (--set) for a time estimate"}
+    flops_fwd, flops_bwd, min_traffic = needed
+    ideal = max((flops_fwd + flops_bwd) / mm, min_traffic / bw)
     return {**spec, "time_fwd_s": fwd, "time_fwd_bwd_s": fwd + bwd, "ideal_s": ideal}
 
 

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from ncd.errors import NcdError
 
 BATCH_AXIS = "B"  # the library's batch axis: the leading, lifted dimension of `ncd run` inputs
 DEFAULT_BATCH = 2
@@ -42,3 +45,11 @@ def fmt_axes(axes: Sequence[str]) -> str:
 
 def emit_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
+
+
+def write_output(path: str, text: str) -> None:
+    """Write a command's output file; a path that cannot be written is an NcdError naming it."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise NcdError(f"cannot write {path}: {exc.strerror or exc}", hint="choose a writable output path") from None

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from ncd.cli.common import spec_sizes
+from ncd.cli.common import spec_sizes, write_output
 from ncd.cli.explain import explain_text
 from ncd.cli.options import add_scan_backend, add_sizes, bound_sizes
 from ncd.errors import NcdError
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if to_stdout:
         sys.stdout.write(source)
     else:
-        Path(args.output).write_text(source, encoding="utf-8")
+        write_output(args.output, source)
     if args.explain:
         print(explain_text(ir, scan_backend, emitted=True, passes=compiled.passes),
               file=sys.stderr if to_stdout else sys.stdout)

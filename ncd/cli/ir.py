@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from ncd.cli.common import axis_size, fmt_axes, spec_sizes
 from ncd.cli.options import add_sizes, bound_sizes
 from ncd.errors import NcdError
+from ncd.source import decode, read_text
 
 
 def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
@@ -54,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
         raise NcdError("give either a spec PATH or --from-json FILE", hint="ncd ir spec.ncd --json > ir.json; "
                        "ncd ir --from-json ir.json")
     if args.from_json is not None:
-        try:
-            text = sys.stdin.read() if args.from_json == "-" else Path(args.from_json).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise NcdError(f"cannot read {args.from_json}: {exc.strerror}") from None
+        if args.from_json == "-":
+            text = decode(sys.stdin.buffer.read(), "<stdin>", "IR JSON")
+        else:
+            text = read_text(args.from_json, "IR JSON file")
         from pydantic import ValidationError
 
         try:

@@ -10,7 +10,7 @@ import sympy
 from lark import Token, Tree
 
 from ncd import sizes as sz
-from ncd.errors import NcdError, Span
+from ncd.errors import NcdError, Span, source_lines
 from ncd.frontend.block import BlockBuilder
 from ncd.frontend.common import (
     INITIALISERS,
@@ -191,6 +191,9 @@ class SpecBuilder:
         base = self.base_axis(axis)
         current = self.size(base)
         size = sympy.simplify(size)
+        if size.is_number and size < 1:  # a window larger than its (padded) axis, a stride past the end
+            raise err(f"axis {axis} would have size {size} ({what}); a size must be at least 1", where,
+                      hint="make the input axis larger, or the window (kernel, dilation, pool size) smaller")
         if current == sz.symbol(base) and self.axes.get(base) is not None and self.axes[base].size is None:
             if size != current:
                 own = [s for s in size.free_symbols if self.base_axis(s.name) == base]
@@ -287,7 +290,7 @@ class SpecBuilder:
 def read_meta(source: str) -> SpecMeta:
     """The header comment: first line is the title; a `# paper: ...` line names the paper."""
     title, paper = "", ""
-    for line in source.splitlines():
+    for line in source_lines(source):
         text = line.strip()
         if not text:
             continue

@@ -1,6 +1,7 @@
 """Expressions of a block body: names, arithmetic, contraction, views, op and block calls."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lark import Token, Tree
@@ -8,6 +9,7 @@ from lark import Token, Tree
 from ncd import sizes as sz
 from ncd.errors import NcdError, Span
 from ncd.frontend.common import (
+    FLOAT32_MAX,
     INITIALISERS,
     NAMED_CONSTANTS,
     NUMERIC_FUNCS,
@@ -109,23 +111,27 @@ class ExpressionBuilder:
             scope = scope.parent
         return scope
 
-    def fold(self, op: str, ids: list[str], tree: Tree) -> str | None:
+    def fold(self, op: str, ids: list[str], tree: Tree, operands: list[Any] | None = None) -> str | None:
+        """Numbers folded to one number (None where a wire takes part); ``operands``: the trees of
+        the operands, for errors that point at one of them."""
         values = [self.number_value(i) for i in ids]
+        if op == "div" and values[1] is not None and values[1] == 0:
+            # 1 / 0 points at the whole number; a wire / 0 (inf or nan everywhere) at the divisor
+            at = operands[1] if operands and values[0] is None else tree
+            raise err("division by zero", at, hint="divide by a non-zero number")
         if any(v is None for v in values):
             return None
         a = values[0]
         if op == "neg":
             return self.number(-a, tree).id
         b = values[1]
-        if op == "div" and b == 0:
-            raise err("division by zero", tree)
         result = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b,
                   "pow": lambda: checked_power(a, b, tree)}[op]()
         return self.number(checked_number(result, tree), tree).id
 
     def _binary(self, tree: Tree, op: str) -> str:
         ids = [self.expr(c) for c in tree.children]
-        folded = self.fold(op, ids, tree)
+        folded = self.fold(op, ids, tree, list(tree.children))
         if folded is not None:
             return folded
         return self.add_op(op, ids, {}, tree).id
@@ -156,7 +162,7 @@ class ExpressionBuilder:
 
     def expr_contract(self, tree: Tree) -> str:
         left, axes_tree, right = tree.children
-        axes = None if axes_tree is None else [self.axis_name(t) for t in axes_tree.children]
+        axes = None if axes_tree is None else self.distinct_axes(axes_tree.children, "@[...]")
         lid, rid = self.expr(left), self.expr(right)
         at_op = self.symbol_after(left, "@")
         for side, vid in (("left", lid), ("right", rid)):
@@ -190,7 +196,7 @@ class ExpressionBuilder:
                 src, dst = (self.axis_name(t) for t in item.children)
                 vid = self.add_op("rename", [vid], {"src": src, "dst": dst}, item).id
             elif item.data == "reshape":
-                src, dst = ([self.axis_name(t) for t in g.children] for g in item.children)
+                src, dst = (self.distinct_axes(g.children, "one side of ->") for g in item.children)
                 vid = self.add_op("reshape", [vid], {"src": src, "dst": dst}, item).id
             elif item.data == "select_axis":
                 axis_tok, index_tree = item.children
@@ -285,7 +291,7 @@ class ExpressionBuilder:
                     attrs[key] = spec.default
         inputs = [self.expr(p) for p in positional]
         if name in ("add", "sub", "mul", "div", "pow"):
-            folded = self.fold(name, inputs, tree)
+            folded = self.fold(name, inputs, tree, positional)
             if folded is not None:
                 return folded
         spans = {key: span_of(value) for key, (value, _) in keywords.items()}
@@ -300,7 +306,8 @@ class ExpressionBuilder:
             if isinstance(value, Tree) and value.data == "name":
                 return [self.axis_name(value.children[0])]
             if isinstance(value, Tree) and value.data == "axis_list":
-                return [self.axis_name(t) for t in value.children]
+                key = where.children[0] if isinstance(where, Tree) and where.data == "kw_arg" else None
+                return self.distinct_axes(value.children, f"{key} = [...]" if key is not None else "this list")
             raise err("expected an axis name or a list of axes [A, B]", where)
         if kind == AXES_OR_MAP and isinstance(value, Tree) and value.data in ("name", "axis_list"):
             same = self.kw_value(AXES, value, where)
@@ -315,13 +322,27 @@ class ExpressionBuilder:
             number = self.number_value(vid)
             if number is None or not number.is_number:
                 raise err("expected a number", where)
-            return float(number)
+            option = float(number)
+            if math.isfinite(option) and abs(option) > FLOAT32_MAX:  # torch refuses the scalar for a float32 wire
+                raise err(f"the number {option:.3g} is out of float32's range (±3.4e38)", value,
+                          hint="the options of an op are float32 numbers (inf is allowed)")
+            return option
         raise err(f"unsupported option kind {kind}", where)
+
+    def distinct_axes(self, tokens: list[Token], what: str) -> list[str]:
+        """Axis names of a list an op reads (``over = [A, B]``, ``@[A]``, ``[A B -> S]``): each once."""
+        names: list[str] = []
+        for tok in tokens:
+            name = self.axis_name(tok)
+            if name in names:
+                raise err(f"axis {name} appears twice in {what}", tok, hint="name each axis once")
+            names.append(name)
+        return names
 
     def _axis_side(self, side: Tree | Token) -> list[str]:
         if isinstance(side, Token):
             return [self.axis_name(side)]
-        return [self.axis_name(t) for t in side.children]
+        return self.distinct_axes(side.children, "one side of ->")
 
     def call_instance(self, name: str, args: list[Tree], tree: Tree) -> str:
         block = self.instance_blocks[name]

@@ -12,7 +12,7 @@ from lark.exceptions import (
     UnexpectedToken,
 )
 
-from ncd.errors import NcdError, Span
+from ncd.errors import NcdError, Span, source_lines
 
 # Terminal names Lark generates for the grammar's literals, said the way a user would.
 _PRETTY = {
@@ -41,7 +41,9 @@ def parse(source: str, filename: str | None = None) -> Tree:
 def _syntax_error(exc: UnexpectedInput, source: str) -> NcdError:
     line, col = max(exc.line, 1), max(exc.column, 1)
     if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
-        lines = source.splitlines() or [""]
+        lines = source_lines(source)
+        while len(lines) > 1 and not lines[-1].strip():
+            lines.pop()
         return NcdError("unexpected end of the spec", Span(len(lines), len(lines[-1]) + 1),
                         hint="a block or bracket is not closed")
     if isinstance(exc, UnexpectedCharacters):

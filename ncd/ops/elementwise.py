@@ -51,6 +51,16 @@ def _where_lower(node: Node, ctx: LowerCtx) -> Expr:
     return call("torch.where", *_aligned(node, ctx))
 
 
+def _infer_clamp(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list[WireType]:
+    """clamp needs a bound (torch.clamp refuses two Nones), and min ≤ max."""
+    low, high = attrs.get("min"), attrs.get("max")
+    if low is None and high is None:
+        raise ctx.error("clamp needs a bound: min = a, max = b or both", hint="clamp(x, min = 0, max = 1)")
+    if low is not None and high is not None and low > high:
+        raise ctx.error(f"clamp's min {low:g} is above its max {high:g}", hint="swap them", at="min")
+    return _infer_union(ctx, ins, attrs)
+
+
 def _clamp_lower(node: Node, ctx: LowerCtx) -> Expr:
     return call("torch.clamp", ctx.refs[0], min=lit(node.attrs.get("min")), max=lit(node.attrs.get("max")))
 
@@ -121,7 +131,7 @@ OPS: tuple[OpDef, ...] = (
           doc="x < y etc., a boolean wire"),
     OpDef("where", "elementwise", lambda c, ins, a: [WireType(axes=union_axes(ins), lifted=any(t.lifted for t in ins))],
           _where_lower, (3, 3), cost=elementwise(1, saves=(Save("in", 0),)), doc="where(cond, a, b)"),
-    OpDef("clamp", "elementwise", _infer_union, _clamp_lower, (1, 1),
+    OpDef("clamp", "elementwise", _infer_clamp, _clamp_lower, (1, 1),
           {"min": Kw(NUMBER), "max": Kw(NUMBER)}, cost=elementwise(1, saves=(_IN,)), doc="clamp(x, min = a, max = b)"),
     *(_unary_entry(name, fn, extra, doc) for name, (fn, extra, doc) in UNARY.items()),
 )

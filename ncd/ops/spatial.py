@@ -25,6 +25,7 @@ and permute the result back to the typed order.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import sympy
@@ -39,11 +40,16 @@ def _axes_str(axes) -> str:
     return f"[{', '.join(axes)}]"
 
 
+MAX_WINDOW_OPTION = 2**31 - 1  # torch computes output sizes from these in 32-bit arithmetic in places
+
+
 def _int_option(ctx: TypeCtx, attrs: dict[str, Any], key: str, default: int, low: int) -> int:
     value = attrs.get(key)
     value = default if value is None else value
-    if float(value) != int(value) or int(value) < low:
-        raise ctx.error(f"{key} must be a whole number ≥ {low}, got {value}")
+    if not math.isfinite(value) or float(value) != int(value) or int(value) < low:
+        raise ctx.error(f"{key} must be a whole number ≥ {low}, got {value:g}", at=key)
+    if int(value) > MAX_WINDOW_OPTION:
+        raise ctx.error(f"{key} must be at most 2^31-1, got {value:g}", at=key)
     return int(value)
 
 
