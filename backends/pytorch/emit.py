@@ -337,7 +337,8 @@ def class_source(program: Program, name: str, names: dict[str, str], top: bool) 
     args = ", ".join(["self", *(local(var, "input id") for var, *_ in program.inputs)])
     lines += ["", f"{INDENT}def forward({args}):"]
     if top:
-        for var, port, axes, sizes, kind in program.inputs:
+        kinds = program.input_kinds or ["float"] * len(program.inputs)
+        for (var, port, axes, sizes), kind in zip(program.inputs, kinds):
             lines.append(f"{INDENT * 2}rt.check_input({var}, {literal(port)}, {literal(tuple(axes))}, "
                          f"{literal(tuple(sizes))}, {literal(kind)})")
     lines += body_lines(program.body, 2)

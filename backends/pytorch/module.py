@@ -312,7 +312,8 @@ class CompiledModule(nn.Module):
             raise NcdError(f"block {program.key} takes {len(program.inputs)} inputs ({names}), got {len(inputs)}",
                            self._ncd_block_span).located(*self._ncd_source)
         env: Env = {}
-        for (var, port, axes, sizes, kind), x in zip(program.inputs, inputs):
+        kinds = program.input_kinds or ["float"] * len(program.inputs)
+        for (var, port, axes, sizes), kind, x in zip(program.inputs, kinds, inputs):
             if self._ncd_top:
                 try:
                     runtime.check_input(x, port, axes, sizes, kind)

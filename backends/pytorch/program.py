@@ -71,12 +71,13 @@ class Init:
 @dataclass
 class Program:
     key: str
-    inputs: list[tuple[str, str, tuple[str, ...], tuple[int | None, ...], str]]  # (var, port, axes, sizes, dtype)
+    inputs: list[tuple[str, str, tuple[str, ...], tuple[int | None, ...]]]  # (var, port, axes, sizes)
     body: list[Stmt]
     results: list[Expr]
     inits: list[Init]
     instances: list[tuple[str, str, int | None]]  # (name, block key, repeat)
     taps: list[str]
+    input_kinds: list[str] = field(default_factory=list)  # each input's IR dtype: float, int or bool
 
 
 class SizeTable:
@@ -147,14 +148,14 @@ class Lowering:
         body = self.stmts(self.block.nodes)
         self.fusing = False
         results = [self.result(r) for r in self.block.results]
-        inputs = [(n.id, n.name or n.id, n.type.axes, tuple(self.sizes.bound(a) for a in n.type.axes), n.type.dtype)
+        inputs = [(n.id, n.name or n.id, n.type.axes, tuple(self.sizes.bound(a) for a in n.type.axes))
                   for n in self.inputs]
         saved_anchor, self.anchor = self.anchor, None
         inits = [self.init(p) for p in self.block.params]
         self.anchor = saved_anchor
         instances = [(i.name, i.block, i.repeat) for i in self.block.instances]
         return Program(self.block.key, inputs, body, results, inits, instances,
-                       list(self.block.taps))
+                       list(self.block.taps), [n.type.dtype for n in self.inputs])
 
     def init(self, param: ParamDef) -> Init:
         assert param.init is not None
