@@ -35,8 +35,6 @@ THEMES = {
     "plain": {"font": "Helvetica", "bg": "white", "ink": "black", "param": "white", "cluster": "white",
               "scan": "white", "colour": False},
 }
-BINARY = {"add": "+", "sub": "−", "mul": "×", "div": "÷", "pow": "^"}
-VIEWS = {"rename", "annotate", "select", "reshape", "split", "broadcast"}
 
 
 def render_dot(ir: SpecIR, depth: int | None = None, expand: str | None = None, theme: str = "paper",
@@ -314,7 +312,7 @@ class Drawer:
             scope.learned.add(node.id)
 
     def op(self, scope: Scope, node: Node) -> None:
-        from ncd.ops import OPS
+        from ncd.ops import OPS, is_view
 
         dot = _dot_id(scope.path, node.id)
         opdef = OPS.get(node.op)
@@ -326,7 +324,7 @@ class Drawer:
         if node.name:
             label += f'<br/><font point-size="9"><i>{_esc(node.name)}</i></font>'
         label += self.note("ops", scope.path, node.id)
-        view = node.op in VIEWS
+        view = is_view(node.op)
         style = '"rounded,dashed"' if view else ('"rounded,bold"' if learned else '"rounded"')
         pen = ", penwidth=2.2" if learned else ""
         self.emit(f"{dot} [label=<{label}>, style={style}{pen}{', fontsize=10' if view else ''}];")
@@ -351,9 +349,6 @@ class Drawer:
     def op_title(self, scope: Scope, node: Node, opdef) -> str:
         numbers = [scope.numbers[i] for i in node.inputs if i in scope.numbers]
         a = node.attrs
-        if node.op in BINARY:
-            sym = BINARY[node.op]
-            return f"{sym} {_esc(numbers[0])}" if numbers else sym
         if node.op == "contract":
             return f"@[{self.axes_html(a.get('axes') or [], sizes=False)}]"
         if node.op == "rename":

@@ -17,6 +17,7 @@ from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType
 from ncd.ops import OPS
 from ncd.ops.base import Call, Expr, Fold, Index, Lit, LowerCtx, Method, Ref, SelfAttr, call, fold, leaves, lit
+from ncd.ops.init import INITIALISERS, InitDef
 from ncd.ops.layout import align
 from ncd.passes.fusion import Fusion, FusionPlan, in_scope
 
@@ -207,7 +208,9 @@ class Lowering:
         op = node.op
         refs = [Ref(i) for i in node.inputs]
         if op == "number":
-            return lit(self.sizes.number(node.attrs["value"], node))
+            # the IR's dtype decides: a float-typed 1 is 1.0, so where(c, 1, 0) is a float wire as typed
+            value = self.sizes.number(node.attrs["value"], node)
+            return lit(float(value) if node.type.dtype == "float" and isinstance(value, int) else value)
         if op in ("param", "buffer", "const"):
             return SelfAttr(node.attrs["name"])
         if op == "tuple_get":
@@ -218,9 +221,9 @@ class Lowering:
             return self.call_block(node, refs)
         if op == "init_random":
             args = tuple(float(self.sizes.number(a, node)) for a in node.attrs["args"])
-            _check_init(node, args)
+            row = _check_init(node, args)
             shape = tuple(self.sizes.bound(a) for a in node.type.axes)
-            return call("rt.init_tensor", lit(node.attrs["dist"]), lit(args), lit(shape))
+            return row.lower(args, shape)
         if op == "init_fill":
             shape = tuple(self.sizes.bound(a) for a in node.type.axes)
             return call("torch.full", lit(shape), lit(float(node.attrs["value"])))
@@ -305,18 +308,22 @@ class Lowering:
                     eps=float(node.attrs["eps"]), weight_align=weight_align, node_id=node.id)
 
 
-def _check_init(node: Node, args: tuple[float, ...]) -> None:
-    """Initialiser arguments a float32 tensor can hold, in the order the distribution needs."""
+def _check_init(node: Node, args: tuple[float, ...]) -> InitDef:
+    """The initialiser's row, once its arguments (now with every size bound) pass its checks and
+    a float32 tensor can hold them."""
     span = node.loc.span if node.loc else None
     dist = node.attrs["dist"]
+    row = INITIALISERS.get(dist)
+    if row is None or len(args) != len(row.args):
+        raise NcdError(f"unknown initialiser {dist}{args}", span, hint=f"one of {', '.join(INITIALISERS)}")
     limit = 3.0e38  # float32's range: parameters start in the default dtype
     if any(not math.isfinite(a) or abs(a) > limit for a in args):
         raise NcdError(f"{dist}{args} has an argument a float32 parameter cannot hold", span,
                        hint="initialiser arguments must be finite and below 3e38 in magnitude")
-    if dist in ("normal", "trunc_normal") and args[1] < 0:
-        raise NcdError(f"{dist}(mean, std) needs std >= 0, got {args[1]}", span)
-    if dist == "uniform" and args[0] > args[1]:
-        raise NcdError(f"uniform(low, high) needs low <= high, got {args}", span)
+    problem = row.check(args) if row.check is not None else None
+    if problem is not None:
+        raise NcdError(problem[0], span, hint=problem[1])
+    return row
 
 
 def _defined(body: list[Stmt]):

@@ -56,24 +56,6 @@ def arange(n, like):
     return torch.arange(n, dtype=like.dtype, device=like.device)
 
 
-def init_tensor(dist, args, shape):
-    """A parameter's first value, drawn from torch's default generator (seed it to reproduce)."""
-    out = torch.empty(shape)
-    if dist == "normal":
-        return out.normal_(args[0], args[1])
-    if dist == "trunc_normal":
-        return torch.nn.init.trunc_normal_(out, args[0], args[1], args[0] - 2 * args[1], args[0] + 2 * args[1])
-    if dist == "uniform":
-        return out.uniform_(args[0], args[1])
-    if dist == "zeros":
-        return out.zero_()
-    if dist == "ones":
-        return out.fill_(1.0)
-    if dist == "const":
-        return out.fill_(args[0])
-    raise ValueError(f"unknown initialiser {dist}")
-
-
 def materialize(value, shape):
     """A contiguous tensor of exactly ``shape`` from a formula's value (broadcast, float)."""
     if not isinstance(value, torch.Tensor):

@@ -29,7 +29,7 @@ from ncd.analysis import fused
 from ncd.analysis.sizes import SizeEnv
 from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, SpecIR, WireType
-from ncd.ops import OPS
+from ncd.ops import OPS, is_view
 from ncd.ops.costing import Save, elementwise, numel
 from ncd.passes.fusion import Fusion, in_scope
 
@@ -37,7 +37,6 @@ DTYPE_BYTES = {"float32": 4, "fp32": 4, "float": 4, "bfloat16": 2, "bf16": 2, "f
                "half": 2, "float64": 8, "fp64": 8, "double": 8}
 KEYS = ("flops_fwd", "flops_bwd", "matmul_flops_fwd", "matmul_flops_bwd", "traffic_bytes")
 DEFAULT_COST = elementwise(1)  # an op without a cost rule: one FLOP per output element
-VIEW_OPS = {"rename", "annotate", "select", "split", "reshape", "broadcast", "tap"}
 
 
 @dataclass
@@ -256,7 +255,7 @@ class Analyzer:
             if any(grads[i] for i in which):
                 mm_bwd += extra
         traffic = sympy.Integer(0)
-        if node.op not in VIEW_OPS:
+        if not is_view(node.op):
             seen = set()
             for v in (*ins, *out):
                 if v.token is not None and v.token not in seen:

@@ -9,8 +9,6 @@ from lark import Token, Tree
 from ncd import sizes as sz
 from ncd.errors import NcdError, Span
 from ncd.frontend.common import (
-    FLOAT32_MAX,
-    INITIALISERS,
     MAX_REPEAT,
     RESERVED,
     Binding,
@@ -29,6 +27,7 @@ from ncd.frontend.loops import LoopBuilder
 from ncd.frontend.parser import span_of
 from ncd.ir import BlockIR, InstanceDef, Node, ParamDef, Port, Region, WireType, walk
 from ncd.ops import OPS
+from ncd.ops.init import FLOAT32_MAX, INITIALISERS
 from ncd.ops.base import TypeCtx
 
 if TYPE_CHECKING:
@@ -299,19 +298,15 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                     raise err(f"the arguments of {fname} must be finite numbers within float32's range, not {v}",
                               a, hint="weights are drawn in the default dtype (float32 unless set otherwise)")
                 values.append(sz.to_text(v))
-            want = {"normal": 2, "uniform": 2, "trunc_normal": 2, "zeros": 0, "ones": 0, "const": 1}[fname]
-            if len(values) != want:
-                raise err(f"{fname} takes {want} arguments, got {len(values)}", tree)
+            row = INITIALISERS[fname]
+            if len(values) != len(row.args):
+                raise err(f"{fname} takes {len(row.args)} arguments, got {len(values)}", tree,
+                          hint=f"{fname}({', '.join(row.args)})")
             nums = [sz.parse(v) for v in values]  # symbolic where a size is bound only at load
-            if fname in ("normal", "trunc_normal") and nums[1].is_number and nums[1] < 0:
-                raise err(f"the standard deviation of {fname} is negative: {values[1]}", args[1],
-                          hint=f"{fname}(mean, std) with std >= 0")
-            if fname == "uniform" and (nums[0] - nums[1]).is_number and nums[0] > nums[1]:
-                raise err(f"uniform({values[0]}, {values[1]}): the lower bound is above the upper", args[0],
-                          hint="uniform(low, high) with low <= high")
-            if fname == "uniform" and (nums[1] - nums[0]).is_number and nums[1] - nums[0] > FLOAT32_MAX:
-                raise err(f"uniform({values[0]}, {values[1]}): the range is wider than float32's largest number",
-                          args[0])
+            problem = row.check(nums) if row.check is not None else None
+            if problem is not None:
+                message, hint, at = problem
+                raise err(message, args[at], hint=hint)
             return self.add("init_random", [], {"dist": fname, "args": values}, [t], tree).id
         return self.expr(tree)
 

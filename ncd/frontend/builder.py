@@ -13,7 +13,6 @@ from ncd import sizes as sz
 from ncd.errors import NcdError, Span, source_lines
 from ncd.frontend.block import BlockBuilder
 from ncd.frontend.common import (
-    INITIALISERS,
     _did_you_mean,
     _size_safe,
     checked_power,
@@ -24,6 +23,7 @@ from ncd.frontend.common import (
 from ncd.frontend.parser import parse
 from ncd.ir import AxisDef, BlockIR, SpecIR, SpecMeta
 from ncd.ops import OPS
+from ncd.ops.init import INITIALISERS
 
 
 # ----------------------------------------------------------------------------------- spec level

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -16,10 +15,10 @@ from ncd import sizes as sz
 from ncd.errors import NcdError
 from ncd.frontend.parser import span_of
 from ncd.ir import Loc, Node, walk
+from ncd.ops.base import FoldError
+from ncd.ops.elementwise import MAX_BITS, fold_pow
 
 MAX_REPEAT = 4096  # `use layers = Block × N` builds N modules: beyond this it is a typo, not a model
-INITIALISERS = ("normal", "uniform", "zeros", "ones", "const", "trunc_normal")
-NUMERIC_FUNCS = {"sqrt": sympy.sqrt, "exp": sympy.exp, "log": sympy.log, "abs": sympy.Abs}
 NAMED_CONSTANTS = {"pi": sympy.pi, "inf": sympy.oo}
 RESERVED = {"forward", "training", "taps", "state_dict", "parameters", "modules", "children", "to", "cuda",
             "cpu", "type", "float", "double", "half", "train", "eval", "apply", "zero_grad", "self"}
@@ -55,8 +54,6 @@ def err(message: str, item: Tree | Token | None, hint: str | None = None) -> Ncd
 
 # Numbers are exact (sympy rationals) while the spec is checked, and become float64 in the module:
 # keep them within its range, so folding `D^-1e9` or printing `1e99999` cannot run for minutes.
-MAX_BITS = 1100  # 2^1100 > 1.8e308, float64's largest
-FLOAT32_MAX = 3.4028234663852886e38
 
 
 def number_literal(tok: Token) -> sympy.Expr:
@@ -71,17 +68,11 @@ def number_literal(tok: Token) -> sympy.Expr:
 
 
 def checked_power(a: sympy.Expr, b: sympy.Expr, where: Tree) -> sympy.Expr:
-    """a ** b, refused before sympy computes an exact power with millions of digits."""
-    if a.is_number and b.is_number and a != 0:
-        try:
-            bits = abs(float(b) * math.log2(abs(complex(a))))
-        except (TypeError, ValueError, OverflowError):
-            bits = math.inf
-        if bits > MAX_BITS:
-            raise err("this power is out of range of a float64", where)
-    elif b.is_number and b.is_real and abs(b) > 64:
-        raise err("an axis size may be raised to a power of at most 64", where)
-    return checked_number(a**b, where)
+    """a ** b in a size expression: the pow row's fold, located at ``where``."""
+    try:
+        return checked_number(fold_pow(a, b), where)
+    except FoldError as exc:
+        raise err(str(exc), where) from None
 
 
 def checked_number(value: sympy.Expr, where: Tree) -> sympy.Expr:

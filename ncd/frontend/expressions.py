@@ -9,16 +9,12 @@ from lark import Token, Tree
 from ncd import sizes as sz
 from ncd.errors import NcdError, Span
 from ncd.frontend.common import (
-    FLOAT32_MAX,
-    INITIALISERS,
     NAMED_CONSTANTS,
-    NUMERIC_FUNCS,
     Binding,
     Scope,
     _did_you_mean,
     check_attribute_name,
     checked_number,
-    checked_power,
     err,
     loc_of,
     number_literal,
@@ -26,7 +22,8 @@ from ncd.frontend.common import (
 from ncd.frontend.parser import span_of
 from ncd.ir import InstanceDef, Node, ParamDef, WireType
 from ncd.ops import OPS
-from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, NUMBER
+from ncd.ops.init import FLOAT32_MAX, INITIALISERS
+from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, NUMBER, FoldError
 
 
 class ExpressionBuilder:
@@ -112,21 +109,20 @@ class ExpressionBuilder:
         return scope
 
     def fold(self, op: str, ids: list[str], tree: Tree, operands: list[Any] | None = None) -> str | None:
-        """Numbers folded to one number (None where a wire takes part); ``operands``: the trees of
-        the operands, for errors that point at one of them."""
+        """The op's value where every input is a number known now (its row's ``fold``), else None;
+        ``operands``: the trees of the operands, for errors that point at one of them."""
         values = [self.number_value(i) for i in ids]
         if op == "div" and values[1] is not None and values[1] == 0:
             # 1 / 0 points at the whole number; a wire / 0 (inf or nan everywhere) at the divisor
             at = operands[1] if operands and values[0] is None else tree
             raise err("division by zero", at, hint="divide by a non-zero number")
-        if any(v is None for v in values):
+        rule = OPS[op].fold
+        if rule is None or not values or any(v is None for v in values):
             return None
-        a = values[0]
-        if op == "neg":
-            return self.number(-a, tree).id
-        b = values[1]
-        result = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b,
-                  "pow": lambda: checked_power(a, b, tree)}[op]()
+        try:
+            result = rule(*values)
+        except FoldError as exc:
+            raise err(str(exc), tree) from None
         return self.number(checked_number(result, tree), tree).id
 
     def _binary(self, tree: Tree, op: str) -> str:
@@ -234,11 +230,6 @@ class ExpressionBuilder:
         binding = self.scope.lookup(name)
         if binding is not None and binding.kind == "instance":
             return self.call_instance(name, args, tree)
-        if name in NUMERIC_FUNCS and len(args) == 1 and args[0].data == "pos_arg":
-            vid = self.expr(args[0].children[0])
-            value = self.number_value(vid)
-            if value is not None:
-                return self.number(checked_number(NUMERIC_FUNCS[name](value), tree), tree).id
         if name in OPS:
             return self.call_op(name, args, tree)
         if name in INITIALISERS:
@@ -290,7 +281,7 @@ class ExpressionBuilder:
                 if spec.default is not None:
                     attrs[key] = spec.default
         inputs = [self.expr(p) for p in positional]
-        if name in ("add", "sub", "mul", "div", "pow"):
+        if not keywords:
             folded = self.fold(name, inputs, tree, positional)
             if folded is not None:
                 return folded

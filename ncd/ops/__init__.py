@@ -1,13 +1,16 @@
-"""The op table: each primitive declared once (typing, lowering, cost, drawing), keyed by name.
+"""The op table: each primitive declared once (typing, lowering, cost, drawing, algebra), keyed by name.
 
-Adding an op means adding one ``OpDef`` to one family module below.
+Adding an op means adding one ``OpDef`` to one family module below (docs/ops.md says how);
+initialisers (``init normal(0, 1)``) have their own table, ``ncd.ops.init.INITIALISERS``.
+Consumers never keep their own lists of op names: they ask a row (``OPS[name].view``,
+``.algebra``, ``.fold``, ``.draw``) or, for IR nodes that are not ops, the helpers below.
 """
 from __future__ import annotations
 
 from types import MappingProxyType
 
 from ncd.ops import contract, elementwise, linalg, reduce, spatial, structure
-from ncd.ops.base import OpDef
+from ncd.ops.base import JOINT, NONLINEAR, Algebra, OpDef
 
 _FAMILIES = (elementwise, reduce, contract, structure, spatial, linalg)
 
@@ -24,4 +27,24 @@ def _table() -> MappingProxyType:
 
 OPS = _table()
 
-__all__ = ["OPS", "OpDef"]
+# IR nodes the builder makes that are no ops (nothing calls them by name) but hand their input on
+# unchanged: one element of a multi-result node, a named tap, a broadcast to declared axes.
+# Each is a view of its input and linear in it.
+PASS_THROUGH = frozenset({"tuple_get", "tap", "broadcast"})
+
+
+def is_view(op: str) -> bool:
+    """Whether a node of this kind shares its input's storage (no copy, no memory traffic)."""
+    row = OPS.get(op)
+    return op in PASS_THROUGH or (row is not None and row.view)
+
+
+def algebra(op: str) -> Algebra:
+    """What the recurrence pass may assume of a node of this kind (nonlinear where unknown)."""
+    if op in PASS_THROUGH:
+        return JOINT
+    row = OPS.get(op)
+    return row.algebra if row is not None else NONLINEAR
+
+
+__all__ = ["OPS", "OpDef", "PASS_THROUGH", "algebra", "is_view"]

@@ -227,15 +227,49 @@ class Kw:
 InferFn = Callable[[TypeCtx, list[WireType], dict[str, Any]], list[WireType]]
 LowerFn = Callable[[Node, LowerCtx], Expr]
 CostFn = Callable[[Node, Sequence[WireType], Callable[[str], Any]], Mapping[str, Any]]
+# Constant folding: exact (sympy) numbers in, an exact number out; raise FoldError to refuse.
+FoldFn = Callable[..., Any]
+
+
+class FoldError(ValueError):
+    """A fold that has no real, representable result (1 / 0, a power past float64's range)."""
+
+
+@dataclass(frozen=True)
+class Algebra:
+    """What the recurrence pass (ncd/passes/recurrence.py) may assume of an op.
+
+    ``linear``: how the output's degree in the carried state follows the inputs' — ``"none"``
+    (nonlinear: any state-dependent input makes it nonlinear; the conservative default),
+    ``"joint"`` (linear in all inputs together: add, views, sums), ``"product"`` (the degrees
+    add: mul, contract) or ``"numerator"`` (linear in input 0, nonlinear in the others: div).
+    ``mixes``: the attribute naming the axes it combines values along — ``"over"`` (an axis
+    list, or an ``{src, dst}`` map), ``"axes"`` (a contraction's) or ``"view"`` (a view that
+    hides an axis: rename, reshape, select). ``positive``: the output is > 0 wherever it is
+    evaluated (a gate the GLA kernel may take the logarithm of).
+    """
+
+    linear: str = "none"
+    mixes: str | None = None
+    positive: bool = False
+
+
+NONLINEAR = Algebra()
+JOINT = Algebra("joint")
 
 
 @dataclass(frozen=True)
 class OpDef:
     """Everything the compiler knows about one primitive, in one place.
 
-    ``infer``: the axis-typing rule; ``lower``: the torch lowering; ``cost``: FLOPs/bytes as
-    sympy in axis sizes (filled by ncd.analysis where absent: elementwise by default);
-    ``draw``: how the renderer labels it.
+    ``infer``: the axis-typing rule; ``lower``: the torch lowering (an Expr tree, so the
+    interpreter and the emitter read one thing); ``cost``: FLOPs, gradients' FLOPs and the
+    saved-activation rule (``saves``) as sympy in axis sizes — every row has one, the op-table
+    test fails a row without; ``draw``: the renderer's glyph (defaults to the name); ``view``:
+    the output shares the input's storage (no copy, no memory traffic, drawn dashed);
+    ``algebra``: what the recurrence pass may assume; ``fold``: the exact value of the op on
+    numbers known at check time (None: never folded); ``doc``: the one-line reference,
+    also in docs/language.md's op reference.
     """
 
     name: str
@@ -247,6 +281,9 @@ class OpDef:
     cost: CostFn | None = None
     draw: str | None = None  # box label; defaults to the name
     doc: str = ""
+    view: bool = False
+    algebra: Algebra = NONLINEAR
+    fold: FoldFn | None = None
 
 
 def axis_pos_from_end(axes: Sequence[str], axis: str) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 import sympy
 
 from ncd.ir import Node, WireType
-from ncd.ops.base import Expr, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.base import Algebra, Expr, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.costing import Save, Size
 
 _LETTERS = string.ascii_lowercase + string.ascii_uppercase
@@ -94,6 +94,6 @@ def _cost(node: Node, ins, size: Size) -> dict[str, Any]:
 
 
 OPS: tuple[OpDef, ...] = (
-    OpDef("contract", "contract", _infer, _lower, (2, 2), cost=_cost, draw="@",
+    OpDef("contract", "contract", _infer, _lower, (2, 2), cost=_cost, draw="@", algebra=Algebra("product", "axes"),
           doc="a @[X] b: sum over the named axes; shared unnamed axes are kept (batch-like)"),
 )

@@ -1,10 +1,30 @@
 """Elementwise ops: lifted over every axis, aligned by name, broadcast over missing axes."""
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import sympy
+
 from ncd.ir import Node, WireType
-from ncd.ops.base import NUMBER, BinOp, Expr, Kw, LowerCtx, OpDef, TypeCtx, UnaryOp, call, lit
+from ncd.ops.base import (
+    JOINT,
+    NONLINEAR,
+    NUMBER,
+    Algebra,
+    BinOp,
+    Expr,
+    FoldError,
+    Kw,
+    LowerCtx,
+    OpDef,
+    TypeCtx,
+    UnaryOp,
+    call,
+    lit,
+)
 from ncd.ops.costing import Save, elementwise
 from ncd.ops.layout import align, union_axes
 
@@ -39,9 +59,13 @@ def _neg_lower(node: Node, ctx: LowerCtx) -> Expr:
     return UnaryOp("-", ctx.refs[0])
 
 
-def _unary(fn: str, **fixed: Any):
+def _unary(fn: str, fixed: Mapping[str, Any], options: Mapping[str, tuple[str, Any]]):
+    """``fn(x, **fixed, **options)``: the row's fixed keywords always, each spec option (by its
+    spec name, with its default) under torch's keyword."""
+
     def lower(node: Node, ctx: LowerCtx) -> Expr:
-        kwargs = {k: lit(node.attrs.get(k, v)) for k, v in fixed.items()}
+        kwargs = {k: lit(v) for k, v in fixed.items()}
+        kwargs.update({kw: lit(node.attrs.get(name, default)) for name, (kw, default) in options.items()})
         return call(fn, ctx.refs[0], **kwargs)
 
     return lower
@@ -65,30 +89,52 @@ def _clamp_lower(node: Node, ctx: LowerCtx) -> Expr:
     return call("torch.clamp", ctx.refs[0], min=lit(node.attrs.get("min")), max=lit(node.attrs.get("max")))
 
 
-BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+# ------------------------------------------------------------------------- constant folding
+MAX_BITS = 1100  # 2^1100 > 1.8e308, float64's largest: a folded number stays within it
 
-# name -> (torch function, extra keyword defaults, one-line doc)
-UNARY: dict[str, tuple[str, dict[str, Any], str]] = {
-    "relu": ("torch.relu", {}, "max(x, 0)"),
-    "tanh": ("torch.tanh", {}, "hyperbolic tangent"),
-    "sigmoid": ("torch.sigmoid", {}, "1 / (1 + exp(-x))"),
-    "exp": ("torch.exp", {}, "e^x"),
-    "log": ("torch.log", {}, "natural logarithm"),
-    "sqrt": ("torch.sqrt", {}, "square root"),
-    "rsqrt": ("torch.rsqrt", {}, "1 / sqrt(x)"),
-    "abs": ("torch.abs", {}, "|x|"),
-    "sin": ("torch.sin", {}, "sine"),
-    "cos": ("torch.cos", {}, "cosine"),
-    "erf": ("torch.erf", {}, "error function"),
-    "sign": ("torch.sign", {}, "-1, 0 or 1"),
-    "gelu": ("F.gelu", {}, "Gaussian error linear unit (exact)"),
-    "silu": ("F.silu", {}, "x * sigmoid(x)"),
-    "swish": ("F.silu", {}, "x * sigmoid(x) (alias of silu)"),
-    "softplus": ("F.softplus", {}, "log(1 + e^x)"),
-    "logsigmoid": ("F.logsigmoid", {}, "log(sigmoid(x))"),
-    "leaky_relu": ("F.leaky_relu", {"slope": 0.01}, "x if x > 0 else slope * x"),
-    "step": ("rt.step", {}, "1 where x > 0, else 0 (Heaviside; activation codes)"),
-}
+
+def fold_pow(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    """a ** b, refused before sympy computes an exact power with millions of digits."""
+    if a.is_number and b.is_number and a != 0:
+        try:
+            bits = abs(float(b) * math.log2(abs(complex(a))))
+        except (TypeError, ValueError, OverflowError):
+            bits = math.inf
+        if bits > MAX_BITS:
+            raise FoldError("this power is out of range of a float64")
+    elif b.is_number and b.is_real and abs(b) > 64:
+        raise FoldError("an axis size may be raised to a power of at most 64")
+    return a**b
+
+
+def _fold_div(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    if b == 0:
+        raise FoldError("division by zero")
+    return a / b
+
+
+_FOLD = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+         "div": _fold_div, "pow": fold_pow}
+
+BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+GLYPHS = {"add": "+", "sub": "−", "mul": "×", "div": "÷", "pow": "^"}
+_BINARY_ALGEBRA = {"add": JOINT, "sub": JOINT, "mul": Algebra("product"), "div": Algebra("numerator"),
+                   "pow": NONLINEAR}
+
+
+@dataclass(frozen=True)
+class Unary:
+    """One unary row: the torch function it is, the keywords it always passes (``fixed``), the
+    options a spec may give (``options``: spec name -> (torch keyword, default)), its cost,
+    its exact value on a number (``fold``) and whether it is always positive."""
+
+    fn: str
+    doc: str
+    cost: Any
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
+    fold: Any = None
+    positive: bool = False
 
 
 # cost: (FLOPs per element, what autograd saves); arithmetic is 1 FLOP, transcendentals 4
@@ -101,37 +147,50 @@ BINARY_COST = {
                                     Save("out", 0, when=("scalar", 0)))),
     "pow": elementwise(4, 4, saves=(Save("in", 0), Save("in", 1), Save("out", 0, when=1))),
 }
-UNARY_COST = {
-    "relu": elementwise(1, saves=(_OUT,)), "tanh": elementwise(4, 2, (_OUT,)),
-    "sigmoid": elementwise(4, 2, (_OUT,)), "exp": elementwise(4, 1, (_OUT,)),
-    "log": elementwise(4, 1, (_IN,)), "sqrt": elementwise(4, 2, (_OUT,)), "rsqrt": elementwise(4, 3, (_OUT,)),
-    "abs": elementwise(1, saves=(_IN,)), "sin": elementwise(4, 4, (_IN,)), "cos": elementwise(4, 4, (_IN,)),
-    "erf": elementwise(4, 4, (_IN,)), "sign": elementwise(1, 0), "gelu": elementwise(8, 8, (_IN,)),
-    "silu": elementwise(4, 4, (_IN,)), "swish": elementwise(4, 4, (_IN,)), "softplus": elementwise(4, 4, (_IN,)),
-    "logsigmoid": elementwise(4, 4, (_IN, Save("new", numel="out"))),
-    "leaky_relu": elementwise(1, saves=(_IN,)), "step": elementwise(1, 0),
+
+UNARY: dict[str, Unary] = {
+    "relu": Unary("torch.relu", "max(x, 0)", elementwise(1, saves=(_OUT,))),
+    "tanh": Unary("torch.tanh", "hyperbolic tangent", elementwise(4, 2, (_OUT,))),
+    "sigmoid": Unary("torch.sigmoid", "1 / (1 + exp(-x))", elementwise(4, 2, (_OUT,)), positive=True),
+    "exp": Unary("torch.exp", "e^x", elementwise(4, 1, (_OUT,)), fold=sympy.exp, positive=True),
+    "log": Unary("torch.log", "natural logarithm", elementwise(4, 1, (_IN,)), fold=sympy.log),
+    "sqrt": Unary("torch.sqrt", "square root", elementwise(4, 2, (_OUT,)), fold=sympy.sqrt),
+    "rsqrt": Unary("torch.rsqrt", "1 / sqrt(x)", elementwise(4, 3, (_OUT,))),
+    "abs": Unary("torch.abs", "|x|", elementwise(1, saves=(_IN,)), fold=sympy.Abs),
+    "sin": Unary("torch.sin", "sine", elementwise(4, 4, (_IN,))),
+    "cos": Unary("torch.cos", "cosine", elementwise(4, 4, (_IN,))),
+    "erf": Unary("torch.erf", "error function", elementwise(4, 4, (_IN,))),
+    "sign": Unary("torch.sign", "-1, 0 or 1", elementwise(1, 0)),
+    "gelu": Unary("F.gelu", "x·Φ(x), Φ the Gaussian CDF through the exact erf (F.gelu)", elementwise(8, 8, (_IN,))),
+    # tanh approximation (Hendrycks & Gimpel 2016, GPT-2): 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))
+    "gelu_tanh": Unary("F.gelu", "x·Φ(x) with the tanh approximation of Φ (GPT-2; F.gelu(approximate='tanh'))",
+                       elementwise(12, 14, (_IN,)), fixed={"approximate": "tanh"}),
+    "silu": Unary("F.silu", "x * sigmoid(x)", elementwise(4, 4, (_IN,))),
+    "swish": Unary("F.silu", "x * sigmoid(x) (alias of silu)", elementwise(4, 4, (_IN,))),
+    "softplus": Unary("F.softplus", "log(1 + e^x)", elementwise(4, 4, (_IN,))),
+    "logsigmoid": Unary("F.logsigmoid", "log(sigmoid(x))", elementwise(4, 4, (_IN, Save("new", numel="out")))),
+    "leaky_relu": Unary("F.leaky_relu", "x if x > 0 else slope * x", elementwise(1, saves=(_IN,)),
+                        options={"slope": ("negative_slope", 0.01)}),
+    "step": Unary("rt.step", "1 where x > 0, else 0 (Heaviside; activation codes)", elementwise(1, 0)),
 }
-
-
-def _unary_entry(name: str, fn: str, extra: dict[str, Any], doc: str) -> OpDef:
-    if name == "leaky_relu":
-        lower = lambda node, ctx: call(fn, ctx.refs[0], lit(node.attrs.get("slope", 0.01)))  # noqa: E731
-        kwargs = {"slope": Kw(NUMBER, 0.01)}
-    else:
-        lower = _unary(fn)
-        kwargs = {}
-    return OpDef(name, "elementwise", _infer_union, lower, (1, 1), kwargs, cost=UNARY_COST.get(name), doc=doc)
+def _unary_entry(name: str, row: Unary) -> OpDef:
+    options = {spec: Kw(NUMBER, default) for spec, (_, default) in row.options.items()}
+    fold = (lambda a, _f=row.fold: _f(a)) if row.fold is not None else None
+    return OpDef(name, "elementwise", _infer_union, _unary(row.fn, row.fixed, row.options), (1, 1), options,
+                 cost=row.cost, doc=row.doc, algebra=Algebra(positive=row.positive), fold=fold)
 
 
 OPS: tuple[OpDef, ...] = (
-    *(OpDef(name, "elementwise", _infer_union, _binary(sym), (2, 2), cost=BINARY_COST[name], doc=f"x {sym} y")
+    *(OpDef(name, "elementwise", _infer_union, _binary(sym), (2, 2), cost=BINARY_COST[name], doc=f"x {sym} y",
+            draw=GLYPHS[name], algebra=_BINARY_ALGEBRA[name], fold=_FOLD[name])
       for name, sym in BINARY.items()),
-    OpDef("neg", "elementwise", _infer_union, _neg_lower, (1, 1), cost=elementwise(1), doc="-x"),
+    OpDef("neg", "elementwise", _infer_union, _neg_lower, (1, 1), cost=elementwise(1), doc="-x",
+          algebra=JOINT, fold=lambda a: -a),
     OpDef("compare", "elementwise", _infer_compare, _compare_lower, (2, 2), cost=elementwise(1, 0),
           doc="x < y etc., a boolean wire"),
     OpDef("where", "elementwise", lambda c, ins, a: [WireType(axes=union_axes(ins), lifted=any(t.lifted for t in ins))],
           _where_lower, (3, 3), cost=elementwise(1, saves=(Save("in", 0),)), doc="where(cond, a, b)"),
     OpDef("clamp", "elementwise", _infer_clamp, _clamp_lower, (1, 1),
           {"min": Kw(NUMBER), "max": Kw(NUMBER)}, cost=elementwise(1, saves=(_IN,)), doc="clamp(x, min = a, max = b)"),
-    *(_unary_entry(name, fn, extra, doc) for name, (fn, extra, doc) in UNARY.items()),
+    *(_unary_entry(name, row) for name, row in UNARY.items()),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ncd.ir import Node, WireType
-from ncd.ops.base import AXES, AXIS, NUMBER, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.base import AXES, AXIS, NUMBER, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.costing import Save, normalise, reduction
 from ncd.ops.layout import neg_dim
 
@@ -81,33 +81,42 @@ def _norm(fused: str, helper: str, eps_default: float):
 
 def _l2norm_lower(node: Node, ctx: LowerCtx) -> Expr:
     (dim,) = _dims(node, ctx)
-    return call("F.normalize", ctx.refs[0], dim=lit(dim), eps=lit(float(node.attrs.get("eps", 1e-12))))
+    return call("F.normalize", ctx.refs[0], dim=lit(dim), eps=lit(float(node.attrs.get("eps", EPS["l2norm"]))))
 
 
 OVER = {"over": Kw(AXES, required=True)}
 OVER1 = {"over": Kw(AXIS, required=True)}
 OVER_EPS = {"over": Kw(AXES, required=True), "eps": Kw(NUMBER)}
+LINEAR_OVER = Algebra("joint", "over")  # linear, combines values along `over`
+MIXES_OVER = Algebra(mixes="over")  # nonlinear, combines values along `over`
+# default eps of each norm (docs/language.md says so): torch's own defaults for layer_norm and
+# normalize; 1e-6 for rms_norm, as LLaMA/T5 use (torch's F.rms_norm defaults to the dtype's eps)
+EPS = {"layernorm": 1e-5, "rmsnorm": 1e-6, "l2norm": 1e-12}
 
 OPS: tuple[OpDef, ...] = (
-    OpDef("sum", "reduce", _infer_reduce, _reduce("torch.sum"), kwargs=OVER, cost=reduction(), doc="Σ over the named axes"),
-    OpDef("mean", "reduce", _infer_reduce, _reduce("torch.mean"), kwargs=OVER, cost=reduction(), doc="mean over the named axes"),
+    OpDef("sum", "reduce", _infer_reduce, _reduce("torch.sum"), kwargs=OVER, cost=reduction(), doc="Σ over the named axes", algebra=LINEAR_OVER),
+    OpDef("mean", "reduce", _infer_reduce, _reduce("torch.mean"), kwargs=OVER, cost=reduction(), doc="mean over the named axes", algebra=LINEAR_OVER),
     OpDef("max", "reduce", _infer_reduce, _reduce("torch.amax"), kwargs=OVER,
-          cost=reduction(saves=(Save("in", 0), Save("out", 0))), doc="max over the named axes"),
+          cost=reduction(saves=(Save("in", 0), Save("out", 0))), doc="max over the named axes",
+          algebra=MIXES_OVER),
     OpDef("min", "reduce", _infer_reduce, _reduce("torch.amin"), kwargs=OVER,
-          cost=reduction(saves=(Save("in", 0), Save("out", 0))), doc="min over the named axes"),
+          cost=reduction(saves=(Save("in", 0), Save("out", 0))), doc="min over the named axes",
+          algebra=MIXES_OVER),
     OpDef("logsumexp", "reduce", _infer_reduce, _reduce("torch.logsumexp"), kwargs=OVER,
-          cost=reduction(4, 5, saves=(Save("in", 0), Save("out", 0))), doc="log Σ exp over the named axes"),
+          cost=reduction(4, 5, saves=(Save("in", 0), Save("out", 0))), doc="log Σ exp over the named axes", algebra=MIXES_OVER),
     OpDef("softmax", "normalise", _infer_keep(True), _along("torch.softmax"), kwargs=OVER1,
-          cost=normalise(5, 4, (Save("out", 0),)), doc="softmax along one axis"),
+          cost=normalise(5, 4, (Save("out", 0),)), doc="softmax along one axis", algebra=MIXES_OVER),
     OpDef("log_softmax", "normalise", _infer_keep(True), _along("torch.log_softmax"), kwargs=OVER1,
-          cost=normalise(5, 4, (Save("out", 0),)), doc="log-softmax along one axis"),
+          cost=normalise(5, 4, (Save("out", 0),)), doc="log-softmax along one axis", algebra=MIXES_OVER),
     OpDef("cumsum", "normalise", _infer_keep(True), _along("torch.cumsum"), kwargs=OVER1,
-          cost=normalise(1, 1), doc="running sum along one axis"),
-    OpDef("layernorm", "normalise", _infer_keep(False), _norm("F.layer_norm", "rt.layer_norm", 1e-5),
-          kwargs=OVER_EPS, cost=normalise(7, 10, (Save("in", 0),), stats=True), doc="(x - mean) / sqrt(var + eps) over the named axes, no affine"),
-    OpDef("rmsnorm", "normalise", _infer_keep(False), _norm("F.rms_norm", "rt.rms_norm", 1e-6),
-          kwargs=OVER_EPS, cost=normalise(4, 7, (Save("in", 0), Save("new", numel="rows"))), doc="x / sqrt(mean(x²) + eps) over the named axes, no affine"),
+          cost=normalise(1, 1), doc="running sum along one axis", algebra=LINEAR_OVER),
+    OpDef("layernorm", "normalise", _infer_keep(False), _norm("F.layer_norm", "rt.layer_norm", EPS["layernorm"]),
+          kwargs=OVER_EPS, cost=normalise(7, 10, (Save("in", 0),), stats=True), algebra=MIXES_OVER,
+          doc="(x - mean) / sqrt(var + eps) over the named axes (biased variance, eps = 1e-5), no affine"),
+    OpDef("rmsnorm", "normalise", _infer_keep(False), _norm("F.rms_norm", "rt.rms_norm", EPS["rmsnorm"]),
+          kwargs=OVER_EPS, cost=normalise(4, 7, (Save("in", 0), Save("new", numel="rows"))), algebra=MIXES_OVER,
+          doc="x / sqrt(mean(x²) + eps) over the named axes (eps = 1e-6), no affine"),
     OpDef("l2norm", "normalise", _infer_keep(True), _l2norm_lower,
           kwargs={"over": Kw(AXIS, required=True), "eps": Kw(NUMBER)},
-          cost=normalise(4, 7, (Save("in", 0), Save("new", numel="rows"))), doc="x / ‖x‖₂ along one axis"),
+          cost=normalise(4, 7, (Save("in", 0), Save("new", numel="rows"))), algebra=MIXES_OVER, doc="x / max(‖x‖₂, eps) along one axis (eps = 1e-12)"),
 )

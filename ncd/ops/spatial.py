@@ -31,7 +31,7 @@ from typing import Any
 import sympy
 
 from ncd.ir import Node, WireType
-from ncd.ops.base import AXES, AXES_OR_MAP, NUMBER, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.base import AXES, AXES_OR_MAP, NUMBER, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.costing import Save, Size, numel
 from ncd.ops.layout import permute_to
 
@@ -273,19 +273,23 @@ _CONV = {"over": _OVER, "kernel": Kw(AXES, required=True), "stride": Kw(NUMBER),
          "dilation": Kw(NUMBER)}
 _POOL = {"over": _OVER, "size": Kw(NUMBER), "stride": Kw(NUMBER), "padding": Kw(NUMBER)}
 
+# Convolution is bilinear, but the recurrence pass treats every spatial op as nonlinear and mixing
+# all the axes it sees (conservative: such a scan runs as Newton over a dense state, or sequentially).
+_MIXES_ALL = Algebra(mixes="all")
+
 OPS: tuple[OpDef, ...] = (
-    OpDef("conv", "spatial", _infer_conv(False), _lower_conv(False), (2, 2), _CONV, cost=_conv_cost(False),
+    OpDef("conv", "spatial", _infer_conv(False), _lower_conv(False), (2, 2), _CONV, cost=_conv_cost(False), algebra=_MIXES_ALL,
           doc="conv(x, W, over = [Y, X] -> [Y2, X2], kernel = [KY, KX], stride = 1, padding = 0, dilation = 1): "
               "contracts the axes x and W share, W's other axes are the output channels"),
     OpDef("conv_transpose", "spatial", _infer_conv(True), _lower_conv(True), (2, 2),
-          {**_CONV, "output_padding": Kw(NUMBER)}, cost=_conv_cost(True),
+          {**_CONV, "output_padding": Kw(NUMBER)}, cost=_conv_cost(True), algebra=_MIXES_ALL,
           doc="conv_transpose(x, W, over = [Yh, Xh] -> [Y, X], kernel = [KY, KX], stride, padding, "
               "output_padding): out = (n-1)·stride - 2·padding + dilation·(k-1) + output_padding + 1"),
-    OpDef("maxpool", "spatial", _infer_pool, _lower_pool("max"), (1, 1), _POOL, cost=_pool_cost("max"),
+    OpDef("maxpool", "spatial", _infer_pool, _lower_pool("max"), (1, 1), _POOL, cost=_pool_cost("max"), algebra=_MIXES_ALL,
           doc="maxpool(x, over = [Y, X] -> [Yh, Xh], size = 2, stride = size, padding = 0)"),
-    OpDef("avgpool", "spatial", _infer_pool, _lower_pool("avg"), (1, 1), _POOL, cost=_pool_cost("avg"),
+    OpDef("avgpool", "spatial", _infer_pool, _lower_pool("avg"), (1, 1), _POOL, cost=_pool_cost("avg"), algebra=_MIXES_ALL,
           doc="avgpool(x, over = [Y, X] -> [Yh, Xh], size = 2, stride = size, padding = 0) (padding counts as 0)"),
     OpDef("upsample", "spatial", _infer_upsample, _lower_upsample, (1, 1),
-          {"over": _OVER, "scale": Kw(NUMBER)}, cost=_upsample_cost,
+          {"over": _OVER, "scale": Kw(NUMBER)}, cost=_upsample_cost, algebra=_MIXES_ALL,
           doc="upsample(x, over = [Yh, Xh] -> [Y, X], scale = 2): nearest-neighbour, each value repeated"),
 )

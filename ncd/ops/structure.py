@@ -6,7 +6,7 @@ from typing import Any
 import sympy
 
 from ncd.ir import Node, WireType
-from ncd.ops.base import AXIS, AXIS_MAP, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.base import AXIS, AXIS_MAP, JOINT, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.costing import copy, free
 from ncd.ops.layout import align, neg_dim, permute_to
 
@@ -174,15 +174,23 @@ def _lower_idx(node: Node, ctx: LowerCtx) -> Expr:
     return call("rt.arange", ctx.size_expr(node.attrs["axis"]), ctx.anchor if ctx.anchor is not None else lit(None))
 
 
+VIEW_LINEAR = Algebra("joint", "view")  # a view that may hide an axis of the state (see recurrence.py)
+LINEAR_OVER = Algebra("joint", "over")
+
 OPS: tuple[OpDef, ...] = (
-    OpDef("rename", "view", _infer_rename, _lower_identity, cost=free, doc="x[A as B]: the same wire, its axis renamed"),
-    OpDef("reshape", "view", _infer_reshape, _lower_reshape, cost=free, doc="x[D -> H K] splits an axis; x[H K -> D] merges"),
-    OpDef("select", "view", _infer_select, _lower_select, (1, 2), cost=free, doc="x[A = i] or x[t]: one slice, axis dropped"),
-    OpDef("annotate", "view", _infer_annotate, _lower_annotate, cost=free, doc="x : [A, B] checks the axes and orders them"),
+    OpDef("rename", "view", _infer_rename, _lower_identity, cost=free, doc="x[A as B]: the same wire, its axis renamed",
+          view=True, algebra=VIEW_LINEAR),
+    OpDef("reshape", "view", _infer_reshape, _lower_reshape, cost=free, doc="x[D -> H K] splits an axis; x[H K -> D] merges",
+          view=True, algebra=VIEW_LINEAR),
+    OpDef("select", "view", _infer_select, _lower_select, (1, 2), cost=free, doc="x[A = i] or x[t]: one slice, axis dropped",
+          view=True, algebra=VIEW_LINEAR),
+    OpDef("annotate", "view", _infer_annotate, _lower_annotate, cost=free, doc="x : [A, B] checks the axes and orders them",
+          view=True, algebra=JOINT),
     OpDef("concat", "structural", _infer_concat, _lower_concat, (1, 64), {"over": Kw(AXIS_MAP, required=True)},
-          cost=copy, doc="concat(a, b, over = A -> R) or over = [A1, A2] -> R"),
+          cost=copy, doc="concat(a, b, over = A -> R) or over = [A1, A2] -> R", algebra=LINEAR_OVER),
     OpDef("split", "structural", _infer_split, _lower_split, (1, 1), {"over": Kw(AXIS_MAP, required=True)},
-          cost=free, doc="a, b = split(x, over = R -> [A1, A2])"),
+          cost=free, doc="a, b = split(x, over = R -> [A1, A2])", view=True,
+          algebra=LINEAR_OVER),
     OpDef("idx", "source", _infer_idx, _lower_idx, (0, 0), {"axis": Kw(AXIS, required=True)},
           cost=copy, doc="idx(A): 0, 1, ... along A (for formulas)"),
 )

@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ncd.ir import BlockIR, Node, SpecIR, WireType, walk
+from ncd.ops.reduce import EPS
 
 Kind = Literal["attention", "norm_affine", "linear_bias", "linear"]
 WEIGHTS = ("param", "buffer", "const")
@@ -205,7 +206,7 @@ class Rules:
                 continue
             if node.types[0].axes != x_axes:
                 continue
-            eps = float(norm.attrs.get("eps", 1e-5 if norm.op == "layernorm" else 1e-6))
+            eps = float(norm.attrs.get("eps", EPS[norm.op]))
             return Fusion(kind="norm_affine", node=node.id, absorbed=absorbed + [n_id], operands=[x_id, *affine],
                           norm=norm.op, norm_node=n_id, over=list(over), eps=eps)
         return None

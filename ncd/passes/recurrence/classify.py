@@ -28,11 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ncd.ir import BlockIR, Node, SpecIR, walk
+from ncd.ops import algebra
 from ncd.passes.recurrence.plan import Structure
 
 NONLINEAR = 99
-LINEAR_FNS = {"add", "sub", "neg", "rename", "annotate", "reshape", "tuple_get", "tap", "broadcast"}
-SMOOTH_REDUCTIONS = {"sum", "mean", "cumsum"}
 
 
 @dataclass(frozen=True)
@@ -91,14 +90,15 @@ class StepAnalysis:
         outer_bias = any(v.outer_bias for v in ins)
         if op == "tuple_get" and node.inputs[0] in self.parts:
             return replace(self.parts[node.inputs[0]][node.attrs["index"]], axes=axes)
-        if degree > 0 and op in ("rename", "reshape", "select"):
+        rule = algebra(op)  # the op table's row says how the op combines its inputs
+        if degree > 0 and rule.mixes == "view":
             mixes = mixes | _view_mixes(node)
         if op == "select":
             return Value(degree, mixes, carries, varies or len(node.inputs) > 1, axes, coeff_axes,
                          coeff_varies, outer_bias)
-        if op in LINEAR_FNS:
+        if rule.linear == "joint" and rule.mixes in (None, "view"):
             return Value(degree, mixes, carries, varies, axes, coeff_axes, coeff_varies, outer_bias)
-        if op == "mul":
+        if rule.linear == "product" and rule.mixes is None:  # mul
             a, b = ins
             degree = a.degree + b.degree
             if a.degree == 0 and b.degree == 0:
@@ -108,27 +108,21 @@ class StepAnalysis:
             state = b if a.degree == 0 else a
             return Value(min(degree, NONLINEAR), mixes, carries, varies, axes,
                          state.coeff_axes | frozenset(factor.axes), state.coeff_varies or factor.varies)
-        if op == "div":
+        if rule.linear == "numerator":  # div
             a, b = ins
             if b.degree > 0:
                 return Value(NONLINEAR, mixes, carries, varies, axes)
             return Value(a.degree, mixes, carries, varies, axes, a.coeff_axes | frozenset(b.axes),
                          a.coeff_varies or b.varies)
-        if op == "contract":
+        if rule.linear == "product" and rule.mixes == "axes":  # contract
             a, b = ins
             named = frozenset(base(x) for x in node.attrs.get("axes") or [])
             new_mix = named if (a.degree > 0 or b.degree > 0) else frozenset()
             factor = a if a.degree == 0 else b
             return Value(min(a.degree + b.degree, NONLINEAR), mixes | new_mix, carries, varies, axes,
                          coeff_axes | frozenset(factor.axes), coeff_varies or factor.varies)
-        if op in SMOOTH_REDUCTIONS:
-            over = node.attrs.get("over")
-            over = over if isinstance(over, list) else [over]
-            new_mix = frozenset(base(x) for x in over) if degree > 0 else frozenset()
-            return Value(degree, mixes | new_mix, carries, varies, axes, coeff_axes, coeff_varies)
-        if op in ("concat", "split"):
-            over = node.attrs.get("over", {})
-            new_mix = frozenset(base(x) for x in over.get("src", []) + over.get("dst", [])) if degree else frozenset()
+        if rule.linear == "joint" and rule.mixes == "over":  # sum, mean, cumsum, concat, split
+            new_mix = _over_axes(node) if degree > 0 else frozenset()
             return Value(degree, mixes | new_mix, carries, varies, axes, coeff_axes, coeff_varies)
         if op == "call":
             if degree == 0:
@@ -144,10 +138,10 @@ class StepAnalysis:
             return Value(NONLINEAR, mixes | every, carries, varies, axes)
         # Every other op (tanh, softmax, norms, where, max, comparisons, ...): nonlinear in the
         # state; ops that act along an axis of a state-dependent value also mix along it.
-        over = node.attrs.get("over")
-        if degree > 0 and over is not None:
-            over = over if isinstance(over, list) else [over]
-            mixes = mixes | frozenset(base(x) for x in over if isinstance(x, str))
+        if degree > 0 and rule.mixes == "over":
+            mixes = mixes | _over_axes(node)
+        elif degree > 0 and rule.mixes == "all":
+            mixes = mixes | frozenset(base(x) for v in state_in for x in v.axes)
         return Value(NONLINEAR if degree > 0 else 0, mixes, carries, varies, axes)
 
 
@@ -184,6 +178,15 @@ class StepAnalysis:
         if any(r in sub.parts or r not in sub.values for r in callee.results):
             return None
         return [sub.values[r] for r in callee.results]
+
+
+def _over_axes(node: Node) -> frozenset[str]:
+    """The axes an op's ``over`` names: an axis, a list of axes, or both sides of an axis map."""
+    over = node.attrs.get("over")
+    if isinstance(over, dict):
+        over = list(over.get("src", [])) + list(over.get("dst", []))
+    over = over if isinstance(over, list) else [over]
+    return frozenset(base(x) for x in over if isinstance(x, str))
 
 
 def _view_mixes(node: Node) -> frozenset[str]:

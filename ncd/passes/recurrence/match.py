@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 from ncd.ir import Node
+from ncd.ops import algebra
 from ncd.passes.recurrence.classify import StepAnalysis
 from ncd.passes.recurrence.plan import KernelLayout
 
@@ -34,16 +35,13 @@ def _unwrap(a: StepAnalysis, node_id: str) -> str:
     return node_id
 
 
-POSITIVE_OPS = ("exp", "sigmoid")
-
-
 def _positive(a: StepAnalysis, node_id: str) -> bool:
     """Provably > 0 wherever it is evaluated: exp(·), sigmoid(·), a positive number, or a
     product of those. The GLA kernel takes the gate's logarithm, so nothing else may pass."""
     node = a.nodes.get(_unwrap(a, node_id))
     if node is None:
         return False
-    if node.op in POSITIVE_OPS:
+    if algebra(node.op).positive:
         return True
     if node.op == "number":
         try:
