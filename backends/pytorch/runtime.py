@@ -150,11 +150,54 @@ def _conv_operands(x, w, n_in, n_out, n_sp):
     return lead, c_out_shape, xb, wk
 
 
+def _prod(shape):
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def conv_per_example(x, w, n_batch, n_in, n_out, n_sp, transposed, **options):
+    """A convolution whose weights carry leading lifted dims (per-example weights made by another
+    block, or a kernel lifted over channels: a depthwise conv): one grouped conv, a group per
+    lifted index. x: [*lifted, *batch, *c_in, *spatial] (``n_batch`` batch-like core dims);
+    w: [*lifted, *c_out, *c_in, *kernel]; lifted dims broadcast. Returns
+    [*lifted, *batch, *c_out, *spatial_out]."""
+    k = w.dim() - (n_out + n_in + n_sp)
+    kx = x.dim() - (n_batch + n_in + n_sp)
+    x = x.reshape((1,) * (k - kx) + tuple(x.shape)) if kx < k else x
+    w = w.reshape((1,) * (kx - k) + tuple(w.shape)) if k < kx else w
+    k = max(k, kx)
+    lifted = tuple(torch.broadcast_shapes(x.shape[:k], w.shape[:k]))
+    x = x.expand(lifted + tuple(x.shape[k:]))
+    w = w.expand(lifted + tuple(w.shape[k:]))
+    groups = _prod(lifted)
+    batch = tuple(x.shape[k : k + n_batch])
+    c_in = _prod(x.shape[k + n_batch : k + n_batch + n_in])
+    spatial = tuple(x.shape[x.dim() - n_sp :])
+    c_out_shape = tuple(w.shape[k : k + n_out])
+    c_out = _prod(c_out_shape)
+    kernel = tuple(w.shape[w.dim() - n_sp :])
+    xg = x.reshape((groups, -1, c_in) + spatial).transpose(0, 1).reshape((-1, groups * c_in) + spatial)
+    F = torch.nn.functional
+    if transposed:
+        wg = w.reshape((groups, c_out, c_in) + kernel).transpose(1, 2).reshape((groups * c_in, c_out) + kernel)
+        fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[n_sp - 1]
+    else:
+        wg = w.reshape((groups * c_out, c_in) + kernel)
+        fn = (F.conv1d, F.conv2d, F.conv3d)[n_sp - 1]
+    y = fn(xg, wg, groups=groups, **options)
+    out = tuple(y.shape[2:])
+    y = y.reshape((-1, groups, c_out) + out).transpose(0, 1)
+    return y.reshape(lifted + batch + c_out_shape + out)
+
+
 def conv_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation):
     """Convolution over the last ``n_sp`` dims of x, contracting the ``n_in`` channel dims before them.
 
     x: [..., *c_in, *spatial]; w: [*c_out, *c_in, *kernel] (exactly). Every leading dim of x is
     flattened into torch's batch dim, the channel dims into one. Returns [..., *c_out, *spatial_out].
+    (Weights with lifted dims of their own run through ``conv_per_example``.)
     """
     lead, c_out_shape, xb, wk = _conv_operands(x, w, n_in, n_out, n_sp)
     fn = (torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d)[n_sp - 1]

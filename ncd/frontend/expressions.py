@@ -230,6 +230,9 @@ class ExpressionBuilder:
         binding = self.scope.lookup(name)
         if binding is not None and binding.kind == "instance":
             return self.call_instance(name, args, tree)
+        if name in OPS and OPS[name].syntax is not None:
+            raise err(f"{name} is not a function: it is written {OPS[name].syntax}", name_tok,
+                      hint=OPS[name].doc or None)
         if name in OPS:
             return self.call_op(name, args, tree)
         if name in INITIALISERS:

@@ -269,7 +269,10 @@ class OpDef:
     the output shares the input's storage (no copy, no memory traffic, drawn dashed);
     ``algebra``: what the recurrence pass may assume; ``fold``: the exact value of the op on
     numbers known at check time (None: never folded); ``doc``: the one-line reference,
-    also in docs/language.md's op reference.
+    also in docs/language.md's op reference; ``syntax``: how a spec writes an op that is no
+    function (``x[A as B]``): such an op cannot be called by name; ``example``: a complete
+    spec of one block using the op (``example_spec``), for the op-table test (elementwise and
+    reduce rows without one get a default there, see tests/test_ops_table.py).
     """
 
     name: str
@@ -284,6 +287,13 @@ class OpDef:
     view: bool = False
     algebra: Algebra = NONLINEAR
     fold: FoldFn | None = None
+    syntax: str | None = None
+    example: str | None = None
+
+
+def example_spec(axes: str, inputs: str, output: str, body: str) -> str:
+    """A one-block spec: ``axis <axes>`` then ``block F(<inputs>) -> <output> { <body> }``."""
+    return f"axis {axes}\nblock F({inputs}) -> {output} {{\n  {body}\n}}\n"
 
 
 def axis_pos_from_end(axes: Sequence[str], axis: str) -> int:

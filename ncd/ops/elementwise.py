@@ -23,6 +23,7 @@ from ncd.ops.base import (
     TypeCtx,
     UnaryOp,
     call,
+    example_spec,
     lit,
 )
 from ncd.ops.costing import Save, elementwise
@@ -187,10 +188,13 @@ OPS: tuple[OpDef, ...] = (
     OpDef("neg", "elementwise", _infer_union, _neg_lower, (1, 1), cost=elementwise(1), doc="-x",
           algebra=JOINT, fold=lambda a: -a),
     OpDef("compare", "elementwise", _infer_compare, _compare_lower, (2, 2), cost=elementwise(1, 0),
-          doc="x < y etc., a boolean wire"),
+          doc="x < y etc. (< <= > >= == !=), a boolean wire", syntax="x < y",
+          example=example_spec("A = 3, B = 4", "x: [A, B], y: [B]", "[A, B]", "return where(x < y, x, y)")),
     OpDef("where", "elementwise", lambda c, ins, a: [WireType(axes=union_axes(ins), lifted=any(t.lifted for t in ins))],
-          _where_lower, (3, 3), cost=elementwise(1, saves=(Save("in", 0),)), doc="where(cond, a, b)"),
+          _where_lower, (3, 3), cost=elementwise(1, saves=(Save("in", 0),)), doc="where(cond, a, b)",
+          example=example_spec("A = 3, B = 4", "x: [A, B], y: [B]", "[A, B]", "return where(x > 0, x, y)")),
     OpDef("clamp", "elementwise", _infer_clamp, _clamp_lower, (1, 1),
-          {"min": Kw(NUMBER), "max": Kw(NUMBER)}, cost=elementwise(1, saves=(_IN,)), doc="clamp(x, min = a, max = b)"),
+          {"min": Kw(NUMBER), "max": Kw(NUMBER)}, cost=elementwise(1, saves=(_IN,)), doc="clamp(x, min = a, max = b)",
+          example=example_spec("A = 3, B = 4", "x: [A, B]", "[A, B]", "return clamp(x, min = -0.5, max = 0.5)")),
     *(_unary_entry(name, row) for name, row in UNARY.items()),
 )

@@ -6,7 +6,7 @@ from typing import Any
 import sympy
 
 from ncd.ir import Node, WireType
-from ncd.ops.base import AXES, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call
+from ncd.ops.base import AXES, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, example_spec
 from ncd.ops.costing import Save, numel
 from ncd.ops.layout import permute_to
 
@@ -48,5 +48,7 @@ def _inv_cost(node: Node, ins, size) -> dict[str, Any]:
 
 OPS: tuple[OpDef, ...] = (
     OpDef("inv", "linalg", _infer_inv, _lower_inv, kwargs={"over": Kw(AXES, required=True)}, cost=_inv_cost,
-          draw="inv", algebra=Algebra(mixes="all"), doc="matrix inverse over [R, C] (rows, columns); the result keeps the wire's axes"),
+          draw="inv", algebra=Algebra(mixes="all"),
+          example=example_spec("A = 3, B = 3, C = 2", "x: [A, B, C]", "[A, B, C]", "return inv(x, over = [A, B])"),
+          doc="matrix inverse over [R, C] (rows, columns); the result keeps the wire's axes"),
 )

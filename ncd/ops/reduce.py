@@ -118,5 +118,7 @@ OPS: tuple[OpDef, ...] = (
           doc="x / sqrt(mean(x²) + eps) over the named axes (eps = 1e-6), no affine"),
     OpDef("l2norm", "normalise", _infer_keep(True), _l2norm_lower,
           kwargs={"over": Kw(AXIS, required=True), "eps": Kw(NUMBER)},
-          cost=normalise(4, 7, (Save("in", 0), Save("new", numel="rows"))), algebra=MIXES_OVER, doc="x / max(‖x‖₂, eps) along one axis (eps = 1e-12)"),
+          # F.normalize saves x, the norm (for clamp_min) and the clamped norm (for the division)
+          cost=normalise(4, 7, (Save("in", 0), Save("new", numel="rows"), Save("new", numel="rows"))),
+          algebra=MIXES_OVER, doc="x / max(‖x‖₂, eps) along one axis (eps = 1e-12)"),
 )

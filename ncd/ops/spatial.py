@@ -31,7 +31,7 @@ from typing import Any
 import sympy
 
 from ncd.ir import Node, WireType
-from ncd.ops.base import AXES, AXES_OR_MAP, NUMBER, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.base import AXES, AXES_OR_MAP, NUMBER, Algebra, Expr, example_spec, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.costing import Save, Size, numel
 from ncd.ops.layout import permute_to
 
@@ -171,8 +171,12 @@ def _lower_conv(transposed: bool):
                        dilation=lit(int(attrs.get("dilation") or 1)))
         if transposed:
             options["output_padding"] = lit(int(attrs.get("output_padding") or 0))
-        fn = "rt.conv_transpose_nd" if transposed else "rt.conv_nd"
-        out = call(fn, xs, ws, lit(len(c_in)), lit(len(c_out)), lit(len(src)), **options)
+        if w.lifted:  # per-example weights (a hypernetwork) or a kernel lifted over channels
+            out = call("rt.conv_per_example", xs, ws, lit(len(batch)), lit(len(c_in)), lit(len(c_out)),
+                       lit(len(src)), lit(transposed), **options)
+        else:
+            fn = "rt.conv_transpose_nd" if transposed else "rt.conv_nd"
+            out = call(fn, xs, ws, lit(len(c_in)), lit(len(c_out)), lit(len(src)), **options)
         return permute_to(out, batch + c_out + dst, node.type.axes)
 
     return lower
@@ -251,12 +255,13 @@ def _conv_cost(transposed: bool):
 
 def _pool_cost(kind: str):
     """A window's worth of compares/adds per output element; max pooling keeps its input and the
-    arg-max indices (one int64 per output element)."""
+    arg-max indices (one int64 per output element), average pooling its input."""
 
     def cost(node: Node, ins, size: Size) -> dict[str, Any]:
         n_out = numel(node.type, size)
         window = int(node.attrs.get("size") or 2) ** len(node.attrs["over"]["src"])
-        saves = [Save("in", 0), Save("new", numel=n_out, dtype="int")] if kind == "max" else []
+        # max keeps its input and the arg-max indices; avg keeps its input (for its shape and padding)
+        saves = [Save("in", 0), Save("new", numel=n_out, dtype="int")] if kind == "max" else [Save("in", 0)]
         return {"flops": window * n_out, "bwd": (n_out if kind == "max" else window * n_out,), "saves": saves}
 
     return cost
@@ -279,17 +284,29 @@ _MIXES_ALL = Algebra(mixes="all")
 
 OPS: tuple[OpDef, ...] = (
     OpDef("conv", "spatial", _infer_conv(False), _lower_conv(False), (2, 2), _CONV, cost=_conv_cost(False), algebra=_MIXES_ALL,
+          example=example_spec("C = 2, D = 3, Y = 6, X = 5, KY = 3, KX = 2, Y2, X2", "x: [C, Y, X]", "[D, Y2, X2]",
+                               "param w: [D, C, KY, KX] init normal(0, 1)\n"
+                               "  return conv(x, w, over = [Y, X] -> [Y2, X2], kernel = [KY, KX], padding = 1)"),
           doc="conv(x, W, over = [Y, X] -> [Y2, X2], kernel = [KY, KX], stride = 1, padding = 0, dilation = 1): "
               "contracts the axes x and W share, W's other axes are the output channels"),
     OpDef("conv_transpose", "spatial", _infer_conv(True), _lower_conv(True), (2, 2),
           {**_CONV, "output_padding": Kw(NUMBER)}, cost=_conv_cost(True), algebra=_MIXES_ALL,
+          example=example_spec("C = 2, D = 3, Y = 4, X = 3, KY = 3, KX = 2, Y2, X2", "x: [C, Y, X]", "[D, Y2, X2]",
+                               "param w: [D, C, KY, KX] init normal(0, 1)\n  return conv_transpose("
+                               "x, w, over = [Y, X] -> [Y2, X2], kernel = [KY, KX], stride = 2)"),
           doc="conv_transpose(x, W, over = [Yh, Xh] -> [Y, X], kernel = [KY, KX], stride, padding, "
               "output_padding): out = (n-1)·stride - 2·padding + dilation·(k-1) + output_padding + 1"),
     OpDef("maxpool", "spatial", _infer_pool, _lower_pool("max"), (1, 1), _POOL, cost=_pool_cost("max"), algebra=_MIXES_ALL,
+          example=example_spec("C = 2, Y = 6, X = 4, Y2, X2", "x: [C, Y, X]", "[C, Y2, X2]",
+                               "return maxpool(x, over = [Y, X] -> [Y2, X2])"),
           doc="maxpool(x, over = [Y, X] -> [Yh, Xh], size = 2, stride = size, padding = 0)"),
     OpDef("avgpool", "spatial", _infer_pool, _lower_pool("avg"), (1, 1), _POOL, cost=_pool_cost("avg"), algebra=_MIXES_ALL,
+          example=example_spec("C = 2, Y = 6, X = 4, Y2, X2", "x: [C, Y, X]", "[C, Y2, X2]",
+                               "return avgpool(x, over = [Y, X] -> [Y2, X2], size = 3, stride = 1, padding = 1)"),
           doc="avgpool(x, over = [Y, X] -> [Yh, Xh], size = 2, stride = size, padding = 0) (padding counts as 0)"),
     OpDef("upsample", "spatial", _infer_upsample, _lower_upsample, (1, 1),
           {"over": _OVER, "scale": Kw(NUMBER)}, cost=_upsample_cost, algebra=_MIXES_ALL,
+          example=example_spec("C = 2, Y = 3, X = 2, Y2, X2", "x: [C, Y, X]", "[C, Y2, X2]",
+                               "return upsample(x, over = [Y, X] -> [Y2, X2])"),
           doc="upsample(x, over = [Yh, Xh] -> [Y, X], scale = 2): nearest-neighbour, each value repeated"),
 )
