@@ -49,6 +49,7 @@ def token_table() -> TokenTable:
     from ncd.frontend import common
     from ncd.frontend.parser import parser
     from ncd.ops import OPS
+    from ncd.ops.init import INITIALISERS
 
     keywords: set[str] = set()
     operators: set[str] = set()
@@ -66,7 +67,8 @@ def token_table() -> TokenTable:
             patterns.append(regex)
         elif kind != "space":
             regexes.setdefault(kind, regex)
-    builtins = set(OPS) | set(common.INITIALISERS) | set(common.NUMERIC_FUNCS)
+    # the ops a spec calls by name (not those written with syntax, like x[A as B]) and the initialisers
+    builtins = {name for name, op in OPS.items() if op.syntax is None} | set(INITIALISERS)
     constants = set(getattr(common, "NAMED_CONSTANTS", {}))
 
     def longest_first(items) -> tuple[str, ...]:
