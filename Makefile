@@ -4,11 +4,15 @@ PY     := $(VENV)/bin/python
 NCD    := $(VENV)/bin/ncd
 STAMP  := $(VENV)/.ncd-installed
 TESTS  := $(VENV)/.ncd-test-installed
+# A second venv with the default install only (torch + `pip install -e .`, no extras: no triton,
+# no scipy): `make smoke-default` runs every library spec in it, as a user without extras would.
+BARE   ?= .venv-default
+BARE_STAMP := $(BARE)/.ncd-installed
 SPEC   ?= specs/transformer_encoder.ncd
 SIZES  ?= D=64 H=4 F=128
 OUT    ?= out
 
-.PHONY: demo test install bench diagrams clean dot tex kernel-report
+.PHONY: demo test install bench diagrams clean dot tex kernel-report smoke-default
 
 $(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -24,6 +28,16 @@ $(TESTS): $(STAMP)
 	touch $(TESTS)
 
 install: $(STAMP)
+
+$(BARE_STAMP): pyproject.toml setup.py
+	python3 -m venv $(BARE)
+	$(BARE)/bin/python -m pip install -q --no-compile "torch==2.13.0" || $(BARE)/bin/python -m pip install -q --no-compile "torch>=2.4,<2.15"
+	$(BARE)/bin/python -m pip install -q -e .
+	touch $(BARE_STAMP)
+
+# `ncd run --backward` on every library spec without the optional extras (about a minute).
+smoke-default: $(BARE_STAMP)
+	$(BARE)/bin/python .ci/default_install_smoke.py
 
 # The Graphviz `dot` binary renders diagrams; `.dot` output works without it.
 dot:
@@ -52,7 +66,7 @@ demo: $(STAMP) dot
 	$(NCD) compile $(SPEC) --set $(SIZES) --emit python -o $(OUT)/demo_module.py
 	$(NCD) run $(SPEC) --set B=2 T=16 $(SIZES) --backward
 
-test: $(TESTS) dot
+test: $(TESTS) dot smoke-default
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -n 2 -m "not slow and not gpu"
 
 bench: $(TESTS)
@@ -69,4 +83,4 @@ diagrams: $(STAMP) dot
 	$(PY) bench/render_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info $(OUT)
+	rm -rf $(VENV) $(BARE) build *.egg-info $(OUT)

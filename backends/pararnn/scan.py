@@ -11,13 +11,12 @@ On CUDA, `linear_scan` dispatches to the chunked Triton kernel in `scan_triton.p
 """
 from __future__ import annotations
 
-import functools
-
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from ..triton._common import auto_backend, require_triton
 from .naive import ScanKind, acc_dtype, scan_naive
 
 Backend = Literal["auto", "torch", "triton", "naive"]
@@ -100,13 +99,10 @@ def _check(a: Tensor, b: Tensor, kind: str, initial: Tensor | None) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
-def _triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def auto_scan_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """What backend "auto" runs: Triton on CUDA tensors where triton is installed, except for
+    float64 (the Triton kernels accumulate in float32); the PyTorch parallel scan elsewhere."""
+    return "torch" if dtype == torch.float64 else auto_backend(device)
 
 
 def linear_scan(
@@ -126,15 +122,15 @@ def linear_scan(
     float32), the PyTorch parallel scan elsewhere.
     """
     _check(a, b, kind, initial)
-    if backend == "auto":  # the Triton kernels accumulate in float32: float64 stays in PyTorch
-        use_triton = b.is_cuda and b.dtype != torch.float64 and _triton_available()
-        backend = "triton" if use_triton else "torch"
+    if backend == "auto":
+        backend = auto_scan_backend(b.device, b.dtype)
     if backend == "naive":
         return scan_naive(a, b, kind, reverse, initial)
     if backend == "torch":
         return scan_parallel(a, b, kind, reverse, initial)
     if backend == "triton":
-        from .scan_triton import scan_triton
+        require_triton()
+        from .scan_triton import scan_triton  # imports triton: only where the kernel launches
 
         return scan_triton(a, b, kind, reverse, initial)
     raise ValueError(f"unknown scan backend {backend!r}; use auto, torch, triton or naive")

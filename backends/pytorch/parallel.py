@@ -16,9 +16,10 @@ import math
 from typing import Any
 
 import torch
-from ncd.backends.pytorch.program import Loop
 from torch import nn
 
+from ncd.backends.pytorch.implementations import implementation, kernel_backend
+from ncd.backends.pytorch.program import Loop
 from ncd.errors import NcdError
 
 
@@ -62,6 +63,7 @@ class ParallelScan:
             self.kernel_values = {name: compile_expr(e) for name, e in loop.kernel.items()}
 
         self.stats = SolverStats()
+        self.implementation: str | None = None  # what the last call ran, in words (`ncd run` prints it)
         if loop.backend == "newton":
             structure = loop.plan.structure
             kind = {"diagonal": "diag", "block": "block"}.get(structure, "dense")
@@ -143,6 +145,7 @@ class ParallelScan:
         h0_rows = h0_rows.reshape(n_rows, -1)
         dummy = h0_rows.new_zeros(n_rows, T, 0)
         params = tuple(tensors + attr_tensors + module_tensors)
+        self.implementation = implementation(loop.backend, h0_rows.device, h0_rows.dtype)
         if loop.backend == "newton":
             h_all = self.solver(cell, h0_rows, dummy, *params)
         elif loop.backend == "fft":
@@ -217,16 +220,19 @@ class ParallelScan:
         q, k, v = lay("q", layout.key), lay("k", layout.key), lay("v", layout.value)
         state0 = core(h0, layout.state, [*layout.heads, layout.key, layout.value])
         state0 = state0.expand(*batch, *heads, K, V).reshape(rows, n_heads, K, V).to(q)
+        kernel = kernel_backend(loop.backend, q.device, q.dtype)
+        self.implementation = implementation(loop.backend, q.device, q.dtype)
         if loop.backend == "gla":
             from ncd.backends.triton.gla import gla
 
             if "gate" in values:
                 values["g"], operands["g"] = torch.log(values.pop("gate")), operands["gate"]
-            out, _ = gla(q, k, v, lay("g", layout.key), scale=1.0, initial_state=state0)
+            out, _ = gla(q, k, v, lay("g", layout.key), scale=1.0, initial_state=state0,
+                         backend=kernel)
         else:
             from ncd.backends.triton.delta import delta_rule
 
-            out, _ = delta_rule(q, k, v, lay("beta", None), scale=1.0, initial_state=state0)
+            out, _ = delta_rule(q, k, v, lay("beta", None), scale=1.0, initial_state=state0, backend=kernel)
         out = out.reshape(*batch, T, *heads, V)
         lead = len(batch) + 1
         order = [*layout.heads, layout.value]
@@ -241,7 +247,7 @@ class ParallelScan:
         b = cell(zeros, dummy, *params)
         a = cell(zeros + 1, dummy, *params) - b
         states, _ = diag_scan(a.reshape(n_rows, T, -1).contiguous(), b.reshape(n_rows, T, -1).contiguous(),
-                              h0_rows)
+                              h0_rows, backend=kernel_backend("scan", b.device, b.dtype))
         return states
 
     def time_invariant(self, cell, h0_rows, dummy, params, n_rows, T) -> torch.Tensor:

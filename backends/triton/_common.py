@@ -1,6 +1,8 @@
 """Helpers shared by the Triton kernels: input checks, backend choice, dtype maps."""
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 
 import torch
@@ -33,6 +35,25 @@ def check_same_device(**tensors: torch.Tensor) -> None:
                          + ", ".join(f"{n} on {d}" for n, d in devs.items()))
 
 
+TRITON_EXTRA = "triton is not installed; install the extra: pip install 'ncd[triton]'"
+
+
+@functools.lru_cache(maxsize=None)
+def triton_installed() -> bool:
+    """Whether the optional `triton` package can be imported, found without importing it: the
+    default install (no extras) runs every recurrence through the PyTorch twins."""
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_triton() -> None:
+    """Raise a clear error, naming the extra, where a Triton kernel is asked for without triton."""
+    if not triton_installed():
+        raise ImportError(f"a Triton kernel was requested, but {TRITON_EXTRA}", name="triton")
+
+
 def triton_available(device: torch.device) -> bool:
     """Triton runs on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1."""
     if device.type == "cuda":
@@ -40,16 +61,28 @@ def triton_available(device: torch.device) -> bool:
     return device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def auto_backend(device: torch.device) -> str:
+    """What backend='auto' runs: Triton on CUDA tensors where triton is installed, else the
+    chunked PyTorch twin (the CPU interpreter is for tests, far too slow to serve as a fallback)."""
+    return "triton" if device.type == "cuda" and triton_installed() else "torch"
+
+
+def torch_reason(device: torch.device) -> str:
+    """Why backend='auto' runs the PyTorch twin on ``device``: `ncd run` and --explain say it."""
+    return "triton not installed" if not triton_installed() else f"tensors on {device.type}, not CUDA"
+
+
 def pick_backend(backend: str, device: torch.device) -> str:
-    """'auto': Triton on CUDA tensors, else the chunked PyTorch twin (the CPU interpreter is
-    for tests, far too slow to serve as a fallback)."""
+    """Resolve 'auto' (see `auto_backend`); an explicit 'triton' needs triton and a device it runs on."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" else "torch"
-    if backend == "triton" and not triton_available(device):
-        raise ValueError(f"backend='triton' needs a CUDA tensor or TRITON_INTERPRET=1, "
-                         f"got tensors on {device}")
+        return auto_backend(device)
+    if backend == "triton":
+        require_triton()
+        if not triton_available(device):
+            raise ValueError(f"backend='triton' needs a CUDA tensor or TRITON_INTERPRET=1, "
+                             f"got tensors on {device}")
     return backend
 
 

@@ -14,6 +14,7 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None) -> It
     and chooses its backend; this prints its plans (``passes``, or the pipeline's passes run on
     ``ir`` with ``scan_backend``), the ones the compiled module runs.
     """
+    from ncd.backends.pytorch.implementations import implementation
     from ncd.ir import walk
     from ncd.pipeline import run_passes
 
@@ -40,6 +41,7 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None) -> It
                 "carries": carries,
                 "class": kind,
                 "backend": backend,
+                "implementation": implementation(backend),
                 "reason": reason,
                 "requested": node.attrs.get("backend"),
             }
@@ -56,6 +58,7 @@ def explain_text(ir: Any, scan_backend: str = "auto", emitted: bool = False, pas
         lines.append(f"{where}: scan over {rec['axis']}{direction} in block {rec['block']}, carry ({carries})")
         lines.append(f"    class: {rec['class']}")
         lines.append(f"    backend: {rec['backend']}")
+        lines.append(f"    runs here as: {rec['implementation']}")
         lines.append(f"    why: {rec['reason']}")
     if records and emitted and not _emitter_runs_plans():
         lines.append("note: the emitted Python runs every scan as the sequential loop; the backends above are "

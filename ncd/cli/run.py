@@ -50,6 +50,7 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
     import torch
 
     import ncd
+    from ncd.backends.pytorch.implementations import implementation
 
     declared = declared_axes(path)
     spec_sizes = dict(sizes)
@@ -74,6 +75,7 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
         outs = list(out) if isinstance(out, tuple) else [out]
         total = sum(o.sum() for o in outs)
         forward_ms = (time.perf_counter() - start) * 1e3
+        ran = _implementations_ran(module)
         record: dict[str, Any] = {
             "spec": path,
             "entry": entry.name,
@@ -85,6 +87,7 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
             "outputs": [],
             "params": sum(p.numel() for p in module.parameters()),
             "scans": [{"line": p.loc.line if p.loc else None, "axis": p.axis, "backend": p.backend,
+                       "implementation": ran.get((p.block, p.node)) or implementation(p.backend, None, torch_dtype),
                        "fused": fuse_scans and p.backend == "newton"}
                       for p in getattr(module, "scan_plans", [])],
             "checksum": float(total.detach()),
@@ -110,6 +113,19 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
     return record
 
 
+def _implementations_ran(module: Any) -> dict[tuple[str, str], str]:
+    """What each parallel scan ran in the forward just done (Triton kernel or PyTorch twin), keyed
+    like the scan plans; a scan not recorded is described by `implementation` for this machine."""
+    from ncd.backends.pytorch.module import CompiledModule
+
+    ran: dict[tuple[str, str], str] = {}
+    for sub in module.modules():
+        for scan in sub.parallel_scans() if isinstance(sub, CompiledModule) else ():
+            if scan.implementation is not None:
+                ran[(scan.loop.plan.block, scan.loop.plan.node)] = scan.implementation
+    return ran
+
+
 def run(args: argparse.Namespace) -> int:
     record = run_spec(args.path, bound_sizes(args), seed=args.seed, dtype=args.dtype, backward=args.backward,
                       scan_backend=args.scan_backend, fuse_scans=args.fuse_scans)
@@ -124,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  output  {i}: {fmt_axes(item['axes'])} = {tuple(item['shape'])}")
     print(f"  params:  {record['params']:,}")
     for scan in record["scans"]:
-        print(f"  scan    line {scan['line']} over {scan['axis']}: {scan['backend']}")
+        print(f"  scan    line {scan['line']} over {scan['axis']}: {scan['backend']}: {scan['implementation']}")
     print(f"  checksum: sum {record['checksum']:.6g}, sum of |.| {record['abs_sum']:.6g} "
           f"(of the outputs)   forward {record['forward_ms']:.1f} ms")
     if "grad_norm" in record:

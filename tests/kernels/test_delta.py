@@ -17,6 +17,7 @@ from kernels_import import (
 
 NAMES = ["o", "S_T", "dq", "dk", "dv", "dbeta", "dh0"]
 naive = delta_mod.naive_delta_rule
+chunk_mod = importlib.import_module(f"{delta_mod.__name__}.chunk")  # the Triton path (imports triton)
 
 
 def inputs(B, T, H, K, V, h0=True, dtype=torch.float32):
@@ -122,7 +123,7 @@ def test_rejects_bad_input(change, match):
 
 def run_blocks(blocks, chunk_size=16):
     """The Triton autograd path with explicit tile sizes (the launcher's are for K, V >= 64)."""
-    chunk = delta_mod.chunk
+    chunk = chunk_mod
 
     def fn(q, k, v, b, s):
         scale = q.shape[-1] ** -0.5
@@ -151,7 +152,7 @@ TILED = [(1, 1, 1, 40, 48), (2, 37, 1, 48, 40), (1, 21, 2, 20, 33), (1, 40, 1, 6
 @pytest.mark.parametrize("h0", [True, False], ids=["h0", "zero-h0"])
 @pytest.mark.parametrize("B,T,H,K,V", TILED, ids=lambda v: str(v))
 def test_multi_tile_paths(B, T, H, K, V, h0):
-    blocks = delta_mod.chunk.DeltaBlocks(bk=16, bv=16, bv_state=16, bv_dstate=32, bk_dstate=16)
+    blocks = chunk_mod.DeltaBlocks(bk=16, bv=16, bv_state=16, bv_dstate=32, bk_dstate=16)
     ins = inputs(B, T, H, K, V, h0)
     got = outputs_and_grads(run_blocks(blocks), ins)
     assert_close(got, outputs_and_grads(ref(), ins), F32_TOL, NAMES)
@@ -159,7 +160,7 @@ def test_multi_tile_paths(B, T, H, K, V, h0):
 
 def test_multi_tile_without_final_state_gradient():
     """dhT = None (the loss ignores S_T) through the tiled backward."""
-    blocks = delta_mod.chunk.DeltaBlocks(bk=16, bv=16, bv_state=32, bv_dstate=16, bk_dstate=32)
+    blocks = chunk_mod.DeltaBlocks(bk=16, bv=16, bv_state=32, bv_dstate=16, bk_dstate=32)
     q, k, v, b, s = inputs(1, 19, 2, 40, 36)
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v, b, s)]
     got = torch.autograd.grad(run_blocks(blocks)(*leaves)[0].square().sum(), leaves)
@@ -171,8 +172,8 @@ def test_multi_tile_without_final_state_gradient():
 def test_blocks_must_be_powers_of_two():
     q, k, v, b, s = inputs(1, 4, 1, 16, 16)
     with pytest.raises(ValueError, match=r"DeltaBlocks.bv must be a power of two >= 16"):
-        delta_mod.chunk.delta_rule_fwd(q, k, v, b, 1.0, s,
-                                       blocks=delta_mod.chunk.DeltaBlocks(bv=24))
+        chunk_mod.delta_rule_fwd(q, k, v, b, 1.0, s,
+                                       blocks=chunk_mod.DeltaBlocks(bv=24))
 
 
 @pytest.mark.slow

@@ -146,7 +146,7 @@ def test_package_exports():
 def run_tiles(tiles, chunk_size=64, scale=None):
     def f(q, k, v, g, s):
         sc = q.shape[-1] ** -0.5 if scale is None else scale
-        return gla_mod.gla_triton(q, k, v, g, sc, s, chunk_size, 16, tiles)
+        return chunk_mod.gla_triton(q, k, v, g, sc, s, chunk_size, 16, tiles)
     return f
 
 

@@ -13,11 +13,10 @@ from .._common import (
     check_shape,
     pick_backend,
 )
-from .chunk import delta_rule_triton
 from .chunk_torch import delta_rule_torch
 from .naive import naive_delta_rule
 
-__all__ = ["delta_rule", "delta_rule_torch", "delta_rule_triton", "naive_delta_rule"]
+__all__ = ["delta_rule", "delta_rule_torch", "naive_delta_rule"]  # delta_rule_triton: in .chunk (imports triton)
 
 
 def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
@@ -53,4 +52,6 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     check_head_dims(K, V, backend)
     if backend == "torch":
         return delta_rule_torch(q, k, v, beta, scale, initial_state, chunk_size)
+    from .chunk import delta_rule_triton  # imports triton: only where the kernel launches
+
     return delta_rule_triton(q, k, v, beta, scale, initial_state, chunk_size)

@@ -13,11 +13,10 @@ from .._common import (
     check_shape,
     pick_backend,
 )
-from .chunk import gla_triton
 from .chunk_torch import gla_torch
 from .naive import naive_gla
 
-__all__ = ["gla", "gla_torch", "gla_triton", "naive_gla"]
+__all__ = ["gla", "gla_torch", "naive_gla"]  # gla_triton: in .chunk (imports triton)
 
 
 def gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
@@ -56,4 +55,6 @@ def gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
     check_head_dims(K, V, backend)
     if backend == "torch":
         return gla_torch(q, k, v, g, scale, initial_state, chunk_size, sub_chunk)
+    from .chunk import gla_triton  # imports triton: only where the kernel launches
+
     return gla_triton(q, k, v, g, scale, initial_state, chunk_size, sub_chunk)
