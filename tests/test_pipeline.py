@@ -119,3 +119,18 @@ def test_the_torch_backend_registers_a_runner_for_every_registry_backend():
     assert set(scan_backends.registered()) == set(scan_backends.BACKENDS)
     for name in scan_backends.BACKENDS:
         assert callable(scan_backends.runner(name))
+
+
+def test_a_primed_axis_is_its_base_axis_wherever_sizes_or_colours_are_read():
+    """IR JSON may claim any `prime_of` (even a cycle); sizes and the renderer read T' as T by name."""
+    from ncd.backends.graphviz.render import axis_colours
+    from ncd.ir import SpecIR
+    from ncd.sizes import AxisSizes
+
+    ir = ncd.check("attention", T=6)
+    data = ir.model_dump()
+    for name in data["axes"]:
+        data["axes"][name]["prime_of"] = name  # a cycle the old renderer recursed on forever
+    tampered = SpecIR.model_validate(data)
+    assert axis_colours(tampered) == axis_colours(ir)  # no recursion; T' coloured as T
+    assert AxisSizes.of(tampered).bound("T'") == 6

@@ -97,10 +97,10 @@ def axis_colours(ir: SpecIR) -> dict[str, str]:
 
 
 def _base(ir: SpecIR, axis: str) -> str:
-    definition = ir.axes.get(axis)
-    if definition is not None and definition.prime_of:
-        return _base(ir, definition.prime_of)
-    return axis.rstrip("'")
+    """A primed axis is its base axis (ncd.sizes.base_axis, as everywhere sizes are read)."""
+    from ncd.sizes import base_axis
+
+    return base_axis(axis)
 
 
 def _all_axes(ir: SpecIR) -> list[str]:

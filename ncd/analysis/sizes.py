@@ -23,7 +23,7 @@ class SizeEnv:
         self.batch = batch if batch not in ir.axes else "batch"  # a spec may declare its own B
         self.defaults: dict[str, int] = {}
         for name, axis in ir.axes.items():
-            if axis.size is not None and axis.prime_of is None:
+            if axis.size is not None and sz.base_axis(name) == name:
                 value = sz.parse(axis.size)
                 if value.is_number and value.is_integer:
                     self.defaults[name] = int(value)

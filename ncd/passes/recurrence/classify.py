@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from ncd.ir import BlockIR, Node, SpecIR, walk
 from ncd.ops import algebra
 from ncd.passes.recurrence.plan import Structure
+from ncd.sizes import base_axis
 
 NONLINEAR = 99
 
@@ -47,8 +48,7 @@ class Value:
 
 
 
-def base(axis: str) -> str:
-    return axis.rstrip("'")
+base = base_axis  # a primed axis is a second wire of its base axis
 
 
 @dataclass
