@@ -3,6 +3,7 @@ DOT text is deterministic, and wrong options fail with an NcdError that says wha
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -123,9 +124,9 @@ def test_unwritable_output_is_an_ncd_error(tmp_path):
 
 
 def test_without_dot_only_dot_output_works(tmp_path, monkeypatch):
-    import ncd.backends.graphviz as gv
+    import ncd.backends.graphviz.dot as gv_dot
 
-    monkeypatch.setattr(gv.shutil, "which", lambda name: None)
+    monkeypatch.setattr(gv_dot.shutil, "which", lambda name: None)
     ir = ncd.check(ROOT / "specs" / "attention.ncd")
     assert render(ir, tmp_path / "a.dot").read_text().startswith("digraph")
     with pytest.raises(ncd.NcdError, match="dot` binary is not installed") as info:
@@ -165,3 +166,43 @@ def test_plain_theme_is_black_and_white():
 
     dot = render_dot(ncd.check(ROOT / "specs" / "attention.ncd"), theme="plain")
     assert not any(colour in dot for colour in PALETTE)
+
+
+def _wide_spec(n: int) -> str:
+    """A title full of control characters and markup, and n axes: a legend far beyond 16384 bytes."""
+    axes = ", ".join(f"A{i} = {i % 7 + 1}" for i in range(n))
+    ports = ", ".join(f"A{i}" for i in range(n))
+    over = ", ".join(f"A{i}" for i in range(1, n))
+    return (f"# T\x01itle \x1b[31m <b>&\u2028 {'x' * 300}\naxis {axes}\n"
+            f"block F(x: [{ports}]) -> [A0] {{\n    return sum(x, over = [{over}])\n}}\n")
+
+
+def test_control_characters_in_the_title_are_escaped_and_long_titles_clipped():
+    dot = render_dot(ncd.check(_wide_spec(3)))
+    title = next(line for line in dot.split("\n") if "label=<<b>T" in line)
+    assert "\x01" not in dot and "\x1b" not in dot and "\u2028" not in dot
+    assert "T\\x01itle \\x1b[31m &lt;b&gt;&amp;\\u2028" in title
+    assert "x" * 300 not in title and "…" in title
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="the Graphviz dot binary is not installed")
+def test_a_legend_beyond_graphvizs_html_label_limit_is_split(tmp_path):
+    from ncd.backends.graphviz.render import HTML_LABEL_LIMIT
+
+    ir = ncd.check(_wide_spec(400))
+    dot = render_dot(ir)
+    labels = re.findall(r"label=<(.*)>\]?;?$", dot, flags=re.MULTILINE)
+    assert labels and max(len(label.encode()) for label in labels) < HTML_LABEL_LIMIT
+    assert "legend_1 [" in dot  # the legend became several tables
+    assert render(ir, tmp_path / "wide.svg").read_text().startswith("<?xml")
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="the Graphviz dot binary is not installed")
+def test_a_graphviz_timeout_is_an_ncd_error(tmp_path, monkeypatch):
+    import ncd.backends.graphviz.dot as gv_dot
+
+    monkeypatch.setattr(gv_dot, "DOT_TIMEOUT_S", 1e-4)
+    with pytest.raises(ncd.NcdError, match="graphviz took longer than") as info:
+        render(ncd.check(ROOT / "specs" / "attention.ncd"), tmp_path / "a.svg")
+    assert "--depth" in info.value.hint
+    assert not (tmp_path / "a.svg").exists()

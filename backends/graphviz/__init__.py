@@ -3,18 +3,15 @@ or TikZ for LaTeX from Graphviz's own layout (tikz.py)."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from ncd.backends.graphviz.dot import INSTALL_HINT, run_dot
 from ncd.backends.graphviz.render import PALETTE, THEMES, axis_colours, render_dot
 from ncd.errors import NcdError
 from ncd.ir import SpecIR
 
 FORMATS = ("svg", "pdf", "png", "dot", "tex")
-INSTALL_HINT = ("install Graphviz for svg/pdf/png/tex: `make dot`, `apt-get install graphviz`, `brew install graphviz` "
-                "or `conda install graphviz`; .dot output works without it")
 
 
 def render(ir: SpecIR, path: str | os.PathLike[str], *, depth: int | None = None, expand: str | None = None,
@@ -40,13 +37,7 @@ def render(ir: SpecIR, path: str | os.PathLike[str], *, depth: int | None = None
 
         data = to_tikz(dot_text, standalone=standalone).encode("utf-8")
     else:
-        exe = shutil.which("dot")
-        if exe is None:
-            raise NcdError(f"cannot render {path.name}: the Graphviz `dot` binary is not installed", hint=INSTALL_HINT)
-        proc = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True, timeout=120)
-        if proc.returncode != 0:
-            raise NcdError(f"graphviz failed on {path.name}: {proc.stderr.decode(errors='replace').strip()[:500]}")
-        data = proc.stdout
+        data = run_dot(dot_text, fmt, path.name)
     try:
         path.write_bytes(data)
     except OSError as exc:
@@ -54,4 +45,4 @@ def render(ir: SpecIR, path: str | os.PathLike[str], *, depth: int | None = None
     return path
 
 
-__all__ = ["FORMATS", "PALETTE", "THEMES", "axis_colours", "render", "render_dot"]
+__all__ = ["FORMATS", "INSTALL_HINT", "PALETTE", "THEMES", "axis_colours", "render", "render_dot"]

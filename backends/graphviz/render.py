@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ncd.errors import NcdError
+from ncd.errors import NcdError, printable
 from ncd.ir import BlockIR, Node, SpecIR, WireType
 
 PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#332288", "#117733",
@@ -114,8 +114,30 @@ def _all_axes(ir: SpecIR) -> list[str]:
     return list(seen)
 
 
+# Graphviz's scanner refuses an HTML label longer than 16384 bytes ("longer than 16384?"): labels
+# that grow with the spec (the legend, a wire's axes, the title) are kept well under it.
+HTML_LABEL_LIMIT = 16384
+TITLE_CHARS = 200
+
+
 def _esc(text: str) -> str:
-    return html.escape(str(text), quote=True)
+    """Text for an HTML label: markup escaped, control characters shown as escapes (a raw one is
+    invalid in Graphviz's XML-like labels, or moves the text)."""
+    return html.escape(printable(str(text)), quote=True)
+
+
+def _chunks(rows: list[str], limit: int) -> list[list[str]]:
+    """Rows grouped so that no group's UTF-8 length passes ``limit``."""
+    groups: list[list[str]] = [[]]
+    used = 0
+    for row in rows:
+        size = len(row.encode("utf-8"))
+        if groups[-1] and used + size > limit:
+            groups.append([])
+            used = 0
+        groups[-1].append(row)
+        used += size
+    return groups
 
 
 def _dot_id(*parts: str) -> str:
@@ -178,7 +200,10 @@ class Drawer:
             n = self.size_text(a) if sizes else None
             label = _esc(a) + (f"={n}" if n is not None else "")
             parts.append(f'<font color="{self.colour(a)}">{label}</font>')
-        return " ".join(parts) if parts else "scalar"
+        text = " ".join(parts) if parts else "scalar"
+        if len(text.encode("utf-8")) > HTML_LABEL_LIMIT // 4:  # hundreds of axes: say how many
+            return f"{len(axes)} axes" + (" (lifted)" if lifted else "")
+        return text
 
     def wire(self, src: str, dst: str, t: WireType | None, extra: str = "") -> None:
         attrs = []
@@ -198,6 +223,8 @@ class Drawer:
     def draw(self, root: BlockIR) -> str:
         t = self.theme
         title = self.ir.meta.title or self.ir.name
+        if len(title) > TITLE_CHARS:
+            title = title[: TITLE_CHARS - 1] + "…"
         self.lines = ["digraph ncd {"]
         for line in (
             f'graph [rankdir=LR, fontname="{t["font"]}", bgcolor="{t["bg"]}", labelloc=t, labeljust=l, '
@@ -236,13 +263,18 @@ class Drawer:
         rows.append(f'<tr><td><font color="{LIFTED}">━━</font></td><td align="left">…</td>'
                     f'<td align="left">lifted (batch)</td></tr>')
         rows.append('<tr><td colspan="3" align="left"><b>bold</b>: learned · ⟨A⟩: lifted over A</td></tr>')
-        blocks = ", ".join(_esc(b) for b in dict.fromkeys(self.blocks_drawn))
+        drawn = list(dict.fromkeys(self.blocks_drawn))
+        shown = drawn[:40]
+        blocks = ", ".join(_esc(b) for b in shown) + (f" and {len(drawn) - len(shown)} more" if drawn[40:] else "")
         rows.append(f'<tr><td colspan="3" align="left">blocks: {blocks}</td></tr>')
         self.emit("subgraph cluster_legend {")
         self.indent += 1
         self.emit(f'label=<<b>legend</b>>; style="rounded"; color="{LIFTED}"; fontsize=11;')
-        self.emit(f'legend [shape=plaintext, style="", fontsize=10, label=<<table border="0" cellspacing="1" '
-                  f'cellpadding="1">{"".join(rows)}</table>>];')
+        # A spec with hundreds of axes gets several legend tables, each under Graphviz's label limit.
+        for i, group in enumerate(_chunks(rows, HTML_LABEL_LIMIT // 2)):
+            name = "legend" if i == 0 else f"legend_{i}"
+            self.emit(f'{name} [shape=plaintext, style="", fontsize=10, label=<<table border="0" cellspacing="1" '
+                      f'cellpadding="1">{"".join(group)}</table>>];')
         self.indent -= 1
         self.emit("}")
 

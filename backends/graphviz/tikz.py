@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import unicodedata
 from typing import Any
 
+from ncd.backends.graphviz.dot import INSTALL_HINT, run_dot
 from ncd.errors import NcdError
 
 SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#", "^": r"\^{}",
@@ -65,15 +65,9 @@ def _fallback(ch: str) -> str:
 
 def layout(dot_text: str) -> dict[str, Any]:
     """Graphviz's own layout of the DOT text, with its drawing operations (``dot -Tjson``)."""
-    from ncd.backends.graphviz import INSTALL_HINT
-
-    exe = shutil.which("dot")
-    if exe is None:
+    if shutil.which("dot") is None:
         raise NcdError("TikZ output needs the Graphviz `dot` binary for the layout", hint=INSTALL_HINT)
-    proc = subprocess.run([exe, "-Tjson"], input=dot_text.encode("utf-8"), capture_output=True, timeout=120)
-    if proc.returncode != 0:
-        raise NcdError(f"graphviz failed: {proc.stderr.decode(errors='replace').strip()[:500]}")
-    return json.loads(proc.stdout.decode("utf-8"))
+    return json.loads(run_dot(dot_text, "json", "the TikZ layout").decode("utf-8"))
 
 
 class Writer:
