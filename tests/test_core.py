@@ -11,6 +11,7 @@ import torch
 import ncd
 from ncd.backends.pytorch.emit import emit_python
 from ncd.ir import SpecIR
+from ncd.samples import random_input
 
 torch.set_default_dtype(torch.float32)
 
@@ -291,7 +292,7 @@ def random_inputs(ir: SpecIR, batch: int = 2, free: int = 8) -> list[torch.Tenso
     out = []
     for port in ir.entry_block.inputs:
         shape = [batch] + [sizes.bound(a) or free for a in port.type.axes]
-        out.append(torch.randn(*shape))
+        out.append(random_input(port.type, shape))
     return out
 
 

@@ -14,6 +14,7 @@ import torch
 
 import ncd
 from ncd.cli.common import axis_size
+from ncd.samples import random_input
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "docs" / "language.md", ROOT / "README.md"]
@@ -63,8 +64,8 @@ def test_example(source: str) -> None:
     for port in ir.entry_block.inputs:
         shape = [axis_size(ir, a) for a in port.type.axes]
         assert None not in shape, f"input {port.name} {port.type} has an unsized axis"
-        inputs.append(torch.randn([2, *shape] if port.type.lifted else shape, dtype=torch.float64,
-                                  requires_grad=True))
+        inputs.append(random_input(port.type, [2, *shape] if port.type.lifted else shape, torch.float64,
+                                   requires_grad=True))
     out = module(*inputs)
     outs = out if isinstance(out, tuple) else (out,)
     for wire, o in zip(ir.entry_block.outputs, outs):

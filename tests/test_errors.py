@@ -627,6 +627,59 @@ block F(x: [C, Y]) -> [C, Yh] {
   return avgpool(x, over = [Y] -> [Yh], size = 4, stride = inf)
 }
 """, 3, 60, "stride must be a whole number"),
+    # ------------------------------------------------------------------ integer wires
+    Case("int/float-op-on-ids", HEAD + """block F(x: [T, D], ids: [T] int) -> [T] {
+  return relu(ids)
+}
+""", 4, 10, 'relu needs a float wire, but this one is an integer wire [..', 'convert it'),
+    Case("int/mixed-arithmetic", HEAD + """block F(x: [T, D], ids: [T] int) -> [T, D] {
+  return x + ids
+}
+""", 4, 10, 'add mixes an integer wire with a float wire', 'convert the integer wire first'),
+    Case("int/fractional-literal", HEAD + """block F(ids: [T] int) -> [T] int {
+  return ids * 0.5
+}
+""", 4, 10, 'mul of an integer wire with the fractional number 1/2', 'convert the integer wire first'),
+    Case("int/lookup-by-float", HEAD + """block F(x: [T, D]) -> [T, E] {
+  param Emb: [D, E] init normal(0, 1)
+  return Emb[D = x[D = 0]]
+}
+""", 5, 14, 'the index of x[D = ...] must be an integer wire, but this on', 'declare the input an integer w'),
+    Case("int/lookup-axis-on-index", HEAD + """block F(ids: [D] int) -> [D, E] {
+  param Emb: [D, E] init normal(0, 1)
+  return Emb[D = ids]
+}
+""", 5, 14, 'the index wire already has axis D, the axis it looks up alon', "rename the index wire's axis"),
+    Case("int/lookup-missing-axis", HEAD + """block F(ids: [T] int) -> [T, E] {
+  param Emb: [D, E] init normal(0, 1)
+  return Emb[T = ids]
+}
+""", 5, 14, 'axis T is not on this wire, whose axes are [D, E]', "look up along one of the wire'"),
+    Case("int/one-hot-of-float", HEAD + """block F(x: [T]) -> [T, E] {
+  return one_hot(x, over = E)
+}
+""", 4, 10, 'the input of one_hot must be an integer wire, but this one i', 'declare the input an integer w'),
+    Case("int/return-dtype", HEAD + """block F(ids: [T] int) -> [T] {
+  return ids
+}
+""", 4, 10, 'wrong return type: the block declares a float wire [..., T] ', 'declare it'),
+    Case("int/argmax-of-bool", HEAD + """block F(x: [T, D]) -> [T] int {
+  return argmax(x > 0, over = D)
+}
+""", 4, 10, 'argmax/argmin of a boolean wire', 'convert it'),
+    Case("int/where-float-condition", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return where(x, x, 0)
+}
+""", 4, 10, 'the condition of where is a float wire, not a comparison', 'write a comparison'),
+    Case("int/block-port-dtype", HEAD + """block G(ids: [T] int) -> [T, E] { return one_hot(ids, over = E) }
+block F(x: [T]) -> [T, E] {
+  return G(x)
+}
+""", 5, 10, 'G expects ids to be int but got a float wire', 'declare the wire int where it '),
+    Case("int/unknown-dtype", HEAD + """block F(ids: [T] integer) -> [T] {
+  return ids
+}
+""", 3, 18, "unexpected 'integer'", "expected ')', ',', int or bool"),
     # ------------------------------------------------------------------ Python is not the language
     Case("python/import", "import os\n", 1, 1, "unexpected 'import'", "not Python"),
     Case("python/dunder-import-call", HEAD + """block F(x: [T, D]) -> [T, D] {

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from ncd.backends.pytorch import runtime
-from ncd.backends.pytorch.program import Assign, Loop, Program, Stmt, lower_spec
+from ncd.backends.pytorch.program import ANCHOR, Assign, Loop, Program, Stmt, lower_spec
 
 from ncd.errors import NcdError
 from ncd.ir import SpecIR
@@ -307,6 +307,8 @@ def class_source(program: Program, name: str, names: dict[str, str], top: bool) 
     if program.taps:
         taps = ", ".join(f"{attr_name(t, 'tap name')!r}: nn.Identity()" for t in program.taps)
         lines.append(f"{INDENT * 2}self.taps = nn.ModuleDict({{{taps}}})")
+    if program.anchor_buffer:
+        lines.append(f"{INDENT * 2}self.register_buffer({ANCHOR!r}, torch.zeros(0), persistent=False)")
     consts = []
     for init in program.inits:
         pname = attr_name(init.name, f"{init.kind} name")

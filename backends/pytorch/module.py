@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from ncd.backends.pytorch import runtime
-from ncd.backends.pytorch.program import Assign, Init, Loop, Program, Stmt
+from ncd.backends.pytorch.program import ANCHOR, Assign, Init, Loop, Program, Stmt
 from torch import nn
 
 from ncd import scan_backends
@@ -276,6 +276,8 @@ class CompiledModule(nn.Module):
         if program.taps:
             self.taps = nn.ModuleDict({name: nn.Identity() for name in program.taps})
         self._ncd_consts: dict[str, torch.Tensor] = {}
+        if program.anchor_buffer:
+            self.register_buffer(ANCHOR, torch.zeros(0), persistent=False)
         for init in program.inits:
             self._initialise(init)
         self._ncd_run = compile_body(program.body)

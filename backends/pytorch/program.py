@@ -21,6 +21,8 @@ from ncd.ops.init import INITIALISERS, InitDef
 from ncd.ops.layout import align
 from ncd.passes.fusion import Fusion, FusionPlan, in_scope
 
+ANCHOR = "_ncd_anchor"  # an empty float buffer, so .double() / .to(device) reach tensors a block creates
+
 
 @dataclass
 class Assign:
@@ -79,6 +81,7 @@ class Program:
     instances: list[tuple[str, str, int | None]]  # (name, block key, repeat)
     taps: list[str]
     input_kinds: list[str] = field(default_factory=list)  # each input's IR dtype: float, int or bool
+    anchor_buffer: bool = False  # no float input: new float tensors follow an empty buffer `_ncd_anchor`
 
 
 class SizeTable:
@@ -143,8 +146,11 @@ class Lowering:
 
     # ---------------------------------------------------------------- programs
     def program(self) -> Program:
-        if self.inputs:
-            self.anchor = Ref(self.inputs[0].id)
+        floats = [n for n in self.inputs if n.type.dtype == "float"]
+        if floats:
+            self.anchor = Ref(floats[0].id)
+        elif self.inputs:  # integer inputs only (token ids): follow the module's dtype and device
+            self.anchor = SelfAttr(ANCHOR)
         self.fusing = True
         body = self.stmts(self.block.nodes)
         self.fusing = False
@@ -155,8 +161,9 @@ class Lowering:
         inits = [self.init(p) for p in self.block.params]
         self.anchor = saved_anchor
         instances = [(i.name, i.block, i.repeat) for i in self.block.instances]
+        dtypes = {n.id: n.type.dtype for n in self.inputs if n.type.dtype != "float"}
         return Program(self.block.key, inputs, body, results, inits, instances,
-                       list(self.block.taps), [n.type.dtype for n in self.inputs])
+                       list(self.block.taps), [n.type.dtype for n in self.inputs], bool(self.inputs) and not floats)
 
     def init(self, param: ParamDef) -> Init:
         assert param.init is not None

@@ -265,3 +265,33 @@ def attention(q, k, v, q_perm, k_perm, v_perm, out_perm, scale):
 def trailing_shape(w, n):
     """The normalised shape a fused norm needs: the weight's own (last n) dims."""
     return tuple(w.shape[-n:])
+
+
+def lookup(table, idx, dim):
+    """Rows of a table by an integer tensor: idx's dims, then the table's other dims (nn.Embedding)."""
+    return torch.movedim(table, dim, 0)[idx]
+
+
+def gather_along(x, idx):
+    """x[..., i] for each index of idx along the last dim, broadcasting every other dim."""
+    rank = max(x.dim(), idx.dim())
+    x = x.reshape((1,) * (rank - x.dim()) + tuple(x.shape))
+    idx = idx.reshape((1,) * (rank - idx.dim()) + tuple(idx.shape))
+    shape = torch.broadcast_shapes(x.shape[:-1], idx.shape[:-1])
+    x = x.expand(*shape, x.shape[-1])
+    idx = idx.long().expand(*shape, 1)
+    return torch.gather(x, -1, idx).squeeze(-1)
+
+
+def one_hot(idx, n, like):
+    """F.one_hot in the float dtype of ``like`` (the default dtype where there is none)."""
+    out = torch.nn.functional.one_hot(idx.long(), n)
+    if like is None:
+        return out.to(torch.get_default_dtype())
+    return out.to(dtype=like.dtype, device=like.device)
+
+
+def to_float(x, like):
+    if like is None:
+        return x.to(torch.get_default_dtype())
+    return x.to(dtype=like.dtype, device=like.device)

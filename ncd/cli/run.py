@@ -51,6 +51,7 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
 
     import ncd
     from ncd.backends.pytorch.implementations import implementation
+    from ncd.samples import random_input
 
     declared = declared_axes(path)
     spec_sizes = dict(sizes)
@@ -68,7 +69,7 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
 
     torch.manual_seed(seed)
     module = ncd.load(path, scan_backend=scan_backend, fuse_scans=fuse_scans, **spec_sizes).to(torch_dtype)
-    inputs = [torch.randn(shape, dtype=torch_dtype, requires_grad=backward) for shape in shapes]
+    inputs = [random_input(port.type, shape, torch_dtype, backward) for port, shape in zip(entry.inputs, shapes)]
     start = time.perf_counter()
     with torch.set_grad_enabled(backward):
         out = module(*inputs)

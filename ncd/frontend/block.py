@@ -26,7 +26,7 @@ from ncd.frontend.expressions import ExpressionBuilder
 from ncd.frontend.loops import LoopBuilder
 from ncd.frontend.parser import span_of
 from ncd.ir import BlockIR, InstanceDef, Node, ParamDef, Port, Region, WireType, walk
-from ncd.ops import OPS
+from ncd.ops import OPS, dtypes
 from ncd.ops.init import FLOAT32_MAX, INITIALISERS
 from ncd.ops.base import TypeCtx
 
@@ -80,7 +80,9 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                       known_axis=self.spec.known_axis,
                       unify=lambda axis, size, what: self.spec.unify(axis, size, what, where),
                       spans={k: v for k, v in (spans or {}).items() if v is not None})
-        types = opdef.infer(ctx, [self.type_of(i) for i in inputs], attrs)
+        in_types = [self.type_of(i) for i in inputs]
+        types = opdef.infer(ctx, in_types, attrs)
+        types = dtypes.check(opdef.dtypes, ctx, op, in_types, [self.number_value(i) for i in inputs], types)
         return self.add(op, inputs, attrs, types, where)
 
     def number(self, value: sympy.Expr, where: Any) -> Node:
@@ -100,15 +102,17 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             raise err(f"unknown axis {name}", tok, hint=hint)
         return name
 
-    def wire_type(self, tree: Tree, lifted: bool) -> WireType:
+    def wire_type(self, tree: Tree, lifted: bool, dtype: Token | None = None) -> WireType:
+        """``dtype``: the ``int`` / ``bool`` written after a port's type (a float wire when absent)."""
+        kind = str(dtype) if dtype is not None else "float"
         if tree.data == "any_type":
-            return WireType(axes=(), lifted=lifted)
+            return WireType(axes=(), lifted=lifted, dtype=kind)
         axes = [self.axis_name(t) for t in tree.children if t is not None]
         for i, a in enumerate(axes):
             if a in axes[:i]:
                 raise err(f"axis {a} appears twice in one type", tree.children[i],
                           hint="a second wire of the same axis is written with a prime: " + a + "'")
-        return WireType(axes=tuple(axes), lifted=lifted)
+        return WireType(axes=tuple(axes), lifted=lifted, dtype=kind)
 
     # ---------------------------------------------------------------- build
     def build(self) -> BlockIR:
@@ -121,15 +125,15 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         self.frames.append(top)
         ports: list[Port] = []
         for arg in args:
-            aname, atype = arg.children
-            t = self.wire_type(atype, lifted=True)
+            aname, atype, dtype = arg.children
+            t = self.wire_type(atype, lifted=True, dtype=dtype)
             self.check_new_name(str(aname), aname)
             if str(aname) in self.scope.names:
                 raise err(f"block {self.key} has two inputs named {aname}", aname, hint="rename one of them")
             node = self.add("input", [], {"index": len(ports)}, [t], aname, name=str(aname))
             ports.append(Port(name=str(aname), type=t))
             self.scope.names[str(aname)] = Binding("value", node.id)
-        outputs = [self.wire_type(t, lifted=True) for t in ret_tree.children]
+        outputs = [self.wire_type(t.children[0], lifted=True, dtype=t.children[1]) for t in ret_tree.children]
         self.statements(body.children)
         if self.results is None:
             raise err(f"block {self.key} does not return anything", name_tok, hint="end the block with return ...")
@@ -150,6 +154,12 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             if sorted(got.axes) != sorted(want.axes):
                 raise err(f"wrong return type: the block declares {want} but returns a wire with axes {got}",
                           expr, hint="contract or reduce the extra axes, or fix the declared type")
+            if got.dtype != want.dtype:
+                suffix = "" if got.dtype == "float" else f" {got.dtype}"
+                kinds = {"int": "an integer", "bool": "a boolean", "float": "a float"}
+                raise err(f"wrong return type: the block declares {kinds[want.dtype]} wire {want} but returns "
+                          f"{kinds[got.dtype]} wire", expr, hint=f"declare it: -> [{', '.join(want.axes)}]{suffix}" if got.dtype != "float"
+                          else "declare the output a float wire: drop the int/bool after its type")
             if got.axes != want.axes:
                 rid = self.add_op("annotate", [rid], {"axes": list(want.axes)}, where).id
             fixed.append(rid)
@@ -415,6 +425,11 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                     raise NcdError(f"{name} enters the loop as {t} but leaves the step as {got}",
                                    Span(loc.line, loc.col) if loc else span_of(where),
                                    hint="the carried state must keep its axes")
+                if got.dtype == "int" and t.dtype != "int":
+                    loc = self.node_index[rid].loc
+                    raise NcdError(f"{name} enters the loop as a float wire but leaves the step as an integer wire",
+                                   Span(loc.line, loc.col) if loc else span_of(where),
+                                   hint="convert it: float(...)")
                 if got.axes != t.axes:
                     rid = self.add_op("annotate", [rid], {"axes": list(t.axes)}, where).id
                 results.append(rid)

@@ -213,6 +213,9 @@ class ExpressionBuilder:
                         raise err(f"this wire has no axis {axis} to index with {index_tree.children[0]}; its axes "
                                   f"are {self.type_of(vid)}", where)
                 return self.add_op("select", [vid, binding.ref], {"axis": axis}, where).id
+        index_id = self.expr(index_tree)
+        if self.number_value(index_id) is None and axis is not None:  # E[V = ids]: a lookup by a wire
+            return self.add_op("lookup", [vid, index_id], {"axis": axis}, where).id
         index = self.const_int(index_tree, "an index")
         node = self.add_op("select", [vid], {"axis": axis, "index": index}, where)
         axis = node.attrs["axis"]
@@ -349,6 +352,10 @@ class ExpressionBuilder:
         lifted: list[str] = []
         for vid, port in zip(ids, block.inputs):
             got = self.type_of(vid)
+            if got.dtype != port.type.dtype and not (port.type.dtype == "float" and got.dtype == "bool"):
+                raise err(f"{block.name} expects {port.name} to be {port.type.dtype} but got a {got.dtype} wire",
+                          tree, hint="convert it: float(ids)" if port.type.dtype == "float" else
+                          f"declare the wire {port.type.dtype} where it enters the spec: ids: [T] {port.type.dtype}")
             missing = [a for a in port.type.axes if a not in got.axes]
             if missing:
                 raise err(f"{block.name} expects {port.name}: {port.type} but got a wire with axes {got} "
@@ -362,9 +369,9 @@ class ExpressionBuilder:
                 raise err(f"{block.name} is lifted over axis {clash[0]} but also produces it", tree,
                           hint=f"rename the caller's axis first: x[{clash[0]} as {clash[0]}']")
             if out.lifted:
-                outputs.append(WireType(axes=tuple(lifted) + out.axes, lifted=True))
+                outputs.append(WireType(axes=tuple(lifted) + out.axes, lifted=True, dtype=out.dtype))
             else:
-                outputs.append(WireType(axes=out.axes, lifted=False))
+                outputs.append(WireType(axes=out.axes, lifted=False, dtype=out.dtype))
         attrs = {"instance": name, "block": block.key, "lift": lifted,
                  "ports": [list(p.type.axes) for p in block.inputs], "repeat": inst.repeat}
         node = self.add("call", ids, attrs, outputs, tree)

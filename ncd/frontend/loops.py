@@ -55,7 +55,7 @@ class LoopBuilder:
         for e, t in zip(frame.emitted, emitted_types):
             if axis in t.axes:
                 raise err(f"a step's output already has the scanned axis {axis}", tree)
-        out_types = [WireType(axes=(axis, *t.axes), lifted=True) for t in emitted_types]
+        out_types = [WireType(axes=(axis, *t.axes), lifted=True, dtype=t.dtype) for t in emitted_types]
         attrs = {"axis": axis, "reverse": reverse is not None, "backend": backend,
                  "carries": [c[0] for c in carries], "n_emit": len(frame.emitted),
                  "captures": frame.captures}

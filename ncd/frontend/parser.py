@@ -18,7 +18,7 @@ from ncd.errors import NcdError, Span, source_lines
 _PRETTY = {
     "RBRACE": "'}'", "LBRACE": "'{'", "RPAR": "')'", "LPAR": "'('", "RSQB": "']'", "LSQB": "'['",
     "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "NAME": "a name", "NUMBER": "a number",
-    "INT": "an integer", "__ANON_0": "'->'", "SEMICOLON": "';'", "MORETHAN": "'>'",
+    "INT": "an integer", "DTYPE": "int or bool", "__ANON_0": "'->'", "SEMICOLON": "';'", "MORETHAN": "'>'",
 }
 
 _PYTHON_HINTS = ("import", "def", "lambda", "exec", "eval", "__", "class", "print", "open")

@@ -272,7 +272,8 @@ class OpDef:
     also in docs/language.md's op reference; ``syntax``: how a spec writes an op that is no
     function (``x[A as B]``): such an op cannot be called by name; ``example``: a complete
     spec of one block using the op (``example_spec``), for the op-table test (elementwise and
-    reduce rows without one get a default there, see tests/test_ops_table.py).
+    reduce rows without one get a default there, see tests/test_ops_table.py); ``dtypes``: which
+    element types it takes and gives (a rule of ncd.ops.dtypes).
     """
 
     name: str
@@ -289,6 +290,7 @@ class OpDef:
     fold: FoldFn | None = None
     syntax: str | None = None
     example: str | None = None
+    dtypes: str = "float"  # the element-type rule (ncd.ops.dtypes): float, arith, compare, where, same, any
 
 
 def example_spec(axes: str, inputs: str, output: str, body: str) -> str:

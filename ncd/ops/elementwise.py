@@ -27,6 +27,7 @@ from ncd.ops.base import (
     lit,
 )
 from ncd.ops.costing import Save, elementwise
+from ncd.ops.dtypes import ARITH, COMPARE, WHERE
 from ncd.ops.layout import align, union_axes
 
 
@@ -183,16 +184,17 @@ def _unary_entry(name: str, row: Unary) -> OpDef:
 
 OPS: tuple[OpDef, ...] = (
     *(OpDef(name, "elementwise", _infer_union, _binary(sym), (2, 2), cost=BINARY_COST[name], doc=f"x {sym} y",
-            draw=GLYPHS[name], algebra=_BINARY_ALGEBRA[name], fold=_FOLD[name])
+            draw=GLYPHS[name], algebra=_BINARY_ALGEBRA[name], fold=_FOLD[name],
+            dtypes=ARITH if name in ("add", "sub", "mul") else "float")
       for name, sym in BINARY.items()),
     OpDef("neg", "elementwise", _infer_union, _neg_lower, (1, 1), cost=elementwise(1), doc="-x",
-          algebra=JOINT, fold=lambda a: -a),
+          algebra=JOINT, fold=lambda a: -a, dtypes=ARITH),
     OpDef("compare", "elementwise", _infer_compare, _compare_lower, (2, 2), cost=elementwise(1, 0),
           doc="x < y etc. (< <= > >= == !=), a boolean wire", syntax="x < y",
-          example=example_spec("A = 3, B = 4", "x: [A, B], y: [B]", "[A, B]", "return where(x < y, x, y)")),
+          example=example_spec("A = 3, B = 4", "x: [A, B], y: [B]", "[A, B]", "return where(x < y, x, y)"), dtypes=COMPARE),
     OpDef("where", "elementwise", lambda c, ins, a: [WireType(axes=union_axes(ins), lifted=any(t.lifted for t in ins))],
           _where_lower, (3, 3), cost=elementwise(1, saves=(Save("in", 0),)), doc="where(cond, a, b)",
-          example=example_spec("A = 3, B = 4", "x: [A, B], y: [B]", "[A, B]", "return where(x > 0, x, y)")),
+          example=example_spec("A = 3, B = 4", "x: [A, B], y: [B]", "[A, B]", "return where(x > 0, x, y)"), dtypes=WHERE),
     OpDef("clamp", "elementwise", _infer_clamp, _clamp_lower, (1, 1),
           {"min": Kw(NUMBER), "max": Kw(NUMBER)}, cost=elementwise(1, saves=(_IN,)), doc="clamp(x, min = a, max = b)",
           example=example_spec("A = 3, B = 4", "x: [A, B]", "[A, B]", "return clamp(x, min = -0.5, max = 0.5)")),

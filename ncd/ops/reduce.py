@@ -6,6 +6,7 @@ from typing import Any
 from ncd.ir import Node, WireType
 from ncd.ops.base import AXES, AXIS, NUMBER, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.costing import Save, normalise, reduction
+from ncd.ops.dtypes import ARITH
 from ncd.ops.layout import neg_dim
 
 
@@ -98,10 +99,10 @@ OPS: tuple[OpDef, ...] = (
     OpDef("mean", "reduce", _infer_reduce, _reduce("torch.mean"), kwargs=OVER, cost=reduction(), doc="mean over the named axes", algebra=LINEAR_OVER),
     OpDef("max", "reduce", _infer_reduce, _reduce("torch.amax"), kwargs=OVER,
           cost=reduction(saves=(Save("in", 0), Save("out", 0))), doc="max over the named axes",
-          algebra=MIXES_OVER),
+          algebra=MIXES_OVER, dtypes=ARITH),
     OpDef("min", "reduce", _infer_reduce, _reduce("torch.amin"), kwargs=OVER,
           cost=reduction(saves=(Save("in", 0), Save("out", 0))), doc="min over the named axes",
-          algebra=MIXES_OVER),
+          algebra=MIXES_OVER, dtypes=ARITH),
     OpDef("logsumexp", "reduce", _infer_reduce, _reduce("torch.logsumexp"), kwargs=OVER,
           cost=reduction(4, 5, saves=(Save("in", 0), Save("out", 0))), doc="log Σ exp over the named axes", algebra=MIXES_OVER),
     OpDef("softmax", "normalise", _infer_keep(True), _along("torch.softmax"), kwargs=OVER1,

@@ -9,6 +9,7 @@ from ncd.ir import Node, WireType
 from ncd.ops.base import AXIS, AXIS_MAP, JOINT, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.base import example_spec as _spec
 from ncd.ops.costing import copy, free
+from ncd.ops.dtypes import ANY, SAME
 from ncd.ops.layout import align, neg_dim, permute_to
 
 
@@ -181,25 +182,25 @@ LINEAR_OVER = Algebra("joint", "over")
 OPS: tuple[OpDef, ...] = (
     OpDef("rename", "view", _infer_rename, _lower_identity, cost=free, view=True, algebra=VIEW_LINEAR,
           doc="x[A as B]: the same wire, its axis renamed", syntax="x[A as B]",
-          example=_spec("A = 3, B = 4, C", "x: [A, B]", "[A, C]", "return x[B as C]")),
+          example=_spec("A = 3, B = 4, C", "x: [A, B]", "[A, C]", "return x[B as C]"), dtypes=ANY),
     OpDef("reshape", "view", _infer_reshape, _lower_reshape, cost=free, view=True, algebra=VIEW_LINEAR,
           doc="x[D -> H K] splits an axis; x[H K -> D] merges", syntax="x[D -> H K] or x[H K -> D]",
-          example=_spec("A = 3, B = 4, C = 2, R", "x: [A, B, C]", "[A, R]", "return x[B C -> R]")),
+          example=_spec("A = 3, B = 4, C = 2, R", "x: [A, B, C]", "[A, R]", "return x[B C -> R]"), dtypes=ANY),
     OpDef("select", "view", _infer_select, _lower_select, (1, 2), cost=free, view=True, algebra=VIEW_LINEAR,
           doc="x[A = i] or x[t]: one slice, axis dropped", syntax="x[A = i] or x[t]",
-          example=_spec("A = 3, B = 4", "x: [A, B]", "[B]", "return x[A = 1]")),
+          example=_spec("A = 3, B = 4", "x: [A, B]", "[B]", "return x[A = 1]"), dtypes=ANY),
     OpDef("annotate", "view", _infer_annotate, _lower_annotate, cost=free, view=True, algebra=JOINT,
           doc="x : [A, B] checks the axes and orders them", syntax="x : [A, B]",
-          example=_spec("A = 3, B = 4", "x: [A, B]", "[B, A]", "return x : [B, A]")),
+          example=_spec("A = 3, B = 4", "x: [A, B]", "[B, A]", "return x : [B, A]"), dtypes=ANY),
     OpDef("concat", "structural", _infer_concat, _lower_concat, (1, 64), {"over": Kw(AXIS_MAP, required=True)},
           cost=copy, algebra=LINEAR_OVER, doc="concat(a, b, over = A -> R) or over = [A1, A2] -> R",
           example=_spec("A = 3, B = 4, C = 2, R", "x: [A, B], y: [A, C]", "[A, R]",
-                        "return concat(x, y, over = [B, C] -> R)")),
+                        "return concat(x, y, over = [B, C] -> R)"), dtypes=SAME),
     OpDef("split", "structural", _infer_split, _lower_split, (1, 1), {"over": Kw(AXIS_MAP, required=True)},
           cost=free, view=True, algebra=LINEAR_OVER, doc="a, b = split(x, over = R -> [A1, A2])",
           example=_spec("A = 3, B = 4, C = 2, R = 6", "x: [A, R]", "[A, C]",
-                        "b, c = split(x, over = R -> [B, C])\n  return c * 2 + b[B = 0]")),
+                        "b, c = split(x, over = R -> [B, C])\n  return c * 2 + b[B = 0]"), dtypes=SAME),
     OpDef("idx", "source", _infer_idx, _lower_idx, (0, 0), {"axis": Kw(AXIS, required=True)},
           cost=copy, doc="idx(A): 0, 1, ... along A (for formulas)",
-          example=_spec("A = 3, B = 4", "x: [A, B]", "[A, B]", "return x * idx(B)")),
+          example=_spec("A = 3, B = 4", "x: [A, B]", "[A, B]", "return x * idx(B)"), dtypes=ANY),
 )

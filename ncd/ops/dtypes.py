@@ -1,0 +1,81 @@
+"""Which element types an op accepts, and what it gives: floats, integers (token ids), booleans.
+
+A wire's ``dtype`` is part of its type. Each op-table row names one rule (``OpDef.dtypes``), and
+the builder applies it after the axis typing, so a float/int mismatch is a check-time error at the
+expression, with a hint, rather than a torch error at run time. A boolean mixes with floats as 0/1
+(``x * (x > 0)``); an integer wire does not, except a scalar one (a loop index ``n``), which acts
+as a number. Number literals follow the other operand: ``ids + 1`` stays an integer wire.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ncd.ir import WireType
+from ncd.ops.base import TypeCtx
+
+# FLOAT: every input a float (or bool, as 0/1); the result is what the axis typing gave (float).
+# ARITH: + - * and friends: integers stay integers, a float anywhere makes a float, int with float is an error.
+# COMPARE: as ARITH for the operands; the result is boolean.
+# WHERE: a boolean condition, then two branches by the ARITH rule.
+# SAME: all inputs of one dtype, which the result keeps (concat, split, views).
+# ANY: the op's typing rule decides (lookups, argmax, one_hot, float()).
+FLOAT, ARITH, COMPARE, WHERE, SAME, ANY = "float", "arith", "compare", "where", "same", "any"
+
+FLOAT_HINT = "convert it: float(ids); or look rows up with it: E[V = ids]"
+
+
+def _scalar_int(t: WireType) -> bool:
+    """A loop index: an integer with no axes that is not lifted, used as a number."""
+    return t.dtype == "int" and not t.axes and not t.lifted
+
+
+def _name(t: WireType) -> str:
+    return {"int": "an integer", "bool": "a boolean", "float": "a float"}[t.dtype]
+
+
+def _arith(ctx: TypeCtx, op: str, ins: Sequence[WireType], numbers: Sequence[Any]) -> str:
+    """The dtype of an arithmetic result; literals and loop indices adapt to the wires around them."""
+    wires = [t for t, n in zip(ins, numbers) if n is None and not _scalar_int(t)]
+    if any(t.dtype == "int" for t in wires):
+        floats = [t for t in wires if t.dtype == "float"]
+        if floats:
+            raise ctx.error(f"{op} mixes an integer wire with a float wire",
+                            hint="convert the integer wire first: float(ids)")
+        for n in numbers:
+            if n is not None and not (n.is_number and n.is_integer):
+                raise ctx.error(f"{op} of an integer wire with the fractional number {n}",
+                                hint="convert the integer wire first: float(ids)")
+        return "int"
+    if wires and all(t.dtype == "bool" for t in wires) and op in ("max", "min", "where"):
+        return "bool"
+    return "float"
+
+
+def check(rule: str, ctx: TypeCtx, op: str, ins: Sequence[WireType], numbers: Sequence[Any],
+          outs: list[WireType]) -> list[WireType]:
+    """Apply one op's dtype rule: raise a located NcdError, or return the outputs with their dtype."""
+    if rule == ANY:
+        return outs
+    if rule == FLOAT:
+        for t, n in zip(ins, numbers):
+            if n is None and t.dtype == "int" and not _scalar_int(t):
+                raise ctx.error(f"{op} needs a float wire, but this one is an integer wire {t}", hint=FLOAT_HINT)
+        return outs
+    if rule == SAME:
+        kinds = {t.dtype for t in ins}
+        if len(kinds) > 1:
+            raise ctx.error(f"{op} joins wires of different element types ({', '.join(sorted(kinds))})",
+                            hint="convert them to one type first: float(ids)")
+        return [o.model_copy(update={"dtype": ins[0].dtype}) for o in outs]
+    if rule == WHERE:
+        cond = ins[0]
+        if numbers[0] is None and cond.dtype != "bool":
+            raise ctx.error(f"the condition of where is {_name(cond)} wire, not a comparison",
+                            hint="write a comparison: where(x > 0, a, b)")
+        dtype = _arith(ctx, op, ins[1:], numbers[1:])
+        return [o.model_copy(update={"dtype": dtype}) for o in outs]
+    dtype = _arith(ctx, op, ins, numbers)
+    if rule == COMPARE:
+        return [o.model_copy(update={"dtype": "bool"}) for o in outs]
+    return [o.model_copy(update={"dtype": dtype}) for o in outs]
