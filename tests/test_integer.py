@@ -194,7 +194,7 @@ def test_a_float_tensor_into_an_int_port_is_a_located_error():
 
 
 def test_the_nplm_library_spec_is_bengio_2003():
-    m = ncd.load("nplm", V=20, N=3, M=4, H=5).double()
+    m = ncd.load("nplm", V=20, L=3, M=4, H=5).double()
     for p in m.parameters():
         with torch.no_grad():
             p.copy_(torch.randn_like(p))
