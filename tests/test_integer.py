@@ -116,7 +116,7 @@ def test_integer_arithmetic_stays_integer_and_feeds_lookups():
     axis V = 9, D = 3, T
     block Shift(ids: [T] int) -> [T, D], [T] bool {
         param E: [V, D] init normal(0, 1)
-        return E[V = ids + 1] * float(ids), ids == 0
+        return E[V = ids + 1] * as_float(ids), ids == 0
     }
     """
     ir = ncd.check(spec)
@@ -135,7 +135,7 @@ block LM(ids: [T] int) -> [T, V], [T] int {
     param E: [V, D] init normal(0, 1)
     param W: [D, V'] init normal(0, 0.5)
     logits = (E[V = ids] @[D] W)[V' as V]
-    return logits + one_hot(ids, over = V) + logits[V = ids] + float(ids), argmax(logits, over = V)
+    return logits + one_hot(ids, over = V) + logits[V = ids] + as_float(ids), argmax(logits, over = V)
 }
 """
 

@@ -429,7 +429,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                     loc = self.node_index[rid].loc
                     raise NcdError(f"{name} enters the loop as a float wire but leaves the step as an integer wire",
                                    Span(loc.line, loc.col) if loc else span_of(where),
-                                   hint="convert it: float(...)")
+                                   hint="convert it: as_float(...)")
                 if got.axes != t.axes:
                     rid = self.add_op("annotate", [rid], {"axes": list(t.axes)}, where).id
                 results.append(rid)

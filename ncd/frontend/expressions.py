@@ -354,7 +354,7 @@ class ExpressionBuilder:
             got = self.type_of(vid)
             if got.dtype != port.type.dtype and not (port.type.dtype == "float" and got.dtype == "bool"):
                 raise err(f"{block.name} expects {port.name} to be {port.type.dtype} but got a {got.dtype} wire",
-                          tree, hint="convert it: float(ids)" if port.type.dtype == "float" else
+                          tree, hint="convert it: as_float(ids)" if port.type.dtype == "float" else
                           f"declare the wire {port.type.dtype} where it enters the spec: ids: [T] {port.type.dtype}")
             missing = [a for a in port.type.axes if a not in got.axes]
             if missing:

@@ -19,10 +19,10 @@ from ncd.ops.base import TypeCtx
 # COMPARE: as ARITH for the operands; the result is boolean.
 # WHERE: a boolean condition, then two branches by the ARITH rule.
 # SAME: all inputs of one dtype, which the result keeps (concat, split, views).
-# ANY: the op's typing rule decides (lookups, argmax, one_hot, float()).
+# ANY: the op's typing rule decides (lookups, argmax, one_hot, as_float()).
 FLOAT, ARITH, COMPARE, WHERE, SAME, ANY = "float", "arith", "compare", "where", "same", "any"
 
-FLOAT_HINT = "convert it: float(ids); or look rows up with it: E[V = ids]"
+FLOAT_HINT = "convert it: as_float(ids); or look rows up with it: E[V = ids]"
 
 
 def _scalar_int(t: WireType) -> bool:
@@ -41,11 +41,11 @@ def _arith(ctx: TypeCtx, op: str, ins: Sequence[WireType], numbers: Sequence[Any
         floats = [t for t in wires if t.dtype == "float"]
         if floats:
             raise ctx.error(f"{op} mixes an integer wire with a float wire",
-                            hint="convert the integer wire first: float(ids)")
+                            hint="convert the integer wire first: as_float(ids)")
         for n in numbers:
             if n is not None and not (n.is_number and n.is_integer):
                 raise ctx.error(f"{op} of an integer wire with the fractional number {n}",
-                                hint="convert the integer wire first: float(ids)")
+                                hint="convert the integer wire first: as_float(ids)")
         return "int"
     if wires and all(t.dtype == "bool" for t in wires) and op in ("max", "min", "where"):
         return "bool"
@@ -66,7 +66,7 @@ def check(rule: str, ctx: TypeCtx, op: str, ins: Sequence[WireType], numbers: Se
         kinds = {t.dtype for t in ins}
         if len(kinds) > 1:
             raise ctx.error(f"{op} joins wires of different element types ({', '.join(sorted(kinds))})",
-                            hint="convert them to one type first: float(ids)")
+                            hint="convert them to one type first: as_float(ids)")
         return [o.model_copy(update={"dtype": ins[0].dtype}) for o in outs]
     if rule == WHERE:
         cond = ins[0]

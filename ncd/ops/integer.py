@@ -1,4 +1,4 @@
-"""Ops on integer wires: lookups by an index wire (embeddings, gathers), one-hot, arg-max, float().
+"""Ops on integer wires: lookups by an index wire (embeddings, gathers), one-hot, arg-max, as_float().
 
 ``x[V = ids]`` selects, for each element of the integer wire ``ids``, the slice of ``x`` at that
 position along ``V``. Axes line up by name: the result has ``ids``'s axes, then ``x``'s others (an
@@ -95,7 +95,7 @@ def _infer_arg(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list
         raise ctx.error(f"axis {axis} is not on this wire, whose axes are [{', '.join(t.axes)}]",
                         hint="name one of the wire's axes in over = ...", at="over")
     if t.dtype == "bool":
-        raise ctx.error("argmax/argmin of a boolean wire", hint="convert it: float(mask)")
+        raise ctx.error("argmax/argmin of a boolean wire", hint="convert it: as_float(mask)")
     return [WireType(axes=tuple(a for a in t.axes if a != axis), lifted=t.lifted, dtype="int")]
 
 
@@ -106,7 +106,7 @@ def _lower_arg(fn: str):
     return lower
 
 
-# ----------------------------------------------------------------------------- float(x)
+# ----------------------------------------------------------------------------- as_float(x)
 def _infer_float(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list[WireType]:
     (t,) = ins
     return [WireType(axes=t.axes, lifted=t.lifted)]
@@ -133,6 +133,6 @@ OPS: tuple[OpDef, ...] = (
     OpDef("argmin", "integer", _infer_arg, _lower_arg("torch.argmin"), (1, 1), OVER1,
           cost=reduction(1, 0), doc="argmin(x, over = A): the position of the smallest (the first, on ties)",
           dtypes=ANY),
-    OpDef("float", "integer", _infer_float, _lower_float, (1, 1), cost=_float_cost,
-          doc="float(ids): an integer or boolean wire as floats", dtypes=ANY),
+    OpDef("as_float", "integer", _infer_float, _lower_float, (1, 1), cost=_float_cost,
+          doc="as_float(ids): an integer or boolean wire as floats", dtypes=ANY),
 )
