@@ -150,7 +150,7 @@ def test_emitted_python_equals_the_module(tmp_path):
     ids = torch.randint(0, 10, (3, 5))
     for a, b in zip(m(ids), e(ids)):
         assert torch.equal(a, b)
-    with pytest.raises(TypeError, match="declared int"):
+    with pytest.raises(TypeError, match="must be an integer tensor"):
         e(ids.float())
 
 
@@ -188,7 +188,7 @@ def test_an_int_only_block_follows_the_module_dtype_and_device():
 
 def test_a_float_tensor_into_an_int_port_is_a_located_error():
     m = ncd.load(EMBED, V=5, D=2, T=3)
-    with pytest.raises(ncd.NcdError, match="declared int") as info:
+    with pytest.raises(ncd.NcdError, match="must be an integer tensor") as info:
         m(torch.zeros(2, 3))
     assert info.value.line == 3
 

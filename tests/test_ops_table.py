@@ -88,6 +88,10 @@ REFERENCES = {
     "maxpool": lambda x: F.max_pool2d(x, 2), "avgpool": lambda x: F.avg_pool2d(x, 3, 1, 1),
     "upsample": lambda x: F.interpolate(x, scale_factor=2, mode="nearest"),
     "inv": lambda x: torch.linalg.inv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1),
+    "lookup": lambda x: torch.gather(x, -1, torch.argmax(x, -1, keepdim=True))[..., 0],
+    "one_hot": lambda x: F.one_hot(torch.argmax(x, -1), 4).to(x.dtype) * x,
+    "argmax": lambda x: torch.argmax(x, -1), "argmin": lambda x: torch.argmin(x, -1),
+    "as_float": lambda x: (x > 0).to(x.dtype) * x,
 }
 POSITIVE = {"log", "sqrt", "rsqrt", "pow"}  # defined on positive inputs only
 

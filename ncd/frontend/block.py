@@ -83,6 +83,10 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         in_types = [self.type_of(i) for i in inputs]
         types = opdef.infer(ctx, in_types, attrs)
         types = dtypes.check(opdef.dtypes, ctx, op, in_types, [self.number_value(i) for i in inputs], types)
+        if types and types[0].dtype == "int":  # `ids + 1`: the literal is an integer too (lowered as 1, not 1.0)
+            for i in inputs:
+                if self.number_value(i) is not None:
+                    self.node_index[i].types = [self.node_index[i].type.model_copy(update={"dtype": "int"})]
         return self.add(op, inputs, attrs, types, where)
 
     def number(self, value: sympy.Expr, where: Any) -> Node:

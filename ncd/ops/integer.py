@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ncd.ir import Node, WireType
-from ncd.ops.base import AXIS, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.base import AXIS, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, example_spec, lit
 from ncd.ops.costing import Save, Size, numel, reduction
 from ncd.ops.dtypes import ANY
 from ncd.ops.layout import align, neg_dim
@@ -124,15 +124,19 @@ OVER1 = {"over": Kw(AXIS, required=True)}
 
 OPS: tuple[OpDef, ...] = (
     OpDef("lookup", "integer", _infer_lookup, _lower_lookup, (2, 2), cost=_lookup_cost, draw="lookup",
-          doc="x[V = ids]: the slice of x at each index of the integer wire ids (embedding, gather)", dtypes=ANY),
+          doc="x[V = ids]: the slice of x at each index of the integer wire ids (embedding, gather)", dtypes=ANY,
+          syntax="x[V = ids]",
+          example=example_spec("A = 3, B = 4", "x: [A, B]", "[A]", "return x[B = argmax(x, over = B)]")),
     OpDef("one_hot", "integer", _infer_one_hot, _lower_one_hot, (1, 1), OVER1, cost=_one_hot_cost,
-          doc="one_hot(ids, over = V): 1 at each id along the new axis V, else 0 (a float wire)", dtypes=ANY),
+          doc="one_hot(ids, over = V): 1 at each id along the new axis V, else 0 (a float wire)", dtypes=ANY,
+          example=example_spec("A = 3, B = 4", "x: [A, B]", "[A, B]", "return one_hot(argmax(x, over = B), over = B) * x")),
     OpDef("argmax", "integer", _infer_arg, _lower_arg("torch.argmax"), (1, 1), OVER1,
           cost=reduction(1, 0), doc="argmax(x, over = A): the position of the largest (the first, on ties)",
-          dtypes=ANY),
+          dtypes=ANY, example=example_spec("A = 3, B = 4", "x: [A, B]", "[A] int", "return argmax(x, over = B)")),
     OpDef("argmin", "integer", _infer_arg, _lower_arg("torch.argmin"), (1, 1), OVER1,
           cost=reduction(1, 0), doc="argmin(x, over = A): the position of the smallest (the first, on ties)",
-          dtypes=ANY),
+          dtypes=ANY, example=example_spec("A = 3, B = 4", "x: [A, B]", "[A] int", "return argmin(x, over = B)")),
     OpDef("as_float", "integer", _infer_float, _lower_float, (1, 1), cost=_float_cost,
-          doc="as_float(ids): an integer or boolean wire as floats", dtypes=ANY),
+          doc="as_float(ids): an integer or boolean wire as floats", dtypes=ANY,
+          example=example_spec("A = 3, B = 4", "x: [A, B]", "[A, B]", "return as_float(x > 0) * x")),
 )
