@@ -326,7 +326,14 @@ class CompiledModule(nn.Module):
                     raise NcdError(str(exc), self._ncd_port_spans.get(var), hint=hint
                                    ).located(*self._ncd_source) from None
             env[var] = x
-        self._ncd_run(env, self)
+        try:
+            self._ncd_run(env, self)
+        except ValueError as exc:  # the runtime's shape checks (rt.check_window): the input's sizes
+            if isinstance(exc, NcdError) or not self._ncd_top:
+                raise
+            raise NcdError(str(exc), self._ncd_block_span,
+                           hint="a free axis must be large enough for every window that slides over it"
+                           ).located(*self._ncd_source) from None
         results = [r(env, self) for r in self._ncd_results]
         return results[0] if len(results) == 1 else tuple(results)
 

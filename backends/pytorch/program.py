@@ -16,7 +16,7 @@ from ncd.backends.pytorch import fusion as fused
 from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType
 from ncd.ops import OPS
-from ncd.ops.base import Call, Expr, Fold, Index, Lit, LowerCtx, Method, Ref, SelfAttr, call, fold, leaves, lit
+from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, LowerCtx, Method, Ref, SelfAttr, call, fold, leaves, lit
 from ncd.ops.init import INITIALISERS, InitDef
 from ncd.ops.layout import align
 from ncd.passes.fusion import Fusion, FusionPlan, in_scope
@@ -135,14 +135,35 @@ class Lowering:
 
     # ---------------------------------------------------------------- sizes
     def size_expr(self, axis: str) -> Expr:
+        """The axis' size: a literal where bound, else read off an input at run time. A primed axis
+        has its base's size (an input carrying T gives T'), and a size derived from free axes
+        (R = 2·T + 1) is computed from theirs."""
         bound = self.sizes.bound(axis)
         if bound is not None:
             return lit(bound)
-        for node in self.inputs:
-            if axis in node.type.axes:
-                return Method(Ref(node.id), "size", (lit(node.type.axes.index(axis) - len(node.type.axes)),))
+        found = self._input_size(axis)
+        if found is not None:
+            return found
+        value = self.sizes.expr(axis)
+        free = sorted(s.name for s in value.free_symbols)
+        reads = {name: self._input_size(name) for name in free}
+        if value != sz.symbol(axis.rstrip("'")) and all(r is not None for r in reads.values()):
+            built = _size_code(value, reads)
+            if built is not None:
+                return built
+        base = axis.rstrip("'")
+        missing = next((n for n in free if reads.get(n) is None), base)
         raise NcdError(f"axis {axis} has no bound size and no input of block {self.block.name} carries it",
-                       self.block.loc.span if self.block.loc else None, hint=f"bind it: --set {axis}=...")
+                       self.block.loc.span if self.block.loc else None, hint=f"bind it: --set {missing}=...")
+
+    def _input_size(self, axis: str) -> Expr | None:
+        """A read of the size of an input dim whose axis is ``axis`` or shares its base (T, T')."""
+        base = axis.rstrip("'")
+        for node in self.inputs:
+            for i, name in enumerate(node.type.axes):
+                if name.rstrip("'") == base:
+                    return Method(Ref(node.id), "size", (lit(i - len(node.type.axes)),))
+        return None
 
     # ---------------------------------------------------------------- programs
     def program(self) -> Program:
@@ -313,6 +334,27 @@ class Lowering:
         return Loop("halting", node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
                     length=lit(int(node.attrs["max"])), index=region.args[n_carry], n_carry=n_carry,
                     eps=float(node.attrs["eps"]), weight_align=weight_align, node_id=node.id)
+
+
+def _size_code(value: sympy.Expr, reads: dict[str, Expr]) -> Expr | None:
+    """A size polynomial with whole coefficients (2·T + 1, T·H) as an Expr over input size reads;
+    None for anything else (a quotient cannot be computed exactly from the sizes alone)."""
+    if isinstance(value, sympy.Integer):
+        return lit(int(value))
+    if isinstance(value, sympy.Symbol):
+        return reads.get(value.name)
+    if isinstance(value, sympy.Pow) and isinstance(value.exp, sympy.Integer) and value.exp > 0:
+        base = _size_code(value.base, reads)
+        return None if base is None else BinOp("**", base, lit(int(value.exp)))
+    if isinstance(value, (sympy.Add, sympy.Mul)):
+        parts = [_size_code(a, reads) for a in value.args]
+        if any(p is None for p in parts):
+            return None
+        out = parts[0]
+        for p in parts[1:]:
+            out = BinOp("+" if isinstance(value, sympy.Add) else "*", out, p)
+        return out
+    return None
 
 
 def _check_init(node: Node, args: tuple[float, ...]) -> InitDef:

@@ -150,6 +150,16 @@ def _conv_operands(x, w, n_in, n_out, n_sp):
     return lead, c_out_shape, xb, wk
 
 
+def check_window(x, n_sp, window, stride, padding, dilation):
+    """A sliding window must fit its (padded) input: an input whose free spatial axis is too small
+    for the kernel is refused by name (a ValueError the module reports as a located error)."""
+    window = window if isinstance(window, (tuple, list)) else (window,) * n_sp
+    for i, (n, k) in enumerate(zip(x.shape[x.dim() - n_sp :], window)):
+        if n + 2 * padding < dilation * (k - 1) + 1:
+            raise ValueError(f"spatial dim {i - n_sp} of an input has size {n}, too small for a window of {k} "
+                             f"(padding {padding}, dilation {dilation}): the output would be empty")
+
+
 def _prod(shape):
     n = 1
     for s in shape:
@@ -163,6 +173,9 @@ def conv_per_example(x, w, n_batch, n_in, n_out, n_sp, transposed, **options):
     lifted index. x: [*lifted, *batch, *c_in, *spatial] (``n_batch`` batch-like core dims);
     w: [*lifted, *c_out, *c_in, *kernel]; lifted dims broadcast. Returns
     [*lifted, *batch, *c_out, *spatial_out]."""
+    if not transposed:
+        check_window(x, n_sp, tuple(w.shape[w.dim() - n_sp :]), options["stride"], options["padding"],
+                     options["dilation"])
     k = w.dim() - (n_out + n_in + n_sp)
     kx = x.dim() - (n_batch + n_in + n_sp)
     x = x.reshape((1,) * (k - kx) + tuple(x.shape)) if kx < k else x
@@ -199,6 +212,7 @@ def conv_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation):
     flattened into torch's batch dim, the channel dims into one. Returns [..., *c_out, *spatial_out].
     (Weights with lifted dims of their own run through ``conv_per_example``.)
     """
+    check_window(x, n_sp, tuple(w.shape[w.dim() - n_sp :]), stride, padding, dilation)
     lead, c_out_shape, xb, wk = _conv_operands(x, w, n_in, n_out, n_sp)
     fn = (torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d)[n_sp - 1]
     y = fn(xb, wk, stride=stride, padding=padding, dilation=dilation)
@@ -217,6 +231,7 @@ def conv_transpose_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation, output
 
 def pool_nd(x, kind, n_sp, size, stride, padding):
     """Max or average pooling over the last ``n_sp`` dims; every leading dim is batch-like."""
+    check_window(x, n_sp, size, stride, padding, 1)
     lead = tuple(x.shape[: x.dim() - n_sp])
     xb = x.reshape((-1, 1) + tuple(x.shape[x.dim() - n_sp :]))
     F = torch.nn.functional

@@ -67,6 +67,12 @@ class SpecBuilder:
                 if name in self.global_consts:
                     raise err(f"constant {name} is defined twice", item.children[0])
                 self.global_consts[name] = item
+        for name in [n for n in self.bindings if "'" in n and self.base_axis(n) in self.axes]:
+            # a primed axis exists wherever its base does and shares its size: T'=5 binds T
+            value, base = self.bindings.pop(name), self.base_axis(name)
+            if self.bindings.setdefault(base, value) != value:
+                raise NcdError(f"{name}={value} is bound, but {name} shares the size of {base}, bound to "
+                               f"{self.bindings[base]}", hint=f"bind {base} only")
         for name, value in self.bindings.items():
             if name not in self.axes:
                 raise NcdError(f"{name}={value} is bound, but the spec declares no axis {name}",
@@ -75,6 +81,7 @@ class SpecBuilder:
                 loc = self.axes[name].loc
                 raise NcdError(f"axis {name} must be bound to a positive integer, got {value!r}",
                                Span(loc.line, loc.col) if loc else None)
+        self._solve_derived_bindings()
         for name, tree in self.axis_trees.items():
             self._check_axis_size(name, tree)
         if not self.block_trees:
@@ -102,6 +109,36 @@ class SpecBuilder:
         self.axes[name] = AxisDef(name=name, size=sz.to_text(size) if size is not None else None, loc=loc_of(name_tok))
         if size_tree is not None:
             self.axis_trees[name] = size_tree
+
+    def _solve_derived_bindings(self) -> None:
+        """A bound derived axis (``axis Y = 4 * Yq``, bound Y = 8) fixes the free axis it is
+        derived from (Yq = 2); one that no whole size satisfies (Y = 5) is an error at its
+        declaration naming the constraint, not a shape mismatch deep in torch."""
+        changed = True
+        while changed:
+            changed = False
+            for name, tree in self.axis_trees.items():
+                if name not in self.bindings or (isinstance(tree, Tree) and tree.data == "number"):
+                    continue
+                declared = self.resolve_declared(name)
+                free = [s for s in declared.free_symbols if s.name in self.axes and self.axes[s.name].size is None]
+                if declared.is_number or len(free) != 1 or len(declared.free_symbols) != 1:
+                    continue
+                (symbol,) = free
+                bound = self.bindings[name]
+                try:
+                    roots = sympy.solve(sympy.Eq(declared, bound), symbol)
+                except (NotImplementedError, ValueError):  # not a polynomial sympy can invert: leave it
+                    continue
+                whole = [r for r in roots if r.is_integer and r.is_positive]
+                if not whole:
+                    raise err(f"axis {name} = {declared} is bound to {bound}, but no whole size of {symbol.name} "
+                              f"gives {bound}", tree,
+                              hint=f"bind {name} to a size its declaration allows (e.g. {declared.subs(symbol, 1)}, "
+                                   f"{declared.subs(symbol, 2)}, ...), or bind {symbol.name} instead")
+                self.bindings[symbol.name] = int(whole[0])
+                self._size_cache.clear()
+                changed = True
 
     def _check_axis_size(self, name: str, tree: Tree) -> None:
         value = self.size(name)

@@ -1,0 +1,279 @@
+"""What ``ncd check`` accepts runs: the holes issue 10 found, then a hypothesis generator of specs.
+
+The generator builds small specs from the op table (elementwise, contractions, reductions,
+norms, views, concat/split, conv, scans, sub-blocks), typed as it goes. Whatever checks must
+load, run forward and backward at random sizes for its free axes, and emit Python that gives the
+same outputs; no exception but NcdError may escape ``ncd.check``, ``ncd.load`` or a forward
+call with a wrongly shaped input. The default profile stays small (make test); the ``slow``
+test runs many more examples.
+"""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ncd
+from ncd.backends.pytorch.emit import emit_python
+from ncd.ops import OPS
+
+
+# ----------------------------------------------------------------------------- the listed holes
+def test_where_with_number_branches_is_the_float_wire_the_ir_types():
+    m = ncd.load("axis T = 3, D = 4\nblock F(x: [T, D]) -> [D] {\n  m = where(x > 0, 1, 0)\n  return m @[T] x\n}\n")
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(m(x), torch.einsum("btd,btd->bd", (x > 0).float(), x))
+
+
+def test_a_primed_axis_has_its_base_size_at_load_and_when_bound():
+    spec = "axis T, D = 4\nblock F(x: [T, D]) -> [T, D] {\n  return x * sum(idx(T'), over = T')\n}\n"
+    x = torch.randn(2, 5, 4)
+    torch.testing.assert_close(ncd.load(spec)(x), x * 10.0)  # 0 + 1 + ... + 4, T' read off x's T
+    assert ncd.check(spec, sizes={"T'": 5}).bindings == {"T": 5}
+    with pytest.raises(ncd.NcdError, match="shares the size of T"):
+        ncd.check(spec, sizes={"T'": 5, "T": 6})
+
+
+def test_a_size_derived_from_a_free_axis_is_computed_from_the_inputs():
+    spec = "axis T, R = 2 * T + 1, D = 4\nblock F(x: [T, D]) -> [T, D] {\n  return x * sum(idx(R), over = R)\n}\n"
+    x = torch.randn(2, 5, 4)
+    torch.testing.assert_close(ncd.load(spec)(x), x * float(sum(range(11))))
+
+
+def test_a_derived_axis_bound_to_a_non_multiple_is_a_located_error():
+    with pytest.raises(ncd.NcdError, match=r"axis Y = 4\*Yq is bound to 5") as info:
+        ncd.check("unet", Y=5, X=5)
+    assert info.value.line is not None
+    assert ncd.check("unet", Y=8, X=8).bindings["Yq"] == 2  # and a multiple fixes the free axis
+
+
+CONV = """axis C = 2, D = 3, Y, K = 3, Y2
+block F(x: [C, Y]) -> [D, Y2] {
+  param w: [D, C, K] init normal(0, 1)
+  return conv(x, w, over = Y -> Y2, kernel = [K])
+}
+"""
+
+
+def test_a_conv_output_below_one_is_an_error_at_check_and_at_the_call():
+    with pytest.raises(ncd.NcdError, match="would have size 0"):
+        ncd.check(CONV, Y=2)
+    m = ncd.load(CONV)
+    with pytest.raises(ncd.NcdError, match="too small for a window of 3"):
+        m(torch.randn(2, 2, 2))
+    assert m(torch.randn(2, 2, 5)).shape == (2, 3, 3)
+
+
+def test_a_kernel_lifted_over_channels_runs_as_a_depthwise_conv():
+    spec = """axis C = 3, Y = 7, K = 3, Y2
+block Smooth(x: [Y], k: [K]) -> [Y2] {
+  return conv(x, k, over = Y -> Y2, kernel = [K])
+}
+block F(x: [C, Y]) -> [C, Y2] {
+  param k: [C, K] init normal(0, 1)
+  return Smooth(x, k)
+}
+"""
+    m = ncd.load(spec).double()
+    x = torch.randn(2, 3, 7, dtype=torch.float64)
+    want = F.conv1d(x, m.k[:, None, :], groups=3)  # torch's depthwise conv: groups = channels
+    torch.testing.assert_close(m(x), want)
+
+
+def test_per_example_weights_from_a_hypernetwork_run_as_a_grouped_conv():
+    spec = """axis C = 2, D = 3, Y = 6, K = 2, Y2
+block F(x: [C, Y], w: [D, C, K]) -> [D, Y2] {
+  return conv(x, w, over = Y -> Y2, kernel = [K])
+}
+"""
+    x, w = torch.randn(4, 2, 6, dtype=torch.float64), torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    got = ncd.load(spec).double()(x, w)
+    torch.testing.assert_close(got, torch.stack([F.conv1d(x[i:i + 1], w[i])[0] for i in range(4)]))
+
+
+def test_ops_written_with_syntax_cannot_be_called_by_name():
+    for name in ("rename", "reshape", "select", "annotate", "compare"):
+        with pytest.raises(ncd.NcdError, match="is not a function"):
+            ncd.check(f"axis A = 3, B = 4\nblock F(x: [A, B]) -> [..] {{\n  return {name}(x)\n}}\n")
+
+
+# ----------------------------------------------------------------------------- the generator
+UNARY = sorted(n for n, o in OPS.items() if o.family == "elementwise" and o.arity == (1, 1) and o.syntax is None
+               and not any(k.required for k in o.kwargs.values()) and n != "neg")
+REDUCE = sorted(n for n, o in OPS.items() if o.family == "reduce")
+NORMALISE = ["softmax", "log_softmax", "cumsum", "layernorm", "rmsnorm", "l2norm"]
+AXES = ("A", "B", "C")
+
+
+class Gen:
+    """Typed straight-line code: each statement makes a wire whose axes the generator knows."""
+
+    def __init__(self, draw) -> None:
+        self.draw = draw
+        self.lines: list[str] = []
+        self.wires: dict[str, tuple[str, ...]] = {"x": ("A", "B"), "y": ("B", "C")}
+        self.params: list[str] = []
+        self.fresh = itertools.count()
+        self.merged = 0
+
+    def pick(self, options):
+        return self.draw(st.sampled_from(list(options)))
+
+    def new(self, expr: str, axes: tuple[str, ...]) -> str:
+        name = f"v{next(self.fresh)}"
+        self.lines.append(f"{name} = {expr}")
+        self.wires[name] = axes
+        return name
+
+    def step(self) -> None:
+        name = self.pick(sorted(self.wires))
+        axes = self.wires[name]
+        kind = self.pick(["unary", "binary", "contract", "reduce", "normalise", "rename", "reshape",
+                          "concat", "split", "scale", "param"])
+        if kind == "unary":
+            self.new(f"{self.pick(UNARY)}({name})", axes)
+        elif kind == "binary":
+            other = self.pick(sorted(self.wires))
+            union = axes + tuple(a for a in self.wires[other] if a not in axes)
+            self.new(f"{name} {self.pick(['+', '-', '*'])} {other}", union)
+        elif kind == "contract":
+            others = [o for o in sorted(self.wires) if set(self.wires[o]) & set(axes)]
+            other = self.pick(others)
+            shared = [a for a in axes if a in self.wires[other]]
+            axis = self.pick(shared)
+            kept = tuple(a for a in axes if a != axis) + tuple(a for a in self.wires[other]
+                                                              if a != axis and a not in axes)
+            self.new(f"{name} @[{axis}] {other}", kept)
+        elif kind == "reduce" and axes:
+            axis = self.pick(axes)
+            self.new(f"{self.pick(REDUCE)}({name}, over = {axis})", tuple(a for a in axes if a != axis))
+        elif kind == "normalise" and axes:
+            self.new(f"{self.pick(NORMALISE)}({name}, over = {self.pick(axes)})", axes)
+        elif kind == "rename" and axes:
+            axis = self.pick(axes)
+            free = [a for a in AXES if a not in axes]
+            if free:
+                to = self.pick(free)
+                self.new(f"{name}[{axis} as {to}]", tuple(to if a == axis else a for a in axes))
+        elif kind == "reshape" and len(axes) >= 2 and self.merged < 2:
+            a, b = axes[0], axes[1]
+            m = f"M{self.merged}"
+            self.merged += 1
+            self.new(f"{name}[{a} {b} -> {m}]", (m,) + axes[2:])
+        elif kind == "concat" and axes and "R" not in axes:
+            axis = self.pick(axes)
+            self.new(f"concat({name}, {name}, over = {axis} -> R)", tuple("R" if a == axis else a for a in axes))
+        elif kind == "split" and "R" in axes:
+            self.lines.append(f"s{len(self.lines)}, s{len(self.lines)}b = split({name}, over = R -> [S1, S2])")
+        elif kind == "scale":
+            self.new(f"{name} * {self.pick(['0.5', '2', 'idx(A)', 'sqrt(A)'])}", axes + (("A",) if "A" not in axes else ()))
+        elif kind == "param" and axes:
+            p = f"p{len(self.params)}"
+            self.params.append(f"param {p}: [{', '.join(axes)}] init normal(0, 1)")
+            self.new(f"{name} * {p}", axes)
+
+    def spec(self, sizes: dict[str, str], out: str, extra: str) -> str:
+        head = ", ".join(f"{a} = {s}" if s else a for a, s in sizes.items())
+        body = "\n  ".join(self.params + self.lines + [f"return {out}"])
+        ret = self.wires[out]
+        return (f"axis {head}, M0, M1, R, S1 = 1, S2, Y2\n{extra}"
+                f"block F(x: [A, B], y: [B, C]) -> [{', '.join(ret)}] {{\n  {body}\n}}\n")
+
+
+EXTRAS = {
+    "": "",
+    "sub-block": "block Mix(u: [B]) -> [B] {\n  param w: [B, B'] init normal(0, 0.5)\n"
+                 "  return tanh(u @[B] w)[B' as B]\n}\n",
+    "scan": "",
+    "conv": "",
+}
+
+
+@st.composite
+def specs(draw):
+    sizes = {a: draw(st.sampled_from(["", "2", "3", "4"])) for a in AXES}
+    gen = Gen(draw)
+    for _ in range(draw(st.integers(1, 6))):
+        gen.step()
+    extra_kind = draw(st.sampled_from(sorted(EXTRAS)))
+    extra = EXTRAS[extra_kind]
+    if extra_kind == "sub-block":
+        gen.lines.append("use mix = Mix")
+        gen.new("mix(x)", ("A", "B"))
+    elif extra_kind == "scan":
+        gen.params.append("param u: [B', B] init normal(0, 0.3)")
+        gen.new("scan t over A carry (h: [B] = 0) {\n    h = tanh(x[t] + h[B as B'] @[B'] u)\n"
+                "    emit h\n  }", ("A", "B"))
+    elif extra_kind == "conv":
+        gen.params.append("param k: [C, B, K] init normal(0, 0.3)")
+        extra = ""
+        gen.new("conv(x, k, over = A -> Y2, kernel = [K], padding = 1)", ("Y2", "C"))
+    out = draw(st.sampled_from(sorted(gen.wires)))
+    text = gen.spec(sizes, out, extra)
+    if extra_kind == "conv":
+        text = text.replace(", Y2\n", ", Y2, K = 3\n", 1)
+    return text
+
+
+def _emitted(source: str):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gen_emitted.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("gen_emitted", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # our own generated code
+        return module
+
+
+def check_implies_run(text: str, free_size: int) -> None:
+    try:
+        ir = ncd.check(text)
+    except ncd.NcdError:
+        return  # rejected, and located: the generator may write what the language refuses
+    sizes = {a: free_size for a, d in ir.axes.items() if d.size is None and "'" not in a}
+    try:
+        ir = ncd.check(text, **sizes)
+        module = ncd.load(text, **sizes).double()
+    except ncd.NcdError:
+        return  # these sizes do not satisfy the declarations (e.g. S2 = R - 1), said so by name
+    bound = {**{a: int(d.size) for a, d in ir.axes.items() if d.size and d.size.isdigit()}, **ir.bindings}
+    inputs = [torch.randn((2, *(bound[a] for a in p.type.axes)), dtype=torch.float64, requires_grad=True)
+              for p in ir.entry_block.inputs]
+    out = module(*inputs)
+    outs = out if isinstance(out, tuple) else (out,)
+    loss = sum(o.sum() for o in outs if o.requires_grad)
+    if isinstance(loss, torch.Tensor):
+        loss.backward()
+    emitted = _emitted(emit_python(ir, class_name="Entry")).Entry().double()
+    emitted.load_state_dict(module.state_dict())
+    again = emitted(*inputs)
+    for a, b in zip(outs, again if isinstance(again, tuple) else (again,)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    wrong = torch.randn(2, 7, 1, dtype=torch.float64)  # a wrongly shaped first input
+    try:
+        module(wrong, *inputs[1:])
+    except ncd.NcdError:
+        pass
+
+
+SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
+
+
+@settings(max_examples=15, **SETTINGS)
+@given(specs(), st.integers(2, 5))
+def test_what_checks_runs(text, free_size):
+    check_implies_run(text, free_size)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, **SETTINGS)
+@given(specs(), st.integers(2, 6))
+def test_what_checks_runs_many(text, free_size):
+    check_implies_run(text, free_size)
