@@ -17,7 +17,8 @@ The result has x's axes in x's order, the spatial axes renamed, and the output c
 place of the (first) input channel axis — or in front of the first spatial axis when x has no
 channel axis. So ``x: [C, Y, X]`` with ``W: [C2, C, KY, KX]`` gives ``[C2, Y2, X2]``, and a
 channels-last ``x: [Y, X, C]`` gives ``[Y2, X2, C2]``. Stride, padding and dilation are one
-number for every spatial axis. Depthwise / grouped convolutions are not expressed yet.
+number for every spatial axis. Weights with lifted dims of their own (per-example weights, or a
+kernel lifted over channels: depthwise) lower to one grouped conv (``rt.conv_per_example``).
 
 Lowerings put the core dims in the canonical order (batch, channels, spatial), call a runtime
 helper that flattens the leading dims into torch's batch dim and the channel axes into one,
