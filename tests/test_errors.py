@@ -676,6 +676,14 @@ block F(x: [T]) -> [T, E] {
   return G(x)
 }
 """, 5, 10, 'G expects ids to be int but got a float wire', 'declare the wire int where it '),
+    Case("extremes/int-with-float", HEAD + """block F(x: [T, D], ids: [T] int) -> [T, D] {
+  return max(x, ids)
+}
+""", 4, 10, "maximum mixes an integer wire with a float wire", "as_float"),
+    Case("extremes/three-inputs", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return max(x, x, x)
+}
+""", 4, 10, "max takes 1 inputs, got 3"),
     Case("int/unknown-dtype", HEAD + """block F(ids: [T] integer) -> [T] {
   return ids
 }

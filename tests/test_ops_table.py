@@ -92,6 +92,8 @@ REFERENCES = {
     "one_hot": lambda x: F.one_hot(torch.argmax(x, -1), 4).to(x.dtype) * x,
     "argmax": lambda x: torch.argmax(x, -1), "argmin": lambda x: torch.argmin(x, -1),
     "as_float": lambda x: (x > 0).to(x.dtype) * x,
+    "maximum": lambda x, y: torch.maximum(x, _y(y)) + torch.clamp(x, max=0.5),
+    "minimum": lambda x, y: torch.minimum(x, _y(y)) + torch.clamp(x, min=-0.5),
 }
 POSITIVE = {"log", "sqrt", "rsqrt", "pow"}  # defined on positive inputs only
 

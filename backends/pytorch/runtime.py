@@ -310,3 +310,8 @@ def to_float(x, like):
     if like is None:
         return x.to(torch.get_default_dtype())
     return x.to(dtype=like.dtype, device=like.device)
+
+
+def clamp_to(x, value, side):
+    """max(x, number) / min(x, number): a clamp, since torch.maximum takes two tensors."""
+    return torch.clamp(x, min=value) if side == "min" else torch.clamp(x, max=value)

@@ -261,9 +261,11 @@ class ExpressionBuilder:
             scope = scope.parent
 
     def call_op(self, name: str, args: list[Tree], tree: Tree) -> str:
-        opdef = OPS[name]
         positional = [a.children[0] for a in args if a.data == "pos_arg"]
         keywords = {str(a.children[0]): (a.children[1], a) for a in args if a.data == "kw_arg"}
+        if name in ("max", "min") and len(positional) == 2 and not keywords:  # max(a, b): elementwise
+            name = {"max": "maximum", "min": "minimum"}[name]
+        opdef = OPS[name]
         low, high = opdef.arity
         attrs: dict[str, Any] = {}
         kw_specs = dict(opdef.kwargs)
