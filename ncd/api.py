@@ -9,6 +9,7 @@ from typing import Any
 from ncd import pipeline
 from ncd.errors import NcdError
 from ncd.ir import SpecIR
+from ncd.limits import parse_bytes
 from ncd.source import read_text, strip_bom
 
 
@@ -62,18 +63,22 @@ def run_pipeline(path_or_text: str | os.PathLike[str], /, *, block: str | None =
 
 
 def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, scan_backend: str = "auto",
-         sizes: Mapping[str, int] | None = None, fuse_scans: bool = False, **more_sizes: int):
+         sizes: Mapping[str, int] | None = None, fuse_scans: bool = False, memory_limit: int | str | None = None,
+         **more_sizes: int):
     """Compile a spec to an in-process ``torch.nn.Module`` with the given axis sizes bound.
 
     ``fuse_scans=True`` compiles each Newton step of the newton-backed scans into one fused
-    graph (torch.compile; the first call per shape pays the compile).
+    graph (torch.compile; the first call per shape pays the compile). ``memory_limit`` (bytes,
+    or text such as ``"8GB"``) caps the parameters, buffers and constants, checked before any is
+    allocated; the default is half of this process's memory (docs/limits.md).
     """
     from ncd.backends.pytorch import compile_module
 
     source, name = read_spec(path_or_text)
     compiled = pipeline.compile_spec(source, name, {**(sizes or {}), **more_sizes}, block, scan_backend)
     try:
-        module = compile_module(compiled.ir, fuse_scans=fuse_scans, passes=compiled.passes)
+        limit = None if memory_limit is None else parse_bytes(memory_limit, "memory_limit")
+        module = compile_module(compiled.ir, fuse_scans=fuse_scans, passes=compiled.passes, memory_limit=limit)
     except NcdError as exc:
         raise exc.located(source, name) from None
     module.locate_errors(source, name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -9,6 +10,15 @@ from typing import TYPE_CHECKING
 import sympy
 
 from ncd.errors import NcdError
+from ncd.limits import (
+    MAX_SIZE_BITS,
+    MAX_SIZE_DEGREE,
+    MAX_SIZE_DEPTH,
+    MAX_SIZE_NODES,
+    MAX_SIZE_TERMS,
+    MAX_SIZE_TEXT,
+    MAX_SIZE_VALUE,
+)
 
 if TYPE_CHECKING:
     from ncd.ir import SpecIR
@@ -24,13 +34,38 @@ def parse(text: str) -> sympy.Expr:
     """Read back a size stored in the IR as text (sympy's printer wrote it, or a JSON file did).
 
     Parsed with Python's ``ast`` (which only parses) and rebuilt node by node from a short list
-    of arithmetic forms, so no text — not even an edited IR JSON — is ever evaluated.
+    of arithmetic forms, so no text — not even an edited IR JSON — is ever evaluated. The text's
+    length, its number of nodes and their nesting are bounded before anything is built, and each
+    power is checked before sympy computes it (``9**9**9`` would take hours).
     """
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    if len(text) > MAX_SIZE_TEXT:
+        raise NcdError(f"the size expression {shown!r} is {len(text)} characters long, more than the limit "
+                       f"of {MAX_SIZE_TEXT}")
     try:
         tree = ast.parse(_escape(text.strip()), mode="eval")
-    except SyntaxError:
-        raise NcdError(f"not a size expression: {text!r}") from None
-    return _build(tree.body, text)
+    except (SyntaxError, ValueError):
+        raise NcdError(f"not a size expression: {shown!r}") from None
+    except (RecursionError, MemoryError):
+        raise NcdError(f"the size expression {shown!r} nests more deeply than the limit of {MAX_SIZE_DEPTH}") from None
+    _check_shape(tree.body, shown)
+    value = _build(tree.body, text)
+    check_degree(value, f"the size expression {shown!r}")
+    return value
+
+
+def _check_shape(root: ast.AST, shown: str) -> None:
+    """Count nodes and nesting without recursion, so a 10⁵-term sum is refused, not a RecursionError."""
+    stack, count = [(root, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_SIZE_NODES:
+            raise NcdError(f"the size expression {shown!r} has more than {MAX_SIZE_NODES} terms and operators, "
+                           f"the limit")
+        if depth > MAX_SIZE_DEPTH:
+            raise NcdError(f"the size expression {shown!r} nests more deeply than the limit of {MAX_SIZE_DEPTH}")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 _FUNCTIONS = {"sqrt": sympy.sqrt, "exp": sympy.exp, "log": sympy.log, "Abs": sympy.Abs,
@@ -39,12 +74,23 @@ _FUNCTIONS = {"sqrt": sympy.sqrt, "exp": sympy.exp, "log": sympy.log, "Abs": sym
 _CONSTANTS = {"pi": sympy.pi, "oo": sympy.oo, "zoo": sympy.zoo, "nan": sympy.nan}
 _SYMPY_NAMES = frozenset(_FUNCTIONS) | frozenset(_CONSTANTS)
 _BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a**b, ast.Mod: lambda a, b: sympy.Mod(a, b),
+           ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: _power(a, b), ast.Mod: lambda a, b: sympy.Mod(a, b),
            ast.FloorDiv: lambda a, b: sympy.floor(a / b)}
+
+
+def _power(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    bits = magnitude_bits(a) * abs(_bound(b)) if b.is_number else 0.0
+    if bits > MAX_SIZE_BITS:
+        raise NcdError(f"the power ({a})**({b}) has about {bits:.3g} bits, more than the limit of {MAX_SIZE_BITS}")
+    return a**b
 
 
 def _build(node: ast.AST, text: str) -> sympy.Expr:
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        if isinstance(node.value, float) and not math.isfinite(node.value):
+            raise NcdError(f"the size expression {text[:60]!r} holds a number out of range")
+        if isinstance(node.value, int) and node.value.bit_length() > MAX_SIZE_BITS:
+            raise NcdError(f"the size expression {text[:60]!r} holds a number of more than {MAX_SIZE_BITS} bits")
         return sympy.Integer(node.value) if isinstance(node.value, int) else sympy.Float(node.value)
     if isinstance(node, ast.Name):
         if node.id in _CONSTANTS:
@@ -57,7 +103,13 @@ def _build(node: ast.AST, text: str) -> sympy.Expr:
         return -value if isinstance(node.op, ast.USub) else value
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS
             and not node.keywords):
-        return _FUNCTIONS[node.func.id](*(_build(a, text) for a in node.args))
+        args = [_build(a, text) for a in node.args]
+        if node.func.id == "exp" and len(args) == 1 and args[0].is_number and _bound(args[0]) > MAX_SIZE_BITS:
+            raise NcdError(f"the size expression {text[:60]!r} holds exp of a number beyond the limit")
+        try:
+            return _FUNCTIONS[node.func.id](*args)
+        except (TypeError, ValueError):
+            raise NcdError(f"not a size expression: {text[:60]!r}") from None
     raise NcdError(f"not a size expression: {text!r}")
 
 
@@ -72,13 +124,124 @@ def resolve(axis: str, sizes: Mapping[str, str | None], bindings: Mapping[str, i
             _seen: frozenset[str] = frozenset()) -> sympy.Expr:
     """The size of ``axis`` in terms of free axes, after substituting every known binding."""
     if axis in bindings:
-        return sympy.Integer(bindings[axis])
+        value = bindings[axis]
+        if isinstance(value, int) and abs(value) > MAX_SIZE_VALUE:
+            raise NcdError(f"axis {axis} is bound to {value}, more than the limit of {MAX_SIZE_VALUE} (2^63 - 1)")
+        return sympy.Integer(value)
     text = sizes.get(axis)
     if text is None or axis in _seen:
         return symbol(axis)
     expr = parse(text)
     subs = {s: resolve(s.name, sizes, bindings, _seen | {axis}) for s in expr.free_symbols}
-    return expr.subs(subs) if subs else expr
+    return substitute(expr, subs, f"the size of axis {axis}") if subs else expr
+
+
+# ------------------------------------------------------------------ bounds on size expressions
+def check_degree(expr: sympy.Expr, what: str) -> None:
+    """Refuse a size polynomial of degree above the limit before sympy expands or simplifies it."""
+    degree = size_degree(expr)
+    if math.isinf(degree):
+        raise NcdError(f"{what} has an axis in an exponent, so its degree in the axes is unbounded",
+                       hint=f"sizes are polynomials of degree at most {MAX_SIZE_DEGREE} in the axes")
+    if degree > MAX_SIZE_DEGREE:
+        raise NcdError(f"{what} has degree {_fmt(degree)} in its axes, more than the limit of {MAX_SIZE_DEGREE}",
+                       hint="sizes are products and quotients of a few axes; a power of a power is a typo")
+    terms = size_terms(expr)
+    if terms > MAX_SIZE_TERMS:
+        raise NcdError(f"{what} expands to about {_fmt(terms)} terms, more than the limit of {MAX_SIZE_TERMS}",
+                       hint="sizes are products and quotients of a few axes")
+
+
+def size_terms(expr: sympy.Expr) -> float:
+    """An upper bound on the number of monomials ``expr`` expands to (what simplify works on)."""
+    if not isinstance(expr, sympy.Basic) or not expr.free_symbols or not expr.args:
+        return 1.0
+    if expr.is_Add:
+        return sum(size_terms(a) for a in expr.args)
+    if expr.is_Mul:
+        return math.prod(size_terms(a) for a in expr.args)
+    if expr.is_Pow:
+        base, exp = expr.args
+        inner = size_terms(base)
+        if exp.is_Integer and int(exp) > 0 and inner > 1:
+            n = int(exp)
+            return float(math.comb(int(min(inner, 10**6)) + n - 1, n)) if n < 10**4 else math.inf
+        return inner
+    return sum(size_terms(a) for a in expr.args)
+
+
+def size_degree(expr: sympy.Expr) -> float:
+    """An upper bound on the total degree of ``expr`` in its symbols (inf for a symbolic exponent)."""
+    if not isinstance(expr, sympy.Basic) or not expr.free_symbols:
+        return 0.0
+    if expr.is_Symbol:
+        return 1.0
+    if expr.is_Mul:
+        return sum(size_degree(a) for a in expr.args)
+    if expr.is_Pow:
+        base, exp = expr.args
+        if exp.free_symbols:
+            return math.inf
+        return size_degree(base) * abs(_bound(exp))
+    if expr.func in (sympy.exp,):
+        return math.inf
+    return max((size_degree(a) for a in expr.args), default=0.0)
+
+
+def magnitude_bits(expr: sympy.Expr, values: Mapping[sympy.Symbol, object] | None = None) -> float:
+    """An upper bound on the bits of ``expr``'s numbers once ``values`` replace its symbols.
+
+    Computed with floats from the expression tree, so it costs nothing even where the exact value
+    would have billions of digits; unbound symbols count as small.
+    """
+    if isinstance(expr, (int, float)):
+        return math.log2(abs(expr) + 1) if math.isfinite(expr) else 0.0
+    if expr.is_Symbol:
+        value = (values or {}).get(expr)
+        return magnitude_bits(value, None) if isinstance(value, (sympy.Basic, int, float)) else 0.0
+    if expr.is_Integer:
+        return float(abs(int(expr)).bit_length())
+    if expr.is_Rational:
+        return float(max(abs(int(expr.p)).bit_length(), int(expr.q).bit_length()))
+    if expr.is_Float:
+        f = abs(float(expr))
+        return abs(math.log2(f)) + 1 if f not in (0.0, math.inf) else 0.0
+    if expr.is_Number or expr.is_NumberSymbol or not expr.args:
+        return 0.0
+    if expr.is_Mul:
+        return sum(magnitude_bits(a, values) for a in expr.args)
+    if expr.is_Add:
+        return max(magnitude_bits(a, values) for a in expr.args) + math.log2(len(expr.args))
+    if expr.is_Pow:
+        base, exp = expr.args
+        if exp.is_number:
+            return magnitude_bits(base, values) * _bound(exp)
+        exp_bits = magnitude_bits(exp, values)
+        return math.inf if exp_bits > 60 else magnitude_bits(base, values) * 2.0**exp_bits
+    if expr.func is sympy.exp:
+        arg_bits = magnitude_bits(expr.args[0], values)
+        return math.inf if arg_bits > 60 else 1.5 * 2.0**arg_bits
+    return max(magnitude_bits(a, values) for a in expr.args)
+
+
+def substitute(expr: sympy.Expr, subs: Mapping[sympy.Symbol, object], what: str) -> sympy.Expr:
+    """``expr.subs(subs)``, refused when the numbers it would compute exceed the limit."""
+    bits = magnitude_bits(expr, subs)
+    if bits > MAX_SIZE_BITS:
+        raise NcdError(f"{what} at the bound sizes has about {_fmt(bits)} bits, more than the limit of "
+                       f"{MAX_SIZE_BITS}", hint="bind smaller sizes")
+    return expr.subs(subs)
+
+
+def _bound(number: sympy.Expr) -> float:
+    try:
+        return abs(float(number))
+    except (TypeError, ValueError, OverflowError):
+        return math.inf
+
+
+def _fmt(value: float) -> str:
+    return "unbounded" if math.isinf(value) else f"{value:.4g}"
 
 
 def _tokens(text: str) -> list[str]:
@@ -129,3 +292,9 @@ class AxisSizes:
         """The size as an int, or None while it depends on a free axis."""
         value = self.expr(axis)
         return int(value) if value.is_number and value.is_integer else None
+
+
+def simplify_bounded(expr: sympy.Expr, what: str) -> sympy.Expr:
+    """``sympy.simplify``, after the degree and term bounds (its cost grows fast with both)."""
+    check_degree(expr, what)
+    return sympy.simplify(expr)

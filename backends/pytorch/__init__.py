@@ -5,26 +5,34 @@ it runs no pass of its own."""
 from __future__ import annotations
 
 from ncd import scan_backends
+from ncd.backends.pytorch.allocation import check_budget, check_values, load_tensors, wire_tensors
 from ncd.backends.pytorch.module import CompiledModule
-from ncd.backends.pytorch.program import lower_spec
+from ncd.backends.pytorch.program import SizeTable, lower_spec
 from ncd.ir import SpecIR
+from ncd.limits import default_memory_limit
 from ncd.pipeline import Passes
 
 SCAN_BACKENDS = scan_backends.NAMES  # the registry's names (ncd/scan_backends.py), "auto" first
 
 
 def compile_module(ir: SpecIR, scan_backend: str = "auto", fuse_scans: bool = False,
-                   passes: Passes | None = None) -> CompiledModule:
+                   passes: Passes | None = None, memory_limit: int | None = None) -> CompiledModule:
     """The module of a checked IR, lowered from the pipeline's ``passes`` (None: the pipeline
     runs them here, with ``scan_backend`` overriding every scan's backend; "auto": the recurrence
     pass decides). ``fuse_scans`` runs each Newton step of every newton-backed scan as one
     torch.compile'd graph (see `NewtonSolver`'s ``fuse``): worth its compile time on a GPU, for
-    long sequences."""
+    long sequences. ``memory_limit`` (bytes; default ``ncd.limits.default_memory_limit()``) caps
+    what the parameters, buffers and constants may take, checked before any is allocated
+    (docs/limits.md)."""
     if passes is None:
         from ncd.pipeline import run_passes
 
         passes = run_passes(ir, scan_backend)
-    module = CompiledModule(ir, lower_spec(ir, passes.scan_plans(), passes.fusion), ir.entry)
+    programs = lower_spec(ir, passes.scan_plans(), passes.fusion)
+    limit = default_memory_limit() if memory_limit is None else memory_limit
+    check_budget(load_tensors(ir, programs, ir.entry), limit, f"loading {ir.entry}")
+    check_values(wire_tensors(ir, SizeTable(ir).bound), limit)
+    module = CompiledModule(ir, programs, ir.entry)
     module.scan_plans = passes.scans
     if fuse_scans:
         for sub in module.modules():

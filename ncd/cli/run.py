@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from ncd.cli.common import BATCH_AXIS, DEFAULT_BATCH, axis_size, declared_axes, emit_json, fmt_axes, known_sizes
 from ncd.cli.options import add_scan_backend, add_sizes, bound_sizes, seed_value
 from ncd.errors import NcdError
+
+if TYPE_CHECKING:
+    from ncd.backends.pytorch.allocation import Tensor
 
 
 def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
@@ -27,6 +32,9 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
     p.add_argument("--fuse-scans", action="store_true",
                    help="compile each Newton step of the newton-backed scans into one fused graph "
                         "(torch.compile; the first call compiles)")
+    p.add_argument("--memory-limit", metavar="SIZE", default=None,
+                   help="bytes the parameters, buffers and inputs may take, e.g. 8GB or 512MiB (default: "
+                        "half of this process's memory, or NCD_MEMORY_LIMIT; docs/limits.md)")
     p.set_defaults(func=run)
     return p
 
@@ -44,14 +52,52 @@ def _input_shape(ir: Any, port: Any, batch: int | None) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def _input_tensors(entry: Any, shapes: list[tuple[int, ...]], dtype: Any, backward: bool) -> list[Tensor]:
+    """The random inputs `ncd run` creates (their gradients too with --backward), at their ports."""
+    import torch
+
+    from ncd.backends.pytorch.allocation import Tensor
+
+    width = torch.tensor([], dtype=dtype).element_size()
+    ports = [n for n in entry.nodes if n.op == "input"]
+    spans = [n.loc.span if n.loc else None for n in ports] if len(ports) == len(shapes) else [None] * len(shapes)
+    return [Tensor(f"input {p.name}", s, 2 if backward else 1, width, span)
+            for p, s, span in zip(entry.inputs, shapes, spans)]
+
+
+@contextlib.contextmanager
+def _out_of_memory_as_error() -> Iterator[None]:
+    """The activations are not budgeted in advance: an allocator failure becomes an NcdError."""
+    import torch
+
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        text = str(exc)
+        if isinstance(exc, RuntimeError) and not isinstance(exc, torch.OutOfMemoryError) and \
+                "can't allocate memory" not in text and "out of memory" not in text:
+            raise
+        first = text.splitlines()[0][:200] if text else "MemoryError"
+        raise NcdError(f"ran out of memory while running the spec: {first}",
+                       hint="bind smaller sizes (a smaller batch: --set B=...), or raise --memory-limit") from None
+
+
 def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "float32",
-             backward: bool = False, scan_backend: str = "auto", fuse_scans: bool = False) -> dict[str, Any]:
-    """Load a spec, run it on random inputs; the record `ncd run --json` prints."""
+             backward: bool = False, scan_backend: str = "auto", fuse_scans: bool = False,
+             memory_limit: int | str | None = None) -> dict[str, Any]:
+    """Load a spec, run it on random inputs; the record `ncd run --json` prints.
+
+    The inputs, then the parameters with the inputs, are compared with the memory limit before
+    they are allocated (docs/limits.md); an allocator failure while running is an NcdError too."""
     import torch
 
     import ncd
     from ncd.backends.pytorch.implementations import implementation
+    from ncd.backends.pytorch.allocation import Tensor, check_budget
+    from ncd.limits import default_memory_limit, parse_bytes
     from ncd.samples import random_input
+
+    limit = default_memory_limit() if memory_limit is None else parse_bytes(memory_limit, "--memory-limit")
 
     declared = declared_axes(path)
     spec_sizes = dict(sizes)
@@ -67,11 +113,17 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
     shapes = [_input_shape(ir, port, batch) for port in entry.inputs]
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
 
+    wanted = _input_tensors(entry, shapes, torch_dtype, backward)
+    check_budget(wanted, limit, f"the inputs of {entry.name}")  # before loading: the shapes alone may be absurd
     torch.manual_seed(seed)
-    module = ncd.load(path, scan_backend=scan_backend, fuse_scans=fuse_scans, **spec_sizes).to(torch_dtype)
+    module = ncd.load(path, scan_backend=scan_backend, fuse_scans=fuse_scans, memory_limit=limit,
+                      **spec_sizes).to(torch_dtype)
+    held = sum(t.numel() for t in module.state_dict().values())
+    check_budget(wanted + [Tensor(f"the parameters and buffers of {entry.name}", (held,), 1, wanted[0].itemsize
+                                  if wanted else 4, None)], limit, f"running {entry.name}")
     inputs = [random_input(port.type, shape, torch_dtype, backward) for port, shape in zip(entry.inputs, shapes)]
     start = time.perf_counter()
-    with torch.set_grad_enabled(backward):
+    with _out_of_memory_as_error(), torch.set_grad_enabled(backward):
         out = module(*inputs)
         outs = list(out) if isinstance(out, tuple) else [out]
         total = sum(o.sum() for o in outs)
@@ -129,7 +181,8 @@ def _implementations_ran(module: Any) -> dict[tuple[str, str], str]:
 
 def run(args: argparse.Namespace) -> int:
     record = run_spec(args.path, bound_sizes(args), seed=args.seed, dtype=args.dtype, backward=args.backward,
-                      scan_backend=args.scan_backend, fuse_scans=args.fuse_scans)
+                      scan_backend=args.scan_backend, fuse_scans=args.fuse_scans,
+                      memory_limit=args.memory_limit)
     if args.json:
         emit_json(record)
         return 0

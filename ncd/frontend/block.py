@@ -81,7 +81,12 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                       unify=lambda axis, size, what: self.spec.unify(axis, size, what, where),
                       spans={k: v for k, v in (spans or {}).items() if v is not None})
         in_types = [self.type_of(i) for i in inputs]
-        types = opdef.infer(ctx, in_types, attrs)
+        try:
+            types = opdef.infer(ctx, in_types, attrs)
+        except NcdError as exc:
+            if exc.span is not None or ctx.span is None:
+                raise
+            raise NcdError(exc.message, ctx.span, hint=exc.hint) from None
         types = dtypes.check(opdef.dtypes, ctx, op, in_types, [self.number_value(i) for i in inputs], types)
         if types and types[0].dtype == "int":  # `ids + 1`: the literal is an integer too (lowered as 1, not 1.0)
             for i in inputs:
@@ -388,6 +393,9 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
     def stmt_repeat_stmt(self, tree: Tree) -> None:
         count_tree, *body = tree.children
         count = self.const_int(count_tree, "a repeat count")
+        if count > MAX_REPEAT:
+            raise err(f"a repeat count must be at most {MAX_REPEAT}, got {count}", count_tree,
+                      hint="the same cap as `use l = B × N`")
         carried = [n for n in assigned_names(body) if (b := self.scope.lookup(n)) is not None and b.kind == "value"]
         if not carried:
             raise err("this repeat body changes nothing outside it", tree,

@@ -22,6 +22,7 @@ from ncd.frontend.common import (
 )
 from ncd.frontend.parser import parse
 from ncd.ir import AxisDef, BlockIR, SpecIR, SpecMeta
+from ncd.limits import MAX_BLOCK_NESTING, MAX_SIZE_VALUE
 from ncd.ops import OPS
 from ncd.ops.init import INITIALISERS
 
@@ -81,6 +82,11 @@ class SpecBuilder:
                 loc = self.axes[name].loc
                 raise NcdError(f"axis {name} must be bound to a positive integer, got {value!r}",
                                Span(loc.line, loc.col) if loc else None)
+            if value > MAX_SIZE_VALUE:
+                loc = self.axes[name].loc
+                raise NcdError(f"axis {name} is bound to {value}, more than the limit of {MAX_SIZE_VALUE} (2^63 - 1)",
+                               Span(loc.line, loc.col) if loc else None,
+                               hint="sizes are tensor dimensions: they must fit in an int64")
         self._solve_derived_bindings()
         for name, tree in self.axis_trees.items():
             self._check_axis_size(name, tree)
@@ -98,10 +104,11 @@ class SpecBuilder:
         size = None
         if size_tree is not None:
             size = self.size_expr(size_tree, subst, numbers)
+            self.bounded(size, f"the size of axis {name}", size_tree)
         if name in self.axes:
             old = self.axes[name]
             same = (old.size is None and size is None) or (
-                old.size is not None and size is not None and sympy.simplify(sz.parse(old.size) - size) == 0)
+                old.size is not None and size is not None and sz.simplify_bounded(sz.parse(old.size) - size, f"the size of axis {name}") == 0)
             if not same:
                 raise err(f"axis {name} is declared twice (first at line {old.loc.line if old.loc else '?'})",
                           name_tok, hint=f"declare an axis once; a second wire of the same axis is {name}'")
@@ -123,6 +130,8 @@ class SpecBuilder:
                 declared = self.resolve_declared(name)
                 free = [s for s in declared.free_symbols if s.name in self.axes and self.axes[s.name].size is None]
                 if declared.is_number or len(free) != 1 or len(declared.free_symbols) != 1:
+                    continue
+                if sz.size_degree(declared) > 4:  # beyond closed forms sympy.solve may run for minutes
                     continue
                 (symbol,) = free
                 bound = self.bindings[name]
@@ -148,12 +157,23 @@ class SpecBuilder:
                           hint="a derived size must divide exactly (check the bound sizes)")
             if value <= 0:
                 raise err(f"axis {name} has size {value}; sizes must be positive", tree)
+            if value > MAX_SIZE_VALUE:
+                raise err(f"axis {name} has size {value}, more than the limit of {MAX_SIZE_VALUE} (2^63 - 1)", tree,
+                          hint="sizes are tensor dimensions: they must fit in an int64")
         # A literal size (`axis D = 512`) is a default the caller may rebind; a derived one is checked.
         literal = isinstance(tree, Tree) and tree.data == "number"
         if name in self.bindings and self.axes[name].size is not None and not literal:
             declared = self.resolve_declared(name)
             if declared.is_number and declared != self.bindings[name]:
                 raise err(f"axis {name} is declared with size {declared} but bound to {self.bindings[name]}", tree)
+
+    @staticmethod
+    def bounded(size: sympy.Expr, what: str, where: Tree | Token | None) -> None:
+        """Refuse a size whose degree is beyond the limit (before sympy expands or simplifies it)."""
+        try:
+            sz.check_degree(size, what)
+        except NcdError as exc:
+            raise err(exc.message, where, hint=exc.hint) from None
 
     def resolve_declared(self, name: str) -> sympy.Expr:
         sizes = {k: v.size for k, v in self.axes.items()}
@@ -216,17 +236,25 @@ class SpecBuilder:
         if base in self.bindings:
             return sympy.Integer(self.bindings[base])
         sizes = {k: v.size for k, v in self.axes.items()}
-        expr = sz.resolve(base, sizes, self.bindings)
-        if base in self.inferred and expr == sz.symbol(base):
-            expr = self.inferred[base]
-        subs = {s: self.inferred[s.name] for s in expr.free_symbols if s.name in self.inferred and s.name != base}
-        expr = expr.subs(subs) if subs else expr
+        try:
+            expr = sz.resolve(base, sizes, self.bindings)
+            if base in self.inferred and expr == sz.symbol(base):
+                expr = self.inferred[base]
+            subs = {s: self.inferred[s.name] for s in expr.free_symbols
+                    if s.name in self.inferred and s.name != base}
+            expr = sz.substitute(expr, subs, f"the size of axis {base}") if subs else expr
+        except NcdError as exc:
+            if exc.span is not None or base not in self.axes or self.axes[base].loc is None:
+                raise
+            loc = self.axes[base].loc
+            raise NcdError(exc.message, Span(loc.line, loc.col), hint=exc.hint) from None
         self._size_cache[key] = expr
         return expr
 
     def unify(self, axis: str, size: sympy.Expr, what: str, where: Tree | Token | None) -> None:
         base = self.base_axis(axis)
         current = self.size(base)
+        self.bounded(size, f"the size of axis {axis} ({what})", where)
         size = sympy.simplify(size)
         if size.is_number and size < 1:  # a window larger than its (padded) axis, a stride past the end
             raise err(f"axis {axis} would have size {size} ({what}); a size must be at least 1", where,
@@ -241,7 +269,7 @@ class SpecBuilder:
                               where, hint=f"this needs two different axes where it uses {base}")
                 self.inferred[base] = size
             return
-        diff = sympy.simplify(current - size)
+        diff = sz.simplify_bounded(current - size, f"the size of axis {axis} ({what})")
         if diff != 0 and (diff.is_number or not diff.free_symbols):
             raise err(f"axis {axis} has size {current} here, but {what} is {size}", where,
                       hint=f"make the sizes agree (axis {base} is declared at line "
@@ -298,6 +326,10 @@ class SpecBuilder:
             chain = " → ".join([*self.building[self.building.index(key):], key])
             raise err(f"blocks call each other in a cycle: {chain}", where,
                       hint="a block cannot contain itself; use repeat or a scan for recurrence")
+        if len(self.building) >= MAX_BLOCK_NESTING:
+            raise err(f"blocks nest {len(self.building) + 1} deep here ({self.building[0]} → ... → {key}), more "
+                      f"than the limit of {MAX_BLOCK_NESTING}", where,
+                      hint="a model is a few levels of blocks; repeat a block with `use l = B × N` instead")
         self.building.append(key)
         try:
             block = BlockBuilder(self, tree, key, subst, numbers).build()

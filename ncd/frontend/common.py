@@ -18,7 +18,7 @@ from ncd.ir import Loc, Node, walk
 from ncd.ops.base import FoldError
 from ncd.ops.elementwise import MAX_BITS, fold_pow
 
-MAX_REPEAT = 4096  # `use layers = Block × N` builds N modules: beyond this it is a typo, not a model
+from ncd.limits import MAX_REPEAT  # noqa: F401  (re-exported for the builder)
 NAMED_CONSTANTS = {"pi": sympy.pi, "inf": sympy.oo}
 RESERVED = {"forward", "training", "taps", "state_dict", "parameters", "modules", "children", "to", "cuda",
             "cpu", "type", "float", "double", "half", "train", "eval", "apply", "zero_grad", "self"}

@@ -5,7 +5,7 @@ import sympy
 from lark import Tree
 
 from ncd import scan_backends
-from ncd.frontend.common import err, span_of
+from ncd.frontend.common import MAX_REPEAT, err, span_of
 from ncd.ir import Region, WireType
 
 
@@ -72,6 +72,9 @@ class LoopBuilder:
         max_steps = self.const_int(max_tree, "the maximum number of steps")
         if max_steps < 1:
             raise err("a halting loop needs at least one step", max_tree)
+        if max_steps > MAX_REPEAT:
+            raise err(f"a halting loop may take at most {MAX_REPEAT} steps, got {max_steps}", max_tree,
+                      hint="the same cap as a repeat count")
         eps = 0.01
         if eps_tree is not None:
             vid = self.expr(eps_tree.children[0])

@@ -5,6 +5,7 @@ from typing import Any
 
 import sympy
 
+from ncd import sizes as sz
 from ncd.ir import Node, WireType
 from ncd.ops.base import AXES, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, example_spec
 from ncd.ops.costing import Save, numel
@@ -22,7 +23,7 @@ def _infer_inv(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list
             raise ctx.error(f"axis {axis} is not on this wire, whose axes are [{', '.join(t.axes)}]",
                             hint="name two of the wire's axes in over = [R, C]", at="over")
     rows, cols = (ctx.sizes(a) for a in over)
-    if sympy.simplify(rows - cols) != 0:
+    if sz.simplify_bounded(rows - cols, "the matrix's sizes") != 0:
         raise ctx.error(f"inv needs a square matrix: axis {over[0]} has size {rows} but {over[1]} has {cols}",
                         at="over")
     return [WireType(axes=t.axes, lifted=t.lifted, dtype=t.dtype)]

@@ -31,6 +31,7 @@ from typing import Any
 
 import sympy
 
+from ncd import sizes as sz
 from ncd.ir import Node, WireType
 from ncd.ops.base import AXES, AXES_OR_MAP, NUMBER, Algebra, Expr, example_spec, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.costing import Save, Size, numel
@@ -79,7 +80,7 @@ def _unify_out(ctx: TypeCtx, src: str, dst: str, size, what: str, hint: str) -> 
     """Bind or check the output axis; an axis that keeps its name must keep its size exactly."""
     if dst == src:
         n = ctx.sizes(src)
-        if sympy.simplify(size - n) != 0:
+        if sz.simplify_bounded(size - n, f"the size of axis {src}") != 0:
             raise ctx.error(f"over keeps axis {src}, but {what} is {sympy.simplify(size)}, not {n}",
                             hint=f"{hint}; or map it to a new axis declared without a size: over = [...] -> [...]")
         return

@@ -5,6 +5,7 @@ from typing import Any
 
 import sympy
 
+from ncd import sizes as sz
 from ncd.ir import Node, WireType
 from ncd.ops.base import AXIS, AXIS_MAP, JOINT, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.base import example_spec as _spec
@@ -53,7 +54,7 @@ def _infer_reshape(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> 
         product_dst = sympy.Mul(*[ctx.sizes(a) for a in dst])
         if len(src) == 1:
             ctx.unify(src[0], product_dst, f"the product of {' '.join(dst)}")
-        elif sympy.simplify(product_src - product_dst) != 0:
+        elif sz.simplify_bounded(product_src - product_dst, "this reshape's sizes") != 0:
             raise ctx.error(f"cannot reshape {' '.join(src)} ({product_src}) into {' '.join(dst)} ({product_dst})")
     first = min(t.axes.index(a) for a in src)
     rest = [a for a in t.axes if a not in src]
