@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import sympy
-
 from ncd import sizes as sz
 from ncd.ir import Node, WireType
 from ncd.ops.base import AXES, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, example_spec
