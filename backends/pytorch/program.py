@@ -94,12 +94,15 @@ class SizeTable:
         self.bound = self._axes.bound
 
     def number(self, text: str, where: Node) -> int | float:
-        value = sz.parse(text)
-        subs = {s: self.expr(s.name) for s in value.free_symbols}
-        value = value.subs(subs) if subs else value
+        span = where.loc.span if where.loc else None
+        try:
+            value = sz.parse(text)
+            subs = {s: self.expr(s.name) for s in value.free_symbols}
+            value = sz.substitute(value, subs, f"the number {text[:40]}") if subs else value
+        except NcdError as exc:
+            raise NcdError(exc.message, exc.span or span, hint=exc.hint) from None
         if value.free_symbols:
             names = ", ".join(sorted(s.name for s in value.free_symbols))
-            span = where.loc.span if where.loc else None
             raise NcdError(f"this value needs the size of axis {names}, which is not bound", span,
                            hint=f"bind it: ncd.load(..., {names.split(',')[0]}=...) or --set {names.split(',')[0]}=...")
         if value in (sympy.oo, -sympy.oo):

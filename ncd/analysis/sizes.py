@@ -47,7 +47,7 @@ class SizeEnv:
         """The value at the bound sizes, or None while some axis in it is unbound."""
         expr = sympy.sympify(expr)
         if expr.free_symbols:
-            expr = expr.subs(self.values)
+            expr = sz.substitute(expr, self.values, "a cost")
         if expr.free_symbols:
             return None
         return int(expr) if expr.is_integer else float(expr)
