@@ -393,8 +393,10 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
     def stmt_repeat_stmt(self, tree: Tree) -> None:
         count_tree, *body = tree.children
         count = self.const_int(count_tree, "a repeat count")
-        if count > MAX_REPEAT:
-            raise err(f"a repeat count must be at most {MAX_REPEAT}, got {count}", count_tree,
+        trips = count * self.frames[-1].trips
+        if trips > MAX_REPEAT:
+            what = f"got {count}" if count == trips else f"got {count} inside loops that already run {trips // count} times"
+            raise err(f"a repeat runs its body at most {MAX_REPEAT} times in all, {what}", count_tree,
                       hint="the same cap as `use l = B × N`")
         carried = [n for n in assigned_names(body) if (b := self.scope.lookup(n)) is not None and b.kind == "value"]
         if not carried:
@@ -402,7 +404,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                       hint="reassign a value of the block inside the body: x = layer(x)")
         init_ids = [self.scope.lookup(n).ref for n in carried]
         region, results = self.region("repeat", body, [(n, self.type_of(i)) for n, i in zip(carried, init_ids)],
-                                      tree, extra_args=[])
+                                      tree, extra_args=[], trips=count)
         node = self.add("repeat", init_ids, {"count": count, "names": carried}, [self.type_of(i) for i in init_ids],
                         tree, regions=[region])
         for i, name in enumerate(carried):
@@ -410,9 +412,9 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             self.scope.names[name] = Binding("value", part.id)
 
     def region(self, kind: str, body: list[Any], carries: list[tuple[str, WireType]], where: Any,
-               extra_args: list[tuple[str, str, dict[str, Any]]]) -> tuple[Region, Frame]:
+               extra_args: list[tuple[str, str, dict[str, Any]]], trips: int = 1) -> tuple[Region, Frame]:
         """Build a nested body with its carried names bound to fresh region arguments."""
-        frame = Frame(nodes=[], kind=kind)
+        frame = Frame(nodes=[], kind=kind, trips=self.frames[-1].trips * trips)
         self.frames.append(frame)
         saved = self.scope
         self.scope = Scope(parent=saved)

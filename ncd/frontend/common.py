@@ -145,6 +145,7 @@ class Frame:
     emitted: list[str] | None = None
     halt: str | None = None
     captures: list[str] = field(default_factory=list)
+    trips: int = 1  # how many times the body runs per call of the block (nested repeat counts multiply)
 
 
 def assigned_names(stmts: list[Any]) -> list[str]:

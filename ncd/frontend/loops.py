@@ -72,8 +72,10 @@ class LoopBuilder:
         max_steps = self.const_int(max_tree, "the maximum number of steps")
         if max_steps < 1:
             raise err("a halting loop needs at least one step", max_tree)
-        if max_steps > MAX_REPEAT:
-            raise err(f"a halting loop may take at most {MAX_REPEAT} steps, got {max_steps}", max_tree,
+        outer = self.frames[-1].trips
+        if max_steps * outer > MAX_REPEAT:
+            within = f" inside loops that already run {outer} times" if outer > 1 else ""
+            raise err(f"a halting loop may take at most {MAX_REPEAT} steps in all, got {max_steps}{within}", max_tree,
                       hint="the same cap as a repeat count")
         eps = 0.01
         if eps_tree is not None:
@@ -86,7 +88,8 @@ class LoopBuilder:
             raise err("halting loop without carry", tree, hint="halting n max 8 carry (s: [T, D] = x) { ... }")
         carries, inits = self.carries(carry_tree, tree)
         region, frame = self.region("halting", body, carries, tree,
-                                    extra_args=[(str(var_tok), "index", {"axis": None, "name": str(var_tok)})])
+                                    extra_args=[(str(var_tok), "index", {"axis": None, "name": str(var_tok)})],
+                                    trips=max_steps)
         if frame.halt is None:
             raise err("this halting loop never says when to halt", tree, hint="end the body with halt p")
         p_type = self.node_index[frame.halt].type

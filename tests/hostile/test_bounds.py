@@ -55,6 +55,9 @@ ERRORS = [
      ["run"], 4, ["conv", "memory limit"]),
     ("repeat-stmt-count", "axis D = 4\nblock F(x: [D]) -> [D] {\n    repeat 1000000000 { x = tanh(x) }\n"
      "    return x\n}\n", ["check"], 3, ["at most 4096"]),
+    ("nested-repeats", "axis D = 4\nblock F(x: [D]) -> [D] {\n    repeat 4096 {\n"
+     "        repeat 4096 { x = tanh(x) }\n        x = x * 1\n    }\n    return x\n}\n", ["check"], 4,
+     ["4096 times in all"]),
     ("nesting-150", nested(150), ["run"], None, ["nest", "limit of 64"]),
     # more of the same spirit
     ("derived-beyond-int64", "axis A = 10^10\naxis D = A * A\n" + IDENTITY, ["check"], 2, ["2^63"]),
@@ -210,3 +213,29 @@ def test_ir_json_huge_binding(tmp_path: Path, small_ir: dict):
     load = (f"import json\nfrom ncd.ir import SpecIR\nfrom ncd.backends.pytorch import compile_module\n"
             f"compile_module(SpecIR.model_validate(json.load(open({str(path)!r}))))")
     assert_ncd_error(run_python(load), "D", located=False)
+
+
+# ------------------------------------------------------------------ cost and numbers at huge sizes
+def test_cost_at_the_largest_sizes(spec):
+    text = ("axis D, F\nblock M(x: [D]) -> [D] {\n    param W: [D, F] init zeros\n    param V: [F, D'] init zeros\n"
+            "    return (relu(x @[D] W) @[F] V)[D' as D]\n}\n")
+    assert_ok(run_cli("cost", spec(text), "--set", f"D={2**62}", f"F={2**62}"))
+
+
+def test_number_formula_power_of_a_bound_axis(spec):
+    text = "axis D\nblock F(x: [D]) -> [D] {\n    return x * 2^D\n}\n"
+    assert_ok_or_ncd_error(run_cli("run", spec(text), "--set", "D=1000000"))
+
+
+def test_ir_json_number_node_tower(tmp_path: Path):
+    import ncd
+
+    data = json.loads(ncd.check("axis D = 4\nblock F(x: [D]) -> [D] {\n    return x * 3\n}\n").model_dump_json())
+    numbers = [n for n in data["blocks"]["F"]["nodes"] if n["op"] == "number"]
+    assert numbers, "the spec has a number node to tamper with"
+    numbers[0]["attrs"]["value"] = "2**(2**(2**D))"
+    path = tmp_path / "ir.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    load = (f"import json\nfrom ncd.ir import SpecIR\nfrom ncd.backends.pytorch import compile_module\n"
+            f"compile_module(SpecIR.model_validate(json.load(open({str(path)!r}))))")
+    assert_ncd_error(run_python(load), "bits", located=False)
