@@ -52,6 +52,10 @@ ERRORS = [
     ("padding-1e12", "axis C = 1, K = 3, Y = 8, Y2\nblock F(x: [C, Y]) -> [C, Y2] {\n"
      "    param W: [C, C', K] init normal(0, 0.1)\n"
      "    return conv(x, W, over = [Y] -> [Y2], kernel = [K], padding = 1000000000000)[C' as C]\n}\n",
+     ["run"], 4, ["padding"]),
+    ("padding-1e9", "axis C = 1, K = 3, Y = 8, Y2\nblock F(x: [C, Y]) -> [C, Y2] {\n"
+     "    param W: [C, C', K] init normal(0, 0.1)\n"
+     "    return conv(x, W, over = [Y] -> [Y2], kernel = [K], padding = 1000000000)[C' as C]\n}\n",
      ["run"], 4, ["conv", "memory limit"]),
     ("repeat-stmt-count", "axis D = 4\nblock F(x: [D]) -> [D] {\n    repeat 1000000000 { x = tanh(x) }\n"
      "    return x\n}\n", ["check"], 3, ["at most 4096"]),
@@ -80,9 +84,9 @@ ERRORS = [
      "        halt sigmoid(s @[D] w)\n    }\n    return y\n}\n", ["check"], 4, ["at most 4096"]),
     ("wide-param-1e10", "axis D = 100000, E = 100000\nblock F(x: [D]) -> [E] {\n"
      "    param W: [D, E] init normal(0, 1)\n    return x @[D] W\n}\n", ["run"], 3, ["parameter W", "memory limit"]),
-    ("huge-conv-kernel", "axis C = 1, K = 100000000001, Y\nblock F(x: [C, Y]) -> [C, Y] {\n"
+    ("huge-conv-kernel", "axis C = 1, K = 1000000001, Y\nblock F(x: [C, Y]) -> [C, Y] {\n"
      "    param W: [C, C', K] init normal(0, 0.1)\n"
-     "    return conv(x, W, over = [Y], kernel = [K], padding = 50000000000)[C' as C]\n}\n",
+     "    return conv(x, W, over = [Y], kernel = [K], padding = 500000000)[C' as C]\n}\n",
      ["run", "--set", "Y=4"], 3, ["memory limit"]),
     ("scan-length-huge", "axis T, D = 4\nblock R(x: [T, D]) -> [T, D] {\n    param W: [D, D'] init zeros\n"
      "    return scan t over T carry (h: [D] = 0) {\n        h = tanh(x[t] + (h @[D] W)[D' as D])\n"
