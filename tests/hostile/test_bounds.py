@@ -251,3 +251,8 @@ def test_ir_json_number_node_tower(tmp_path: Path):
     load = (f"import json\nfrom ncd.ir import SpecIR\nfrom ncd.backends.pytorch import compile_module\n"
             f"compile_module(SpecIR.model_validate(json.load(open({str(path)!r}))))")
     assert_ncd_error(run_python(load), "bits", located=False)
+
+
+def test_bound_high_degree_derived_axis_is_not_solved_for_minutes(spec):
+    text = "axis A\naxis D = A^64 + A^63 + 1\n" + IDENTITY
+    assert_ok_or_ncd_error(run_cli("check", spec(text), "--set", "D=12345"))
