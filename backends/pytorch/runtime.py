@@ -68,6 +68,10 @@ def expand_core(x, sizes):
 
 
 def new_full(like, sizes, value):
+    """A tensor of one number in ``like``'s dtype; a number past that dtype's range becomes ±inf,
+    as a cast rounds it (torch.full refuses it instead)."""
+    if like.dtype.is_floating_point and torch.finfo(like.dtype).max < abs(value) < float("inf"):
+        value = float("inf") if value > 0 else -float("inf")
     return torch.full(tuple(sizes), value, dtype=like.dtype, device=like.device)
 
 
