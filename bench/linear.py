@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
@@ -37,11 +36,7 @@ CHUNK = 64
 
 
 def import_ours():
-    try:
-        import ncd.backends.triton as ours
-    except ImportError:
-        sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
-        import backends.triton as ours
+    import ncd.backends.triton as ours
     import importlib
     sub = {n: importlib.import_module(f"{ours.__name__}.{n}")
            for n in ("diag_scan", "gla", "delta")}

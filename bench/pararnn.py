@@ -21,15 +21,10 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-try:
-    import ncd.backends.pararnn as P
-except ImportError:  # run from a checkout without the ncd.backends mapping installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import backends.pararnn as P
+import ncd.backends.pararnn as P
 
 
 GPU = "cuda"  # the device bench_cuda runs on (a dry run on the CPU may patch it)

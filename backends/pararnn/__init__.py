@@ -7,11 +7,11 @@
     solver.py      `NewtonSolver`, `newton_scan`, adjoint backward, stats
     cells.py       ParaGRU, ParaLSTM, DiagTanhRNN, DenseGRU, DivergentCell
 """
-from .cells import DenseGRU, DiagTanhRNN, DivergentCell, ParaCell, ParaGRU, ParaLSTM
-from .jacobian import check_jacobian_structure, structure_violation, value_and_jacobian
-from .naive import scan_naive, sequential_loop
-from .scan import linear_scan, scan_parallel
-from .solver import (
+from ncd.backends.pararnn.cells import DenseGRU, DiagTanhRNN, DivergentCell, ParaCell, ParaGRU, ParaLSTM
+from ncd.backends.pararnn.jacobian import check_jacobian_structure, structure_violation, value_and_jacobian
+from ncd.backends.pararnn.naive import scan_naive, sequential_loop
+from ncd.backends.pararnn.scan import linear_scan, scan_parallel
+from ncd.backends.pararnn.solver import (
     NewtonFailedError,
     NewtonFallbackWarning,
     NewtonSolver,

@@ -43,9 +43,9 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .jacobian import JacobianKind
-from .naive import sequential_loop
-from .solver import NewtonSolver
+from ncd.backends.pararnn.jacobian import JacobianKind
+from ncd.backends.pararnn.naive import sequential_loop
+from ncd.backends.pararnn.solver import NewtonSolver
 
 Cell = Callable[..., Tensor]
 

@@ -16,10 +16,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..triton._common import auto_backend, require_triton
-from .naive import ScanKind, acc_dtype, scan_naive
+from ncd.backends.triton._common import auto_backend, require_triton
+from ncd.backends.pararnn.naive import ScanKind, acc_dtype, scan_naive
 
-Backend = Literal["auto", "torch", "triton", "naive"]
+InnerScan = Literal["auto", "torch", "triton", "naive"]  # the linear scan's implementation, not a scan backend
 
 
 def _compose(a2: Tensor, a1: Tensor, kind: ScanKind) -> Tensor:
@@ -99,7 +99,7 @@ def _check(a: Tensor, b: Tensor, kind: str, initial: Tensor | None) -> None:
         )
 
 
-def auto_scan_backend(device: torch.device, dtype: torch.dtype) -> str:
+def auto_inner_scan(device: torch.device, dtype: torch.dtype) -> str:
     """What backend "auto" runs: Triton on CUDA tensors where triton is installed, except for
     float64 (the Triton kernels accumulate in float32); the PyTorch parallel scan elsewhere."""
     return "torch" if dtype == torch.float64 else auto_backend(device)
@@ -111,7 +111,7 @@ def linear_scan(
     kind: ScanKind = "diag",
     reverse: bool = False,
     initial: Tensor | None = None,
-    backend: Backend = "auto",
+    backend: InnerScan = "auto",
 ) -> Tensor:
     """Solve y_t = a_t y_{t-1} + b_t (or y_t = a_t y_{t+1} + b_t when `reverse`) for all t.
 
@@ -123,14 +123,14 @@ def linear_scan(
     """
     _check(a, b, kind, initial)
     if backend == "auto":
-        backend = auto_scan_backend(b.device, b.dtype)
+        backend = auto_inner_scan(b.device, b.dtype)
     if backend == "naive":
         return scan_naive(a, b, kind, reverse, initial)
     if backend == "torch":
         return scan_parallel(a, b, kind, reverse, initial)
     if backend == "triton":
         require_triton()
-        from .scan_triton import scan_triton  # imports triton: only where the kernel launches
+        from ncd.backends.pararnn.scan_triton import scan_triton  # imports triton: only where the kernel launches
 
         return scan_triton(a, b, kind, reverse, initial)
     raise ValueError(f"unknown scan backend {backend!r}; use auto, torch, triton or naive")

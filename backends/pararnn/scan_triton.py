@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .naive import ScanKind
+from ncd.backends.pararnn.naive import ScanKind
 
 
 @triton.jit

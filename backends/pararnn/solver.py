@@ -29,9 +29,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .jacobian import JacobianKind, value_and_jacobian
-from .naive import acc_dtype, sequential_loop
-from .scan import Backend, linear_scan
+from ncd.backends.pararnn.jacobian import JacobianKind, value_and_jacobian
+from ncd.backends.pararnn.naive import acc_dtype, sequential_loop
+from ncd.backends.pararnn.scan import InnerScan, linear_scan
 
 Cell = Callable[..., Tensor]
 JacFn = Callable[..., "tuple[Tensor, Tensor]"]
@@ -95,7 +95,7 @@ class NewtonSolver:
     max_iter: Newton steps before giving up (then: fallback).
     divergence: give up when the residual exceeds this multiple of the initial one.
     on_failure: "sequential" (warn, count, run the sequential loop) or "raise".
-    scan_backend: "auto" (Triton on CUDA, PyTorch parallel scan elsewhere), "torch", "triton",
+    inner_scan: "auto" (Triton on CUDA, PyTorch parallel scan elsewhere), "torch", "triton",
       "naive".
     stats: a `SolverStats` to update (a fresh one by default), read it as `solver.stats`.
     jac_fn: optional closed-form replacement for the JVPs, (h [M, N], x [M, ...], *params) ->
@@ -120,7 +120,7 @@ class NewtonSolver:
         max_iter: int = 32,
         divergence: float = 1e4,
         on_failure: OnFailure = "sequential",
-        scan_backend: Backend = "auto",
+        inner_scan: InnerScan = "auto",
         stats: SolverStats | None = None,
         jac_fn: JacFn | None = None,
         fuse: bool = False,
@@ -135,7 +135,7 @@ class NewtonSolver:
             raise ValueError(f"max_iter must be >= 0, got {max_iter}")
         self.jacobian, self.block = jacobian, block
         self.tol, self.max_iter, self.divergence = tol, max_iter, divergence
-        self.on_failure, self.scan_backend = on_failure, scan_backend
+        self.on_failure, self.inner_scan = on_failure, inner_scan
         self.stats = stats if stats is not None else SolverStats()
         self.jac_fn = jac_fn
         self.fuse = fuse
@@ -267,7 +267,7 @@ class NewtonSolver:
                 reason = f"not converged in {self.max_iter} Newton steps (residual {res:.3g}, tol {tol * scale:.3g})"
                 break
             a, b, kind = _scan_layout(J, r, self.jacobian)
-            delta = linear_scan(a, b, kind, backend=self.scan_backend).reshape(B, T, N)
+            delta = linear_scan(a, b, kind, backend=self.inner_scan).reshape(B, T, N)
             it += 1
         st.last_iterations = it
         st.iterations_total += it
@@ -297,7 +297,7 @@ class NewtonSolver:
                             else self._reverse_coefficients)
             a = coefficients(cell, h_prev, xs, params, dtype)
             _, gb, kind = _scan_layout(a, g.to(acc), self.jacobian)
-            lam = linear_scan(a, gb, kind, reverse=True, backend=self.scan_backend).reshape(B, T, N)
+            lam = linear_scan(a, gb, kind, reverse=True, backend=self.inner_scan).reshape(B, T, N)
         args = (h_prev.detach().reshape(B * T, N), xs.detach().reshape(B * T, *xs.shape[2:]),
                 *(p.detach() for p in params))
         slots = tuple(i for i, n in enumerate(needs) if n)
@@ -343,7 +343,7 @@ def newton_scan(
     max_iter: int = 32,
     divergence: float = 1e4,
     on_failure: OnFailure = "sequential",
-    scan_backend: Backend = "auto",
+    inner_scan: InnerScan = "auto",
     stats: SolverStats | None = None,
     jac_fn: JacFn | None = None,
     fuse: bool = False,
@@ -360,7 +360,7 @@ def newton_scan(
     """
     solver = NewtonSolver(
         jacobian, block, tol=tol, max_iter=max_iter, divergence=divergence,
-        on_failure=on_failure, scan_backend=scan_backend,
+        on_failure=on_failure, inner_scan=inner_scan,
         stats=stats, jac_fn=jac_fn, fuse=fuse,
     )
     return solver(cell, h0, xs, *params)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ncd.backends.pararnn.scan import auto_scan_backend
+from ncd.backends.pararnn.scan import auto_inner_scan
 from ncd.backends.triton._common import auto_backend, torch_reason
 
 
@@ -20,8 +20,8 @@ def default_device() -> torch.device:
 
 def kernel_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     """'triton' or 'torch': what a parallel scan backend dispatches to on ``device``
-    (the Newton solver's inner scans keep float64 in PyTorch, see `auto_scan_backend`)."""
-    return auto_scan_backend(device, dtype) if backend == "newton" else auto_backend(device)
+    (the Newton solver's inner scans keep float64 in PyTorch, see `auto_inner_scan`)."""
+    return auto_inner_scan(device, dtype) if backend == "newton" else auto_backend(device)
 
 
 def implementation(backend: str, device: torch.device | str | None = None,

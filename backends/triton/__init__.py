@@ -7,8 +7,8 @@
 Every public function takes ``backend='auto'|'triton'|'torch'``: 'auto' uses Triton on CUDA
 and the chunked PyTorch twin (same algorithm, plain autograd) elsewhere.
 """
-from .delta import delta_rule
-from .diag_scan import diag_scan
-from .gla import gla
+from ncd.backends.triton.delta import delta_rule
+from ncd.backends.triton.diag_scan import diag_scan
+from ncd.backends.triton.gla import gla
 
 __all__ = ["diag_scan", "gla", "delta_rule"]

@@ -229,7 +229,7 @@ def _meta(*shape: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _gla(B: int, T: int, H: int, K: int, V: int, dtype: torch.dtype) -> None:
-    from .gla.chunk import gla_bwd, gla_fwd
+    from ncd.backends.triton.gla.chunk import gla_bwd, gla_fwd
 
     q, k, g = (_meta(B, T, H, K, dtype=dtype) for _ in range(3))
     v = _meta(B, T, H, V, dtype=dtype)
@@ -239,7 +239,7 @@ def _gla(B: int, T: int, H: int, K: int, V: int, dtype: torch.dtype) -> None:
 
 
 def _delta(B: int, T: int, H: int, K: int, V: int, dtype: torch.dtype) -> None:
-    from .delta.chunk import delta_rule_bwd, delta_rule_fwd
+    from ncd.backends.triton.delta.chunk import delta_rule_bwd, delta_rule_fwd
 
     q, k = _meta(B, T, H, K, dtype=dtype), _meta(B, T, H, K, dtype=dtype)
     v, beta = _meta(B, T, H, V, dtype=dtype), _meta(B, T, H, dtype=dtype)
@@ -250,7 +250,7 @@ def _delta(B: int, T: int, H: int, K: int, V: int, dtype: torch.dtype) -> None:
 
 
 def _diag_scan(B: int, T: int, D: int, dtype: torch.dtype) -> None:
-    from .diag_scan.chunk import scan_bwd, scan_fwd
+    from ncd.backends.triton.diag_scan.chunk import scan_bwd, scan_fwd
 
     a, x = _meta(B, T, D, dtype=dtype), _meta(B, T, D, dtype=dtype)
     h, _ = scan_fwd(a, x, None)
@@ -258,7 +258,7 @@ def _diag_scan(B: int, T: int, D: int, dtype: torch.dtype) -> None:
 
 
 def _newton_scan(B: int, T: int, N: int, k: int | None) -> None:
-    from ..pararnn.scan_triton import scan_triton
+    from ncd.backends.pararnn.scan_triton import scan_triton
 
     if k is None:
         a, b = _meta(B, T, N, dtype=torch.float32), _meta(B, T, N, dtype=torch.float32)

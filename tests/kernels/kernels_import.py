@@ -1,17 +1,9 @@
-"""Import path for the kernels (installed `ncd.backends.triton`, else the repo checkout) and
-the helpers every kernel test shares."""
+"""The kernels package (`ncd.backends.triton`) and the helpers every kernel test shares."""
 from __future__ import annotations
-
-import os
-import sys
 
 import torch
 
-try:
-    import ncd.backends.triton as kernels  # noqa: F401
-except ImportError:  # not installed: import from the repository root
-    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-    import backends.triton as kernels  # noqa: F401
+import ncd.backends.triton as kernels  # noqa: F401
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F32_TOL = 1e-4

@@ -99,7 +99,7 @@ def test_segments_carry_the_state(name, split):
 def test_scan_backends_agree():
     m, xs, h0 = _setup("ParaLSTM", 2, 40, 3, 4, torch.float64)
     cell, us, params = m.lowered(xs)
-    outs = [P.NewtonSolver("block", 2, scan_backend=b).solve(cell, h0, us, *params)
+    outs = [P.NewtonSolver("block", 2, inner_scan=b).solve(cell, h0, us, *params)
             for b in ("naive", "torch")]
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-12)
 
@@ -111,7 +111,7 @@ def test_triton_scan_backend_in_solver(nan_empty):
     m, xs, h0 = m.to(device), xs.to(device), h0.to(device)
     cell, us, params = m.lowered(xs)
     with torch.no_grad():
-        out = P.NewtonSolver("diag", scan_backend="triton").solve(cell, h0, us, *params)
+        out = P.NewtonSolver("diag", inner_scan="triton").solve(cell, h0, us, *params)
         ref = P.sequential_loop(cell, h0, us, *params)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .._common import (
+from ncd.backends.triton._common import (
     check_chunk,
     check_dtype,
     check_head_dims,
@@ -13,8 +13,8 @@ from .._common import (
     check_shape,
     pick_backend,
 )
-from .chunk_torch import delta_rule_torch
-from .naive import naive_delta_rule
+from ncd.backends.triton.delta.chunk_torch import delta_rule_torch
+from ncd.backends.triton.delta.naive import naive_delta_rule
 
 __all__ = ["delta_rule", "delta_rule_torch", "naive_delta_rule"]  # delta_rule_triton: in .chunk (imports triton)
 
@@ -52,6 +52,6 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     check_head_dims(K, V, backend)
     if backend == "torch":
         return delta_rule_torch(q, k, v, beta, scale, initial_state, chunk_size)
-    from .chunk import delta_rule_triton  # imports triton: only where the kernel launches
+    from ncd.backends.triton.delta.chunk import delta_rule_triton  # imports triton: only where the kernel launches
 
     return delta_rule_triton(q, k, v, beta, scale, initial_state, chunk_size)

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import DeltaBlocks, default_blocks
-from .chunk_bwd import delta_rule_bwd
-from .chunk_fwd import delta_rule_fwd
+from ncd.backends.triton.delta.blocks import DeltaBlocks, default_blocks
+from ncd.backends.triton.delta.chunk_bwd import delta_rule_bwd
+from ncd.backends.triton.delta.chunk_fwd import delta_rule_fwd
 
 __all__ = ["DeltaBlocks", "DeltaRuleFunction", "default_blocks", "delta_rule_bwd", "delta_rule_fwd",
            "delta_rule_triton"]

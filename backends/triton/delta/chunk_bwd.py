@@ -6,8 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import acc_dtype, dot_precision, sm_count, store_dtype, tl_acc
-from .blocks import DeltaBlocks, launch_tiles, vtile, walk_vtile
+from ncd.backends.triton._common import acc_dtype, dot_precision, sm_count, store_dtype, tl_acc
+from ncd.backends.triton.delta.blocks import DeltaBlocks, launch_tiles, vtile, walk_vtile
 
 
 @triton.jit

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._common import acc_dtype, store_dtype, tl_acc
+from ncd.backends.triton._common import acc_dtype, store_dtype, tl_acc
 
 
 @triton.jit

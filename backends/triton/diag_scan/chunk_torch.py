@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .._common import acc_dtype
+from ncd.backends.triton._common import acc_dtype
 
 
 def diag_scan_torch(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .._common import acc_dtype, to_chunks
+from ncd.backends.triton._common import acc_dtype, to_chunks
 
 
 def gla_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
