@@ -9,6 +9,7 @@ Triton request names the `ncd[triton]` extra, and `ncd run` says which implement
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -54,20 +55,25 @@ ACCUMULATOR = textwrap.dedent("""
 CASES = [("gla", {"T": 7}, 64, "gla"), ("deltanet", {"T": 7}, 64, "delta"), ("mamba_negeig", {"T": 7}, 16, "scan"),
          ("accumulator", {"T": 9}, 6, "scan")]
 
+
+def _run_here(path: str, sizes: dict[str, int], width: int) -> dict[str, torch.Tensor]:
+    """One forward and backward from seed 0: the child runs this very function (its source), so
+    here (triton importable) and there (not) make the same draws."""
+    torch.manual_seed(0)
+    module = ncd.load(path, **sizes).double()
+    x = torch.randn(2, sizes["T"], width, dtype=torch.float64, requires_grad=True)
+    out = module(x)
+    out.square().sum().backward()
+    return {"out": out.detach(), "dx": x.grad, **{n: p.grad for n, p in module.named_parameters()}}
+
+
 CHILD = textwrap.dedent("""
     import contextlib, io, json, sys
     import torch
     import ncd
     from ncd.cli import main
 
-    def run(spec, sizes, width):
-        torch.manual_seed(0)
-        module = ncd.load(spec, **sizes).double()
-        x = torch.randn(2, sizes["T"], width, dtype=torch.float64, requires_grad=True)
-        out = module(x)
-        out.square().sum().backward()
-        return {"out": out.detach(), "dx": x.grad, **{n: p.grad for n, p in module.named_parameters()}}
-
+""") + inspect.getsource(_run_here) + textwrap.dedent("""
     def cli_run(path, sizes):
         text = io.StringIO()
         with contextlib.redirect_stdout(text):
@@ -83,7 +89,7 @@ CHILD = textwrap.dedent("""
         return None
 
     cases = json.loads(sys.argv[1])
-    torch.save({spec: run(path, sizes, width) for spec, path, sizes, width in cases}, sys.argv[2])
+    torch.save({spec: _run_here(path, sizes, width) for spec, path, sizes, width in cases}, sys.argv[2])
     report = {"cli": {spec: cli_run(path, sizes) for spec, path, sizes, _ in cases},
               "triton_error": explicit_triton(),
               "attempts": sorted(set(next(f for f in sys.meta_path if hasattr(f, "attempts")).attempts))}
@@ -130,16 +136,6 @@ def child(blocked_env, accumulator, tmp_path_factory) -> dict:
 def test_blocker_hides_triton(blocked_env):
     proc = _child(blocked_env, "import triton")
     assert proc.returncode != 0 and "ImportError" in proc.stderr
-
-
-def _run_here(path: str, sizes: dict[str, int], width: int) -> dict[str, torch.Tensor]:
-    """The child's run, in this process (triton importable): same seed, same draws."""
-    torch.manual_seed(0)
-    module = ncd.load(path, **sizes).double()
-    x = torch.randn(2, sizes["T"], width, dtype=torch.float64, requires_grad=True)
-    out = module(x)
-    out.square().sum().backward()
-    return {"out": out.detach(), "dx": x.grad, **{n: p.grad for n, p in module.named_parameters()}}
 
 
 def test_only_triton_is_looked_for(child):
