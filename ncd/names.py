@@ -27,6 +27,16 @@ EMITTED_LOCALS = frozenset({"self", "_", "act_weight", "running"})
 # Suffixes of the helper variables a loop statement derives from its node id (`scan_5_steps0`).
 HELPER_SUFFIX = re.compile(r"_(steps[0-9]+|acc[0-9]+|halting|remainders|updates)$")
 SHADOWING = frozenset(dir(builtins)) | MODULE_GLOBALS | EMITTED_LOCALS
+# torch.nn.Module's private attributes (torch 2.x): no param, buffer, instance or tap may take one.
+# (The builder names implicit instances `_Block_0`, so a leading `_` alone is not reserved in an IR.)
+MODULE_INTERNALS = frozenset("""_apply _backward_hooks _backward_pre_hooks _buffers _call_impl
+    _compiled_call_impl _forward_hooks _forward_hooks_always_called _forward_hooks_with_kwargs
+    _forward_pre_hooks _forward_pre_hooks_with_kwargs _get_backward_hooks _get_backward_pre_hooks _get_name
+    _is_full_backward_hook _load_from_state_dict _load_state_dict_post_hooks _load_state_dict_pre_hooks
+    _maybe_warn_non_full_backward_hook _modules _named_members _non_persistent_buffers_set _parameters
+    _register_load_state_dict_pre_hook _register_state_dict_hook _replicate_for_data_parallel
+    _save_to_state_dict _slow_forward _state_dict_hooks _state_dict_pre_hooks _version
+    _wrapped_call_impl""".split())
 
 
 def is_identifier(name: object) -> bool:

@@ -287,3 +287,13 @@ def test_expression_pieces_are_checked(expr):
 def test_legitimate_cmp_spec_still_matches(in_tmp):
     module = import_emitted(emit_python(ncd.check(CMP)), in_tmp)
     assert_same_module(CMP, module, "Net", torch.randn(2, 4), torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("what", list(TAMPERED))
+def test_tampered_ir_json_is_refused_at_load(what, in_tmp, capsys):
+    path = in_tmp / "ir.json"
+    path.write_text(_tampered(TAMPERED[what]).model_dump_json(), encoding="utf-8")
+    assert main(["ir", "--from-json", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "IR block" in err and "Traceback" not in err
+    assert not (in_tmp / "PWNED").exists()

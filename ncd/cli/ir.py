@@ -48,8 +48,6 @@ def ir_summary(ir: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ncd.ir import SpecIR
-
     if (args.path is None) == (args.from_json is None):
         raise NcdError("give either a spec PATH or --from-json FILE", hint="ncd ir spec.ncd --json > ir.json; "
                        "ncd ir --from-json ir.json")
@@ -58,15 +56,9 @@ def run(args: argparse.Namespace) -> int:
             text = decode(sys.stdin.buffer.read(), "<stdin>", "IR JSON")
         else:
             text = read_text(args.from_json, "IR JSON file")
-        from pydantic import ValidationError
+        from ncd.verify import load_ir_json
 
-        try:
-            ir = SpecIR.model_validate_json(text)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            raise NcdError(f"{args.from_json} is not ncd IR JSON: {where}: {first.get('msg')}",
-                           hint="write it with ncd ir PATH --json") from None
+        ir = load_ir_json(text, "<stdin>" if args.from_json == "-" else args.from_json)
     else:
         import ncd
 
