@@ -26,7 +26,8 @@ import sympy
 
 from ncd import sizes as sz
 from ncd.errors import NcdError, Span
-from ncd.frontend.common import INITIALISERS, RESERVED
+from ncd.frontend.common import RESERVED
+from ncd.ops.init import INITIALISERS
 from ncd.ir import BlockIR, Node, ParamDef, Region, SpecIR, WireType
 from ncd.names import COMPARE_OPS, MODULE_INTERNALS, is_spec_name, value_id_problem
 from ncd.ops import OPS

@@ -104,7 +104,6 @@ def test_tampered_texts_and_sizes_are_escaped(in_tmp):
     data["name"] = f'{PAYLOAD}\r\n"""\x00\ud800'
     data["meta"]["title"] = f"{PAYLOAD}\n\\N"
     data["meta"]["paper"] = PAYLOAD
-    data["blocks"]["Net"]["key"] = f"Net{PAYLOAD}"
     source = emit_python(SpecIR.model_validate(data))
     ast.parse(source)
     import_emitted(source, in_tmp)
@@ -267,7 +266,7 @@ TAMPERED = {
 @pytest.mark.parametrize("what", list(TAMPERED))
 def test_tampered_ir_names_and_operators_are_refused(what, in_tmp):
     ir = _tampered(TAMPERED[what])
-    with pytest.raises(NcdError, match="cannot emit Python|not a block"):
+    with pytest.raises(NcdError, match="cannot emit Python|not a block|IR block"):  # the emitter or the verifier
         emit_python(ir)
     assert not (in_tmp / "PWNED").exists()
 
