@@ -58,3 +58,14 @@ def test_missing_package_mapping_says_how_to_fix_it(tmp_path):
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: ncd.backends is missing") and "pip install -e ." in last, proc.stderr
+
+
+def test_graphviz_render_is_one_thing():
+    """`ncd.backends.graphviz.render` is the function; the DOT writer is the module `draw`."""
+    import importlib
+    import types
+
+    import ncd.backends.graphviz as graphviz
+
+    assert callable(graphviz.render) and not isinstance(graphviz.render, types.ModuleType)
+    assert importlib.import_module("ncd.backends.graphviz.draw").render_dot is graphviz.render_dot

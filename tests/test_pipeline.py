@@ -123,7 +123,7 @@ def test_the_torch_backend_registers_a_runner_for_every_registry_backend():
 
 def test_a_primed_axis_is_its_base_axis_wherever_sizes_or_colours_are_read():
     """IR JSON may claim any `prime_of` (even a cycle); sizes and the renderer read T' as T by name."""
-    from ncd.backends.graphviz.render import axis_colours
+    from ncd.backends.graphviz.draw import axis_colours
     from ncd.ir import SpecIR
     from ncd.sizes import AxisSizes
 

@@ -187,7 +187,7 @@ def test_control_characters_in_the_title_are_escaped_and_long_titles_clipped():
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="the Graphviz dot binary is not installed")
 def test_a_legend_beyond_graphvizs_html_label_limit_is_split(tmp_path):
-    from ncd.backends.graphviz.render import HTML_LABEL_LIMIT
+    from ncd.backends.graphviz.draw import HTML_LABEL_LIMIT
 
     ir = ncd.check(_wide_spec(400))
     dot = render_dot(ir)

@@ -1,4 +1,4 @@
-"""The Graphviz backend: IR → DOT text (render.py, pure) → SVG/PDF/PNG through the `dot` binary,
+"""The Graphviz backend: IR → DOT text (draw.py, pure) → SVG/PDF/PNG through the `dot` binary,
 or TikZ for LaTeX from Graphviz's own layout (tikz.py)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ncd.backends.graphviz.dot import INSTALL_HINT, run_dot
-from ncd.backends.graphviz.render import PALETTE, THEMES, axis_colours, render_dot
+from ncd.backends.graphviz.draw import PALETTE, THEMES, axis_colours, render_dot
 from ncd.errors import NcdError
 from ncd.ir import SpecIR
 
