@@ -30,7 +30,7 @@ from ncd.frontend.common import RESERVED
 from ncd.ops.init import INITIALISERS
 from ncd.ir import BlockIR, Node, ParamDef, Region, SpecIR, WireType
 from ncd.names import COMPARE_OPS, MODULE_INTERNALS, is_spec_name, value_id_problem
-from ncd.ops import OPS
+from ncd.ops import OPS, dtypes
 from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, NAME, NUMBER, TypeCtx
 
 LOOPS = ("scan", "repeat", "halting")
@@ -278,7 +278,22 @@ class _Verifier:
             raise self.fail(f"its typing rule rejects it: {exc.message}") from None
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise self.fail(f"its attributes do not fit {node.op}'s typing rule ({type(exc).__name__}: {exc})") from None
+        # The dtype rule is part of the typing rule: the builder applies it after `infer`, so must we.
+        numbers = [self.number_of(n) for n in inputs]
+        try:
+            types = dtypes.check(opdef.dtypes, ctx, node.op, [n.types[0] for n in inputs], numbers, types)
+        except NcdError as exc:
+            raise self.fail(f"its dtype rule rejects it: {exc.message}") from None
         self.same_types(node, types)
+
+    def number_of(self, node: Node) -> sympy.Expr | None:
+        """A number node's value (bounded parse), as the builder hands it to the dtype rule."""
+        if node.op != "number":
+            return None
+        try:
+            return sz.parse(str(node.attrs.get("value")))
+        except NcdError as exc:
+            raise self.fail(f"its number is not readable: {exc.message}") from None
 
     def kw_attr(self, key: str, kind: str, value: Any) -> None:
         def axes(v: Any) -> bool:
