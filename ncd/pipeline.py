@@ -18,6 +18,7 @@ from ncd.errors import NcdError
 from ncd.ir import SpecIR
 from ncd.passes.fusion import FusionPlan, plan_fusions
 from ncd.passes.recurrence import ScanPlan, plan_scans
+from ncd.verify import verify as verify_ir
 
 
 class Passes(BaseModel):
@@ -43,14 +44,7 @@ class Compiled:
 
 
 def verify(ir: SpecIR) -> None:
-    """Re-check the IR (after the build and after every pass).
-
-    HOOK: helper A's IR verifier, ncd/verify.py (`verify(ir)` raising NcdError), is called here
-    once it exists; until it lands this checks nothing."""
-    try:
-        from ncd.verify import verify as verify_ir  # HOOK: ncd/verify.py lands separately
-    except ImportError:
-        return
+    """Re-check the IR (after the build and after every pass): a pass that breaks it fails here."""
     verify_ir(ir)
 
 
