@@ -407,6 +407,8 @@ def _number(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> None
         raise v.fail(f"attribute 'value' = {value!r}: {exc.message}") from None
     v.need(len(node.types) == 1 and node.types[0].axes == () and not node.types[0].lifted,
            "a number is one scalar (no axes, not lifted)")
+    if node.types and node.types[0].dtype == "bool":  # a 0/1 branch of a boolean where, lowered as False/True
+        v.need(value in ("0", "1"), f"a boolean number is 0 or 1, not {value!r}")
 
 
 def _attribute(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> None:

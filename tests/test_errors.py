@@ -684,6 +684,14 @@ block F(x: [T]) -> [T, E] {
   return max(x, x, x)
 }
 """, 4, 10, "max takes 1 inputs, got 3"),
+    Case("bool/where-literal-follows-boolean-branch", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return where(x > 0, x < 1, 0)
+}
+""", 4, 10, "wrong return type: the block declares a float wire", "-> [T, D] bool"),
+    Case("int/where-literal-follows-integer-branch", HEAD + """block F(x: [T], ids: [T] int) -> [T] {
+  return where(x > 0, ids, 0.5)
+}
+""", 4, 10, "where of an integer wire with the fractional number 1/2", "as_float"),
     Case("int/unknown-dtype", HEAD + """block F(ids: [T] integer) -> [T] {
   return ids
 }

@@ -332,7 +332,8 @@ class CompiledModule(nn.Module):
             if isinstance(exc, NcdError) or not self._ncd_top:
                 raise
             raise NcdError(str(exc), self._ncd_block_span,
-                           hint="a free axis must be large enough for every window that slides over it"
+                           hint=getattr(exc, "hint", None)
+                           or "a free axis must be large enough for every window that slides over it"
                            ).located(*self._ncd_source) from None
         results = [r(env, self) for r in self._ncd_results]
         return results[0] if len(results) == 1 else tuple(results)

@@ -16,7 +16,8 @@ from ncd.backends.pytorch import fusion as fused
 from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType
 from ncd.ops import OPS
-from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, LowerCtx, Method, Ref, SelfAttr, call, fold, leaves, lit
+from ncd.ops import dtypes as dtype_rules
+from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, LowerCtx, Method, OpDef, Ref, SelfAttr, call, fold, leaves, lit
 from ncd.ops.init import INITIALISERS, InitDef
 from ncd.ops.layout import align
 from ncd.passes.fusion import Fusion, FusionPlan, in_scope
@@ -241,6 +242,8 @@ class Lowering:
         if op == "number":
             # the IR's dtype decides: a float-typed 1 is 1.0, so where(c, 1, 0) is a float wire as typed
             value = self.sizes.number(node.attrs["value"], node)
+            if node.type.dtype == "bool":  # a 0/1 branch of a boolean where/max/min
+                return lit(bool(value))
             return lit(float(value) if node.type.dtype == "float" and isinstance(value, int) else value)
         if op in ("param", "buffer", "const"):
             return SelfAttr(node.attrs["name"])
@@ -269,9 +272,27 @@ class Lowering:
         opdef = OPS.get(op)
         if opdef is None:
             raise NcdError(f"internal: no lowering for op {op}")
-        ctx = LowerCtx(in_types=self.in_types(node), size_of=self.sizes.bound, size_expr=self.size_expr,
-                       refs=refs, anchor=self.anchor)
+        in_types = self.in_types(node)
+        refs = self.floated(node, opdef, refs, in_types)
+        ctx = LowerCtx(in_types=in_types, size_of=self.sizes.bound, size_expr=self.size_expr,
+                       refs=refs, anchor=self.anchor, in_names=[self.nodes[i].name for i in node.inputs])
         return opdef.lower(node, ctx)
+
+    def floated(self, node: Node, opdef: OpDef, refs: list[Expr], types: list[WireType]) -> list[Expr]:
+        """Boolean operands of an op the IR types float, as floats of the module's dtype: torch would
+        give a boolean for ``b + b``, an int64 for ``sum(b)`` and refuse ``b - b`` or ``b @ W``. An
+        elementwise op with a float wire beside the boolean promotes it itself (``x * (x > 0)``)."""
+        if opdef.dtypes == dtype_rules.ANY or not node.types or node.types[0].dtype != "float":
+            return refs
+        first = 1 if node.op == "where" else 0  # where's condition stays a boolean
+        wires = [k for k in range(first, len(refs)) if self.nodes[node.inputs[k]].op != "number"]
+        if not any(types[k].dtype == "bool" for k in wires):
+            return refs
+        if opdef.family == "elementwise" and any(types[k].dtype == "float" for k in wires):
+            return refs
+        anchor = self.anchor if self.anchor is not None else lit(None)
+        return [call("rt.to_float", r, anchor) if k in wires and types[k].dtype == "bool" else r
+                for k, r in enumerate(refs)]
 
     def call_block(self, node: Node, refs: list[Ref]) -> Expr:
         lift = list(node.attrs["lift"])

@@ -286,13 +286,32 @@ def trailing_shape(w, n):
     return tuple(w.shape[-n:])
 
 
-def lookup(table, idx, dim):
+class IndexRangeError(ValueError):
+    """An integer id outside the axis it looks up along (the module reports it located, with ``hint``)."""
+
+    hint = "ids must lie in 0 .. n-1 for an axis of n positions (a negative id is refused too)"
+
+
+def check_ids(idx, n, what):
+    """Refuse ids outside 0 .. n-1 by name, before torch's IndexError (or a device-side assert on a
+    GPU) would. Skipped while torch.compile / torch.export trace, where a data-dependent test cannot run."""
+    if idx.numel() == 0 or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return
+    low, high = int(idx.min()), int(idx.max())
+    if low < 0 or high >= n:
+        bad = low if low < 0 else high
+        raise IndexRangeError(f"{what} holds the id {bad}, outside 0 .. {n - 1} (the axis has {n} positions)")
+
+
+def lookup(table, idx, dim, what="the index wire"):
     """Rows of a table by an integer tensor: idx's dims, then the table's other dims (nn.Embedding)."""
+    check_ids(idx, table.shape[dim], what)
     return torch.movedim(table, dim, 0)[idx]
 
 
-def gather_along(x, idx):
+def gather_along(x, idx, what="the index wire"):
     """x[..., i] for each index of idx along the last dim, broadcasting every other dim."""
+    check_ids(idx, x.shape[-1], what)
     rank = max(x.dim(), idx.dim())
     x = x.reshape((1,) * (rank - x.dim()) + tuple(x.shape))
     idx = idx.reshape((1,) * (rank - idx.dim()) + tuple(idx.shape))

@@ -88,10 +88,13 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                 raise
             raise NcdError(exc.message, ctx.span, hint=exc.hint) from None
         types = dtypes.check(opdef.dtypes, ctx, op, in_types, [self.number_value(i) for i in inputs], types)
-        if types and types[0].dtype == "int":  # `ids + 1`: the literal is an integer too (lowered as 1, not 1.0)
-            for i in inputs:
-                if self.number_value(i) is not None:
-                    self.node_index[i].types = [self.node_index[i].type.model_copy(update={"dtype": "int"})]
+        if types and types[0].dtype in ("int", "bool"):
+            # `ids + 1`: the literal is an integer too (lowered as 1, not 1.0); `where(m, b, 0)` of a
+            # boolean b: the 0 is False (where's condition keeps its own type)
+            for k, i in enumerate(inputs):
+                if self.number_value(i) is not None and not (types[0].dtype == "bool" and op == "where" and k == 0):
+                    dtype = types[0].dtype
+                    self.node_index[i].types = [self.node_index[i].type.model_copy(update={"dtype": dtype})]
         return self.add(op, inputs, attrs, types, where)
 
     def number(self, value: sympy.Expr, where: Any) -> Node:

@@ -209,6 +209,7 @@ class LowerCtx:
     size_expr: Callable[[str], Expr]  # a literal, or a read of some input's shape
     refs: Sequence[Expr]
     anchor: Expr | None  # a tensor whose dtype/device new tensors follow (None: float64 on the CPU)
+    in_names: Sequence[str | None] = ()  # each input's spec name where it has one (an input port, a wire)
 
 
 # ------------------------------------------------------------------------- keyword signatures

@@ -4,7 +4,10 @@ A wire's ``dtype`` is part of its type. Each op-table row names one rule (``OpDe
 the builder applies it after the axis typing, so a float/int mismatch is a check-time error at the
 expression, with a hint, rather than a torch error at run time. A boolean mixes with floats as 0/1
 (``x * (x > 0)``); an integer wire does not, except a scalar one (a loop index ``n``), which acts
-as a number. Number literals follow the other operand: ``ids + 1`` stays an integer wire.
+as a number. Number literals follow the other operand: ``ids + 1`` stays an integer wire, and
+``where(m, b, 0)`` of a boolean ``b`` a boolean one (0 and 1 are False and True there). Arithmetic
+and reductions of booleans alone (``b + b``, ``sum(b, over = T)``) are float wires: the lowering
+converts the booleans to the module's float dtype first, so the run time gives what the type says.
 """
 from __future__ import annotations
 
@@ -21,6 +24,10 @@ from ncd.ops.base import TypeCtx
 # SAME: all inputs of one dtype, which the result keeps (concat, split, views).
 # ANY: the op's typing rule decides (lookups, argmax, one_hot, as_float()).
 FLOAT, ARITH, COMPARE, WHERE, SAME, ANY = "float", "arith", "compare", "where", "same", "any"
+
+# Ops whose result is one of their inputs' values: of booleans (and 0/1 literals), a boolean.
+# Arithmetic on booleans (b + b, sum(b)) counts them as 0/1 and gives a float wire.
+KEEPS_BOOL = frozenset({"max", "min", "where", "maximum", "minimum"})
 
 FLOAT_HINT = "convert it: as_float(ids); or look rows up with it: E[V = ids]"
 
@@ -47,8 +54,9 @@ def _arith(ctx: TypeCtx, op: str, ins: Sequence[WireType], numbers: Sequence[Any
                 raise ctx.error(f"{op} of an integer wire with the fractional number {n}",
                                 hint="convert the integer wire first: as_float(ids)")
         return "int"
-    if wires and all(t.dtype == "bool" for t in wires) and op in ("max", "min", "where"):
-        return "bool"
+    if wires and all(t.dtype == "bool" for t in wires) and op in KEEPS_BOOL:
+        if all(n is None or n in (0, 1) for n in numbers):  # where(m, b, 0), max(b, 1): 0/1 are False/True
+            return "bool"
     return "float"
 
 

@@ -74,7 +74,12 @@ def _unary(fn: str, fixed: Mapping[str, Any], options: Mapping[str, tuple[str, A
 
 
 def _where_lower(node: Node, ctx: LowerCtx) -> Expr:
-    return call("torch.where", *_aligned(node, ctx))
+    out = call("torch.where", *_aligned(node, ctx))
+    branches = ctx.in_types[1:]
+    if node.type.dtype == "float" and not any(t.dtype == "float" and (t.axes or t.lifted) for t in branches):
+        # where(c, 1, 0): torch makes the default dtype of two numbers; the module's dtype is wanted
+        return call("rt.to_float", out, ctx.anchor if ctx.anchor is not None else lit(None))
+    return out
 
 
 def _infer_clamp(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list[WireType]:

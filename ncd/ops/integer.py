@@ -46,10 +46,12 @@ def _infer_lookup(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> l
 def _lower_lookup(node: Node, ctx: LowerCtx) -> Expr:
     x, idx = ctx.in_types
     axis = node.attrs["axis"]
+    name = ctx.in_names[1] if len(ctx.in_names) > 1 and ctx.in_names[1] else None
+    what = lit(f"the index {name} of [{axis} = {name}]" if name else f"the index wire of [{axis} = ...]")
     if _is_table(x, idx, axis):  # index the table's rows (nn.Embedding's computation)
-        return call("rt.lookup", ctx.refs[0], ctx.refs[1], lit(neg_dim(x.axes, axis)))
+        return call("rt.lookup", ctx.refs[0], ctx.refs[1], lit(neg_dim(x.axes, axis)), what)
     dst = [*node.type.axes, axis]
-    return call("rt.gather_along", align(ctx.refs[0], x, dst), align(ctx.refs[1], idx, dst))
+    return call("rt.gather_along", align(ctx.refs[0], x, dst), align(ctx.refs[1], idx, dst), what)
 
 
 def _is_table(x: WireType, idx: WireType, axis: str) -> bool:
