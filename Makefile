@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install -q -e .
 	touch $(STAMP)
 
-$(TESTS): $(STAMP)
+$(TESTS): $(STAMP) pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(TESTS)
 
