@@ -18,6 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from ncd.errors import Span
 
 
+# The two ACT outputs a halting loop names (docs/language.md, "Halting loops"): Graves (2016)'s
+# mixture Σ pₙ·sₙ with the remainder at the halting step, or tensor2tensor's interpolation.
+ACT_MIXES = ("graves", "interpolate")
+
+
 class Loc(BaseModel):
     model_config = ConfigDict(frozen=True)
     line: int

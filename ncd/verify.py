@@ -28,7 +28,7 @@ from ncd import sizes as sz
 from ncd.errors import NcdError, Span
 from ncd.frontend.common import RESERVED
 from ncd.ops.init import INITIALISERS
-from ncd.ir import BlockIR, Node, ParamDef, Region, SpecIR, WireType
+from ncd.ir import ACT_MIXES, BlockIR, Node, ParamDef, Region, SpecIR, WireType
 from ncd.names import COMPARE_OPS, MODULE_INTERNALS, is_spec_name, value_id_problem
 from ncd.ops import OPS, dtypes
 from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, NAME, NUMBER, TypeCtx
@@ -521,6 +521,7 @@ def _halting(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> Non
            f"attribute 'max' = {steps!r} is not a positive count")
     v.need(isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 < eps < 1,
            f"attribute 'eps' = {eps!r} is not a number in (0, 1)")
+    v.need(node.attrs.get("mix") in ACT_MIXES, f"attribute 'mix' = {node.attrs.get('mix')!r} is not one of {ACT_MIXES}")
     v.need(isinstance(halt_axes, list) and all(v.known_axis(a) for a in halt_axes),
            f"attribute 'halt_axes' = {halt_axes!r} is not axes")
     region, inner = v.region(node, scope, len(inputs) + 1, len(inputs) + 1)

@@ -177,7 +177,7 @@ def test_halting_loop_weights_states_as_act_does():
     axis T = 3, D = 2
     block U(x: [T, D]) -> [T, D] {
         param w: [D] init normal(0, 1)
-        y, ponder = halting n max 5 eps 0.01 carry (s: [T, D] = x) {
+        y, ponder = halting n max 5 eps 0.01 mix interpolate carry (s: [T, D] = x) {
             s = tanh(s + 1)
             halt sigmoid(s @[D] w)
         }

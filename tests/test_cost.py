@@ -225,7 +225,7 @@ block Loops(x: [T, D]) -> [T, D] {
   param w: [D] init normal(0, 0.3)
   repeat 4 { x = layer(x) }
   x = stack(x)
-  y, ponder = halting n max 5 eps 0.01 carry (s: [T, D] = x) {
+  y, ponder = halting n max 5 eps 0.01 mix interpolate carry (s: [T, D] = x) {
     s = layer(s)
     halt sigmoid(s @[D] w)
   }

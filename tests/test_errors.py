@@ -507,7 +507,7 @@ block F(x: [T, D2]) -> [T, D] {
 }
 """, 4, 3, "this repeat body changes nothing outside it", "x = layer(x)"),
     Case("halting/without-halt", HEAD + """block F(x: [T, D]) -> [T, D] {
-  y, p = halting n max 4 carry (s: [T, D] = x) {
+  y, p = halting n max 4 mix graves carry (s: [T, D] = x) {
     s = relu(s)
   }
   return y
@@ -519,20 +519,36 @@ block F(x: [T, D2]) -> [T, D] {
 }
 """, 4, 3, "halt outside a halting loop"),
     Case("halting/no-steps", HEAD + """block F(x: [T, D]) -> [T, D] {
-  y, p = halting n max 0 carry (s: [T, D] = x) {
+  y, p = halting n max 0 mix graves carry (s: [T, D] = x) {
     halt sum(s, over = D)
   }
   return y
 }
 """, 4, 24, "a halting loop needs at least one step"),
     Case("halting/eps-out-of-range", HEAD + """block F(x: [T, D]) -> [T, D] {
-  y, p = halting n max 4 eps 2 carry (s: [T, D] = x) {
+  y, p = halting n max 4 eps 2 mix graves carry (s: [T, D] = x) {
     s = relu(s)
     halt sum(s, over = D)
   }
   return y
 }
 """, 4, 26, "eps must be a number in (0, 1)"),
+    Case("halting/mix-not-named", HEAD + """block F(x: [T, D]) -> [T, D] {
+  y, p = halting n max 4 carry (s: [T, D] = x) {
+    s = relu(s)
+    halt sigmoid(sum(s, over = D))
+  }
+  return y
+}
+""", 4, 10, "must say which ACT output it gives", "mix graves"),
+    Case("halting/mix-unknown", HEAD + """block F(x: [T, D]) -> [T, D] {
+  y, p = halting n max 4 mix gravs carry (s: [T, D] = x) {
+    s = relu(s)
+    halt sigmoid(sum(s, over = D))
+  }
+  return y
+}
+""", 4, 30, "unknown ACT output mix gravs", "did you mean graves?"),
     # ------------------------------------------------------------------ numbers stay float64 numbers
     Case("number/literal-out-of-range", HEAD + """block F(x: [T, D]) -> [T, D] {
   return x * 1e99999

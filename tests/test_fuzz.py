@@ -73,7 +73,7 @@ block Stack(x: [T, D]) -> [T, D] {
     "act": """axis T, D = 4
 block ACT(x: [T, D]) -> [T, D] {
   param w: [D] init normal(0, 0.5)
-  y, p = halting n max 3 carry (s: [T, D] = x) {
+  y, p = halting n max 3 mix interpolate carry (s: [T, D] = x) {
     s = tanh(s)
     halt sigmoid(s @[D] w)
   }

@@ -477,7 +477,7 @@ class Drawer:
         elif node.op == "repeat":
             title = f"repeat ×{a.get('count')}"
         else:
-            title = f"halting ≤ {a.get('max')} steps"
+            title = f"halting ≤ {a.get('max')} steps, ACT {a.get('mix')}"
         self.emit(f"subgraph {_dot_id('cluster_' + scope.path, node.id)} {{")
         self.indent += 1
         self.emit(f'label=<<b>{_esc(title)}</b>>; style="rounded,filled,dashed"; fillcolor="{self.theme["scan"]}"; '

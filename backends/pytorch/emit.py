@@ -33,6 +33,8 @@ from ncd.pipeline import Passes
 from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, Method, Ref, SelfAttr, UnaryOp, fold
 
 INDENT = "    "
+# ACT form (ncd.ir.ACT_MIXES) → the runtime functions of its step weights and output (as module.py).
+ACT_FUNCTIONS = {"graves": ("act_weights_graves", "act_sum"), "interpolate": ("act_weights", "act_mix")}
 
 
 def _unsafe(what: str, value: Any, why: str) -> NcdError:
@@ -264,13 +266,17 @@ def _loop_lines(loop: Loop, depth: int) -> list[str]:
         state = [f"{target}_{s}" for s in ("halting", "remainders", "updates")]
         out += [f"{pad}{a} = 0.0" for a in acc]
         out.append(f"{pad}{' = '.join(state)} = None")
+        if loop.mix not in ACT_FUNCTIONS:
+            raise _unsafe("ACT mix", loop.mix, "is not graves or interpolate")
+        step_weights, accumulate = ACT_FUNCTIONS[loop.mix]
         out.append(f"{pad}for {index} in range({code(loop.length)}):")
         out += body_lines(loop.body, depth + 1)
         halt = loop.results[loop.n_carry]
-        out.append(f"{inner}act_weight, {', '.join(state)}, running = rt.act_weights("
-                   f"{code(halt)}, {', '.join(state)}, {literal(1.0 - float(loop.eps))})")
+        out.append(f"{inner}act_weight, {', '.join(state)}, running = rt.{step_weights}("
+                   f"{code(halt)}, {', '.join(state)}, {literal(1.0 - float(loop.eps))}, "
+                   f"{index} == {code(loop.length)} - 1)")
         for a, res, weight in zip(acc, carry_results, loop.weight_align):
-            out.append(f"{inner}{a} = rt.act_mix({a}, {code(res)}, {code(weight)})")
+            out.append(f"{inner}{a} = rt.{accumulate}({a}, {code(res)}, {code(weight)})")
         out += _carry_update(args, carry_results, inner)
         out.append(f"{inner}if not running:")
         out.append(f"{inner}{INDENT}break")

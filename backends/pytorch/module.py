@@ -223,27 +223,34 @@ def _repeat(loop: Loop) -> Callable[[Env, nn.Module], None]:
     return run
 
 
+# Each ACT form (ncd.ir.ACT_MIXES): its step weights and how a step's state joins the output.
+ACT_RUNTIME = {"graves": (runtime.act_weights_graves, runtime.act_sum),
+               "interpolate": (runtime.act_weights, runtime.act_mix)}
+
+
 def _halting(loop: Loop) -> Callable[[Env, nn.Module], None]:
     body, inits, length = compile_body(loop.body), [compile_expr(i) for i in loop.inits], compile_expr(loop.length)
     weights = [compile_expr(w) for w in loop.weight_align]
     results = [compile_expr(r) for r in loop.results]
     carry_results, halt_result = results[: loop.n_carry], results[loop.n_carry]
     threshold = 1.0 - loop.eps
+    step_weights, accumulate = ACT_RUNTIME[loop.mix]
 
     def run(env: Env, m: nn.Module) -> None:
         for arg, init in zip(loop.args, inits):
             env[arg] = init(env, m)
         acc: list[Any] = [0.0 for _ in loop.args]
         halting = remainders = updates = None
-        for n in range(length(env, m)):
+        steps = length(env, m)
+        for n in range(steps):
             env[loop.index] = n
             body(env, m)
-            weight, halting, remainders, updates, running = runtime.act_weights(
-                halt_result(env, m), halting, remainders, updates, threshold)
+            weight, halting, remainders, updates, running = step_weights(
+                halt_result(env, m), halting, remainders, updates, threshold, n == steps - 1)
             env["act_weight"] = weight
             new = [res(env, m) for res in carry_results]
             for i, value in enumerate(new):
-                acc[i] = runtime.act_mix(acc[i], value, weights[i](env, m))
+                acc[i] = accumulate(acc[i], value, weights[i](env, m))
             for arg, value in zip(loop.args, new):
                 env[arg] = value
             if not running:

@@ -47,6 +47,7 @@ class Loop:
     emit_dims: list[int] = field(default_factory=list)  # scan: where each emitted sequence stacks
     n_carry: int = 0
     eps: float = 0.0
+    mix: str = "interpolate"  # halting: graves | interpolate (ACT_MIXES)
     weight_align: list[Expr] = field(default_factory=list)  # halting: Ref("__w") aligned to each carry
     node_id: str = ""
     # scan only: what a parallel backend needs to run the step for every t at once
@@ -357,7 +358,7 @@ class Lowering:
         weight_align = [align(Ref("act_weight"), p_type, t.axes) for t in carry_types]
         return Loop("halting", node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
                     length=lit(int(node.attrs["max"])), index=region.args[n_carry], n_carry=n_carry,
-                    eps=float(node.attrs["eps"]), weight_align=weight_align, node_id=node.id)
+                    eps=float(node.attrs["eps"]), mix=str(node.attrs["mix"]), weight_align=weight_align, node_id=node.id)
 
 
 def _size_code(value: sympy.Expr, reads: dict[str, Expr]) -> Expr | None:

@@ -89,11 +89,12 @@ def stack_steps(outs, dim, reverse):
     return torch.stack(torch.broadcast_tensors(*outs), dim=dim)
 
 
-def act_weights(p, halting, remainders, updates, threshold):
-    """One step of adaptive computation time (Graves 2016; as used by Universal Transformers).
+def act_weights(p, halting, remainders, updates, threshold, last=False):
+    """One step of ACT as tensor2tensor's Universal Transformer computes it (``mix interpolate``).
 
-    Returns the weight of this step's state, the updated accumulators, and whether any
-    position is still running.
+    A position halts once its accumulated probability would exceed ``threshold``; one still running
+    at the last step gets no remainder (``last`` is ignored, as tensor2tensor does). Returns the weight
+    of this step's state, the updated accumulators, and whether any position is still running.
     """
     if halting is None:
         halting = remainders = updates = torch.zeros_like(p)
@@ -110,7 +111,31 @@ def act_weights(p, halting, remainders, updates, threshold):
 
 
 def act_mix(acc, new, weight):
+    """tensor2tensor's state interpolation acc ← s·w + acc·(1 − w) (``mix interpolate``)."""
     return new * weight + acc * (1.0 - weight)
+
+
+def act_weights_graves(p, halting, remainders, updates, threshold, last=False):
+    """One step of ACT as Graves (2016) defines it (``mix graves``).
+
+    A position halts at the first step N whose cumulative probability reaches ``threshold`` (= 1 − ε),
+    or at the last step; it is then given the remainder R = 1 − Σ_{n<N} pₙ instead of p_N, so its
+    weights sum to 1, and its ponder cost is N + R (``updates`` counts N). ``remainders`` is 0 exactly
+    while a position runs (R > ε > 0 once it halts), which is what marks it running.
+    """
+    if halting is None:
+        halting = remainders = updates = torch.zeros_like(p)
+    running = (remainders == 0).to(p.dtype)
+    stop = running if last else ((halting + p) >= threshold).to(p.dtype) * running
+    going = running - stop
+    remainder = stop * (1.0 - halting)
+    weight = p * going + remainder
+    return weight, halting + weight, remainders + remainder, updates + running, bool(going.any())
+
+
+def act_sum(acc, new, weight):
+    """Graves' output Σ pₙ·sₙ, one term per step (``mix graves``)."""
+    return acc + new * weight
 
 
 def check_input(x, name, core, sizes, kind="float"):

@@ -5,8 +5,8 @@ import sympy
 from lark import Tree
 
 from ncd import scan_backends
-from ncd.frontend.common import MAX_REPEAT, err, span_of
-from ncd.ir import Region, WireType
+from ncd.frontend.common import MAX_REPEAT, _did_you_mean, err, span_of
+from ncd.ir import ACT_MIXES, Region, WireType
 
 
 class LoopBuilder:
@@ -67,8 +67,21 @@ class LoopBuilder:
     def type_of_any(self, node_id: str, region: Region) -> WireType:
         return self.node_index[node_id].type
 
+    def act_mix(self, mix_tree: Tree | None, tree: Tree) -> str:
+        """Which ACT output the loop gives: named in the spec, never defaulted (the two forms differ)."""
+        if mix_tree is None:
+            raise err("a halting loop must say which ACT output it gives: mix graves or mix interpolate", tree,
+                      hint="halting n max 8 eps 0.01 mix graves carry (s: [T, D] = x) { ... }  "
+                           "(graves: Σ pₙ·sₙ with the remainder; interpolate: tensor2tensor's s·w + acc·(1 − w))")
+        name = str(mix_tree.children[0])
+        if name not in ACT_MIXES:
+            close = _did_you_mean(name, ACT_MIXES)
+            raise err(f"unknown ACT output mix {name}", mix_tree.children[0],
+                      hint=close or "write mix graves or mix interpolate")
+        return name
+
     def expr_halting(self, tree: Tree) -> str:
-        var_tok, max_tree, eps_tree, carry_tree, *body = tree.children
+        var_tok, max_tree, eps_tree, mix_tree, carry_tree, *body = tree.children
         max_steps = self.const_int(max_tree, "the maximum number of steps")
         if max_steps < 1:
             raise err("a halting loop needs at least one step", max_tree)
@@ -84,6 +97,7 @@ class LoopBuilder:
             if value is None or not value.is_number or not 0 < value < 1:
                 raise err("eps must be a number in (0, 1)", eps_tree)
             eps = float(value)
+        mix = self.act_mix(mix_tree, tree)
         if carry_tree is None:
             raise err("halting loop without carry", tree, hint="halting n max 8 carry (s: [T, D] = x) { ... }")
         carries, inits = self.carries(carry_tree, tree)
@@ -98,6 +112,6 @@ class LoopBuilder:
                 raise err(f"the halting probability has axes {p_type}, not all on carry {name} {t}", tree)
         region.results.append(frame.halt)
         outs = [t for _, t in carries] + [WireType(axes=p_type.axes, lifted=True)]
-        attrs = {"max": max_steps, "eps": eps, "carries": [c[0] for c in carries],
+        attrs = {"max": max_steps, "eps": eps, "mix": mix, "carries": [c[0] for c in carries],
                  "halt_axes": list(p_type.axes), "captures": frame.captures}
         return self.add("halting", inits, attrs, outs, tree, regions=[region]).id

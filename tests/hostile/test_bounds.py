@@ -80,7 +80,7 @@ ERRORS = [
      "block M(x: [D]) -> [D] {\n    use l = L × 100000000000000000000\n    return l(x)\n}\n", ["check"], 6,
      ["at most 4096"]),
     ("halting-max-huge", "axis T, D = 4\nblock UT(x: [T, D]) -> [T, D] {\n    param w: [D] init zeros\n"
-     "    y, p = halting n max 1000000000 eps 0.01 carry (s: [T, D] = x) {\n        s = tanh(s)\n"
+     "    y, p = halting n max 1000000000 eps 0.01 mix graves carry (s: [T, D] = x) {\n        s = tanh(s)\n"
      "        halt sigmoid(s @[D] w)\n    }\n    return y\n}\n", ["check"], 4, ["at most 4096"]),
     ("wide-param-1e10", "axis D = 100000, E = 100000\nblock F(x: [D]) -> [E] {\n"
      "    param W: [D, E] init normal(0, 1)\n    return x @[D] W\n}\n", ["run"], 3, ["parameter W", "memory limit"]),
