@@ -37,9 +37,10 @@ CHUNK = 64
 
 def import_ours():
     import ncd.backends.triton as ours
-    import importlib
-    sub = {n: importlib.import_module(f"{ours.__name__}.{n}")
-           for n in ("diag_scan", "gla", "delta")}
+    import ncd.backends.triton.delta as delta
+    import ncd.backends.triton.diagonal as diagonal
+    import ncd.backends.triton.gated_linear as gated_linear
+    sub = {"diagonal": diagonal, "gated_linear": gated_linear, "delta": delta}
     return ours, sub
 
 
@@ -149,8 +150,8 @@ def accuracy(fn, naive, ins) -> dict:
 # sections
 # ------------------------------------------------------------------------------------------
 def section_gla(tab: Table, sub, rep_ms):
-    ours = lambda q, k, v, g: sub["gla"].gla(q, k, v, g, backend="triton")[0]   # noqa: E731
-    naive = lambda q, k, v, g: sub["gla"].naive_gla(q, k, v, g)[0]               # noqa: E731
+    ours = lambda q, k, v, g: sub["gated_linear"].gla(q, k, v, g, backend="triton")[0]   # noqa: E731
+    naive = lambda q, k, v, g: sub["gated_linear"].naive_gla(q, k, v, g)[0]               # noqa: E731
     try:
         chunk_gla, _ = import_fla()
         theirs = lambda q, k, v, g: chunk_gla(q, k, v, g)[0]                      # noqa: E731
@@ -221,7 +222,7 @@ def section_scan(tab: Table, sub, rep_ms):
     # Each gets its own layout, so neither pays for a transpose.
     a = 0.9 + 0.1 * torch.rand(B, T, C, device="cuda", generator=gen)
     x = torch.randn(B, T, C, device="cuda", generator=gen)
-    ours = lambda a, x: sub["diag_scan"].diag_scan(a, x, backend="triton")[0]   # noqa: E731
+    ours = lambda a, x: sub["diagonal"].diag_scan(a, x, backend="triton")[0]   # noqa: E731
     impls = [("ncd diag_scan", ours, a, x)]
     try:
         from accelerated_scan.scalar import scan as as_scan
@@ -231,7 +232,7 @@ def section_scan(tab: Table, sub, rep_ms):
         tab.add("scan", "accelerated_scan (not importable: row skipped)", shp, None,
                 error=repr(e)[:120])
     # accuracy on a slice (a few channels, all steps) against the float32 time loop
-    naive = sub["diag_scan"].naive_diag_scan
+    naive = sub["diagonal"].naive_diag_scan
     ref = naive(a[:1, :, :256], x[:1, :, :256])[0]
     for name, fn, aa, xx in impls:
         try:

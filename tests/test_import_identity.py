@@ -69,3 +69,28 @@ def test_graphviz_render_is_one_thing():
 
     assert callable(graphviz.render) and not isinstance(graphviz.render, types.ModuleType)
     assert importlib.import_module("ncd.backends.graphviz.draw").render_dot is graphviz.render_dot
+
+
+def test_no_module_is_shadowed_by_a_function_of_its_name():
+    """Every submodule of ncd and ncd.backends is what its parent's attribute of that name holds
+    (a package re-exporting a function named like one of its folders hides the folder)."""
+    import importlib
+    import pkgutil
+
+    import ncd
+    import ncd.backends
+
+    shadowed = []
+    for root in (ncd, ncd.backends):
+        for info in pkgutil.walk_packages(root.__path__, root.__name__ + "."):
+            try:
+                module = importlib.import_module(info.name)
+            except ModuleNotFoundError as e:  # an optional extra (triton, ...) not installed here
+                if (e.name or "").startswith("ncd"):
+                    raise
+                continue
+            parent_name, _, leaf = info.name.rpartition(".")
+            parent = importlib.import_module(parent_name)
+            if getattr(parent, leaf, module) is not module:
+                shadowed.append(info.name)
+    assert shadowed == []

@@ -81,7 +81,7 @@ CHILD = textwrap.dedent("""
         return {"rc": rc, "record": json.loads(text.getvalue()) if rc == 0 else None}
 
     def explicit_triton():
-        from ncd.backends.triton.diag_scan import diag_scan
+        from ncd.backends.triton.diagonal import diag_scan
         try:
             diag_scan(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), backend="triton")
         except ImportError as err:

@@ -223,7 +223,7 @@ class ParallelScan:
         kernel = kernel_backend(loop.backend, q.device, q.dtype)
         self.implementation = implementation(loop.backend, q.device, q.dtype)
         if loop.backend == "gla":
-            from ncd.backends.triton.gla import gla
+            from ncd.backends.triton.gated_linear import gla
 
             if "gate" in values:
                 values["g"], operands["g"] = torch.log(values.pop("gate")), operands["gate"]
@@ -241,7 +241,7 @@ class ParallelScan:
 
     def linear_diagonal(self, cell, h0_rows, dummy, params, n_rows, T) -> torch.Tensor:
         """h_t = a_t ⊙ h_{t-1} + b_t with a and b read off the affine step: b = f(0), a = f(1) − f(0)."""
-        from ncd.backends.triton.diag_scan import diag_scan
+        from ncd.backends.triton.diagonal import diag_scan
 
         zeros = h0_rows.new_zeros(n_rows * T, h0_rows.shape[-1])
         b = cell(zeros, dummy, *params)

@@ -8,7 +8,7 @@ Every public function takes ``backend='auto'|'triton'|'torch'``: 'auto' uses Tri
 and the chunked PyTorch twin (same algorithm, plain autograd) elsewhere.
 """
 from ncd.backends.triton.delta import delta_rule
-from ncd.backends.triton.diag_scan import diag_scan
-from ncd.backends.triton.gla import gla
+from ncd.backends.triton.diagonal import diag_scan
+from ncd.backends.triton.gated_linear import gla
 
 __all__ = ["diag_scan", "gla", "delta_rule"]

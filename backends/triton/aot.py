@@ -229,7 +229,7 @@ def _meta(*shape: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _gla(B: int, T: int, H: int, K: int, V: int, dtype: torch.dtype) -> None:
-    from ncd.backends.triton.gla.chunk import gla_bwd, gla_fwd
+    from ncd.backends.triton.gated_linear.chunk import gla_bwd, gla_fwd
 
     q, k, g = (_meta(B, T, H, K, dtype=dtype) for _ in range(3))
     v = _meta(B, T, H, V, dtype=dtype)
@@ -250,7 +250,7 @@ def _delta(B: int, T: int, H: int, K: int, V: int, dtype: torch.dtype) -> None:
 
 
 def _diag_scan(B: int, T: int, D: int, dtype: torch.dtype) -> None:
-    from ncd.backends.triton.diag_scan.chunk import scan_bwd, scan_fwd
+    from ncd.backends.triton.diagonal.chunk import scan_bwd, scan_fwd
 
     a, x = _meta(B, T, D, dtype=dtype), _meta(B, T, D, dtype=dtype)
     h, _ = scan_fwd(a, x, None)

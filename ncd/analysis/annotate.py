@@ -33,7 +33,7 @@ def annotations(ir: SpecIR, metric: str, sizes: Mapping[str, int] | None = None,
                 dtype: str = "float32") -> Annotations:
     from ncd.analysis import analyze
     from ncd.analysis.format import human, pretty
-    from ncd.analysis.roofline import format_seconds, gpu_spec
+    from ncd.analysis.timing import format_seconds, gpu_spec
 
     if metric not in METRICS:
         raise NcdError(f"cannot annotate {metric!r}", hint=f"choose one of {', '.join(METRICS)}")

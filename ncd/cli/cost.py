@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 def format_report(report, roof: dict[str, Any] | None = None, *, by: str | None = None, formula: bool = False) -> str:
     from ncd.analysis.format import human, pretty
-    from ncd.analysis.roofline import format_seconds
+    from ncd.analysis.timing import format_seconds
 
     lines = []
     sizes = " ".join(f"{k}={v}" for k, v in report.to_json()["sizes"].items())

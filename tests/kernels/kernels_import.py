@@ -4,6 +4,9 @@ from __future__ import annotations
 import torch
 
 import ncd.backends.triton as kernels  # noqa: F401
+import ncd.backends.triton.delta as delta_mod
+import ncd.backends.triton.diagonal as scan_mod
+import ncd.backends.triton.gated_linear as gla_mod
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F32_TOL = 1e-4
@@ -40,13 +43,3 @@ def outputs_and_grads(fn, inputs, seed: int = 1):
     return [y, yT, *grads]
 
 
-def _sub(name: str):
-    # the package re-exports functions named like two of its folders (diag_scan, gla), so
-    # reach the folders through importlib rather than attribute access
-    import importlib
-    return importlib.import_module(f"{kernels.__name__}.{name}")
-
-
-scan_mod = _sub("diag_scan")
-gla_mod = _sub("gla")
-delta_mod = _sub("delta")

@@ -42,9 +42,9 @@ from __future__ import annotations
 
 import torch
 
-from ncd.backends.triton.gla.chunk_bwd import gla_bwd
-from ncd.backends.triton.gla.chunk_fwd import gla_fwd
-from ncd.backends.triton.gla.tiles import GLATiles, default_tiles
+from ncd.backends.triton.gated_linear.chunk_bwd import gla_bwd
+from ncd.backends.triton.gated_linear.chunk_fwd import gla_fwd
+from ncd.backends.triton.gated_linear.tiles import GLATiles, default_tiles
 
 __all__ = ["GLAFunction", "GLATiles", "default_tiles", "gla_bwd", "gla_fwd", "gla_triton"]
 

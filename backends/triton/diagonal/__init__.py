@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from ncd.backends.triton._common import check_dtype, check_ndim, check_same_device, check_shape, pick_backend
-from ncd.backends.triton.diag_scan.chunk_torch import diag_scan_torch
-from ncd.backends.triton.diag_scan.naive import naive_diag_scan
+from ncd.backends.triton.diagonal.chunk_torch import diag_scan_torch
+from ncd.backends.triton.diagonal.naive import naive_diag_scan
 
 __all__ = ["diag_scan", "naive_diag_scan", "diag_scan_torch"]  # diag_scan_triton: in .chunk (imports triton)
 
@@ -38,6 +38,6 @@ def diag_scan(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None = None, 
     check_same_device(a=a, x=x, h0=h0)
     if pick_backend(backend, x.device) == "torch":
         return diag_scan_torch(a, x, h0)
-    from ncd.backends.triton.diag_scan.chunk import diag_scan_triton  # imports triton: only where the kernel launches
+    from ncd.backends.triton.diagonal.chunk import diag_scan_triton  # imports triton: only where the kernel launches
 
     return diag_scan_triton(a, x, h0)

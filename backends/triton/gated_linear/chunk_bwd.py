@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from ncd.backends.triton._common import acc_dtype, dot_precision, sm_count, store_dtype, tl_acc
-from ncd.backends.triton.gla.tiles import (
+from ncd.backends.triton.gated_linear.tiles import (
     GLATiles,
     check_sizes,
     default_tiles,

@@ -13,8 +13,8 @@ from ncd.backends.triton._common import (
     check_shape,
     pick_backend,
 )
-from ncd.backends.triton.gla.chunk_torch import gla_torch
-from ncd.backends.triton.gla.naive import naive_gla
+from ncd.backends.triton.gated_linear.chunk_torch import gla_torch
+from ncd.backends.triton.gated_linear.naive import naive_gla
 
 __all__ = ["gla", "gla_torch", "naive_gla"]  # gla_triton: in .chunk (imports triton)
 
@@ -55,6 +55,6 @@ def gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
     check_head_dims(K, V, backend)
     if backend == "torch":
         return gla_torch(q, k, v, g, scale, initial_state, chunk_size, sub_chunk)
-    from ncd.backends.triton.gla.chunk import gla_triton  # imports triton: only where the kernel launches
+    from ncd.backends.triton.gated_linear.chunk import gla_triton  # imports triton: only where the kernel launches
 
     return gla_triton(q, k, v, g, scale, initial_state, chunk_size, sub_chunk)
