@@ -65,7 +65,7 @@ def leaky_rnn_loop(x, W_in, b_in, W, b, tau, W_out, b_out, slope=0.01):
 def test_leaky_rnn_matches_equations(seed):
     n = sizes(seed)
     torch.manual_seed(seed)
-    m = ncd.load("leaky_rnn", E=n["E"], D=n["D"]).double()
+    m = ncd.load("leaky_rnn", block="LeakyRNN", E=n["E"], D=n["D"]).double()
     with torch.no_grad():
         m.W.normal_(0, 1.0)                              # a non-zero diagonal the mask must remove
         m.b.normal_()
@@ -78,7 +78,7 @@ def test_leaky_rnn_matches_equations(seed):
 
 
 def test_leaky_rnn_mask_and_tap():
-    m = ncd.load("leaky_rnn", E=2, D=5)
+    m = ncd.load("leaky_rnn", block="LeakyRNN", E=2, D=5)
     assert "M" not in m.state_dict()                     # a constant, not a trained or saved tensor
     torch.testing.assert_close(m.M, 1 - torch.eye(5))
     seen = []
@@ -174,7 +174,7 @@ def test_batch_first_and_unbatched_inputs(name):
     y = m(x)
     assert y.shape[:2] == (3, 5)
     torch.testing.assert_close(m(x[1]), y[1], **TOL)                  # [T, E] alone
-    torch.testing.assert_close(m(x.reshape(3, 1, 5, 4)), y.reshape(3, 1, 5, -1), **TOL)  # two lifted axes
+    torch.testing.assert_close(m(x.reshape(3, 1, 5, 4)), y.reshape(3, 1, *y.shape[1:]), **TOL)  # two lifted axes
 
 
 def test_wrong_input_width_is_an_ncd_error():
