@@ -31,7 +31,7 @@ from ncd.ops.init import INITIALISERS
 from ncd.ir import ACT_MIXES, BlockIR, Node, ParamDef, Region, SpecIR, WireType
 from ncd.names import COMPARE_OPS, MODULE_INTERNALS, is_spec_name, value_id_problem
 from ncd.ops import OPS, dtypes
-from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, NAME, NUMBER, TypeCtx
+from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, TypeCtx
 
 LOOPS = ("scan", "repeat", "halting")
 PLAIN = (str, int, float, bool, type(None))
@@ -262,7 +262,7 @@ class _Verifier:
             raise self.fail(f"{node.op} takes {low}..{high} inputs, got {len(inputs)}")
         for key, kw in opdef.kwargs.items():
             if key in node.attrs:
-                self.kw_attr(key, kw.kind, node.attrs[key])
+                self.kw_attr(key, kw.kind, node.attrs[key], kw.names)
             elif kw.required:
                 raise self.fail(f"{node.op} needs the attribute {key!r}")
         if node.op == "compare" and node.attrs.get("cmp") not in COMPARE_OPS:
@@ -295,7 +295,7 @@ class _Verifier:
         except NcdError as exc:
             raise self.fail(f"its number is not readable: {exc.message}") from None
 
-    def kw_attr(self, key: str, kind: str, value: Any) -> None:
+    def kw_attr(self, key: str, kind: str, value: Any, names: tuple[str, ...] = ()) -> None:
         def axes(v: Any) -> bool:
             return isinstance(v, (list, tuple)) and all(self.known_axis(a) for a in v)
 
@@ -304,8 +304,12 @@ class _Verifier:
             AXES: axes,
             AXIS_MAP: lambda v: isinstance(v, dict) and set(v) == {"src", "dst"} and axes(v["src"]) and axes(v["dst"]),
             NUMBER: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-            NAME: lambda v: is_spec_name(v),
+            NAME: lambda v: is_spec_name(v) and (not names or v in names),
+            FLAG: lambda v: isinstance(v, bool),
         }
+        number = ok[NUMBER]
+        ok[NUMBERS] = lambda v: (number(v) or (isinstance(v, list) and 0 < len(v) <= 3 and all(number(x) for x in v))
+                                 or (isinstance(v, str) and v in names))
         ok[AXES_OR_MAP] = ok[AXIS_MAP]
         check = ok.get(kind)
         if check is not None and value is not None and not check(value):

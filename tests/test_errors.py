@@ -708,6 +708,16 @@ block F(x: [T]) -> [T, E] {
   return where(x > 0, ids, 0.5)
 }
 """, 4, 10, "where of an integer wire with the fractional number 1/2", "as_float"),
+    Case('conv/group-axis-not-on-input', HEAD + 'axis K = 3, C = 2\nblock F(x: [C, T]) -> [E, T] {\n  param W: [E, C, K] init normal(0, 1)\n  return conv(x, W, over = T, kernel = [K], padding = 1, groups = [D])\n}\n', 6, 67, 'group axis D is not on the input, whose axes are [C, T]', 'a group axis is on both: split'),
+    Case('conv/per-axis-list-length', HEAD + 'axis K = 3, C = 2\nblock F(x: [C, T]) -> [E, T] {\n  param W: [E, C, K] init normal(0, 1)\n  return conv(x, W, over = T, kernel = [K], padding = [1, 1])\n}\n', 6, 55, 'padding lists 2 numbers but over names 1 axes', 'one number for every axis (pad'),
+    Case('conv/causal-over-two-axes', HEAD + "axis K = 3, C = 2, Y, X\nblock F(x: [C, Y, X]) -> [E, Y, X] {\n  param W: [E, C, K, K'] init normal(0, 1)\n  return conv(x, W, over = [Y, X], kernel = [K, K'], padding = causal)\n}\n", 6, 64, 'causal padding is for a convolution over one axis, this one ', 'pad each axis by a number: pad'),
+    Case('conv/unknown-padding-mode', HEAD + 'axis K = 3, C = 2\nblock F(x: [C, T]) -> [E, T] {\n  param W: [E, C, K] init normal(0, 1)\n  return conv(x, W, over = T, kernel = [K], padding = 1, padding_mode = mirror)\n}\n', 6, 73, "mirror is not one of this option's words", 'write one of: zeros, reflect, '),
+    Case('conv/reflect-padding-too-long', HEAD + 'axis K = 3, C = 2, S = 2\nblock F(x: [C, S]) -> [E, S] {\n  param W: [E, C, K] init normal(0, 1)\n  return conv(x, W, over = S, kernel = [K], padding = 2, padding_mode = reflect)\n}\n', 6, 73, 'reflect padding by 2 needs axis S to have more than 2 positi', 'pad less, make the axis larger'),
+    Case('upsample/align-corners-with-nearest', HEAD + "block F(x: [D, T]) -> [D, T'] {\n  return upsample(x, over = T -> T', align_corners = true)\n}\n", 4, 54, 'align_corners is an option of linear interpolation, not of n', 'add mode = linear (or bilinear'),
+    Case('upsample/bilinear-over-one-axis', HEAD + "block F(x: [D, T]) -> [D, T'] {\n  return upsample(x, over = T -> T', mode = bilinear)\n}\n", 4, 45, 'bilinear interpolates over 2 axes, over names 1', 'mode = linear interpolates ove'),
+    Case('pool/ceil-mode-is-a-word', HEAD + "block F(x: [D, T]) -> [D, T'] {\n  return maxpool(x, over = T -> T', ceil_mode = 1)\n}\n", 4, 37, 'expected a word', 'write one of: true, false'),
+    Case('pool/ceil-mode-unknown-word', HEAD + "block F(x: [D, T]) -> [D, T'] {\n  return maxpool(x, over = T -> T', ceil_mode = yes)\n}\n", 4, 49, "yes is not one of this option's words", 'write one of: true, false'),
+    Case('conv/transpose-has-no-groups', HEAD + 'axis K = 3, C = 2\nblock F(x: [C, T]) -> [E, T] {\n  param W: [E, C, K] init normal(0, 1)\n  return conv_transpose(x, W, over = T, kernel = [K], padding = 1, groups = [C])\n}\n', 6, 68, 'conv_transpose has no option groups', 'its options: over, kernel, str'),
     Case("int/unknown-dtype", HEAD + """block F(ids: [T] integer) -> [T] {
   return ids
 }

@@ -401,6 +401,9 @@ class Drawer:
         if over is not None:
             over = ", ".join(over) if isinstance(over, (list, tuple)) else over
             title += f'<br/><font point-size="9">over {_esc(over)}</font>'
+        note = opdef.label(a) if opdef is not None and opdef.label is not None else ""
+        if note:  # the options that change what the op computes (groups, padding mode, ceil_mode)
+            title += f'<br/><font point-size="9">{_esc(note)}</font>'
         if numbers and node.op not in ("where",):
             title += f" {_esc(', '.join(numbers))}"
         return title

@@ -179,14 +179,37 @@ def _conv_operands(x, w, n_in, n_out, n_sp):
     return lead, c_out_shape, xb, wk
 
 
+def _each(value, n):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
 def check_window(x, n_sp, window, stride, padding, dilation):
     """A sliding window must fit its (padded) input: an input whose free spatial axis is too small
-    for the kernel is refused by name (a ValueError the module reports as a located error)."""
-    window = window if isinstance(window, (tuple, list)) else (window,) * n_sp
-    for i, (n, k) in enumerate(zip(x.shape[x.dim() - n_sp :], window)):
-        if n + 2 * padding < dilation * (k - 1) + 1:
+    for the kernel is refused by name (a ValueError the module reports as a located error).
+    Each option is one int for every spatial dim or a tuple of one each."""
+    window, padding, dilation = _each(window, n_sp), _each(padding, n_sp), _each(dilation, n_sp)
+    for i, (n, k, p, d) in enumerate(zip(x.shape[x.dim() - n_sp :], window, padding, dilation)):
+        if n + 2 * p < d * (k - 1) + 1:
             raise ValueError(f"spatial dim {i - n_sp} of an input has size {n}, too small for a window of {k} "
-                             f"(padding {padding}, dilation {dilation}): the output would be empty")
+                             f"(padding {p}, dilation {d}): the output would be empty")
+
+
+def pad_spatial(x, n_sp, pads, mode):
+    """Pad the last ``n_sp`` dims by ``pads`` ((left, right) per dim, in order) with F.pad's
+    ``mode`` (constant, reflect, replicate, circular), as nn.ConvNd pads for its padding_mode.
+    Every leading dim is batch-like. An axis too short for reflect / circular is refused by name."""
+    spatial = tuple(x.shape[x.dim() - n_sp :])
+    for i, (n, (left, right)) in enumerate(zip(spatial, pads)):
+        most = max(left, right)
+        if (mode == "reflect" and most >= n) or (mode == "circular" and most > n):
+            need = "more than" if mode == "reflect" else "at least"
+            raise ValueError(f"spatial dim {i - n_sp} of an input has size {n}: {mode} padding by {most} needs "
+                             f"{need} {most} positions")
+    flat = [p for pair in reversed(list(pads)) for p in pair]  # F.pad lists the last dim first
+    lead = tuple(x.shape[: x.dim() - n_sp])
+    xb = x.reshape((-1, 1) + spatial)
+    y = torch.nn.functional.pad(xb, flat, mode=mode)
+    return y.reshape(lead + tuple(y.shape[2:]))
 
 
 def _prod(shape):
@@ -248,6 +271,26 @@ def conv_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation):
     return y.reshape(lead + c_out_shape + tuple(y.shape[2:]))
 
 
+def conv_grouped(x, w, n_group, n_in, n_out, n_sp, stride, padding, dilation):
+    """A grouped convolution (torch's ``groups``): x [..., *g, *c_in, *spatial] and
+    w [*g, *c_out, *c_in, *kernel]; the group dims ``g`` are kept, each position of them its own
+    convolution. Returns [..., *g, *c_out, *spatial_out]. No input channels (c_in empty) with
+    no output channels is a depthwise conv."""
+    check_window(x, n_sp, tuple(w.shape[w.dim() - n_sp :]), stride, padding, dilation)
+    g_shape = tuple(w.shape[:n_group])
+    c_out_shape = tuple(w.shape[n_group : n_group + n_out])
+    groups, c_out = _prod(g_shape), _prod(c_out_shape)
+    c_in = _prod(w.shape[n_group + n_out : n_group + n_out + n_in])
+    kernel = tuple(w.shape[w.dim() - n_sp :])
+    spatial = tuple(x.shape[x.dim() - n_sp :])
+    lead = tuple(x.shape[: x.dim() - n_group - n_in - n_sp])
+    xb = x.reshape((-1, groups * c_in) + spatial)
+    wk = w.reshape((groups * c_out, c_in) + kernel)
+    fn = (torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d)[n_sp - 1]
+    y = fn(xb, wk, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return y.reshape(lead + g_shape + c_out_shape + tuple(y.shape[2:]))
+
+
 def conv_transpose_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation, output_padding):
     """Transposed convolution, laid out like ``conv_nd``: x [..., *c_in, *spatial], w [*c_out, *c_in, *kernel]."""
     lead, c_out_shape, xb, wk = _conv_operands(x, w, n_in, n_out, n_sp)
@@ -258,25 +301,39 @@ def conv_transpose_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation, output
     return y.reshape(lead + c_out_shape + tuple(y.shape[2:]))
 
 
-def pool_nd(x, kind, n_sp, size, stride, padding):
-    """Max or average pooling over the last ``n_sp`` dims; every leading dim is batch-like."""
-    check_window(x, n_sp, size, stride, padding, 1)
+def pool_nd(x, kind, n_sp, size, stride, padding, ceil_mode=False, dilation=1):
+    """Max or average pooling over the last ``n_sp`` dims; every leading dim is batch-like.
+    ``ceil_mode``: torch's, a last partial window kept when it starts inside the input."""
+    check_window(x, n_sp, size, stride, padding, dilation)
     lead = tuple(x.shape[: x.dim() - n_sp])
     xb = x.reshape((-1, 1) + tuple(x.shape[x.dim() - n_sp :]))
     F = torch.nn.functional
     if kind == "max":
         fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[n_sp - 1]
+        y = fn(xb, size, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
     else:
         fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[n_sp - 1]
-    y = fn(xb, size, stride=stride, padding=padding)
+        y = fn(xb, size, stride=stride, padding=padding, ceil_mode=ceil_mode)
     return y.reshape(lead + tuple(y.shape[2:]))
 
 
 def upsample_nearest(x, dims, scale):
-    """Nearest-neighbour up-sampling by a whole factor: each value repeated ``scale`` times per dim."""
-    for d in dims:
-        x = torch.repeat_interleave(x, scale, dim=d)
+    """Nearest-neighbour up-sampling by whole factors: each value repeated ``scale`` times per dim
+    (one factor for every dim, or a tuple of one each)."""
+    for d, f in zip(dims, _each(scale, len(dims))):
+        x = torch.repeat_interleave(x, f, dim=d)
     return x
+
+
+def upsample_linear(x, n_sp, scale, align_corners):
+    """Linear interpolation over the last ``n_sp`` dims by whole factors (nn.Upsample's linear,
+    bilinear, trilinear with ``scale_factor``); every leading dim is batch-like."""
+    spatial = tuple(x.shape[x.dim() - n_sp :])
+    lead = tuple(x.shape[: x.dim() - n_sp])
+    mode = ("linear", "bilinear", "trilinear")[n_sp - 1]
+    y = torch.nn.functional.interpolate(x.reshape((-1, 1) + spatial), scale_factor=scale, mode=mode,
+                                        align_corners=align_corners)
+    return y.reshape(lead + tuple(y.shape[2:]))
 
 
 def step_slice(x, dim, t, core):

@@ -23,7 +23,7 @@ from ncd.frontend.parser import span_of
 from ncd.ir import InstanceDef, Node, ParamDef, WireType
 from ncd.ops import OPS
 from ncd.ops.init import FLOAT32_MAX, INITIALISERS
-from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, NUMBER, FoldError
+from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, FoldError
 
 
 class ExpressionBuilder:
@@ -281,7 +281,7 @@ class ExpressionBuilder:
             if spec is None:
                 allowed = ", ".join(kw_specs) or "none"
                 raise err(f"{name} has no option {key}", at, hint=f"its options: {allowed}")
-            attrs[key] = self.kw_value(spec.kind, value, at)
+            attrs[key] = self.kw_value(spec.kind, value, at, spec.names)
         for key, spec in kw_specs.items():
             if key not in attrs:
                 if spec.required:
@@ -296,7 +296,21 @@ class ExpressionBuilder:
         spans = {key: span_of(value) for key, (value, _) in keywords.items()}
         return self.add_op(name, inputs, attrs, tree, spans=spans).id
 
-    def kw_value(self, kind: str, value: Tree, where: Tree) -> Any:
+    def kw_value(self, kind: str, value: Tree, where: Tree, names: tuple[str, ...] = ()) -> Any:
+        word = str(value.children[0]) if isinstance(value, Tree) and value.data == "name" else None
+        if kind in (NAME, FLAG, NUMBERS) and word is not None and (kind != NUMBERS or word in names):
+            choices = ("true", "false") if kind == FLAG else names
+            if word not in choices:
+                raise err(f"{word} is not one of this option's words", value,
+                          hint=f"write one of: {', '.join(choices)}")
+            return word == "true" if kind == FLAG else word
+        if kind in (NAME, FLAG):
+            raise err("expected a word", where, hint=f"write one of: {', '.join(('true', 'false') if kind == FLAG else names)}")
+        if kind == NUMBERS and isinstance(value, Tree) and value.data in ("number_list", "axis_list"):
+            items = [Tree("number", [c]) if value.data == "number_list" else Tree("name", [c]) for c in value.children]
+            return [self.kw_value(NUMBER, item, where) for item in items]
+        if kind == NUMBERS:
+            kind = NUMBER
         if kind == AXIS:
             if not (isinstance(value, Tree) and value.data == "name"):
                 raise err("expected an axis name", where)

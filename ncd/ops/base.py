@@ -215,13 +215,19 @@ class LowerCtx:
 # ------------------------------------------------------------------------- keyword signatures
 AXIS, AXES, AXIS_MAP, NUMBER, NAME = "axis", "axes", "axis_map", "number", "name"
 AXES_OR_MAP = "axes_or_map"  # over = [Y, X] (same axes out) or over = [Y, X] -> [Y2, X2]
+NUMBERS = "numbers"  # one number for every spatial axis, or one each: stride = 2, stride = [2, 1]
+FLAG = "flag"  # true or false: ceil_mode = true
 
 
 @dataclass(frozen=True)
 class Kw:
+    """One keyword option. ``names``: the words it accepts besides its kind's values (a NAME
+    option's choices, ``padding = causal``), listed in the error for any other word."""
+
     kind: str
     default: Any = None
     required: bool = False
+    names: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------- the table entry
@@ -274,7 +280,8 @@ class OpDef:
     function (``x[A as B]``): such an op cannot be called by name; ``example``: a complete
     spec of one block using the op (``example_spec``), for the op-table test (elementwise and
     reduce rows without one get a default there, see tests/test_ops_table.py); ``dtypes``: which
-    element types it takes and gives (a rule of ncd.ops.dtypes).
+    element types it takes and gives (a rule of ncd.ops.dtypes); ``label``: the note the drawing
+    puts under the box for the options that change what it computes.
     """
 
     name: str
@@ -292,6 +299,7 @@ class OpDef:
     syntax: str | None = None
     example: str | None = None
     dtypes: str = "float"  # the element-type rule (ncd.ops.dtypes): float, arith, compare, where, same, any
+    label: Callable[[Mapping[str, Any]], str] | None = None  # the drawing's note of the options (attrs -> text)
 
 
 def example_spec(axes: str, inputs: str, output: str, body: str) -> str:
