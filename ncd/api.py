@@ -82,4 +82,5 @@ def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, s
     except NcdError as exc:
         raise exc.located(source, name) from None
     module.locate_errors(source, name)
+    module._ncd_scan_backend = scan_backend  # module.entry("B") compiles a sibling entry the same way
     return module

@@ -138,6 +138,9 @@ class SpecIR(BaseModel):
     bindings: dict[str, int] = Field(default_factory=dict)
     blocks: dict[str, BlockIR]
     entry: str
+    # `entry A, B`: the keys of every declared entry block (``entry`` among them), which share one
+    # parameter set (the same state_dict names and shapes); empty when the spec declares none.
+    entries: list[str] = Field(default_factory=list)
     meta: SpecMeta = Field(default_factory=SpecMeta)
 
     @property

@@ -549,6 +549,37 @@ block F(x: [T, D2]) -> [T, D] {
   return y
 }
 """, 4, 30, "unknown ACT output mix gravs", "did you mean graves?"),
+    # ------------------------------------------------------------------ entry blocks sharing weights
+    Case("entry/not-a-block", HEAD + """entry F, Gg
+block F(x: [T, D]) -> [T, D] {
+  return x
+}
+block G(x: [T, D]) -> [T, D] {
+  return x
+}
+""", 3, 10, "entry Gg is not a block of this spec", "did you mean G?"),
+    Case("entry/listed-twice", HEAD + """entry F, F
+block F(x: [T, D]) -> [T, D] {
+  return x
+}
+""", 3, 10, "entry F is listed twice", "once"),
+    Case("entry/declared-twice", HEAD + """entry F
+block F(x: [T, D]) -> [T, D] {
+  return x
+}
+entry F
+""", 7, 1, "a second entry declaration", "entry Train, Greedy"),
+    Case("entry/weights-differ", HEAD + """entry F, G
+block F(x: [D]) -> [D] {
+  param W: [D, D'] init normal(0, 1)
+  return (x @[D] W)[D' as D]
+}
+block G(x: [D]) -> [D] {
+  param V: [D, D'] init normal(0, 1)
+  return (x @[D] V)[D' as D]
+}
+""", 3, 10, "must hold the same weights to share them: G has param V [D, D'] and F has not",
+         "same `use` instances and params"),
     # ------------------------------------------------------------------ numbers stay float64 numbers
     Case("number/literal-out-of-range", HEAD + """block F(x: [T, D]) -> [T, D] {
   return x * 1e99999

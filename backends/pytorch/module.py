@@ -355,6 +355,35 @@ class CompiledModule(nn.Module):
             raise TypeError(f"input {port} is {x.dtype} but the module's parameters are {weights}: "
                             f"convert one of them (x.to({weights}) or module.to({x.dtype}))")
 
+    def entry(self, name: str) -> "CompiledModule":
+        """Another entry block of this spec (`entry A, B`) as a module holding *these* parameters
+        and buffers (the same tensors: training one trains the other); its state_dict equals this
+        one's. Compiled with the same sizes and scan choices as this module."""
+        spec = self._ncd_spec
+        by_name = {spec.blocks[k].name: k for k in spec.entries}
+        if not self._ncd_top or self._ncd_block not in spec.entries:
+            raise NcdError(f"block {self._ncd_block} is not an entry block of an `entry` declaration",
+                           hint="declare the entry blocks that share weights: entry Train, Greedy")
+        if name not in by_name:
+            raise NcdError(f"{name} is not an entry block of this spec (entries: {', '.join(by_name)})",
+                           hint="list it in the spec's entry declaration")
+        from ncd.backends.pytorch import compile_module
+
+        other = compile_module(spec.model_copy(update={"entry": by_name[name]}),
+                               scan_backend=getattr(self, "_ncd_scan_backend", "auto"))
+        other.locate_errors(*self._ncd_source)  # type: ignore[arg-type]
+        mine = dict(self.named_parameters(remove_duplicate=False))
+        held = dict(self.named_buffers(remove_duplicate=False))
+        for path, _ in list(other.named_parameters(remove_duplicate=False)):
+            owner, leaf = _owner(other, path)
+            owner._parameters[leaf] = mine[path]
+        for path, _ in list(other.named_buffers(remove_duplicate=False)):
+            owner, leaf = _owner(other, path)
+            if leaf in owner._non_persistent_buffers_set:
+                continue  # constants and anchors are recomputed, not state
+            owner._buffers[leaf] = held[path]
+        return other
+
     def locate_errors(self, source: str, filename: str) -> None:
         """Errors raised when the module is called quote the spec's text (kept for that only)."""
         self._ncd_source = (source, filename)
@@ -377,3 +406,11 @@ class CompiledModule(nn.Module):
         from ncd import notebook
 
         return notebook.svg(self._ncd_spec, self._ncd_block)
+
+
+def _owner(module: nn.Module, path: str) -> tuple[nn.Module, str]:
+    """The sub-module holding the state_dict entry ``path`` and the entry's own name there."""
+    *parents, leaf = path.split(".")
+    for part in parents:
+        module = module.get_submodule(part)
+    return module, leaf

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from ncd.cli.common import emit_json, fmt_axes, spec_sizes
+from ncd.cli.common import add_block, emit_json, fmt_axes, spec_sizes
 from ncd.cli.options import add_sizes, bound_sizes
 from ncd.errors import NcdError
 
@@ -15,6 +15,7 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
                               description="Parse and type-check each spec; print `ok PATH: signature` or the error.")
     p.add_argument("paths", metavar="PATH", nargs="+")
     add_sizes(p)
+    add_block(p)
     p.add_argument("--json", action="store_true", help="print a JSON list of results")
     p.set_defaults(func=run)
     return p
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.paths:
         try:
-            ir = ncd.check(path, **spec_sizes(path, bound))
+            ir = ncd.check(path, block=args.block, sizes=spec_sizes(path, bound))
         except NcdError as err:
             err = err.located(None, path)
             failed += 1

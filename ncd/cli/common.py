@@ -12,6 +12,13 @@ BATCH_AXIS = "B"  # the library's batch axis: the leading, lifted dimension of `
 DEFAULT_BATCH = 2
 
 
+def add_block(p: Any) -> None:
+    """`--block NAME`: the entry block to use instead of the spec's default (ncd.load(..., block=))."""
+    p.add_argument("--block", metavar="NAME", default=None,
+                   help="use this block as the entry (one of `entry A, B`, or any block); default: the first "
+                        "declared entry, else the last block")
+
+
 def declared_axes(path: str) -> set[str]:
     """Axis names a spec declares (a check with nothing bound: cheap, and errors surface here)."""
     import ncd

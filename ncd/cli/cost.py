@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from ncd.cli.common import spec_sizes
+from ncd.cli.common import add_block, spec_sizes
 from ncd.cli.options import add_sizes, bound_sizes, positive_float
 
 COLUMNS = (("flops_fwd", "FLOPs fwd"), ("flops_bwd", "FLOPs bwd"), ("matmul_flops_fwd", "matmul fwd"),
@@ -23,6 +23,7 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
                     "the entry is lifted over the batch axis B. Scans: each strategy's cost and the chosen one.")
     p.add_argument("path", metavar="PATH")
     add_sizes(p, "bind axis sizes (B is the batch)")
+    add_block(p)
     p.add_argument("--dtype", default="float32", help="float32 (default), bf16, fp16 or float64")
     p.add_argument("--gpu", default="h100", help="GPU for the roofline estimate: h100 (default), h200, a100")
     p.add_argument("--peak-tflops", type=positive_float, metavar="X", help="override the GPU's peak (TFLOP/s)")
@@ -35,18 +36,20 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
     return p
 
 
-def cost_report(path: str, sizes: dict[str, int], *, dtype: str = "float32", input_grad: bool = False):
+def cost_report(path: str, sizes: dict[str, int], *, dtype: str = "float32", input_grad: bool = False,
+                block: str | None = None):
     from ncd.analysis import analyze
     from ncd.api import run_pipeline
 
-    compiled = run_pipeline(path, **spec_sizes(path, sizes))
+    compiled = run_pipeline(path, block=block, sizes=spec_sizes(path, sizes))
     return analyze(compiled.ir, sizes, dtype=dtype, input_grad=input_grad, passes=compiled.passes)
 
 
 def run(args: argparse.Namespace) -> int:
     from ncd.analysis import roofline
 
-    report = cost_report(args.path, bound_sizes(args), dtype=args.dtype, input_grad=args.input_grad)
+    report = cost_report(args.path, bound_sizes(args), dtype=args.dtype, input_grad=args.input_grad,
+                         block=args.block)
     roof = roofline(report, args.gpu, peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None,
                     bandwidth=args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else None)
     if args.json:

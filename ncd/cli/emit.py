@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ncd.cli.common import spec_sizes, write_output
+from ncd.cli.common import add_block, spec_sizes, write_output
 from ncd.cli.explain import explain_text
 from ncd.cli.options import add_scan_backend, add_sizes, bound_sizes
 from ncd.errors import NcdError
@@ -34,6 +34,7 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
                                           "are dynamic.")
     p.add_argument("path", metavar="PATH")
     add_sizes(p)
+    add_block(p)
     p.add_argument("--emit", choices=sorted([*EMITTERS, "export"]), default="python",
                    help="python (default): readable source; export: a torch.export program (needs -o FILE.pt2)")
     p.add_argument("-o", "--output", metavar="FILE", help="output file; `-` or none: stdout")
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if args.emit == "export":
         return _export(args)
     scan_backend = args.scan_backend if args.explain else "auto"  # the option only steers --explain
-    compiled = run_pipeline(args.path, scan_backend=scan_backend, **spec_sizes(args.path, bound_sizes(args)))
+    compiled = run_pipeline(args.path, block=args.block, scan_backend=scan_backend,
+                            sizes=spec_sizes(args.path, bound_sizes(args)))
     ir = compiled.ir
     source = EMITTERS[args.emit](compiled, args)
     to_stdout = args.output in (None, "-")
@@ -76,7 +78,7 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.output in (None, "-"):
         raise NcdError("--emit export writes a binary program: name the file", hint="add -o model.pt2")
-    model = ncd.load(args.path, sizes=spec_sizes(args.path, bound_sizes(args)))
+    model = ncd.load(args.path, block=args.block, sizes=spec_sizes(args.path, bound_sizes(args)))
     program = save_program(model, args.output)
     dims = ", ".join(f"{axis} {how}" for axis, how in program.ncd_dims.items())
     print(f"wrote {args.output} (torch.export; dynamic: batch" + (f", {dims}" if dims else "") + ")")

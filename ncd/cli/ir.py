@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from ncd.cli.common import axis_size, fmt_axes, spec_sizes
+from ncd.cli.common import add_block, axis_size, fmt_axes, spec_sizes
 from ncd.cli.options import add_sizes, bound_sizes
 from ncd.errors import NcdError
 from ncd.source import decode, read_text
@@ -18,6 +18,7 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
     p.add_argument("path", metavar="PATH", nargs="?")
     p.add_argument("--from-json", metavar="FILE", help="read IR JSON (from `ncd ir --json`; `-` = stdin)")
     add_sizes(p)
+    add_block(p)
     p.add_argument("--json", action="store_true", help="print the IR as JSON")
     p.set_defaults(func=run)
     return p
@@ -32,7 +33,8 @@ def ir_summary(ir: Any) -> str:
         size = axis_size(ir, name)
         axes.append(f"{name}={size}" if size is not None else (f"{name}={a.size}" if a.size else f"{name} (free)"))
     lines.append("axes: " + ", ".join(axes))
-    lines.append(f"entry: {ir.entry}")
+    lines.append(f"entry: {ir.entry}" + (f" (entries sharing weights: {', '.join(ir.entries)})"
+                                          if len(ir.entries) > 1 else ""))
     for key, block in ir.blocks.items():
         ins = ", ".join(f"{p.name}: {p.type}" for p in block.inputs)
         outs = ", ".join(str(t) for t in block.outputs)
@@ -62,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         import ncd
 
-        ir = ncd.check(args.path, **spec_sizes(args.path, bound_sizes(args)))
+        ir = ncd.check(args.path, block=args.block, sizes=spec_sizes(args.path, bound_sizes(args)))
     print(ir.model_dump_json(indent=2) if args.json else ir_summary(ir))
     return 0

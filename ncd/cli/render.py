@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from ncd.cli.common import spec_sizes
+from ncd.cli.common import add_block, spec_sizes
 from ncd.analysis.annotate import METRICS
 from ncd.cli.options import add_sizes, bound_sizes
 from ncd.errors import NcdError
@@ -21,6 +21,7 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
     p.add_argument("-o", "--output", metavar="FILE",
                    help="output file: .svg, .pdf, .png, .dot or .tex (TikZ) (default: DOT text on stdout)")
     add_sizes(p, "bind axis sizes shown on the wires")
+    add_block(p)
     p.add_argument("--depth", type=int, default=None, metavar="N",
                    help="draw N levels of blocks open; deeper blocks collapse to one box (default: all)")
     p.add_argument("--expand", metavar="BLOCK", help="draw this block (a block or instance name) instead of the entry")
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ncd.backends.graphviz import render, render_dot
 
     sizes = bound_sizes(args)
-    ir = ncd.check(args.path, **spec_sizes(args.path, sizes))
+    ir = ncd.check(args.path, block=args.block, sizes=spec_sizes(args.path, sizes))
     if not args.output or args.output == "-":
         sys.stdout.write(render_dot(ir, depth=args.depth, expand=args.expand, theme=args.theme,
                                     annotate=args.annotate, sizes=sizes))

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ncd.cli.common import BATCH_AXIS, DEFAULT_BATCH, axis_size, declared_axes, emit_json, fmt_axes, known_sizes
+from ncd.cli.common import add_block, BATCH_AXIS, DEFAULT_BATCH, axis_size, declared_axes, emit_json, fmt_axes, known_sizes
 from ncd.cli.options import add_scan_backend, add_sizes, bound_sizes, seed_value
 from ncd.errors import NcdError
 
@@ -23,6 +23,7 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
                                           "parameter count and a checksum.")
     p.add_argument("path", metavar="PATH")
     add_sizes(p, f"bind axis sizes ({BATCH_AXIS} sets the batch)")
+    add_block(p)
     p.add_argument("--backward", action="store_true", help="also back-propagate the sum of the outputs")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--seed", type=seed_value, default=0,
@@ -84,7 +85,7 @@ def _out_of_memory_as_error() -> Iterator[None]:
 
 def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "float32",
              backward: bool = False, scan_backend: str = "auto", fuse_scans: bool = False,
-             memory_limit: int | str | None = None) -> dict[str, Any]:
+             memory_limit: int | str | None = None, block: str | None = None) -> dict[str, Any]:
     """Load a spec, run it on random inputs; the record `ncd run --json` prints.
 
     The inputs, then the parameters with the inputs, are compared with the memory limit before
@@ -104,7 +105,7 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
     batch: int | None = DEFAULT_BATCH
     if BATCH_AXIS not in declared:
         batch = spec_sizes.pop(BATCH_AXIS, DEFAULT_BATCH)
-    ir = ncd.check(path, **spec_sizes)
+    ir = ncd.check(path, block=block, sizes=spec_sizes)
     entry = ir.entry_block
     if BATCH_AXIS in declared and any(BATCH_AXIS in p.type.axes for p in entry.inputs):
         batch = None  # the spec names its batch axis itself
@@ -116,8 +117,8 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
     wanted = _input_tensors(entry, shapes, torch_dtype, backward)
     check_budget(wanted, limit, f"the inputs of {entry.name}")  # before loading: the shapes alone may be absurd
     torch.manual_seed(seed)
-    module = ncd.load(path, scan_backend=scan_backend, fuse_scans=fuse_scans, memory_limit=limit,
-                      **spec_sizes).to(torch_dtype)
+    module = ncd.load(path, block=block, scan_backend=scan_backend, fuse_scans=fuse_scans, memory_limit=limit,
+                      sizes=spec_sizes).to(torch_dtype)
     held = sum(t.numel() for t in module.state_dict().values())
     check_budget(wanted + [Tensor(f"the parameters and buffers of {entry.name}", (held,), 1, wanted[0].itemsize
                                   if wanted else 4, None)], limit, f"running {entry.name}")
@@ -182,7 +183,7 @@ def _implementations_ran(module: Any) -> dict[tuple[str, str], str]:
 def run(args: argparse.Namespace) -> int:
     record = run_spec(args.path, bound_sizes(args), seed=args.seed, dtype=args.dtype, backward=args.backward,
                       scan_backend=args.scan_backend, fuse_scans=args.fuse_scans,
-                      memory_limit=args.memory_limit)
+                      memory_limit=args.memory_limit, block=args.block)
     if args.json:
         emit_json(record)
         return 0

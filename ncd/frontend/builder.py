@@ -12,6 +12,7 @@ from lark import Token, Tree
 from ncd import sizes as sz
 from ncd.errors import NcdError, Span, source_lines
 from ncd.frontend.block import BlockBuilder
+from ncd.frontend.entries import entry_set
 from ncd.frontend.common import (
     _did_you_mean,
     _size_safe,
@@ -42,6 +43,7 @@ class SpecBuilder:
         self.blocks: dict[str, BlockIR] = {}
         self.building: list[str] = []
         self.entry_name = entry
+        self.entry_decl: Tree | None = None
         self._size_cache: dict[tuple[str, int, int], sympy.Expr] = {}
         self._collect()
 
@@ -63,6 +65,11 @@ class SpecBuilder:
                     raise err(f"block {name} has the name of a built-in op", item.children[0],
                               hint="rename the block")
                 self.block_trees[name] = item
+            elif item.data == "entry_decl":
+                if self.entry_decl is not None:
+                    raise err(f"a second entry declaration (the first is at line {self.entry_decl.meta.line})",
+                              item, hint="list every entry block in one declaration: entry Train, Greedy")
+                self.entry_decl = item
             elif item.data == "const_decl":
                 name = str(item.children[0])
                 if name in self.global_consts:
@@ -345,15 +352,18 @@ class SpecBuilder:
         return any(self.has_weights(self.blocks[i.block]) for i in block.instances if i.block in self.blocks)
 
     def build(self) -> SpecIR:
-        entry = self.entry_name or list(self.block_trees)[-1]
+        declared = [] if self.entry_decl is None else self.entry_decl.children
+        entry = self.entry_name or (str(declared[0]) if declared else list(self.block_trees)[-1])
         if entry not in self.block_trees:
-            raise NcdError(f"the spec has no block {entry}", hint=_did_you_mean(str(entry), self.block_trees))
+            raise NcdError(f"the spec has no block {entry}", hint=_did_you_mean(str(entry), self.block_trees)
+                           or f"blocks: {', '.join(self.block_trees)}")
         entry_block = self.specialise(entry, [], self.block_trees[entry].children[0], None)
+        entries = entry_set(self, declared)
         axes = dict(self.axes)
         for name, size in self.inferred.items():
             axes[name] = axes[name].model_copy(update={"size": sz.to_text(size)})
         return SpecIR(name=self.name, axes=axes, bindings=self.bindings, blocks=self.blocks,
-                      entry=entry_block.key, meta=read_meta(self.source))
+                      entry=entry_block.key, entries=entries, meta=read_meta(self.source))
 
 
 def read_meta(source: str) -> SpecMeta:
