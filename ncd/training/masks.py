@@ -70,3 +70,28 @@ def per_gate(mask: torch.Tensor, gates: int) -> torch.Tensor:
 def sparsity(mask: torch.Tensor) -> float:
     """The share of pruned (zero) entries."""
     return float((mask == 0).sum()) / max(mask.numel(), 1)
+
+
+def fill_graph_masks(module: torch.nn.Module, kind: GraphKind, *, names: tuple[str, ...] = ("M_ih", "M_hh"),
+                     seed: int = 0, **graph_args: float) -> dict[str, torch.Tensor]:
+    """Write a random-graph mask into each named mask buffer of a sparse RNN spec
+    (specs/sparse_*.ncd) and return them.
+
+    A buffer [rows, cols] gets graph_mask(rows, cols); a gated one [rows, G, cols] gets the same
+    graph mask for every gate. Each buffer draws its own graph (seed, seed + 1, ...).
+    """
+    buffers = dict(module.named_buffers())
+    written: dict[str, torch.Tensor] = {}
+    for offset, name in enumerate(names):
+        if name not in buffers:
+            raise ValueError(f"the module has no mask buffer {name!r} (it has {sorted(buffers)})")
+        buf = buffers[name]
+        if buf.dim() not in (2, 3):
+            raise ValueError(f"mask {name} has {buf.dim()} dimensions; expected [rows, cols] or [rows, G, cols]")
+        mask = graph_mask(buf.shape[0], buf.shape[-1], kind, dtype=buf.dtype, seed=seed + offset, **graph_args)
+        if buf.dim() == 3:
+            mask = per_gate(mask, buf.shape[1])
+        with torch.no_grad():
+            buf.copy_(mask)
+        written[name] = mask
+    return written
