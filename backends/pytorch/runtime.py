@@ -420,3 +420,14 @@ def to_float(x, like):
 def clamp_to(x, value, side):
     """max(x, number) / min(x, number): a clamp, since torch.maximum takes two tensors."""
     return torch.clamp(x, min=value) if side == "min" else torch.clamp(x, max=value)
+
+
+def extreme_of(a, b, side):
+    """max(a, b) / min(a, b) of two axis-less values, each a tensor (a [] parameter) or a number."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.maximum(a, b) if side == "min" else torch.minimum(a, b)
+    if isinstance(a, torch.Tensor):
+        return clamp_to(a, b, side)
+    if isinstance(b, torch.Tensor):
+        return clamp_to(b, a, side)
+    return max(a, b) if side == "min" else min(a, b)

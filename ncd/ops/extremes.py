@@ -28,6 +28,8 @@ def _lower_extreme(torch_fn: str, bound: str):
             wire = aligned[1 - numbers[0]]
             value = ctx.refs[numbers[0]]
             return call("rt.clamp_to", wire, value, lit(bound))
+        if len(numbers) == 2:  # a scalar wire (a [] parameter) and a number, or two of either
+            return call("rt.extreme_of", *aligned, lit(bound))
         return call(torch_fn, *aligned)
 
     return lower
