@@ -5,6 +5,7 @@ it runs no pass of its own."""
 from __future__ import annotations
 
 from ncd import scan_backends
+from ncd.backends.pytorch.call_checks import CallContract
 from ncd.backends.pytorch.allocation import check_budget, check_values, load_tensors, wire_tensors
 from ncd.backends.pytorch.module import CompiledModule
 from ncd.backends.pytorch.program import SizeTable, lower_spec
@@ -22,8 +23,8 @@ def compile_module(ir: SpecIR, scan_backend: str = "auto", fuse_scans: bool = Fa
     pass decides). ``fuse_scans`` runs each Newton step of every newton-backed scan as one
     torch.compile'd graph (see `NewtonSolver`'s ``fuse``): worth its compile time on a GPU, for
     long sequences. ``memory_limit`` (bytes; default ``ncd.limits.default_memory_limit()``) caps
-    what the parameters, buffers and constants may take, checked before any is allocated
-    (docs/limits.md)."""
+    what the parameters, buffers and constants may take, checked before any is allocated, and
+    each value a call computes at its input's sizes, checked when it is called (docs/limits.md)."""
     if passes is None:
         from ncd.pipeline import run_passes
 
@@ -34,6 +35,7 @@ def compile_module(ir: SpecIR, scan_backend: str = "auto", fuse_scans: bool = Fa
     check_values(wire_tensors(ir, SizeTable(ir).bound), limit)
     module = CompiledModule(ir, programs, ir.entry)
     module.scan_plans = passes.scans
+    module.set_call_contract(CallContract(ir, ir.entry, limit))
     if fuse_scans:
         for sub in module.modules():
             for scan in sub.parallel_scans() if isinstance(sub, CompiledModule) else ():

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from ncd.backends.pytorch import runtime
+from ncd.backends.pytorch import call_checks, runtime
 from ncd.backends.pytorch.program import ANCHOR, Assign, Init, Loop, Program, Stmt
 from torch import nn
 
@@ -283,6 +283,7 @@ class CompiledModule(nn.Module):
         if program.taps:
             self.taps = nn.ModuleDict({name: nn.Identity() for name in program.taps})
         self._ncd_consts: dict[str, torch.Tensor] = {}
+        self._ncd_contract: Any = None  # the call's size and memory checks (set_call_contract)
         if program.anchor_buffer:
             self.register_buffer(ANCHOR, torch.zeros(0), persistent=False)
         for init in program.inits:
@@ -333,8 +334,19 @@ class CompiledModule(nn.Module):
                     raise NcdError(str(exc), self._ncd_port_spans.get(var), hint=hint
                                    ).located(*self._ncd_source) from None
             env[var] = x
+        if self._ncd_top and self._ncd_contract is not None and not torch.compiler.is_compiling() \
+                and not torch.compiler.is_exporting():
+            try:
+                self._ncd_contract.check(inputs)
+            except NcdError as exc:
+                raise exc.located(*self._ncd_source) from None
         try:
             self._ncd_run(env, self)
+        except torch.OutOfMemoryError as exc:
+            if not self._ncd_top:
+                raise
+            raise NcdError(f"ran out of memory while running block {program.key}: {str(exc).splitlines()[0][:200]}",
+                           self._ncd_block_span, hint=call_checks.MEMORY_HINT).located(*self._ncd_source) from None
         except ValueError as exc:  # the runtime's shape checks (rt.check_window): the input's sizes
             if isinstance(exc, NcdError) or not self._ncd_top:
                 raise
@@ -344,6 +356,10 @@ class CompiledModule(nn.Module):
                            ).located(*self._ncd_source) from None
         results = [r(env, self) for r in self._ncd_results]
         return results[0] if len(results) == 1 else tuple(results)
+
+    def set_call_contract(self, contract: Any) -> None:
+        """What each call's inputs are checked against (backends/pytorch/call_checks.py)."""
+        self._ncd_contract = contract
 
     def _check_float_dtype(self, x: torch.Tensor, port: str, kind: str) -> None:
         """A float input must have the float dtype of the weights it meets (torch would stop in
