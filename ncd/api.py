@@ -64,13 +64,17 @@ def run_pipeline(path_or_text: str | os.PathLike[str], /, *, block: str | None =
 
 def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, scan_backend: str = "auto",
          sizes: Mapping[str, int] | None = None, fuse_scans: bool = False, memory_limit: int | str | None = None,
-         **more_sizes: int):
+         seed: int | None = None, **more_sizes: int):
     """Compile a spec to an in-process ``torch.nn.Module`` with the given axis sizes bound.
 
     ``fuse_scans=True`` compiles each Newton step of the newton-backed scans into one fused
     graph (torch.compile; the first call per shape pays the compile). ``memory_limit`` (bytes,
     or text such as ``"8GB"``) caps the parameters, buffers and constants, checked before any is
-    allocated; the default is half of this process's memory (docs/limits.md).
+    allocated; the default is half of this process's memory (docs/limits.md). ``seed`` seeds the
+    module's own generator for its draws (dropout, uniform, normal, categorical): the same seed
+    gives the same draws here and in the emitted Python (``module.manual_seed(seed)`` reseeds);
+    None draws from torch's global generator (``torch.manual_seed``). Parameters are initialised
+    from torch's global generator either way.
     """
     from ncd.backends.pytorch import compile_module
 
@@ -83,4 +87,8 @@ def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, s
         raise exc.located(source, name) from None
     module.locate_errors(source, name)
     module._ncd_scan_backend = scan_backend  # module.entry("B") compiles a sibling entry the same way
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+            raise NcdError(f"seed must be an integer from 0 to 2^64-1, got {seed!r}", hint="ncd.load(spec, seed=0)")
+        module.manual_seed(seed)
     return module

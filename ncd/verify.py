@@ -506,7 +506,7 @@ def _scan(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> None:
     v.need(inner.ids[region.args[-1]].op == "loop_index", "a scan's last region argument is its loop_index")
     emitted = [inner.get(r).types[0] for r in region.results[len(inputs):]]
     v.need(all(axis not in t.axes for t in emitted), f"a step's output already has the scanned axis {axis}")
-    v.same_types(node, [WireType(axes=(axis, *t.axes), lifted=True) for t in emitted])
+    v.same_types(node, [WireType(axes=(axis, *t.axes), lifted=True, dtype=t.dtype) for t in emitted])
 
 
 def _repeat(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> None:

@@ -753,6 +753,46 @@ block F(x: [T]) -> [T, E] {
   return ids
 }
 """, 3, 18, "unexpected 'integer'", "expected ')', ',', int or bool"),
+    # ------------------------------------------------------------------ randomness
+    Case("random/dropout-p-one", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return dropout(x, p = 1)
+}
+""", 4, 25, "dropout's p is the probability of zeroing an element: 0 <= p < 1, got 1", "dropout(x, p = 0.1)"),
+    Case("random/dropout-p-negative", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return dropout(x, p = -0.1)
+}
+""", 4, 25, "0 <= p < 1, got -0.1", "dropout(x, p = 0.1)"),
+    Case("random/dropout-p-positional", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return dropout(x, 0.1)
+}
+""", 4, 10, "dropout takes 1 inputs, got 2", "dropout(x, p = 0.1)"),
+    Case("random/dropout-without-p", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return dropout(x)
+}
+""", 4, 10, "dropout needs p = ...", "dropout(x, p = 0.1)"),
+    Case("random/normal-of-numbers", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return x + normal(0, 1)
+}
+""", 4, 14, "a draw takes its shape from its operands, and these are numbers", "normal(0 * x, 1)"),
+    Case("random/categorical-axis-missing", HEAD + """block F(x: [T, D]) -> [T] int {
+  return categorical(softmax(x, over = D), over = E)
+}
+""", 4, 51, "axis E is not on this wire, whose axes are [T, D]", "categorical(p, over = A)"),
+    Case("random/categorical-of-ids", HEAD + """block F(ids: [T, D] int) -> [T] int {
+  return categorical(ids, over = D)
+}
+""", 4, 10, "categorical samples from probabilities, a float wire", "softmax(logits"),
+    Case("random/categorical-is-int", HEAD + """block F(x: [T, D]) -> [T] {
+  return categorical(softmax(x, over = D), over = D) * 2.5
+}
+""", 4, 10, "mul of an integer wire with the fractional number", "as_float"),
+    Case("random/scan-via-parallel", HEAD + """block F(x: [T, D]) -> [T, D] {
+  return scan t over T carry (h: [D] = 0) via scan {
+    h = 0.5 * h + dropout(x[T = t], p = 0.1)
+    emit h
+  }
+}
+""", 4, 10, "this scan draws random numbers, so it cannot run via scan", "drop the via"),
     # ------------------------------------------------------------------ Python is not the language
     Case("python/import", "import os\n", 1, 1, "unexpected 'import'", "not Python"),
     Case("python/dunder-import-call", HEAD + """block F(x: [T, D]) -> [T, D] {

@@ -93,9 +93,23 @@ REFERENCES = {
     "argmax": lambda x: torch.argmax(x, -1), "argmin": lambda x: torch.argmin(x, -1),
     "as_float": lambda x: (x > 0).to(x.dtype) * x,
     "maximum": lambda x, y: torch.maximum(x, _y(y)) + torch.clamp(x, max=0.5),
+    # the random rows draw from torch's global generator (the test seeds it with 0 before each
+    # call): their definitions, written plainly with that generator's draws
+    "dropout": lambda x: _seeded(lambda: torch.where(torch.rand(x.shape, dtype=x.dtype) >= 0.25, x / 0.75, 0.0)),
+    "uniform": lambda x, y: _seeded(lambda: x + (_y(y) - x) * torch.rand(x.shape, dtype=x.dtype)),
+    "normal": lambda x, y: _seeded(lambda: x + _y(y) * torch.randn(x.shape, dtype=x.dtype)),
+    # inverse CDF: the index is the number of categories whose cumulative probability is <= u
+    "categorical": lambda x: _seeded(lambda: (torch.cumsum(F.softmax(x, -1), -1)
+                                              <= torch.rand((*x.shape[:-1], 1), dtype=x.dtype)
+                                              * F.softmax(x, -1).sum(-1, keepdim=True)).sum(-1)),
     "minimum": lambda x, y: torch.minimum(x, _y(y)) + torch.clamp(x, min=-0.5),
 }
 POSITIVE = {"log", "sqrt", "rsqrt", "pow"}  # defined on positive inputs only
+
+
+def _seeded(draw):
+    torch.manual_seed(0)
+    return draw()
 
 OP_NAMES = sorted(OPS)
 
@@ -139,6 +153,7 @@ def test_every_op_matches_torch_interpreted_and_emitted(name, tmp_path):
     ir = ncd.check(source)
     module = ncd.load(source).double()
     inputs = _inputs(ir, name)
+    torch.manual_seed(0)  # the random rows draw from torch's global generator
     got = module(*inputs)
     if name in REFERENCES:  # the example's parameters (if any) follow its inputs, by name
         want = REFERENCES[name](*inputs, **dict(module.named_parameters()))
@@ -148,6 +163,7 @@ def test_every_op_matches_torch_interpreted_and_emitted(name, tmp_path):
     torch.testing.assert_close(got, want, equal_nan=True)
     emitted = _load_emitted(emit_python(ir, class_name="Entry"), tmp_path).Entry().double()
     emitted.load_state_dict(module.state_dict())
+    torch.manual_seed(0)
     torch.testing.assert_close(emitted(*inputs), got, rtol=0, atol=0, equal_nan=True)
 
 

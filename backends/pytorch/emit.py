@@ -31,6 +31,7 @@ from ncd.names import (
 )
 from ncd.pipeline import Passes
 from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, Method, Ref, SelfAttr, UnaryOp, fold
+from ncd.ops.random import draws
 
 INDENT = "    "
 # ACT form (ncd.ir.ACT_MIXES) → the runtime functions of its step weights and output (as module.py).
@@ -295,9 +296,19 @@ def _carry_update(args: list[str], results: list[Expr], pad: str) -> list[str]:
     return [f"{pad}{', '.join(args)} = {', '.join(code(r) for r in results)}"]
 
 
-def class_source(program: Program, name: str, names: dict[str, str], top: bool) -> str:
+SEEDING = [f"{INDENT}_ncd_generator = None  # what draws use: torch's global generator until manual_seed(seed)", "",
+           f"{INDENT}def manual_seed(self, seed):",
+           f'{INDENT * 2}"""Draw from a generator of this module and all it contains, seeded with seed '
+           '(None: torch\'s global one)."""',
+           f"{INDENT * 2}return rt.seed_modules(self, seed)", ""]
+
+
+def class_source(program: Program, name: str, names: dict[str, str], top: bool, seeding: bool = False) -> str:
+    """``seeding``: the spec draws random numbers, so the class gets its generator and manual_seed."""
     lines = [f"class {name}(nn.Module):", f'{INDENT}"""Block {doc_text(program.key)}."""', "",
+             *(SEEDING if seeding else []),
              f"{INDENT}def __init__(self):", f"{INDENT * 2}super().__init__()"]
+    start = len(lines)
     for inst, block_key, repeat in program.instances:
         inst = attr_name(inst, "instance name")
         cls = names.get(block_key)
@@ -334,7 +345,7 @@ def class_source(program: Program, name: str, names: dict[str, str], top: bool) 
         else:
             raise _unsafe("parameter kind", init.kind, "is not param, buffer or const")
     if consts:
-        lines.insert(5, f"{INDENT * 2}self._ncd_consts = {{}}")
+        lines.insert(start, f"{INDENT * 2}self._ncd_consts = {{}}")
         lines += ["", f"{INDENT}def _apply(self, fn, recurse=True):",
                   f'{INDENT * 2}"""Recompute constants from float64 after a dtype/device change."""',
                   f"{INDENT * 2}out = super()._apply(fn, recurse)",
@@ -407,6 +418,7 @@ def emit_python(ir: SpecIR, class_name: str | None = None, passes: Passes | None
         "",
         "",
     ]
-    classes = [class_source(p, names[k], names, top=(k in entries)) for k, p in programs.items()]
+    seeding = any(draws(block.nodes, None) for block in ir.blocks.values())
+    classes = [class_source(p, names[k], names, top=(k in entries), seeding=seeding) for k, p in programs.items()]
     footer = [f"\n\n__all__ = [{', '.join(repr(names[k]) for k in entries)}]\n"]
     return "\n".join(header) + runtime_source() + "\n\n" + "\n\n\n".join(classes) + "\n".join(footer)

@@ -263,6 +263,8 @@ def _halting(loop: Loop) -> Callable[[Env, nn.Module], None]:
 class CompiledModule(nn.Module):
     """One block of a spec as a torch module: parameters named as in the spec, sub-blocks as children."""
 
+    _ncd_generator: torch.Generator | None = None  # what draws use: torch's global one until seeded
+
     def __init__(self, spec: SpecIR, programs: dict[str, Program], key: str, top: bool = True) -> None:
         super().__init__()
         program = programs[key]
@@ -398,7 +400,15 @@ class CompiledModule(nn.Module):
             if leaf in owner._non_persistent_buffers_set:
                 continue  # constants and anchors are recomputed, not state
             owner._buffers[leaf] = held[path]
+        for inner in other.modules():  # and the same generator: draws go on from where they are
+            inner._ncd_generator = self._ncd_generator
         return other
+
+    def manual_seed(self, seed: int | None) -> "CompiledModule":
+        """Draw (dropout, uniform, normal, categorical) from a generator of this module and all it
+        contains, seeded with ``seed``; None: from torch's global generator again. The emitted
+        Python's ``manual_seed`` gives the same draws for the same seed."""
+        return runtime.seed_modules(self, seed)
 
     def locate_errors(self, source: str, filename: str) -> None:
         """Errors raised when the module is called quote the spec's text (kept for that only)."""

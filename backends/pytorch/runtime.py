@@ -431,3 +431,58 @@ def extreme_of(a, b, side):
     if isinstance(b, torch.Tensor):
         return clamp_to(b, a, side)
     return max(a, b) if side == "min" else min(a, b)
+
+
+def seed_modules(module, seed):
+    """Give ``module`` and every module inside it one generator seeded with ``seed`` (None: draw
+    from torch's global generator again); returns the module."""
+    generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+    for inner in module.modules():
+        inner._ncd_generator = generator
+    return module
+
+
+def draw_uniform(like, shape, generator):
+    """U[0, 1) draws of ``shape`` in ``like``'s dtype, on its device; a seeded generator draws on
+    the CPU and moves them, so one seed gives the same draws on every device."""
+    if generator is None:
+        return torch.rand(shape, dtype=like.dtype, device=like.device)
+    return torch.rand(shape, generator=generator, dtype=like.dtype).to(like.device)
+
+
+def dropout(x, p, training, generator):
+    """nn.Dropout: in training, zero each element with probability p and scale the rest by 1/(1-p)."""
+    if not training or p == 0:
+        return x
+    keep = draw_uniform(x, x.shape, generator) >= p
+    return torch.where(keep, x * (1.0 / (1.0 - p)), 0.0)
+
+
+def _draw_shape(a, b):
+    like = a if torch.is_tensor(a) else b
+    shape = torch.broadcast_shapes(tuple(getattr(a, "shape", ())), tuple(getattr(b, "shape", ())))
+    return like, shape
+
+
+def uniform(low, high, generator):
+    """low + (high - low) * u, u ~ U[0, 1) per element of the operands' broadcast shape."""
+    like, shape = _draw_shape(low, high)
+    return low + (high - low) * draw_uniform(like, shape, generator)
+
+
+def normal(mean, std, generator):
+    """mean + std * eps, eps ~ N(0, 1) per element of the operands' broadcast shape."""
+    like, shape = _draw_shape(mean, std)
+    if generator is None:
+        eps = torch.randn(shape, dtype=like.dtype, device=like.device)
+    else:
+        eps = torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
+    return mean + std * eps
+
+
+def categorical(p, dim, generator):
+    """An index along ``dim`` drawn with probability p / sum(p): one uniform per row, inverted
+    through the running sum (a category of zero probability is never drawn)."""
+    cdf = torch.cumsum(p.detach().movedim(dim, -1), -1).contiguous()
+    u = draw_uniform(cdf, cdf.shape[:-1] + (1,), generator) * cdf[..., -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[-1] - 1)[..., 0]

@@ -20,7 +20,7 @@ from ncd.ops.elementwise import MAX_BITS, fold_pow
 
 from ncd.limits import MAX_REPEAT  # noqa: F401  (re-exported for the builder)
 NAMED_CONSTANTS = {"pi": sympy.pi, "inf": sympy.oo}
-RESERVED = {"forward", "training", "taps", "state_dict", "parameters", "modules", "children", "to", "cuda",
+RESERVED = {"forward", "training", "manual_seed", "taps", "state_dict", "parameters", "modules", "children", "to", "cuda",
             "cpu", "type", "float", "double", "half", "train", "eval", "apply", "zero_grad", "self"}
 # Params, buffers, instances and taps become attributes of a torch module (taps: keys of a ModuleDict),
 # so the public attributes of nn.Module and nn.ModuleDict (torch 2.x) cannot be their names.

@@ -281,7 +281,8 @@ class OpDef:
     spec of one block using the op (``example_spec``), for the op-table test (elementwise and
     reduce rows without one get a default there, see tests/test_ops_table.py); ``dtypes``: which
     element types it takes and gives (a rule of ncd.ops.dtypes); ``label``: the note the drawing
-    puts under the box for the options that change what it computes.
+    puts under the box for the options that change what it computes; ``random``: it draws
+    from the module's generator (ncd.ops.random).
     """
 
     name: str
@@ -300,6 +301,9 @@ class OpDef:
     example: str | None = None
     dtypes: str = "float"  # the element-type rule (ncd.ops.dtypes): float, arith, compare, where, same, any
     label: Callable[[Mapping[str, Any]], str] | None = None  # the drawing's note of the options (attrs -> text)
+    # draws random numbers from the module's generator: never folded, and a scan whose step draws
+    # runs as the sequential loop (the draw order is then the emitted Python's)
+    random: bool = False
 
 
 def example_spec(axes: str, inputs: str, output: str, body: str) -> str:
