@@ -67,7 +67,10 @@ class ParallelScan:
         if loop.backend == "newton":
             structure = loop.plan.structure
             kind = {"diagonal": "diag", "block": "block"}.get(structure, "dense")
-            self.solver = NewtonSolver(kind, self.k, stats=self.stats)
+            # Newton's own fallback calls the cell one step at a time, and this cell evaluates
+            # every step at once: on failure the scan runs as the sequential loop instead
+            self.solver = NewtonSolver(kind, self.k, stats=self.stats, on_failure="raise")
+        self._fallback: Any = None
 
     # ---------------------------------------------------------------- packing
     def pack(self, carries: list[torch.Tensor], lead: tuple[int, ...]) -> torch.Tensor:
@@ -87,6 +90,23 @@ class ParallelScan:
             out.append(rows[..., start:start + n].reshape(*lead, *size))
             start += n
         return out
+
+    def sequentially(self, env: dict[str, Any], m: nn.Module, reason: str) -> Any:
+        """The scan as the sequential loop, when Newton did not converge (a carry starting at inf
+        makes its residual non-finite): the same body, one step at a time, warned and counted."""
+        import warnings
+
+        from ncd.backends.pararnn import NewtonFallbackWarning
+        from ncd.backends.pytorch.module import sequential_runner
+
+        self.stats.fallbacks += 1
+        warnings.warn(f"scan {self.loop.node_id}: {reason}; running it as the sequential loop",
+                      NewtonFallbackWarning, stacklevel=2)
+        if self._fallback is None:
+            self._fallback = sequential_runner(self.loop, self.body, self.inits, self.results, self.length)
+        local = dict(env)
+        self._fallback(local, m)
+        return local[self.loop.target]
 
     # ---------------------------------------------------------------- evaluation
     def step_all(self, env: dict[str, Any], m: nn.Module, h_prev: list[torch.Tensor],
@@ -147,7 +167,12 @@ class ParallelScan:
         params = tuple(tensors + attr_tensors + module_tensors)
         self.implementation = implementation(loop.backend, h0_rows.device, h0_rows.dtype)
         if loop.backend == "newton":
-            h_all = self.solver(cell, h0_rows, dummy, *params)
+            from ncd.backends.pararnn import NewtonFailedError
+
+            try:
+                h_all = self.solver(cell, h0_rows, dummy, *params)
+            except NewtonFailedError as exc:
+                return self.sequentially(env, m, str(exc))
         elif loop.backend == "fft":
             h_all = self.time_invariant(cell, h0_rows, dummy, params, n_rows, T)
         else:

@@ -11,6 +11,8 @@ converts the booleans to the module's float dtype first, so the run time gives w
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +62,26 @@ def _arith(ctx: TypeCtx, op: str, ins: Sequence[WireType], numbers: Sequence[Any
     return "float"
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+INT64_MAX = 2**63 - 1
+
+
+def _where_numbers_in_range(ctx: TypeCtx, dtype: str, numbers: Sequence[Any]) -> None:
+    """torch.where takes a number as a scalar of the result's dtype and refuses one beyond its
+    range (where an arithmetic op would round it to inf): 1e300 on a float32 wire, 10^30 on an
+    integer one. inf is a float32 number."""
+    for n in numbers:
+        if n is None or not getattr(n, "is_number", False) or n.is_infinite:
+            continue
+        value = float(n) if n.is_finite else math.inf
+        if dtype == "int" and abs(n) > INT64_MAX:
+            raise ctx.error(f"the number {value:.3g} in where is beyond an integer wire's range (int64)",
+                            hint="use a number within ±9.2e18")
+        if dtype != "int" and math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            raise ctx.error(f"the number {value:.3g} in where is out of float32's range (±3.4e38), where "
+                            "torch refuses it", hint="use a number within ±3.4e38, or inf")
+
+
 def check(rule: str, ctx: TypeCtx, op: str, ins: Sequence[WireType], numbers: Sequence[Any],
           outs: list[WireType]) -> list[WireType]:
     """Apply one op's dtype rule: raise a located NcdError, or return the outputs with their dtype."""
@@ -82,6 +104,7 @@ def check(rule: str, ctx: TypeCtx, op: str, ins: Sequence[WireType], numbers: Se
             raise ctx.error(f"the condition of where is {_name(cond)} wire, not a comparison",
                             hint="write a comparison: where(x > 0, a, b)")
         dtype = _arith(ctx, op, ins[1:], numbers[1:])
+        _where_numbers_in_range(ctx, dtype, numbers[1:])
         return [o.model_copy(update={"dtype": dtype}) for o in outs]
     dtype = _arith(ctx, op, ins, numbers)
     if rule == COMPARE:
