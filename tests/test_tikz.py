@@ -167,3 +167,11 @@ def test_cli_render_tikz(tmp_path, capsys):
     assert tex.startswith("\\documentclass") and "FLOPs" in tex
     assert main(["render", "gru", "-o", str(tmp_path / "fig.svg"), "--standalone"]) != 0
     assert "--standalone is for TikZ output" in capsys.readouterr().err
+
+
+def test_a_layout_beyond_texs_dimensions_is_scaled_down():
+    from ncd.backends.graphviz.tikz import MAX_EXTENT_BP, extent_scale
+
+    assert extent_scale({"bb": "0,0,1200,800"}) == 1.0
+    assert extent_scale({"bb": "0,0,32000,900"}) == MAX_EXTENT_BP / 32000
+    assert extent_scale({"bb": "0,0,300,20000"}) == MAX_EXTENT_BP / 20000

@@ -70,10 +70,27 @@ def layout(dot_text: str) -> dict[str, Any]:
     return json.loads(run_dot(dot_text, "json", "the TikZ layout").decode("utf-8"))
 
 
-class Writer:
-    """xdot drawing operations → TikZ commands, with one \\definecolor per colour used."""
+# TeX's largest dimension is 16383.99998pt, and pgf parses coordinates as dimensions: a layout
+# wider or taller than this is drawn scaled down as a whole (positions, fonts and line widths).
+MAX_EXTENT_BP = 16000.0
 
-    def __init__(self) -> None:
+
+def extent_scale(graph: dict[str, Any]) -> float:
+    """1, or the factor that brings the layout's bounding box within TeX's dimensions."""
+    try:
+        _, _, width, height = (float(v) for v in str(graph.get("bb", "0,0,0,0")).split(","))
+    except ValueError:
+        return 1.0
+    largest = max(width, height)
+    return MAX_EXTENT_BP / largest if largest > MAX_EXTENT_BP else 1.0
+
+
+class Writer:
+    """xdot drawing operations → TikZ commands, with one \\definecolor per colour used; every length
+    is multiplied by ``scale`` (1 unless the layout is too large for TeX)."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
         self.colours: dict[str, str] = {}
         self.lines: list[str] = []
         self.count = 0
@@ -134,14 +151,15 @@ class Writer:
                 self.path(kind, op.get("points", []), pen, fill if kind in "PB" else None, width, dash)
             elif kind in ("e", "E"):
                 x, y, rx, ry = op.get("rect", [0, 0, 0, 0])
+                k = self.scale
                 self.emit(self.style(pen, fill if kind == "E" else None, width, dash),
-                          f"({_n(x)},{_n(y)}) ellipse [x radius={_n(rx)}, y radius={_n(ry)}]")
+                          f"({_n(x * k)},{_n(y * k)}) ellipse [x radius={_n(rx * k)}, y radius={_n(ry * k)}]")
 
     def style(self, pen: str | None, fill: str | None, width: float, dash: str) -> str:
         parts = [f"draw={pen}" if pen else "draw=none"]
         if fill:
             parts.append(f"fill={fill}")
-        parts.append(f"line width={_n(width * 0.8)}pt" if width != 1.0 else "line width=0.8pt")
+        parts.append(f"line width={_n(width * 0.8 * self.scale)}pt")
         if dash:
             parts.append(dash)
         return ", ".join(parts)
@@ -149,7 +167,7 @@ class Writer:
     def path(self, kind: str, points: list[list[float]], pen, fill, width, dash) -> None:
         if len(points) < 2:
             return
-        pts = [f"({_n(x)},{_n(y)})" for x, y in points]
+        pts = [f"({_n(x * self.scale)},{_n(y * self.scale)})" for x, y in points]
         if kind in "bB":
             segments = [pts[0]]
             for i in range(1, len(pts) - 2, 3):
@@ -165,7 +183,8 @@ class Writer:
         raw = op.get("text", "")
         if not raw.strip():
             return
-        x, y = op.get("pt", [0, 0])
+        x, y = (v * self.scale for v in op.get("pt", [0, 0]))
+        size *= self.scale
         font = f"\\fontsize{{{_n(size)}}}{{{_n(size * 1.2)}}}\\selectfont"
         if flags & 1:
             font += "\\bfseries"
@@ -187,7 +206,7 @@ def _n(value: float) -> str:
 def to_tikz(dot_text: str, standalone: bool = False) -> str:
     """The TikZ picture of a DOT diagram, laid out by Graphviz."""
     graph = layout(dot_text)
-    writer = Writer()
+    writer = Writer(extent_scale(graph))
     writer.ops(graph.get("_draw_", []))
     objects = graph.get("objects", [])
     n_sub = int(graph.get("_subgraph_cnt", 0))
