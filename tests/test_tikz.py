@@ -175,3 +175,18 @@ def test_a_layout_beyond_texs_dimensions_is_scaled_down():
     assert extent_scale({"bb": "0,0,1200,800"}) == 1.0
     assert extent_scale({"bb": "0,0,32000,900"}) == MAX_EXTENT_BP / 32000
     assert extent_scale({"bb": "0,0,300,20000"}) == MAX_EXTENT_BP / 20000
+
+
+@needs_dot
+def test_a_contraction_label_is_one_piece_of_text_with_its_bracket(tmp_path):
+    """`@[D']`: Graphviz drops a "]" right after a closing tag, and places each coloured piece at
+    its own estimate of the previous piece's width (a stray space in the figure). The TikZ node
+    holds the whole label, the axis in its colour, so TeX sets it without a gap."""
+    ir = ncd.check("rnn_tanh")
+    tex = render(ir, tmp_path / "fig.tex").read_text(encoding="utf-8")
+    label = re.search(r"\{@\[\{\\fontsize.*\\color\{ncd\d+\}D'\}\{\\fontsize.*\\color\{ncd\d+\}\]\}\};$", tex, re.M)
+    assert label is not None, [line for line in tex.splitlines() if "@[" in line]
+    from ncd.backends.graphviz.draw import render_dot as to_dot
+
+    svg = subprocess.run(["dot", "-Tsvg"], input=to_dot(ir), capture_output=True, text=True, check=True).stdout
+    assert re.search(r">@\[</text>\s*<text[^>]*>D&#39;</text>\s*<text[^>]*>\]</text>", svg), svg

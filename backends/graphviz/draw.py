@@ -120,6 +120,11 @@ HTML_LABEL_LIMIT = 16384
 TITLE_CHARS = 200
 
 
+# "]" right after a closing tag (`@[<font ..>D'</font>]`) is dropped by Graphviz's HTML-label
+# lexer (2.43): written as a character reference it is kept.
+CLOSE = "&#93;"
+
+
 def _esc(text: str) -> str:
     """Text for an HTML label: markup escaped, control characters shown as escapes (a raw one is
     invalid in Graphviz's XML-like labels, or moves the text)."""
@@ -338,7 +343,7 @@ class Drawer:
         name = f"<b>{_esc(node.attrs['name'])}</b>" if learned else _esc(node.attrs["name"])
         note = self.note("params", scope.path, node.attrs["name"]) if learned else ""
         self.emit(f'{dot} [shape=box, style={style}, fillcolor="{self.theme["param"]}", fontsize=10, '
-                  f'label=<{name}<br/><font point-size="8">[{self.axes_html(t.axes, sizes=False)}]</font>{note}>];')
+                  f'label=<{name}<br/><font point-size="8">[{self.axes_html(t.axes, sizes=False)}{CLOSE}</font>{note}>];')
         scope.values[node.id] = dot
         if learned:
             scope.learned.add(node.id)
@@ -382,7 +387,7 @@ class Drawer:
         numbers = [scope.numbers[i] for i in node.inputs if i in scope.numbers]
         a = node.attrs
         if node.op == "contract":
-            return f"@[{self.axes_html(a.get('axes') or [], sizes=False)}]"
+            return f"@[{self.axes_html(a.get('axes') or [], sizes=False)}{CLOSE}"
         if node.op == "rename":
             return f"{_esc(a['src'])} as {_esc(a['dst'])}"
         if node.op == "reshape":
@@ -391,7 +396,7 @@ class Drawer:
             index = numbers[0] if numbers else a.get("index")
             return f"[{_esc(a['axis'])} = {_esc(index)}]"
         if node.op == "annotate":
-            return f": [{self.axes_html(a['axes'], sizes=False)}]"
+            return f": [{self.axes_html(a['axes'], sizes=False)}{CLOSE}"
         if node.op == "compare":
             return _esc(a.get("cmp", "cmp")) + (f" {_esc(numbers[0])}" if numbers else "")
         title = _esc(opdef.draw or node.op) if opdef is not None else _esc(node.op)

@@ -94,6 +94,7 @@ class Writer:
         self.colours: dict[str, str] = {}
         self.lines: list[str] = []
         self.count = 0
+        self._run: tuple[int, str, float] | None = None  # the last text node: line, baseline, right end
 
     def colour(self, spec: str) -> str | None:
         spec = spec.strip()
@@ -191,10 +192,23 @@ class Writer:
         if flags & 2:
             font += "\\itshape"
         colour = f", text={pen}" if pen else ""
+        end = (_n(y), float(x) + float(op.get("width", 0)) * self.scale)
+        run = self._run
+        if run is not None and op.get("align") == "l" and run[1] == end[0] and abs(run[2] - float(x)) < 0.5 * self.scale:
+            # the next piece of one line of text (`@[` then the axis `D'` in its colour): set in the
+            # same node, so TeX's own widths place it, not Graphviz's estimate of the first piece's
+            line = self.lines[run[0]]
+            switch = "\\color{" + pen + "}" if pen else ""
+            piece = "{" + font + switch + latex_escape(raw) + "}"
+            self.lines[run[0]] = line[: -len("};")] + piece + "};"
+            self._run = (run[0], end[0], end[1])
+            return
         self.lines.append(f"\\node[anchor={ALIGN.get(op.get('align', 'c'), 'base')}, inner sep=0pt, "
                           f"font={font}{colour}] at ({_n(x)},{_n(y)}) {{{latex_escape(raw)}}};")
+        self._run = (len(self.lines) - 1, end[0], end[1]) if op.get("align") == "l" else None
 
     def emit(self, style: str, body: str) -> None:
+        self._run = None
         self.lines.append(f"\\path[{style}] {body};")
 
 
