@@ -269,7 +269,7 @@ class _Verifier:
             raise self.fail(f"comparison operator {node.attrs.get('cmp')!r} is not one of "
                             f"{' '.join(sorted(COMPARE_OPS))}")
         ctx = TypeCtx(span=self.span, sizes=self.size, known_axis=self.known_axis,
-                      unify=lambda axis, size, what: self.unify(axis, size, what))
+                      unify=lambda axis, size, what: self.unify(axis, size, what), input_ops=[n.op for n in inputs])
         try:
             types = opdef.infer(ctx, [n.types[0] for n in inputs], dict(node.attrs))
         except VerifyError:

@@ -793,6 +793,47 @@ block F(x: [T]) -> [T, E] {
   }
 }
 """, 4, 10, "this scan draws random numbers, so it cannot run via scan", "drop the via"),
+    # ------------------------------------------------------------------ batch statistics
+    Case("stats/batchnorm-param-statistic", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param m: [D] init zeros
+  buffer v: [D] init ones
+  return batchnorm(x, m, v, over = T)
+}
+""", 6, 10, "batchnorm's running_mean (input 2) must be a buffer: it is updated in training", "buffer running_mean: [C]"),
+    Case("stats/batchnorm-statistic-axes", HEAD + """block F(x: [T, D]) -> [T, D] {
+  buffer m: [T] init zeros
+  buffer v: [D] init ones
+  return batchnorm(x, m, v, over = T)
+}
+""", 6, 10, "batchnorm's running_mean must be a float buffer with the axes [D], got [T]", "buffer running_mean: [D] init zeros"),
+    Case("stats/batchnorm-momentum", HEAD + """block F(x: [T, D]) -> [T, D] {
+  buffer m: [D] init zeros
+  buffer v: [D] init ones
+  return batchnorm(x, m, v, over = T, momentum = 0)
+}
+""", 6, 50, "batchnorm's momentum must be in (0, 1], got 0", "momentum = 0.1"),
+    Case("stats/batchnorm-over-missing", HEAD + """block F(x: [T, D]) -> [T, D] {
+  buffer m: [D] init zeros
+  buffer v: [D] init ones
+  return batchnorm(x, m, v, over = E)
+}
+""", 6, 36, "axis E is not on this wire, whose axes are [T, D]", "the lifted batch is always included"),
+    Case("stats/batchnorm-no-batch", HEAD + """block F(x: [T, D]) -> [T, D] {
+  param W: [D] init normal(0, 1)
+  buffer m: [D] init zeros
+  buffer v: [D] init ones
+  return x + batchnorm(W, m, v)
+}
+""", 7, 14, "batchnorm of a wire that is not lifted, over no axis", "batchnorm(x, mean, var, over = [H, W])"),
+    Case("stats/batchnorm-scan-via-parallel", HEAD + """block F(x: [T, D]) -> [T, D] {
+  buffer m: [D] init zeros
+  buffer v: [D] init ones
+  return scan t over T carry (h: [D] = 0) via scan {
+    h = 0.5 * h + batchnorm(x[T = t], m, v)
+    emit h
+  }
+}
+""", 6, 10, "this scan updates running statistics, so it cannot run via scan", "drop the via"),
     # ------------------------------------------------------------------ Python is not the language
     Case("python/import", "import os\n", 1, 1, "unexpected 'import'", "not Python"),
     Case("python/dunder-import-call", HEAD + """block F(x: [T, D]) -> [T, D] {

@@ -93,6 +93,7 @@ REFERENCES = {
     "argmax": lambda x: torch.argmax(x, -1), "argmin": lambda x: torch.argmin(x, -1),
     "as_float": lambda x: (x > 0).to(x.dtype) * x,
     "maximum": lambda x, y: torch.maximum(x, _y(y)) + torch.clamp(x, max=0.5),
+    "batchnorm": lambda x: F.batch_norm(x, torch.zeros(3, dtype=x.dtype), torch.ones(3, dtype=x.dtype), training=True),
     # the random rows draw from torch's global generator (the test seeds it with 0 before each
     # call): their definitions, written plainly with that generator's draws
     "dropout": lambda x: _seeded(lambda: torch.where(torch.rand(x.shape, dtype=x.dtype) >= 0.25, x / 0.75, 0.0)),

@@ -486,3 +486,23 @@ def categorical(p, dim, generator):
     cdf = torch.cumsum(p.detach().movedim(dim, -1), -1).contiguous()
     u = draw_uniform(cdf, cdf.shape[:-1] + (1,), generator) * cdf[..., -1:]
     return torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[-1] - 1)[..., 0]
+
+
+def batch_norm(x, mean, var, count, over, core, training, momentum, eps):
+    """F.batch_norm over the lifted dims and the core dims ``over`` (negative), per channel (the
+    other core dims, in order: the buffers' layout); in training it updates the running buffers
+    in place and adds 1 to ``count``."""
+    lead = x.dim() - core
+    dims = [x.dim() + d for d in over]
+    channels = [d for d in range(lead, x.dim()) if d not in dims]
+    order = [*range(lead), *channels, *dims]
+    moved = x.permute(order)
+    shape = moved.shape
+    flat = moved.reshape(-1, _prod(shape[lead:lead + len(channels)]), _prod(shape[lead + len(channels):]))
+    out = torch.nn.functional.batch_norm(flat, mean.view(-1), var.view(-1), training=training,
+                                         momentum=momentum, eps=eps)
+    if training and count is not None:
+        with torch.no_grad():
+            count.add_(1)
+    inverse = [order.index(d) for d in range(x.dim())]
+    return out.reshape(shape).permute(inverse)

@@ -523,11 +523,12 @@ def _sum(items) -> sympy.Expr:
 
 
 # ---------------------------------------------------------------------- the report
-def param_count(ir: SpecIR, key: str, size: SizeEnv) -> sympy.Expr:
+def param_count(ir: SpecIR, key: str, size: SizeEnv, kind: str = "param") -> sympy.Expr:
+    """Elements of the block's params (``kind="buffer"``: its buffers, e.g. running statistics)."""
     block = ir.blocks[key]
-    total = _sum(sympy.Mul(*[size(a) for a in p.type.axes]) for p in block.params if p.kind == "param")
+    total = _sum(sympy.Mul(*[size(a) for a in p.type.axes]) for p in block.params if p.kind == kind)
     for inst in block.instances:
-        total += (inst.repeat or 1) * param_count(ir, inst.block, size)
+        total += (inst.repeat or 1) * param_count(ir, inst.block, size, kind)
     return total
 
 
@@ -568,6 +569,9 @@ class CostReport:
         params = param_count(self.ir, key, a.size)
         out["params"] = sympy.expand(params)
         out["param_bytes"] = sympy.expand(params * a.bytes)
+        buffers = param_count(self.ir, key, a.size, "buffer")
+        out["buffers"] = sympy.expand(buffers)
+        out["buffer_bytes"] = sympy.expand(buffers * a.bytes)
         out["activation_bytes"] = sympy.expand(_sum(a.tokens[t] for t, p in a.saved.items()
                                                     if p == path or p.startswith(path + "/")))
         return out

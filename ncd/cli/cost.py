@@ -12,7 +12,7 @@ from ncd.cli.options import add_sizes, bound_sizes, positive_float
 COLUMNS = (("flops_fwd", "FLOPs fwd"), ("flops_bwd", "FLOPs bwd"), ("matmul_flops_fwd", "matmul fwd"),
            ("matmul_flops_bwd", "matmul bwd"), ("params", "params"), ("activation_bytes", "activations"),
            ("traffic_bytes", "traffic"))
-BYTES = {"activation_bytes", "traffic_bytes", "param_bytes", "min_traffic_bytes"}
+BYTES = {"activation_bytes", "traffic_bytes", "param_bytes", "min_traffic_bytes", "buffer_bytes"}
 
 
 def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
@@ -76,11 +76,14 @@ def format_report(report, roof: dict[str, Any] | None = None, *, by: str | None 
                 for o in report.ops]
     rows.append(("total", report.total))
     width = max(len(r[0]) for r in rows) + 2
-    header = "".join(f"{title:>13}" for _, title in COLUMNS)
+    columns = COLUMNS
+    if report.total.get("buffers", 0) != 0:  # running statistics, masks: state beside the parameters
+        columns = (*COLUMNS[:5], ("buffer_bytes", "buffers"), *COLUMNS[5:])
+    header = "".join(f"{title:>13}" for _, title in columns)
     lines.append(f"{'':<{width}}{header}")
     for name, formulas in rows:
         cells = []
-        for key, _ in COLUMNS:
+        for key, _ in columns:
             if key not in formulas:
                 cells.append(f"{'':>13}")
                 continue
@@ -94,6 +97,7 @@ def format_report(report, roof: dict[str, Any] | None = None, *, by: str | None 
         lines.append("")
         lines.append("formulas (total):")
         for key in ("flops_fwd", "flops_bwd", "matmul_flops_fwd", "matmul_flops_bwd", "params",
+                    *(("buffer_bytes",) if report.total.get("buffers", 0) != 0 else ()),
                     "activation_bytes", "min_traffic_bytes"):
             lines.append(f"  {key:<18} = {pretty(report.total[key])}")
         if by == "block":

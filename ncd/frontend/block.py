@@ -79,7 +79,8 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         ctx = TypeCtx(span=span_of(where) if where is not None else None, sizes=self.spec.size,
                       known_axis=self.spec.known_axis,
                       unify=lambda axis, size, what: self.spec.unify(axis, size, what, where),
-                      spans={k: v for k, v in (spans or {}).items() if v is not None})
+                      spans={k: v for k, v in (spans or {}).items() if v is not None},
+                      input_ops=[self.node_index[i].op if i in self.node_index else "" for i in inputs])
         in_types = [self.type_of(i) for i in inputs]
         try:
             types = opdef.infer(ctx, in_types, attrs)

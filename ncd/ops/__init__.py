@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from ncd.ops import contract, elementwise, extremes, integer, linalg, random, reduce, spatial, structure
+from ncd.ops import contract, elementwise, extremes, integer, linalg, random, reduce, spatial, stats, structure
 from ncd.ops.base import JOINT, NONLINEAR, Algebra, OpDef
 
-_FAMILIES = (elementwise, reduce, contract, structure, spatial, linalg, integer, extremes, random)
+_FAMILIES = (elementwise, reduce, contract, structure, spatial, linalg, integer, extremes, random, stats)
 
 
 def _table() -> MappingProxyType:

@@ -193,6 +193,9 @@ class TypeCtx:
     # Finer places than the whole expression, so an error points at the piece at fault: an option
     # by its keyword ("over"), the operator ("@"), a named axis ("axis D").
     spans: Mapping[str, Span] = field(default_factory=dict)
+    # the kind of node each input is (``buffer``, ``param``, an op's name): an op that updates its
+    # inputs in place (batchnorm's running statistics) takes buffers only
+    input_ops: Sequence[str] = ()
 
     def error(self, message: str, hint: str | None = None, at: str | None = None) -> NcdError:
         """A located error; ``at`` picks a finer place from ``spans`` where the builder gave one."""
@@ -282,7 +285,7 @@ class OpDef:
     reduce rows without one get a default there, see tests/test_ops_table.py); ``dtypes``: which
     element types it takes and gives (a rule of ncd.ops.dtypes); ``label``: the note the drawing
     puts under the box for the options that change what it computes; ``random``: it draws
-    from the module's generator (ncd.ops.random).
+    from the module's generator (ncd.ops.random); ``stateful``: it updates buffers (ncd.ops.stats).
     """
 
     name: str
@@ -304,6 +307,9 @@ class OpDef:
     # draws random numbers from the module's generator: never folded, and a scan whose step draws
     # runs as the sequential loop (the draw order is then the emitted Python's)
     random: bool = False
+    # updates module buffers when run (batchnorm's running statistics): a scan whose step does
+    # runs as the sequential loop, one update per step
+    stateful: bool = False
 
 
 def example_spec(axes: str, inputs: str, output: str, body: str) -> str:

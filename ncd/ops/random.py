@@ -102,19 +102,31 @@ def _categorical_cost(node: Node, ins, size: Size) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- which scans draw
-def draws(nodes: list[Node], spec: SpecIR | None, depth: int = 0) -> bool:
-    """Whether these nodes (nested regions and called blocks included) draw random numbers."""
+def in_order(nodes: list[Node], spec: SpecIR | None, depth: int = 0) -> str | None:
+    """``"random"`` where these nodes (nested regions and called blocks included) draw random
+    numbers, else ``"stateful"`` where they update buffers, else None: what makes a scan's steps
+    run one after another."""
     from ncd.ops import OPS
 
+    found = None
     for node in walk(nodes):
         row = OPS.get(node.op)
         if row is not None and row.random:
-            return True
+            return "random"
+        if row is not None and row.stateful:
+            found = "stateful"
         if node.op == "call" and spec is not None and depth < 32:
             callee = spec.blocks.get(node.attrs.get("block"))
-            if callee is not None and draws(callee.nodes, spec, depth + 1):
-                return True
-    return False
+            inner = in_order(callee.nodes, spec, depth + 1) if callee is not None else None
+            if inner == "random":
+                return inner
+            found = found or inner
+    return found
+
+
+def draws(nodes: list[Node], spec: SpecIR | None) -> bool:
+    """Whether these nodes (nested regions and called blocks included) draw random numbers."""
+    return in_order(nodes, spec) == "random"
 
 
 _P = {"p": Kw(NUMBER, required=True)}

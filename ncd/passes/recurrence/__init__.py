@@ -11,7 +11,7 @@ from __future__ import annotations
 from ncd import scan_backends
 from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, SpecIR, walk
-from ncd.ops.random import draws
+from ncd.ops.random import in_order
 from ncd.passes.recurrence.choose import choose_backend
 from ncd.passes.recurrence.classify import NONLINEAR, StepAnalysis, Value, base, classify_step
 from ncd.passes.recurrence.match import match_delta, match_gla
@@ -35,13 +35,15 @@ def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | 
             else:
                 kernel, layout = matched
     backend, why = choose_backend(found.structure, found.linear, requested, kernel is not None, unmatched)
-    if draws(region.nodes, spec):  # the parallel backends would draw for every step at once
+    ordered = in_order(region.nodes, spec)  # the parallel backends would run every step at once
+    if ordered is not None:
+        what = {"random": "draws random numbers", "stateful": "updates running statistics"}[ordered]
         if requested not in (None, "auto", "sequential"):
-            raise NcdError(f"this scan draws random numbers, so it cannot run via {requested}",
+            raise NcdError(f"this scan {what}, so it cannot run via {requested}",
                            node.loc.span if node.loc else None,
-                           hint="drop the via: a scan whose step draws runs as the sequential loop, "
-                                "in the order the emitted Python draws")
-        backend, why = "sequential", "its step draws random numbers, so it runs as the sequential loop"
+                           hint="drop the via: such a scan runs as the sequential loop, one step after "
+                                "another, as the emitted Python runs it")
+        backend, why = "sequential", f"its step {what}, so it runs as the sequential loop"
     state_free = [n.id for n in walk(region.nodes) if found.analysis.value(n.id).degree == 0]
     return ScanPlan(block=block.key, node=node.id, loc=node.loc, axis=node.attrs["axis"],
                     carries=list(node.attrs["carries"]), linear=found.linear, requested=requested,
