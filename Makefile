@@ -12,7 +12,7 @@ SPEC   ?= specs/transformer_encoder.ncd
 SIZES  ?= D=64 H=4 F=128
 OUT    ?= out
 
-.PHONY: demo test install bench diagrams clean dot tex kernel-report smoke-default
+.PHONY: demo test test-slow install bench diagrams clean dot tex kernel-report smoke-default
 
 $(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -68,6 +68,10 @@ demo: $(STAMP) dot
 
 test: $(TESTS) dot smoke-default
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -n 2 -m "not slow and not gpu"
+
+# The tests marked slow (torch.export traces, long fuzz runs): minutes each on a small CPU.
+test-slow: $(TESTS) dot
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -n 2 -m "slow and not gpu"
 
 bench: $(TESTS)
 	$(PY) bench/frontend.py

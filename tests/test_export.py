@@ -29,6 +29,7 @@ def round_trip(model, tmp_path, shapes):
     return load_program(path)
 
 
+@pytest.mark.slow  # an export traces the model: 10-40 s each
 def test_feedforward_exports_with_dynamic_batch_and_tokens(tmp_path):
     model = ncd.load("transformer_encoder", D=32, H=4, F=64)
     program = round_trip(model, tmp_path, [(3, 5, 32), (1, 13, 32)])
@@ -38,18 +39,21 @@ def test_feedforward_exports_with_dynamic_batch_and_tokens(tmp_path):
     assert not isinstance(batch, int) and not isinstance(tokens, int) and width == 32
 
 
+@pytest.mark.slow  # an export traces the model: 10-40 s each
 def test_scan_exports_as_torch_scan_with_a_dynamic_length(tmp_path):
     model = ncd.load("rnn_tanh", E=8, D=8)
     program = round_trip(model, tmp_path, [(3, 5, 8), (2, 11, 8)])
     assert any("scan" in str(node.target) for node in program.graph.nodes)
 
 
+@pytest.mark.slow  # an export traces the model: 10-40 s each
 def test_parallel_scan_backends_export_sequentially(tmp_path):
     model = ncd.load("rnn_tanh", E=8, D=8, scan_backend="newton")
     assert any(p.backend == "newton" for p in model.scan_plans)
     round_trip(model, tmp_path, [(2, 6, 8)])
 
 
+@pytest.mark.slow  # an export traces the model: 10-40 s each
 def test_derived_axis_is_a_derived_dim(tmp_path):
     model = ncd.load(PAIRS)
     program = export_program(model)
@@ -69,6 +73,7 @@ def test_export_needs_a_whole_loaded_model():
 
 
 def test_cli_compile_emit_export(tmp_path, capsys):
+    """Not marked slow: the one export (a small MLP) that `make test` runs, so CI exercises export."""
     from ncd.cli import main
 
     out = tmp_path / "mlp.pt2"
