@@ -64,7 +64,7 @@ def plan_dims(model, sizes: Mapping[str, int] | None = None, batch_dims: int = 1
             a, b = poly.all_coeffs()
             forms[axis] = (free[0], sympy.Rational(a), sympy.Rational(b))
     units: dict[sympy.Symbol, int] = {}  # root → L: the root is L·U for a fresh Dim U
-    for form in forms.values():
+    for form in [*forms.values(), *_derived_forms(ir, env, {f[0] for f in forms.values() if f is not None})]:
         if form is not None:
             root, a, b = form
             units[root] = math.lcm(units.get(root, 1), int(a.q), int(b.q))
@@ -100,6 +100,33 @@ def plan_dims(model, sizes: Mapping[str, int] | None = None, batch_dims: int = 1
         plan.shapes.append(shape)
         plan.examples.append(tuple(example))
     return plan
+
+
+def _linear_form(expr: sympy.Expr) -> tuple[sympy.Symbol, sympy.Rational, sympy.Rational] | None:
+    """``a·root + b`` with rational a and b, or None."""
+    free = sorted(expr.free_symbols, key=lambda s: s.name)
+    if len(free) != 1:
+        return None
+    poly = sympy.Poly(expr, *free)
+    if poly.total_degree() != 1 or not all(c.is_Rational for c in poly.all_coeffs()):
+        return None
+    a, b = poly.all_coeffs()
+    return free[0], sympy.Rational(a), sympy.Rational(b)
+
+
+def _derived_forms(ir, env, roots: set[sympy.Symbol]):
+    """The axes no input carries whose size is a formula in an input's free axis (``S = T / P``
+    with T on an input): T is exported as a multiple of P, so the reshape's divisibility holds
+    for every size the program accepts."""
+    for name, axis in ir.axes.items():
+        if axis.prime_of or axis.size is None:
+            continue
+        try:
+            form = _linear_form(sympy.expand(env(name).subs(env.values)))
+        except (sympy.PolynomialError, TypeError, ValueError):
+            continue
+        if form is not None and form[0] in roots:
+            yield form
 
 
 def sequential_twin(model):

@@ -88,3 +88,18 @@ def test_cli_compile_emit_export(tmp_path, capsys):
         torch.testing.assert_close(program(x), model(x))
     assert main(["compile", "mlp_relu", "--emit", "export"]) == 1
     assert "-o model.pt2" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # an export traces the model: 10-40 s
+def test_a_derived_axis_dividing_a_free_axis_exports_the_free_axis_as_its_multiple():
+    """axis S = T / P with T free: T is exported as P·U, so the reshape's guard (T divisible by 4)
+    holds for every size the program accepts; it runs at sizes the export never saw."""
+    spec = "axis T, P = 4, S = T / P, D = 3\nblock F(x: [T, D]) -> [S, P, D] {\n    return x[T -> S P]\n}\n"
+    model = ncd.load(spec)
+    program = export_program(model)
+    assert program.ncd_dims == {"T": "derived: 4*d_T_over_4"}
+    for t in (12, 20):
+        x = torch.randn(3, t, 3)
+        torch.testing.assert_close(program.module()(x), x.reshape(3, t // 4, 4, 3))
+    with pytest.raises(Exception):  # 10 is no multiple of 4: torch's guard refuses it
+        program.module()(torch.randn(3, 10, 3))
