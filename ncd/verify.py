@@ -27,11 +27,12 @@ import sympy
 from ncd import sizes as sz
 from ncd.errors import NcdError, Span
 from ncd.frontend.common import RESERVED
+from ncd.limits import MAX_CONST_LIST
 from ncd.ops.init import INITIALISERS
 from ncd.ir import ACT_MIXES, BlockIR, Node, ParamDef, Region, SpecIR, WireType
 from ncd.names import COMPARE_OPS, MODULE_INTERNALS, is_spec_name, value_id_problem
 from ncd.ops import OPS, dtypes
-from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, TypeCtx
+from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, VALUES, TypeCtx
 
 LOOPS = ("scan", "repeat", "halting")
 PLAIN = (str, int, float, bool, type(None))
@@ -311,6 +312,8 @@ class _Verifier:
         ok[NUMBERS] = lambda v: (number(v) or (isinstance(v, list) and 0 < len(v) <= 3 and all(number(x) for x in v))
                                  or (isinstance(v, str) and v in names))
         ok[AXES_OR_MAP] = ok[AXIS_MAP]
+        ok[VALUES] = lambda v: (isinstance(v, list) and 0 < len(v) <= MAX_CONST_LIST
+                                and all(number(x) and math.isfinite(x) for x in v))
         check = ok.get(kind)
         if check is not None and value is not None and not check(value):
             raise self.fail(f"attribute {key!r} = {value!r} is not of its declared kind ({kind})")

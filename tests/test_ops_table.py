@@ -83,6 +83,7 @@ REFERENCES = {
     "annotate": lambda x: x.transpose(1, 2), "concat": lambda x, y: torch.cat([x, y], -1),
     "split": lambda x: x[..., 4:] * 2 + x[..., 0:1],
     "idx": lambda x: x * torch.arange(4, dtype=x.dtype),
+    "values": lambda x: x * torch.tensor([1, 0.5, -2, 1 / 3], dtype=x.dtype),
     "conv": lambda x, w: F.conv2d(x, w, padding=1),  # w: the example's parameter, W[D, C, KY, KX]
     "conv_transpose": lambda x, w: F.conv_transpose2d(x, w.transpose(0, 1), stride=2),
     "maxpool": lambda x: F.max_pool2d(x, 2), "avgpool": lambda x: F.avg_pool2d(x, 3, 1, 1),

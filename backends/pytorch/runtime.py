@@ -56,6 +56,13 @@ def arange(n, like):
     return torch.arange(n, dtype=like.dtype, device=like.device)
 
 
+def values(items, like):
+    """`const a[P] = [...]`: the listed numbers as a tensor (float64 for constants, as arange)."""
+    if like is None:
+        return torch.tensor(items, dtype=torch.float64)
+    return torch.tensor(items, dtype=like.dtype, device=like.device)
+
+
 def materialize(value, shape):
     """A contiguous tensor of exactly ``shape`` from a formula's value (broadcast, float)."""
     if not isinstance(value, torch.Tensor):

@@ -233,6 +233,9 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
     def stmt_const_decl(self, tree: Tree) -> None:
         self.const_value(tree, global_decl=False)
 
+    def stmt_const_list(self, tree: Tree) -> None:
+        self.const_value(tree, global_decl=False)
+
     def stmt_param_decl(self, tree: Tree, kind: str = "param") -> None:
         *names, type_tree, init = tree.children
         t = self.wire_type(type_tree, lifted=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import sympy
 from lark import Token, Tree
 
 from ncd import sizes as sz
@@ -11,6 +12,7 @@ from ncd.errors import NcdError, Span
 from ncd.frontend.common import (
     NAMED_CONSTANTS,
     Binding,
+    Frame,
     Scope,
     _did_you_mean,
     check_attribute_name,
@@ -20,7 +22,8 @@ from ncd.frontend.common import (
     number_literal,
 )
 from ncd.frontend.parser import span_of
-from ncd.ir import InstanceDef, Node, ParamDef, WireType
+from ncd.ir import InstanceDef, Node, ParamDef, Region, WireType
+from ncd.limits import MAX_CONST_LIST
 from ncd.ops import OPS
 from ncd.ops.init import FLOAT32_MAX, INITIALISERS
 from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, FoldError
@@ -71,7 +74,7 @@ class ExpressionBuilder:
         raise err(f"unknown name {name}", tree, hint=_did_you_mean(name, options))
 
     def const_value(self, tree: Tree, global_decl: bool) -> str:
-        name_tok, binders, type_tree, expr = tree.children
+        name_tok = tree.children[0]
         name = str(name_tok)
         check_attribute_name(name, name_tok)
         existing = self.scope.lookup(name)
@@ -79,6 +82,9 @@ class ExpressionBuilder:
             if global_decl:
                 return existing.ref
             raise err(f"{name} is already defined in this block", name_tok)
+        if tree.data == "const_list":
+            return self.const_list(tree)
+        _, binders, type_tree, expr = tree.children
         index_vars: dict[str, str] = {}
         if binders is not None:
             axes, names = self.binders(binders)
@@ -97,6 +103,45 @@ class ExpressionBuilder:
         self.params.append(ParamDef(name=name, kind="const", type=t, init=region, loc=loc_of(name_tok)))
         node = Node(id=self.fresh(name), op="const", attrs={"name": name}, types=[t], loc=loc_of(name_tok),
                     name=name)
+        self.frames[0].nodes.insert(0, node)
+        self.node_index[node.id] = node
+        self.scope_root().names[name] = Binding("param", node.id)
+        return node.id
+
+    def const_list(self, tree: Tree) -> str:
+        """`const a[P] = [v0, v1, ...]`: a constant wire over P from numbers known now, as many as P's size."""
+        name_tok, axis_tok, *items = tree.children
+        name, axis = str(name_tok), self.axis_name(axis_tok)
+        if len(items) > MAX_CONST_LIST:
+            raise err(f"constant {name} lists {len(items)} numbers, more than the limit of {MAX_CONST_LIST}",
+                      items[MAX_CONST_LIST], hint="compute a long table with a formula: const a[i: P] = ...")
+        frame = Frame(nodes=[], kind="init")  # the items' number nodes are scratch: only their values stay
+        self.frames.append(frame)
+        try:
+            values = []
+            for item in items:
+                value = self.number_value(self.expr(item))
+                if value is None or not value.is_number or not value.is_extended_real:
+                    raise err(f"the items of constant {name} must be numbers known when the spec is checked", item,
+                              hint="write numbers or arithmetic of numbers, named constants (pi) and axis sizes")
+                values.append(float(value))
+        finally:
+            self.frames.pop()
+        if not all(math.isfinite(v) for v in values):
+            bad = next(i for i, v in zip(items, values) if not math.isfinite(v))
+            raise err(f"the items of constant {name} must be finite numbers", bad)
+        self.spec.unify(axis, sympy.Integer(len(values)), f"the length of the list of constant {name}",
+                        items[0] if items else tree)
+        t = WireType(axes=(axis,), lifted=False)
+        region = Region(kind="init", nodes=[], results=[])
+        self.frames.append(Frame(nodes=region.nodes, kind="init"))
+        try:
+            listed = self.add("values", [], {"axis": axis, "values": values}, [t], tree)
+            region.results.append(self.add("materialize", [listed.id], {"axes": [axis]}, [t], tree).id)
+        finally:
+            self.frames.pop()
+        self.params.append(ParamDef(name=name, kind="const", type=t, init=region, loc=loc_of(name_tok)))
+        node = Node(id=self.fresh(name), op="const", attrs={"name": name}, types=[t], loc=loc_of(name_tok), name=name)
         self.frames[0].nodes.insert(0, node)
         self.node_index[node.id] = node
         self.scope_root().names[name] = Binding("param", node.id)

@@ -219,6 +219,7 @@ class LowerCtx:
 AXIS, AXES, AXIS_MAP, NUMBER, NAME = "axis", "axes", "axis_map", "number", "name"
 AXES_OR_MAP = "axes_or_map"  # over = [Y, X] (same axes out) or over = [Y, X] -> [Y2, X2]
 NUMBERS = "numbers"  # one number for every spatial axis, or one each: stride = 2, stride = [2, 1]
+VALUES = "values"  # a list of numbers, one per position of an axis: const a[P] = [1, 0.5, 0.25]
 FLAG = "flag"  # true or false: ceil_mode = true
 
 

@@ -7,7 +7,7 @@ import sympy
 
 from ncd import sizes as sz
 from ncd.ir import Node, WireType
-from ncd.ops.base import AXIS, AXIS_MAP, JOINT, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.base import AXIS, AXIS_MAP, JOINT, VALUES, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.base import example_spec as _spec
 from ncd.ops.costing import copy, free
 from ncd.ops.dtypes import ANY, SAME
@@ -177,6 +177,15 @@ def _lower_idx(node: Node, ctx: LowerCtx) -> Expr:
     return call("rt.arange", ctx.size_expr(node.attrs["axis"]), ctx.anchor if ctx.anchor is not None else lit(None))
 
 
+def _infer_values(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list[WireType]:
+    return [WireType(axes=(attrs["axis"],), lifted=False)]
+
+
+def _lower_values(node: Node, ctx: LowerCtx) -> Expr:
+    return call("rt.values", lit(tuple(float(v) for v in node.attrs["values"])),
+                ctx.anchor if ctx.anchor is not None else lit(None))
+
+
 VIEW_LINEAR = Algebra("joint", "view")  # a view that may hide an axis of the state (see recurrence.py)
 LINEAR_OVER = Algebra("joint", "over")
 
@@ -204,4 +213,10 @@ OPS: tuple[OpDef, ...] = (
     OpDef("idx", "source", _infer_idx, _lower_idx, (0, 0), {"axis": Kw(AXIS, required=True)},
           cost=copy, doc="idx(A): 0, 1, ... along A (for formulas)",
           example=_spec("A = 3, B = 4", "x: [A, B]", "[A, B]", "return x * idx(B)"), dtypes=ANY),
+    OpDef("values", "source", _infer_values, _lower_values, (0, 0),
+          {"axis": Kw(AXIS, required=True), "values": Kw(VALUES, required=True)}, cost=copy,
+          doc="const a[A] = [v0, v1, ...]: numbers listed along A (as many as A's size)",
+          syntax="const a[A] = [v0, v1, ...]",
+          example=_spec("A = 3, B = 4", "x: [A, B]", "[A, B]", "const c[B] = [1, 0.5, -2, 1 / 3]\n  return x * c"),
+          dtypes=ANY),
 )
