@@ -580,6 +580,26 @@ block G(x: [D]) -> [D] {
 }
 """, 3, 10, "must hold the same weights to share them: G has param V [D, D'] and F has not",
          "same `use` instances and params"),
+    # ------------------------------------------------------------------ listed constants
+    Case("const-list/wrong-length", "axis P = 3, T\nconst c[P] = [1, 0.5]\n" + """block F(x: [T]) -> [T] {
+  return x * sum(c, over = P)
+}
+""", 2, 15, "axis P has size 3 here, but the length of the list of constant c is 2", "make the sizes agree"),
+    Case("const-list/not-a-number", HEAD + """block F(x: [T, D]) -> [T, D] {
+  const c[D] = [1, 2, x, 4]
+  return x * c
+}
+""", 4, 23, "the items of constant c must be numbers known when the spec is checked", "write numbers"),
+    Case("const-list/unknown-axis", HEAD + """block F(x: [T, D]) -> [T, D] {
+  const c[Q] = [1, 2]
+  return x
+}
+""", 4, 11, "unknown axis Q"),
+    Case("const-list/infinite", HEAD + """block F(x: [T, D]) -> [T, D] {
+  const c[D] = [1, 2, 3, inf]
+  return x * c
+}
+""", 4, 26, "must be finite numbers"),
     # ------------------------------------------------------------------ numbers stay float64 numbers
     Case("number/literal-out-of-range", HEAD + """block F(x: [T, D]) -> [T, D] {
   return x * 1e99999

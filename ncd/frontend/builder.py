@@ -6,13 +6,17 @@ with the axes they are lifted over.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import sympy
 from lark import Token, Tree
 
 from ncd import sizes as sz
 from ncd.errors import NcdError, Span, source_lines
 from ncd.frontend.block import BlockBuilder
+from ncd.frontend import imports as imports_mod
 from ncd.frontend.entries import entry_set
+from ncd.frontend.imports import Origin
 from ncd.frontend.common import (
     _did_you_mean,
     _size_safe,
@@ -44,11 +48,14 @@ class SpecBuilder:
         self.building: list[str] = []
         self.entry_name = entry
         self.entry_decl: Tree | None = None
+        self.own_blocks: list[str] = []  # this file's blocks, in order (the last is the default entry)
+        self.origins: dict[str, Origin] = {}  # imported block → the file its text (and its errors) are in
         self._size_cache: dict[tuple[str, int, int], sympy.Expr] = {}
         self._collect()
 
     # ---------------------------------------------------------------- declarations
     def _collect(self) -> None:
+        imports: list[Tree] = []
         for item in self.tree.children:
             if not isinstance(item, Tree):
                 continue
@@ -65,16 +72,21 @@ class SpecBuilder:
                     raise err(f"block {name} has the name of a built-in op", item.children[0],
                               hint="rename the block")
                 self.block_trees[name] = item
+                self.own_blocks.append(name)
+            elif item.data == "import_decl":
+                imports.append(item)
             elif item.data == "entry_decl":
                 if self.entry_decl is not None:
                     raise err(f"a second entry declaration (the first is at line {self.entry_decl.meta.line})",
                               item, hint="list every entry block in one declaration: entry Train, Greedy")
                 self.entry_decl = item
-            elif item.data == "const_decl":
+            elif item.data in ("const_decl", "const_list"):
                 name = str(item.children[0])
                 if name in self.global_consts:
                     raise err(f"constant {name} is defined twice", item.children[0])
                 self.global_consts[name] = item
+        if imports:
+            self._import(imports)
         for name in [n for n in self.bindings if "'" in n and self.base_axis(n) in self.axes]:
             # a primed axis exists wherever its base does and shares its size: T'=5 binds T
             value, base = self.bindings.pop(name), self.base_axis(name)
@@ -99,6 +111,34 @@ class SpecBuilder:
             self._check_axis_size(name, tree)
         if not self.block_trees:
             raise NcdError("the spec defines no block", Span(1, 1), hint="add block Name(x: [A]) -> [A] { ... }")
+
+    def _import(self, imports: list[Tree]) -> None:
+        """Bring the imported blocks, with their files' axes and constants the spec lacks (imports.py)."""
+        root = imports_mod.root_of(self.name)
+        chain = [] if self.name.startswith("<") else [Path(self.name).resolve()]
+        ns = imports_mod.Namespace(blocks={n: (t, None) for n, t in self.block_trees.items()},
+                                   axes=[(d, None) for d in self._own_axis_defs()],
+                                   consts={n: (t, None) for n, t in self.global_consts.items()})
+        budget = imports_mod.Budget()
+        for item in imports:
+            imports_mod.bring(ns, item, root, root, chain, budget)
+        for name, (tree, origin) in ns.blocks.items():
+            if origin is not None:
+                self.block_trees[name] = tree
+                self.origins[name] = origin
+        for axis_def, origin in ns.axes:
+            if origin is not None and str(axis_def.children[0]) not in self.axes:
+                try:
+                    self.declare_axis(axis_def, {}, {})
+                except NcdError as exc:
+                    raise exc.located(origin.source, origin.name) from None
+        for name, (tree, origin) in ns.consts.items():
+            if origin is not None:
+                self.global_consts[name] = tree
+
+    def _own_axis_defs(self) -> list[Tree]:
+        return [d for item in self.tree.children if isinstance(item, Tree) and item.data == "axis_decl"
+                for d in item.children]
 
     def declare_axis(self, axis_def: Tree, subst: dict[str, str], numbers: dict[str, sympy.Expr]) -> None:
         name_tok, size_tree = axis_def.children
@@ -340,6 +380,11 @@ class SpecBuilder:
         self.building.append(key)
         try:
             block = BlockBuilder(self, tree, key, subst, numbers).build()
+        except NcdError as exc:
+            origin = self.origins.get(name)
+            if origin is not None:  # a mistake inside an imported block: quote its own file
+                raise exc.located(origin.source, origin.name) from None
+            raise
         finally:
             self.building.pop()
         self.blocks[key] = block
@@ -353,7 +398,8 @@ class SpecBuilder:
 
     def build(self) -> SpecIR:
         declared = [] if self.entry_decl is None else self.entry_decl.children
-        entry = self.entry_name or (str(declared[0]) if declared else list(self.block_trees)[-1])
+        entry = self.entry_name or (str(declared[0]) if declared else self.own_blocks[-1] if self.own_blocks
+                                    else list(self.block_trees)[-1])
         if entry not in self.block_trees:
             raise NcdError(f"the spec has no block {entry}", hint=_did_you_mean(str(entry), self.block_trees)
                            or f"blocks: {', '.join(self.block_trees)}")
