@@ -24,6 +24,8 @@ class PlanLike(Protocol):
     structure: str
     kernel: dict[str, str] | None
     reason: str
+    cell: Any  # the standard cell the step is (ncd.passes.recurrence.plan.CellMatch), or None
+    cell_reason: str
 
 
 Admits = Callable[[PlanLike], "str | None"]
@@ -64,6 +66,12 @@ def _kernel(plan: PlanLike) -> str | None:
     return f"it needs the step in the kernel's form; this scan is {plan.structure}: {plan.reason}"
 
 
+def _cell(plan: PlanLike) -> str | None:
+    if plan.cell is not None:
+        return None
+    return f"it needs a step that is exactly an Elman, GRU or LSTM cell; {plan.cell_reason or 'this one is not'}"
+
+
 BACKENDS: dict[str, ScanBackend] = {b.name: b for b in (
     ScanBackend("sequential", "the step as a loop over the scanned axis", "sequential", _any, ""),
     ScanBackend("newton", "a parallel Newton solve over time (ParaRNN); dense Jacobians only for tiny states",
@@ -75,6 +83,8 @@ BACKENDS: dict[str, ScanBackend] = {b.name: b for b in (
     ScanBackend("gla", "the chunked gated-linear-attention kernel", "chunked", _kernel,
                 "use 'sequential' or 'auto'"),
     ScanBackend("delta", "the chunked delta-rule kernel", "chunked", _kernel, "use 'sequential' or 'auto'"),
+    ScanBackend("fused_rnn", "torch's fused RNN operator (nn.RNN/GRU/LSTM's kernel) for a proven Elman, GRU or "
+                "LSTM step", "sequential", _cell, "use 'sequential' or 'auto'"),
 )}
 AUTO = "auto"  # not a backend: the recurrence pass chooses one per scan
 NAMES: tuple[str, ...] = (AUTO, *BACKENDS)  # the order --help and the hints list them in

@@ -245,6 +245,8 @@ def _loop_lines(loop: Loop, depth: int) -> list[str]:
     index = local(loop.index) if loop.index is not None else None
     out = [f"{pad}{arg} = {code(init)}" for arg, init in zip(args, loop.inits)]
     carry_results = loop.results[: loop.n_carry]
+    if loop.kind == "scan" and loop.backend == "fused_rnn" and loop.cell_values:
+        return [*out, f"{pad}{target} = {_fused_rnn_call(loop)}"]
     if loop.kind == "scan":
         outs = [f"{target}_steps{k}" for k in range(len(loop.results) - loop.n_carry)]
         out += [f"{pad}{name} = []" for name in outs]
@@ -285,6 +287,24 @@ def _loop_lines(loop: Loop, depth: int) -> list[str]:
     else:
         raise _unsafe("loop kind", loop.kind, "is not scan, repeat or halting")
     return out
+
+
+def _fused_rnn_call(loop: Loop) -> str:
+    """The call the in-process module makes for a scan proved to be a standard cell
+    (ncd/backends/pytorch/fused_rnn.py), with the same plain data, so both agree bit for bit."""
+    from ncd.backends.pytorch.fused_rnn import cell_slots, input_dims
+
+    cell = loop.plan.cell
+    if cell.cell not in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        raise _unsafe("cell", cell.cell, "is not a standard cell")
+    slots = cell_slots(cell, loop.cell_axes)
+    value = {node: code(expr) for node, expr in loop.cell_values.items()}
+    text = "[" + ", ".join(
+        "[" + ", ".join("[" + ", ".join(f"({value[n] if n else 'None'}, {literal(piece)})" for n, piece in gate) + "]"
+                        for gate in slot) + "]" for slot in slots) + "]"
+    inits = ", ".join(local(a) for a in loop.args)
+    return (f"rt.fused_rnn({literal(cell.cell)}, {value[cell.input]}, {literal(input_dims(cell, loop.plan.axis))}, "
+            f"[{inits}], {int(cell.hidden)}, {literal(cell.cell_carry)}, {bool(loop.reverse)}, self.training, {text})")
 
 
 def _carry_update(args: list[str], results: list[Expr], pad: str) -> list[str]:
@@ -387,7 +407,8 @@ def runtime_source() -> str:
 def emit_python(ir: SpecIR, class_name: str | None = None, passes: Passes | None = None) -> str:
     """The whole module's source; the entry block's class is ``class_name`` (default: its name).
     Lowered with the pipeline's fusion plan (``passes``; None: the pipeline runs the passes);
-    scans run as the sequential loop.
+    scans run as the sequential loop, except those proved to be standard cells, which call
+    torch's fused RNN operator as the in-process module does.
 
     Every text of the IR (title, file name, block keys, sizes) is an escaped literal and every
     name is checked before it is written (an NcdError otherwise): importing the result runs
@@ -397,7 +418,8 @@ def emit_python(ir: SpecIR, class_name: str | None = None, passes: Passes | None
         from ncd.pipeline import run_passes
 
         passes = run_passes(ir)
-    programs = lower_spec(ir, fusion=passes.fusion)
+    fused = {key: plan for key, plan in passes.scan_plans().items() if plan.backend == "fused_rnn"}
+    programs = lower_spec(ir, fused, fusion=passes.fusion)
     names = class_names(programs, ir.entry, class_name)
     sizes = ", ".join(f"{k}={v}" for k, v in sorted(ir.bindings.items())) or "as declared in the spec"
     entries = [ir.entry] + [k for k in ir.entries if k != ir.entry]  # `entry A, B`: one class each

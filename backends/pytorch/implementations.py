@@ -37,6 +37,8 @@ def implementation(backend: str, device: torch.device | str | None = None,
     if backend == "newton":
         return ("Newton iterations, Triton linear scans" if triton
                 else f"Newton iterations, PyTorch parallel scans ({why})")
+    if backend == "fused_rnn":
+        return "torch's fused RNN operator (cuDNN)" if device.type == "cuda" else "torch's fused RNN operator"
     if backend == "fft":
         return "FFT convolution (PyTorch)"
     return "sequential loop (PyTorch)"

@@ -59,6 +59,9 @@ class Loop:
     kernel: dict[str, Expr] = field(default_factory=dict)  # gla/delta: q, k, v, g|gate|beta as expressions
     kernel_ranks: dict[str, int] = field(default_factory=dict)  # their core ranks (1, or 0 for β / a scalar gate)
     state_free: set[str] = field(default_factory=set)  # statements a kernel runner evaluates (no state)
+    invariant: set[str] = field(default_factory=set)  # scan: statements computed once, before the loop
+    cell_values: dict[str, Expr] = field(default_factory=dict)  # fused_rnn: the input and weights it reads
+    cell_axes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # their core axes
 
 
 Stmt = Union[Assign, Loop]
@@ -181,6 +184,7 @@ class Lowering:
         body = self.stmts(self.block.nodes)
         self.fusing = False
         results = [self.result(r) for r in self.block.results]
+        body = _prune_for_fused(body, results)
         inputs = [(n.id, n.name or n.id, n.type.axes, tuple(self.sizes.bound(a) for a in n.type.axes))
                   for n in self.inputs]
         saved_anchor, self.anchor = self.anchor, None
@@ -327,6 +331,8 @@ class Lowering:
                     length=self.subst(self.size_expr(node.attrs["axis"])), index=region.args[n_carry],
                     reverse=bool(node.attrs["reverse"]), emit_dims=emit_dims, n_carry=n_carry, node_id=node.id)
         plan = self.plans.get((self.block.key, node.id))
+        if plan is not None:
+            loop.invariant = set(plan.invariant)
         if plan is not None and plan.backend != "sequential":
             loop.plan, loop.backend = plan, plan.backend
             loop.carry_sizes = [tuple(self.sizes.bound(a) or 0 for a in t.axes) for t in carry_types]
@@ -338,6 +344,11 @@ class Lowering:
                 loop.kernel = {name: self.result(i) for name, i in plan.kernel.items()}
                 loop.kernel_ranks = {name: len(self.types[i][0].axes) for name, i in plan.kernel.items()}
                 loop.state_free = set(plan.state_free)
+            if plan.backend == "fused_rnn" and plan.cell is not None:
+                reads = {plan.cell.input} | {r.node for g in plan.cell.gates
+                                             for r in (*g.rec, *g.inp, *g.bias, *g.bias_h) if r.node}
+                loop.cell_values = {i: self.result(i) for i in sorted(reads)}
+                loop.cell_axes = {i: tuple(self.types[i][0].axes) for i in sorted(reads)}
         return loop
 
     def loop_repeat(self, node: Node) -> Loop:
@@ -437,6 +448,38 @@ def _free_refs(body: list[Stmt], results: list[Expr], defined: set[str]) -> tupl
             elif leaf.path not in attrs:
                 attrs.append(leaf.path)
     return refs, attrs
+
+
+def _reads(exprs) -> set[str]:
+    return {leaf.id for e in exprs for leaf in leaves(e) if isinstance(leaf, Ref)}
+
+
+def _prune_for_fused(body: list[Stmt], results: list[Expr]) -> list[Stmt]:
+    """Drop what only a fused_rnn scan's step read and the fused operator does not: its input
+    projection ``u = x @ W_ih + b`` computed before the loop, which torch's operator computes
+    itself. Only those statements go, so nothing else a block computes changes."""
+    fused = [s for s in body if isinstance(s, Loop) and s.backend == "fused_rnn" and s.cell_values]
+    if not fused:
+        return body
+    candidates = set()
+    for loop in fused:
+        candidates |= set(_free_refs(loop.body, loop.results, set(loop.args) | {loop.index} | set(_defined(loop.body)))[0])
+    kept = list(body)
+    while True:
+        needed = _reads(results)
+        for stmt in kept:
+            if isinstance(stmt, Assign):
+                needed |= _reads([stmt.expr])
+            elif stmt.backend == "fused_rnn" and stmt.cell_values:
+                needed |= _reads([*stmt.cell_values.values(), *stmt.inits])
+            else:
+                needed |= _reads([*_exprs([stmt])])
+        dead = [s for s in kept if isinstance(s, Assign) and s.target in candidates and s.target not in needed]
+        if not dead:
+            return kept
+        for stmt in dead:
+            candidates |= _reads([stmt.expr])
+        kept = [s for s in kept if not any(s is d for d in dead)]
 
 
 class _Subst(Fold[Expr]):

@@ -513,3 +513,97 @@ def batch_norm(x, mean, var, count, over, core, training, momentum, eps):
             count.add_(1)
     inverse = [order.index(d) for d in range(x.dim())]
     return out.reshape(shape).permute(inverse)
+
+
+def rnn_piece(value, piece, size, like):
+    """One of a gate's weights in torch's layout ([D, in] or [D]). ``piece``: (slices, axes,
+    in_axis, state_axis, coef, number, identity) — the spec's tensor ``value`` with core
+    ``axes``, sliced ``(axis, index)`` along gate axes (ncd.passes.recurrence.plan.WeightRef)."""
+    selects, axes, in_axis, state_axis, coef, number, identity = piece
+    if identity:
+        return coef * torch.eye(size, dtype=like.dtype, device=like.device)
+    if number is not None:
+        return torch.full((size,), coef * number, dtype=like.dtype, device=like.device)
+    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    axes = list(axes)
+    for axis, index in selects:
+        dim = axes.index(axis)
+        value = value.select(dim, index)
+        axes.pop(dim)
+    if in_axis is not None:
+        value = value.permute(axes.index(state_axis), axes.index(in_axis))
+    elif axes != [state_axis]:
+        value = value.reshape(()).expand(size)
+    return value * coef if coef != 1.0 else value
+
+
+def _one_slice_each(gates):
+    """(value, (slices, axes, in_axis, state_axis)) when every gate is one slice, along the same
+    axis, of the same tensor with no factor; None otherwise."""
+    if not gates or any(len(g) != 1 for g in gates):
+        return None
+    value, piece = gates[0][0]
+    if value is None or len(piece[0]) != 1:
+        return None
+    for (other, (selects, axes, in_axis, _, coef, _, _)), in gates:
+        if other is not value or len(selects) != 1 or selects[0][0] != piece[0][0][0] or coef != 1.0 \
+                or axes != piece[1] or in_axis != piece[2]:
+            return None
+    return value, piece[:4]
+
+
+def rnn_weight(gates, size, shape, like):
+    """One of torch's flat weights: each gate's pieces summed, the gates stacked. Where every
+    gate is one slice of one tensor along one axis (``W[G = k]``), that is one permute, and a
+    gather where the spec's gate order is not torch's. ``gates``: per gate, (value, piece) pairs."""
+    sliced = _one_slice_each(gates)
+    if sliced is not None:
+        value, (selects, axes, in_axis, state_axis) = sliced
+        axes = list(axes)
+        order = [axes.index(selects[0][0]), axes.index(state_axis)] + ([axes.index(in_axis)] if in_axis else [])
+        if len(order) == len(axes):
+            value = torch.as_tensor(value, dtype=like.dtype, device=like.device).permute(*order)
+            index = [g[0][1][0][0][1] for g in gates]
+            if index != list(range(value.shape[0])):
+                value = value.index_select(0, torch.tensor(index, device=value.device))
+            return value.reshape(len(gates) * size, *shape[1:]).contiguous()
+    parts = []
+    for pieces in gates:
+        if not pieces:
+            parts.append(like.new_zeros(shape))
+            continue
+        total = rnn_piece(pieces[0][0], pieces[0][1], size, like)
+        for value, piece in pieces[1:]:
+            total = total + rnn_piece(value, piece, size, like)
+        parts.append(total)
+    return torch.cat(parts).contiguous()
+
+
+def fused_rnn(cell, x, x_dims, inits, hidden, cell_carry, reverse, training, slots):
+    """A scan proved to be torch's Elman / GRU / LSTM cell, run by the operator nn.RNN / GRU /
+    LSTM call. ``x``: the input sequence, its scanned and input dims at ``x_dims`` (counted from
+    the end); ``inits``: the carries' initial values; ``slots``: w_ih, w_hh, b_ih, b_hh as
+    per-gate (value, piece) lists (see rnn_weight), gates in torch's order."""
+    lead = x.dim() - len(x_dims)
+    x = x.permute(*range(lead), *(lead + d for d in x_dims))
+    steps, n_in = x.shape[-2], x.shape[-1]
+    states = [torch.as_tensor(h, dtype=x.dtype, device=x.device) for h in inits]
+    size = states[hidden].shape[-1]
+    batch = tuple(torch.broadcast_shapes(tuple(x.shape[:lead]), *(tuple(h.shape[:-1]) for h in states if h.dim())))
+    rows = 1
+    for n in batch:
+        rows *= n
+    shapes = ((size, n_in), (size, size), (size,), (size,))
+    weights = [rnn_weight(gates, size, shape, x) for gates, shape in zip(slots, shapes)]
+    if rows == 0 or steps == 0:
+        return x.new_zeros(*batch, steps, size) + 0 * sum(w.sum() for w in weights)
+    x = x.expand(*batch, steps, n_in).reshape(rows, steps, n_in)
+    if reverse:
+        x = x.flip(1)
+    states = [h.expand(*batch, size).reshape(1, rows, size).contiguous() for h in states]
+    ops = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
+    hx = (states[hidden], states[cell_carry]) if cell == "lstm" else states[hidden]
+    out = ops[cell](x.contiguous(), hx, weights, True, 1, 0.0, training, False, True)[0]
+    if reverse:
+        out = out.flip(1)
+    return out.reshape(*batch, steps, size)

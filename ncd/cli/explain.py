@@ -61,8 +61,9 @@ def explain_text(ir: Any, scan_backend: str = "auto", emitted: bool = False, pas
         lines.append(f"    runs here as: {rec['implementation']}")
         lines.append(f"    why: {rec['reason']}")
     if records and emitted and not _emitter_runs_plans():
-        lines.append("note: the emitted Python runs every scan as the sequential loop; the backends above are "
-                     "those of the in-process module (ncd.load, ncd run)")
+        lines.append("note: the emitted Python runs every scan as the sequential loop, except fused_rnn ones "
+                     "(torch's fused RNN operator, as here); the backends above are those of the in-process "
+                     "module (ncd.load, ncd run)")
     return "\n".join(lines) if lines else f"{ir.name}: no scans (feed-forward)"
 
 

@@ -12,10 +12,22 @@ from ncd import scan_backends
 from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, SpecIR, walk
 from ncd.ops.random import in_order
+from ncd.passes.recurrence.cells import match_cell
 from ncd.passes.recurrence.choose import choose_backend
 from ncd.passes.recurrence.classify import NONLINEAR, StepAnalysis, Value, base, classify_step
 from ncd.passes.recurrence.match import match_delta, match_gla
 from ncd.passes.recurrence.plan import KernelLayout, ScanPlan, Structure
+
+
+# Ops whose value depends on nothing but their inputs: a step-invariant one is computed once,
+# before the loop. Anything else (a random draw, a tap's hook, a call, a nested loop) stays in the step.
+HOISTABLE = frozenset({
+    "abs", "add", "annotate", "as_float", "broadcast", "clamp", "compare", "concat", "contract", "cos", "cumsum",
+    "div", "erf", "exp", "gelu", "gelu_tanh", "inv", "l2norm", "layernorm", "leaky_relu", "log", "log_softmax",
+    "logsigmoid", "logsumexp", "materialize", "max", "maximum", "mean", "min", "minimum", "mul", "neg", "number",
+    "pow", "relu", "rename", "reshape", "rmsnorm", "rsqrt", "select", "sigmoid", "sign", "silu", "sin", "softmax",
+    "softplus", "sqrt", "step", "sub", "sum", "swish", "tanh", "where",
+})
 
 
 def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | None = None) -> ScanPlan:
@@ -34,7 +46,10 @@ def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | 
                 unmatched = matched
             else:
                 kernel, layout = matched
-    backend, why = choose_backend(found.structure, found.linear, requested, kernel is not None, unmatched)
+    cell = match_cell(block, node, spec) if not found.linear else "the step is affine in the state"
+    cell_match = None if isinstance(cell, str) else cell
+    backend, why = choose_backend(found.structure, found.linear, requested, kernel is not None, unmatched,
+                                  cell_match.cell if cell_match else None, cell if isinstance(cell, str) else None)
     ordered = in_order(region.nodes, spec)  # the parallel backends would run every step at once
     if ordered is not None:
         what = {"random": "draws random numbers", "stateful": "updates running statistics"}[ordered]
@@ -45,10 +60,13 @@ def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | 
                                 "another, as the emitted Python runs it")
         backend, why = "sequential", f"its step {what}, so it runs as the sequential loop"
     state_free = [n.id for n in walk(region.nodes) if found.analysis.value(n.id).degree == 0]
+    invariant = [n.id for n in region.nodes if n.op in HOISTABLE and found.analysis.value(n.id).degree == 0
+                 and not found.analysis.value(n.id).varies]
     return ScanPlan(block=block.key, node=node.id, loc=node.loc, axis=node.attrs["axis"],
                     carries=list(node.attrs["carries"]), linear=found.linear, requested=requested,
                     structure=found.structure, block_size=found.block_size, backend=backend,
-                    reason=f"{found.reason}; {why}", kernel=kernel, kernel_layout=layout, state_free=state_free)
+                    reason=f"{found.reason}; {why}", kernel=kernel, kernel_layout=layout, state_free=state_free,
+                    cell=cell_match, cell_reason=cell if isinstance(cell, str) else "", invariant=invariant)
 
 
 def plan_scans(spec: SpecIR, backend: str = "auto") -> list[ScanPlan]:
@@ -67,5 +85,5 @@ def plan_scans(spec: SpecIR, backend: str = "auto") -> list[ScanPlan]:
     return plans
 
 
-__all__ = ["KernelLayout", "NONLINEAR", "ScanPlan", "StepAnalysis", "Structure", "Value", "base", "choose_backend",
+__all__ = ["match_cell", "KernelLayout", "NONLINEAR", "ScanPlan", "StepAnalysis", "Structure", "Value", "base", "choose_backend",
            "classify_step", "match_delta", "match_gla", "plan_scan", "plan_scans"]
