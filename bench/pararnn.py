@@ -12,6 +12,12 @@ T = 1k..64k, fp32 and bf16, Newton vs the eager loop, a loop over a torch.compil
 size (a dense GRU: more FLOPs per step, but the standard fast baseline), plus peak memory.
 
     python bench/pararnn.py [--quick] [--json] [--backward] [--B 1] [--N 64] [--T 1024 2048 ...]
+
+--vs-pararnn-torch: the compiled `paragru` spec (ncd.load, Newton and sequential backends)
+beside pararnn-torch's ParaGRU(mix='diag') in its ParaRNN layer (solver 'newton' and
+'sequential'), same sizes, CPU, forward (no_grad) and forward+backward (`pip install
+pararnn-torch==0.17.4`, the `test` extra). --memory: peak resident memory of a Newton forward
+(and forward+backward) of the compiled spec at each T, each T in a fresh process.
 """
 from __future__ import annotations
 
@@ -204,6 +210,81 @@ def _table(rows: list[dict]) -> str:
     return head + "\n".join("| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows)
 
 
+def bench_vs_pararnn_torch(args) -> None:
+    """ncd's compiled paragru against pararnn-torch's ParaGRU(mix='diag'), each with its own loop."""
+    import importlib
+    import os
+
+    import ncd
+
+    here = os.path.dirname(os.path.abspath(__file__))  # this file is bench/pararnn.py: not the package
+    saved = sys.path[:]
+    sys.path = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    try:
+        pararnn = importlib.import_module("pararnn")
+    finally:
+        sys.path = saved
+
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), B={args.B} E={args.E} N={args.N}, "
+          f"median of {args.repeat}; ratio = ncd / pararnn-torch")
+    print("| pass | T | ncd newton ms | pararnn-torch newton ms | ratio | ncd loop ms | pararnn-torch loop ms | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    ours = {b: ncd.load("specs/paragru.ncd", scan_backend=b, E=args.E, D=args.N, H=4) for b in ("newton", "sequential")}
+    cell = pararnn.ParaGRU(args.E, args.N, mix="diag")
+    theirs = {b: pararnn.ParaRNN(cell, solver=b) for b in ("newton", "sequential")}
+    for T in args.T:
+        xs = torch.randn(args.B, T, args.E)
+        for backward in (False, True):
+            def run(m):
+                def once():
+                    if backward:
+                        out = m(xs)
+                        (out[0] if isinstance(out, tuple) else out).sum().backward()
+                    else:
+                        with torch.no_grad():
+                            m(xs)
+                return once
+            t = {f"{side}-{b}": _time_ms(run(mods[b]), "cpu", args.repeat)
+                 for side, mods in (("ncd", ours), ("pt", theirs)) for b in ("newton", "sequential")}
+            print(f"| {'fwd+bwd' if backward else 'fwd'} | {T} | {t['ncd-newton']:.1f} | {t['pt-newton']:.1f} | "
+                  f"{t['ncd-newton'] / t['pt-newton']:.2f} | {t['ncd-sequential']:.1f} | {t['pt-sequential']:.1f} | "
+                  f"{t['ncd-sequential'] / t['pt-sequential']:.2f} |", flush=True)
+
+
+_MEMORY_CHILD = """
+import resource, sys, torch, ncd
+torch.set_num_threads(1)
+B, T, E, N, backward = (int(v) for v in sys.argv[1:6])
+m = ncd.load("specs/paragru.ncd", scan_backend="newton", E=E, D=N, H=4)
+x = torch.randn(B, T, E)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if backward:
+    m(x).sum().backward()
+else:
+    with torch.no_grad():
+        m(x)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
+"""
+
+
+def bench_memory(args) -> None:
+    """Peak RSS growth (KiB → MiB) of one Newton call, each T in a fresh process; the state
+    sequence itself is B·T·N·4 bytes."""
+    import subprocess
+
+    print(f"# peak resident memory above the loaded module, B={args.B} E={args.E} N={args.N}, float32")
+    print("| pass | T | peak MiB | state sequence MiB | peak / state |")
+    print("|---|---|---|---|---|")
+    for backward in (0, 1):
+        for T in args.T:
+            out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(args.B), str(T), str(args.E), str(args.N),
+                                  str(backward)], capture_output=True, text=True, check=True)
+            peak = int(out.stdout.split()[-1]) / 1024
+            state = args.B * T * args.N * 4 / 2**20
+            print(f"| {'fwd+bwd' if backward else 'fwd'} | {T} | {peak:.1f} | {state:.2f} | {peak / state:.1f} |",
+                  flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="T = 1k, 2k only; 1 repeat; small CUDA grid")
@@ -222,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (0: torch's default); 1 is steadier on a shared box")
     ap.add_argument("--no-cuda", action="store_true")
+    ap.add_argument("--vs-pararnn-torch", action="store_true", help="compiled paragru vs pararnn-torch's ParaGRU")
+    ap.add_argument("--memory", action="store_true", help="peak memory of Newton at each T (fresh processes)")
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU table (on a GPU machine)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -229,6 +312,10 @@ def main(argv: list[str] | None = None) -> None:
         args.cuda_B, args.cuda_N, args.cuda_T = [1, 8], [256], [1024, 4096]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.vs_pararnn_torch:
+        return bench_vs_pararnn_torch(args)
+    if args.memory:
+        return bench_memory(args)
     rows = [] if args.no_cpu else bench_cpu(args)
     if torch.cuda.is_available() and not args.no_cuda:
         rows += bench_cuda(args)

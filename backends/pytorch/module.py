@@ -5,6 +5,7 @@ torch functions, so a spec is never passed to `eval`/`exec` (DESIGN.md principle
 """
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +62,9 @@ class _Closures(Fold[Thunk]):
     def call(self, e: Call, fn: str | Thunk, args: list[Thunk], kwargs: list[tuple[str, Thunk]]) -> Thunk:
         static = resolve(fn) if isinstance(fn, str) else None
         dynamic = None if isinstance(fn, str) else fn
+        if fn == "torch.einsum" and not kwargs and len(args) == 3 and _is_vector_matrix(e.args[0]):
+            x, w = args[1], args[2]  # '...a,ab->...b' is x @ w: one matmul, no einsum parsing per call
+            return lambda env, m: torch.matmul(x(env, m), w(env, m))
 
         def run_call(env: Env, m: nn.Module) -> Any:
             target = static if dynamic is None else dynamic(env, m)
@@ -86,6 +90,21 @@ class _Closures(Fold[Thunk]):
 
     def unary(self, e: UnaryOp, operand: Thunk) -> Thunk:
         return lambda env, m: -operand(env, m)
+
+
+def _is_vector_matrix(equation: Expr) -> bool:
+    """An einsum ``'...a,ab->...b'``: the last axis of x against the first of a matrix."""
+    if not isinstance(equation, Lit) or not isinstance(equation.value, str):
+        return False
+    text = equation.value.replace(" ", "")
+    if not (text.startswith("...") and "->..." in text):
+        return False
+    ins, out = text.split("->")
+    parts = ins.split(",")
+    if len(parts) != 2:
+        return False
+    x, w, y = parts[0][3:], parts[1], out[3:]
+    return len(x) == 1 and len(w) == 2 and len(y) == 1 and w[0] == x and w[1] == y and x != y
 
 
 def compile_expr(expr: Expr) -> Thunk:
@@ -136,22 +155,61 @@ def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
     return scan_backends.runner(loop.backend)(loop, body, inits, results, length)
 
 
+def _hoisted(loop: Loop) -> tuple[Callable[[Env, nn.Module], None], Callable[[Env, nn.Module], None]]:
+    """(what runs once before the loop, what runs every step): the step's statements that depend
+    on neither the state nor the step (the recurrence pass's ``invariant``) move out of the loop.
+    Statements are in dependency order and an invariant one reads only invariant ones, so the
+    order within each part stays valid."""
+    before = [s for s in loop.body if isinstance(s, Assign) and s.target in loop.invariant]
+    during = [s for s in loop.body if not (isinstance(s, Assign) and s.target in loop.invariant)]
+    return compile_body(before), compile_body(during)
+
+
 def parallel_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, nn.Module], None]:
     """newton, scan, fft, gla, delta: the step for every t at once, handed to a solver or kernel."""
     from ncd.backends.pytorch.parallel import ParallelScan
 
     parallel = ParallelScan(loop, body, inits, results, length)
+    by_cost = loop.backend == "newton" and loop.plan is not None and loop.plan.requested in (None, "auto")
+    loop_runner = sequential_runner(loop, body, inits, results, length) if by_cost else None
 
     def run_parallel(env: Env, m: nn.Module) -> None:
+        if loop_runner is not None and not parallel.solver.fuse and _loop_is_cheaper(parallel, env, m):
+            parallel.implementation = "sequential loop (PyTorch): predicted faster than Newton at these sizes"
+            loop_runner(env, m)
+            return
         env[loop.target] = parallel(env, m)
 
     run_parallel.scan = parallel  # type: ignore[attr-defined]
     return run_parallel
 
 
+def _loop_is_cheaper(parallel: Any, env: Env, m: nn.Module) -> bool:
+    """`auto` chose Newton by the step's class; at this call's sizes, is the loop predicted
+    faster (ncd/backends/pytorch/scan_cost.py)? Only where the device kind and dtype are calibrated."""
+    from ncd.backends.pytorch.scan_cost import cheaper
+
+    h0 = [init(env, m) for init in parallel.inits]
+    like = next((v for v in [*h0, *(env[ref] for ref, _, _ in parallel.loop.captures)]
+                 if isinstance(v, torch.Tensor) and v.is_floating_point()), None)
+    if like is None:
+        return False
+    T = int(parallel.length(env, m))
+    captures = [env[ref] for ref, _, _ in parallel.loop.captures]
+    rows = 1
+    for n in parallel.batch_shape(env, m, h0, captures, {}, T):
+        rows *= n
+    N = sum(math.prod(size) for size in parallel.sizes)
+    backward = torch.is_grad_enabled() and (any(p.requires_grad for p in m.parameters()) or any(
+        isinstance(c, torch.Tensor) and c.requires_grad for c in captures))
+    choice, _ = cheaper(like.device.type, str(like.dtype).removeprefix("torch."), rows, T, N, backward)
+    return choice == "sequential"
+
+
 def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, nn.Module], None]:
-    """The step as a loop over the scanned axis."""
+    """The step as a loop over the scanned axis; its step-invariant statements run once, before it."""
     carry_results, emit_results = results[: loop.n_carry], results[loop.n_carry:]
+    before, body = _hoisted(loop)
 
     def run_exported(env: Env, m: nn.Module) -> None:
         """Under torch.export: torch's scan operator, so the scanned axis stays a dynamic dim."""
@@ -177,6 +235,7 @@ def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env
         env[loop.target] = stacked[0] if len(stacked) == 1 else tuple(stacked)
 
     def run(env: Env, m: nn.Module) -> None:
+        before(env, m)
         if torch.compiler.is_exporting():
             return run_exported(env, m)
         for arg, init in zip(loop.args, inits):
@@ -197,10 +256,24 @@ def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env
     return run
 
 
+def fused_rnn_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, nn.Module], None]:
+    """A proven Elman/GRU/LSTM step: torch's fused RNN operator (ncd/backends/pytorch/fused_rnn.py)."""
+    from ncd.backends.pytorch.fused_rnn import FusedRNN
+
+    fused = FusedRNN(loop, inits, compile_expr)
+
+    def run_fused(env: Env, m: nn.Module) -> None:
+        env[loop.target] = fused(env, m)
+
+    run_fused.scan = fused  # type: ignore[attr-defined]
+    return run_fused
+
+
 def register_runners() -> None:
     """The torch backend's runner for every backend of the core's registry (ncd/scan_backends.py)."""
+    special = {"sequential": sequential_runner, "fused_rnn": fused_rnn_runner}
     for name in scan_backends.BACKENDS:
-        scan_backends.register_runner(name, sequential_runner if name == "sequential" else parallel_runner)
+        scan_backends.register_runner(name, special.get(name, parallel_runner))
 
 
 register_runners()
