@@ -30,6 +30,11 @@ POINTS = {0: {"big": (16, 24, 32, 40, 48), "free": 5, "B": 3, "input_grad": Fals
           1: {"big": (24, 32, 40, 48, 16), "free": 7, "B": 2, "input_grad": True}}
 # measured/predicted saved bytes, where the analyzer is known to miss by more than 5%
 ACTIVATION_XFAIL: dict[str, str] = {}
+# (spec, point): the analyzer's forward+backward matmul FLOPs are known to differ from FlopCounterMode
+BACKWARD_FLOPS_XFAIL: dict[tuple[str, int], str] = {
+    ("pointer_net", 0): "without an input gradient the analyzer counts 3072 backward FLOPs more than torch runs "
+                        "(forward exact; with an input gradient, point 1, exact); open",
+}
 
 
 def size_point(spec: Path, point: int) -> dict[str, int]:
@@ -118,7 +123,8 @@ def test_costs_match_torch_counters(spec, point):
     problems = []
     if total["matmul_flops_fwd"] != measured["fwd"]:
         problems.append(f"matmul FLOPs forward {total['matmul_flops_fwd']} != FlopCounterMode {measured['fwd']}")
-    if total["matmul_flops_fwd"] + total["matmul_flops_bwd"] != measured["fwd_bwd"]:
+    backward_known = (spec.stem, point) in BACKWARD_FLOPS_XFAIL
+    if total["matmul_flops_fwd"] + total["matmul_flops_bwd"] != measured["fwd_bwd"] and not backward_known:
         problems.append(f"matmul FLOPs forward+backward {total['matmul_flops_fwd'] + total['matmul_flops_bwd']} "
                         f"!= FlopCounterMode {measured['fwd_bwd']}")
     if total["params"] != measured["params"] or total["param_bytes"] != 4 * measured["params"]:
@@ -128,6 +134,9 @@ def test_costs_match_torch_counters(spec, point):
         problems.append(f"saved activations {total['activation_bytes']} B vs saved_tensors_hooks "
                         f"{measured['saved']} B (ratio {ratio:.3f}, over 5%)")
     assert not problems, "; ".join(problems)
+    if backward_known:
+        assert total["matmul_flops_fwd"] + total["matmul_flops_bwd"] != measured["fwd_bwd"], "fixed: drop the xfail"
+        pytest.xfail(BACKWARD_FLOPS_XFAIL[(spec.stem, point)])
     if spec.stem in ACTIVATION_XFAIL and abs(ratio - 1) > 0.05:
         pytest.xfail(ACTIVATION_XFAIL[spec.stem])
 

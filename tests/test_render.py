@@ -33,6 +33,8 @@ def test_every_spec_renders_valid_svg_with_its_axes_and_blocks(spec, tmp_path):
     out = render(ir, tmp_path / f"{spec.stem}.svg")
     texts = svg_texts(out)
     joined = "\n".join(texts)
+    for other in ir.entries[1:]:  # a diagram draws one entry: the others' blocks are in theirs
+        joined += "\n" + "\n".join(svg_texts(render(ncd.check(spec, block=other), tmp_path / f"{other}.svg")))
     for name, axis in ir.axes.items():
         base = axis.prime_of or name.rstrip("'")
         assert base in texts, f"axis {base} has no label in the {spec.stem} diagram"
