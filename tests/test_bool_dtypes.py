@@ -113,3 +113,11 @@ def test_a_gather_out_of_range_is_an_ncd_error_naming_the_input():
         m(torch.randn(2, 3, 4), torch.tensor([[0, 1, 4], [0, 0, 0]]))
     out = m(torch.zeros(2, 3, 4), torch.tensor([[0, 1, 3], [0, 0, 0]]))  # in range: fine
     assert out.shape == (2, 3)
+
+
+def test_the_emitted_module_refuses_an_id_out_of_range_too(tmp_path):
+    spec = ("axis V = 5, D = 2, T = 3\nblock F(ids: [T] int) -> [T, D] {\n"
+            "  param E: [V, D] init normal(0, 1)\n  return E[V = ids]\n}\n")
+    module = load_emitted(emit_python(ncd.check(spec), class_name="Entry"), tmp_path, "emitted_oob")
+    with pytest.raises(ValueError, match=r"ids .*holds the id 9, outside 0 \.\. 4"):
+        module.Entry()(torch.tensor([[0, 9, 1]]))

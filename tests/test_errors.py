@@ -769,6 +769,10 @@ block F(x: [T]) -> [T, E] {
     Case('pool/ceil-mode-is-a-word', HEAD + "block F(x: [D, T]) -> [D, T'] {\n  return maxpool(x, over = T -> T', ceil_mode = 1)\n}\n", 4, 37, 'expected a word', 'write one of: true, false'),
     Case('pool/ceil-mode-unknown-word', HEAD + "block F(x: [D, T]) -> [D, T'] {\n  return maxpool(x, over = T -> T', ceil_mode = yes)\n}\n", 4, 49, "yes is not one of this option's words", 'write one of: true, false'),
     Case('conv/transpose-has-no-groups', HEAD + 'axis K = 3, C = 2\nblock F(x: [C, T]) -> [E, T] {\n  param W: [E, C, K] init normal(0, 1)\n  return conv_transpose(x, W, over = T, kernel = [K], padding = 1, groups = [C])\n}\n', 6, 68, 'conv_transpose has no option groups', 'its options: over, kernel, str'),
+    Case('slice/needs-a-name', HEAD + 'block F(x: [T, D]) -> [T, D] {\n  return x[T = 1:]\n}\n', 4, 17, "name the slice's axis: x[T = ... as S]", 'a slice is a new axis with its'),
+    Case('slice/stop-out-of-range', HEAD + 'axis S\nblock F(x: [D]) -> [S] {\n  return x[D = 1:5 as S]\n}\n', 5, 12, 'the stop 5 is out of range for axis D of size 4', 'bounds run from 0 to the axis '),
+    Case('slice/empty', HEAD + 'axis S\nblock F(x: [D]) -> [S] {\n  return x[D = -1:-2 as S]\n}\n', 5, 12, 'the slice 3:2 is empty for axis D of size 4', 'bounds run from 0 to the axis '),
+    Case('slice/scan-index-bound', HEAD + 'axis S\nblock F(x: [T, D]) -> [T, D] {\n  return scan t over T carry (h: [D] = 0) {\n    h = h + sum(x[T = t: as S], over = S)\n    emit h\n  }\n}\n', 6, 23, 'the start of a slice must be known when the spec is checked ', 'slice by numbers or sizes: x[T'),
     Case("int/unknown-dtype", HEAD + """block F(ids: [T] integer) -> [T] {
   return ids
 }

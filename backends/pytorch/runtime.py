@@ -375,10 +375,12 @@ def trailing_shape(w, n):
     return tuple(w.shape[-n:])
 
 
-class IndexRangeError(ValueError):
-    """An integer id outside the axis it looks up along (the module reports it located, with ``hint``)."""
-
-    hint = "ids must lie in 0 .. n-1 for an axis of n positions (a negative id is refused too)"
+def range_error(message, hint):
+    """A ValueError carrying a ``hint`` the module reports it with, located (a function, not a
+    class: an emitted file carries the runtime's functions)."""
+    exc = ValueError(message)
+    exc.hint = hint
+    return exc
 
 
 def check_ids(idx, n, what):
@@ -389,7 +391,19 @@ def check_ids(idx, n, what):
     low, high = int(idx.min()), int(idx.max())
     if low < 0 or high >= n:
         bad = low if low < 0 else high
-        raise IndexRangeError(f"{what} holds the id {bad}, outside 0 .. {n - 1} (the axis has {n} positions)")
+        raise range_error(f"{what} holds the id {bad}, outside 0 .. {n - 1} (the axis has {n} positions)",
+                          "ids must lie in 0 .. n-1 for an axis of n positions (a negative id is refused too)")
+
+
+def slice_range(x, dim, start, stop, what):
+    """x's positions start .. stop-1 along ``dim`` (a view, x.narrow), refused by name when the
+    bounds leave the axis or the slice is empty (sizes read off the input only at forward)."""
+    n = x.shape[dim]
+    if not 0 <= start < stop <= n:
+        raise range_error(f"{what} runs {start}:{stop}, outside an axis of {n} positions "
+                          f"(a slice needs 0 <= start < stop <= {n})",
+                          "a slice's bounds must lie in 0 .. n with start < stop for the input's axis of n positions")
+    return x.narrow(dim, start, stop - start)
 
 
 def lookup(table, idx, dim, what="the index wire"):

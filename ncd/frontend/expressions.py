@@ -239,12 +239,37 @@ class ExpressionBuilder:
             elif item.data == "reshape":
                 src, dst = (self.distinct_axes(g.children, "one side of ->") for g in item.children)
                 vid = self.add_op("reshape", [vid], {"src": src, "dst": dst}, item).id
+            elif item.data == "range_slice":
+                vid = self.range_slice(vid, item)
             elif item.data == "select_axis":
                 axis_tok, index_tree = item.children
                 vid = self.select(vid, self.axis_name(axis_tok), index_tree, item)
             else:
                 vid = self.select(vid, None, item.children[0], item)
         return vid
+
+    def range_slice(self, vid: str, item: Tree) -> str:
+        """``x[T = a:b as S]``: bounds known when the spec is checked (numbers, axis sizes)."""
+        axis_tok, start_tree, colon, stop_tree, dst_tok = item.children
+        axis = self.axis_name(axis_tok)
+        if dst_tok is None:
+            raise err(f"name the slice's axis: x[{axis} = ... as S]", colon,
+                      hint=f"a slice is a new axis with its own size: declare it (axis S) and write "
+                           f"x[{axis} = a:b as S]")
+        attrs: dict[str, Any] = {"axis": axis, "dst": self.axis_name(dst_tok)}
+        for key, tree in (("start", start_tree), ("stop", stop_tree)):
+            if tree is None:
+                continue
+            frame = self.frames[-1].nodes
+            mark = len(frame)
+            value = self.number_value(self.expr(tree))
+            if value is not None and all(n.op == "number" for n in frame[mark:]):
+                del frame[mark:]  # the bound lives in the attribute: no number nodes left to lower
+            if value is None:
+                raise err(f"the {key} of a slice must be known when the spec is checked (a number or axis sizes)",
+                          tree, hint="slice by numbers or sizes: x[T = 1:T - 1 as S]; pick one position with x[t] or x[T = i]")
+            attrs[key] = sz.to_text(value)
+        return self.add_op("slice", [vid], attrs, item).id
 
     def select(self, vid: str, axis: str | None, index_tree: Tree, where: Tree) -> str:
         if isinstance(index_tree, Tree) and index_tree.data == "name":

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from ncd.ops import contract, elementwise, extremes, integer, linalg, random, reduce, spatial, stats, structure
+from ncd.ops import (contract, elementwise, extremes, integer, linalg, random, reduce, slicing, spatial, stats,
+                     structure)
 from ncd.ops.base import JOINT, NONLINEAR, Algebra, OpDef
 
-_FAMILIES = (elementwise, reduce, contract, structure, spatial, linalg, integer, extremes, random, stats)
+_FAMILIES = (elementwise, reduce, contract, structure, spatial, linalg, integer, extremes, random, stats, slicing)
 
 
 def _table() -> MappingProxyType:
