@@ -27,6 +27,7 @@ from ncd.frontend.common import (
 )
 from ncd.frontend.parser import parse
 from ncd.ir import AxisDef, BlockIR, SpecIR, SpecMeta
+from ncd.frontend.unrolled import check_unrolled
 from ncd.limits import MAX_BLOCK_NESTING, MAX_SIZE_VALUE
 from ncd.ops import OPS
 from ncd.ops.init import INITIALISERS
@@ -408,8 +409,10 @@ class SpecBuilder:
         axes = dict(self.axes)
         for name, size in self.inferred.items():
             axes[name] = axes[name].model_copy(update={"size": sz.to_text(size)})
-        return SpecIR(name=self.name, axes=axes, bindings=self.bindings, blocks=self.blocks,
-                      entry=entry_block.key, entries=entries, meta=read_meta(self.source))
+        ir = SpecIR(name=self.name, axes=axes, bindings=self.bindings, blocks=self.blocks,
+                    entry=entry_block.key, entries=entries, meta=read_meta(self.source))
+        check_unrolled(ir)  # the repeat cap, composed across block calls
+        return ir
 
 
 def read_meta(source: str) -> SpecMeta:
