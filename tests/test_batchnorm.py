@@ -244,3 +244,23 @@ def test_the_diagram_notes_the_batch_statistics():
 
     dot = render_dot(ncd.check(BN2D.replace("MOM", "0.2"), C=2, H=2, W=2))
     assert "batchnorm" in dot and "momentum = 0.2" in dot
+
+
+def test_interop_loads_torchs_norms_and_refuses_a_mismatch():
+    from ncd.interop import load_torch
+
+    ref = nn.BatchNorm2d(3).double()
+    ref.train()(torch.randn(4, 3, 2, 2, dtype=torch.float64))  # statistics that are not the defaults
+    module = load_torch(ncd.load(BN2D.replace("MOM", "0.1"), C=3, H=2, W=2).double(), ref)
+    torch.testing.assert_close(module.running_var, ref.running_var)
+    assert int(module.num_batches_tracked) == 1
+    gn = nn.GroupNorm(2, 6).double()
+    with torch.no_grad():
+        gn.weight.uniform_()
+    loaded = load_torch(ncd.load(GROUP, block="GroupNorm", C=6, G=2, H=2, W=2).double(), gn)
+    x = torch.randn(2, 6, 2, 2, dtype=torch.float64)
+    torch.testing.assert_close(loaded(x), gn(x))
+    with pytest.raises(ncd.NcdError, match="shape"):
+        load_torch(ncd.load(BN2D.replace("MOM", "0.1"), C=4, H=2, W=2), nn.BatchNorm2d(3))
+    with pytest.raises(ncd.NcdError, match="does not hold"):
+        load_torch(ncd.load(BN2D.replace("MOM", "0.1"), C=3, H=2, W=2), nn.BatchNorm2d(3, affine=False))

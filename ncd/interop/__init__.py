@@ -1,6 +1,6 @@
 """Port trained torch.nn weights into compiled specs: ``load_torch(compiled, reference)``.
 
-Each family module (attention, recurrent) declares ``HANDLERS``: torch.nn module type → a function
+Each family module (attention, recurrent, norm) declares ``HANDLERS``: torch.nn module type → a function
 that copies the reference's weights into the compiled module, raising NcdError on any mismatch.
 """
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 from torch import nn
 
 from ncd.errors import NcdError
-from ncd.interop import attention, recurrent
+from ncd.interop import attention, norm, recurrent
 
-_HANDLERS = {**attention.HANDLERS, **recurrent.HANDLERS}
+_HANDLERS = {**attention.HANDLERS, **recurrent.HANDLERS, **norm.HANDLERS}
 
 
 def load_torch(compiled: nn.Module, reference: nn.Module) -> nn.Module:
