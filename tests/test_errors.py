@@ -541,6 +541,14 @@ block F(x: [T, D2]) -> [T, D] {
   return y
 }
 """, 4, 10, "must say which ACT output it gives", "mix graves"),
+    Case("halting/mix-twice", HEAD + """block F(x: [T, D]) -> [T, D] {
+  y, p = halting n max 4 mix graves eps 0.1 mix interpolate carry (s: [T, D] = x) {
+    s = relu(s)
+    halt sigmoid(sum(s, over = D))
+  }
+  return y
+}
+""", 4, 45, "mix is given twice", "give mix once"),
     Case("halting/mix-unknown", HEAD + """block F(x: [T, D]) -> [T, D] {
   y, p = halting n max 4 mix gravs carry (s: [T, D] = x) {
     s = relu(s)

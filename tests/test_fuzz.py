@@ -80,6 +80,31 @@ block ACT(x: [T, D]) -> [T, D] {
   return y
 }
 """,
+    "modules": """import LSTMCell from lstm
+axis T, P, D = 3
+entry Train, Greedy
+const c[P] = [1, 0.5, -1 / 4]
+block Poly(x: [..]) -> [..] {
+  return sum(c * x ^ idx(P), over = P)
+}
+block Step(x: [T, D]) -> [T, D] {
+  param w: [D] init normal(0, 0.5)
+  y, p = halting n max 3 mix graves eps 0.05 carry (s: [T, D] = x) {
+    s = Poly(s)
+    halt sigmoid(s @[D] w)
+  }
+  return y
+}
+block Train(x: [T, D]) -> [T, D] {
+  use step = Step
+  return step(x)
+}
+block Greedy(x: [T, D]) -> [T, D] {
+  use step = Step
+  h, c = LSTMCell(x + 0 * idx(G), x)
+  return step(step(h))
+}
+""",
     "misc": """axis D = 4, D2 = 8, N = 3
 axis T
 const A[n: N, k: N'] = where(n > k, -sqrt(2 * n + 1), 0)
@@ -110,6 +135,7 @@ VOCAB = [
     "x", "T", "D", "T'", "D''", "0", "1", "2.5", "1e-5", "relu", "softmax", "concat", "split", "sum",
     "normal", "zeros", "idx", "where", "forward", "self", "__class__", "lambda", "import", "\"s\"", "#",
     "\n", "😀", "\x00", "1e400", "99999999999999999999", "0x10", "_", "sqrt", "pi", "inf",
+    "entry", "mix", "graves", "interpolate", "from", "./x.ncd", "../y.ncd", "lstm", "[1, 2]",
 ]
 JUNK = st.text(alphabet=st.characters(min_codepoint=1, max_codepoint=0x2FF), min_size=1, max_size=3)
 NUMBERS = ["0", "1", "-1", "2", "3", "0.5", "1e-5", "1e9", "64", "100000", "1.5e300", "0.0", "7"]

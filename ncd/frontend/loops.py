@@ -81,7 +81,15 @@ class LoopBuilder:
         return name
 
     def expr_halting(self, tree: Tree) -> str:
-        var_tok, max_tree, eps_tree, mix_tree, carry_tree, *body = tree.children
+        var_tok, max_tree, *rest = tree.children
+        options: dict[str, Tree] = {}
+        while rest and isinstance(rest[0], Tree) and rest[0].data in ("eps", "mix"):
+            option = rest.pop(0)
+            if option.data in options:
+                raise err(f"{option.data} is given twice", option, hint=f"give {option.data} once")
+            options[option.data] = option
+        carry_tree, *body = rest
+        eps_tree, mix_tree = options.get("eps"), options.get("mix")
         max_steps = self.const_int(max_tree, "the maximum number of steps")
         if max_steps < 1:
             raise err("a halting loop needs at least one step", max_tree)
