@@ -44,7 +44,7 @@ def main() -> None:
     print(f"{'B x T x D':12} {'pass':8} {'ncd ms':>9} {'hand ms':>9} {'ratio':>6}")
     for size in args.sizes:
         B, T, D = (int(v) for v in size.split("x"))
-        m = ncd.load("specs/leaky_rnn.ncd", T=T, E=3, D=D, C=2)
+        m = ncd.load("specs/leaky_rnn.ncd", block="LeakyRNN", T=T, E=3, D=D, C=2)
         x = torch.randn(B, T, 3)
         with torch.no_grad():
             torch.testing.assert_close(m(x), hand_loop(m, x), atol=1e-4, rtol=1e-4)
