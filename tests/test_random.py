@@ -231,3 +231,34 @@ def test_costs_and_diagrams_show_the_random_ops():
     assert "~ categorical" in dot and "~ dropout" in dot
     report = analyze(ir, {"N": 2}, batch="N")
     assert report.numbers(report.total)["flops_fwd"] > 0
+
+
+HOIST = """axis T, D = 3
+block Noise(b: [D]) -> [D] { return normal(0 * b, 1) }
+block F(x: [T, D], b: [D]) -> [T, D], [T, D] {
+    direct = scan t over T carry (h: [D] = 0) {
+        y = normal(0 * b, 1) * 2
+        h = 0.5 * h + y
+        emit y
+    }
+    called = scan t over T carry (g: [D] = 0) {
+        z = Noise(b) * 2
+        g = 0.5 * g + z
+        emit z
+    }
+    return direct, called
+}
+"""
+
+
+def test_a_draw_that_reads_no_step_value_is_still_drawn_at_every_step(tmp_path):
+    module = ncd.load(HOIST, T=5, seed=8).double()
+    x, b = torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    direct, called = module(x, b)
+    for out in (direct, called):
+        assert not torch.equal(out[:, 0], out[:, 1])  # a fresh draw per step, not one hoisted
+    emitted = _emitted(HOIST, tmp_path, T=5)().double()
+    emitted.load_state_dict(module.state_dict())
+    emitted.manual_seed(8)
+    for a, c in zip(emitted(x, b), (direct, called)):
+        assert torch.equal(a, c)

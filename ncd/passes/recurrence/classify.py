@@ -63,6 +63,17 @@ class StepAnalysis:
 
     MAX_DEPTH = 16
 
+    def draws(self, node: Node) -> bool:
+        """A draw, or a running statistic, differs at every step: what depends on it varies (and is
+        never hoisted out of the loop), even where it reads no step value."""
+        from ncd.ops import OPS
+        from ncd.ops.random import in_order
+
+        row = OPS.get(node.op)
+        if row is not None:
+            return row.random or row.stateful
+        return node.op == "call" and in_order([node], self.spec) is not None
+
     def value(self, node_id: str) -> Value:
         return self.values.get(node_id, Value())
 
@@ -83,7 +94,7 @@ class StepAnalysis:
         degree = max(v.degree for v in ins)
         mixes = frozenset().union(*(v.mixes for v in ins))
         carries = frozenset().union(*(v.carries for v in ins))
-        varies = any(v.varies for v in ins)
+        varies = any(v.varies for v in ins) or self.draws(node)
         state_in = [v for v in ins if v.degree > 0]
         coeff_axes = frozenset().union(*(v.coeff_axes for v in state_in)) if state_in else frozenset()
         coeff_varies = any(v.coeff_varies for v in state_in)
