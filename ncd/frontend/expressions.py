@@ -23,7 +23,7 @@ from ncd.frontend.common import (
 )
 from ncd.frontend.parser import span_of
 from ncd.ir import InstanceDef, Node, ParamDef, Region, WireType
-from ncd.limits import MAX_CONST_LIST
+from ncd.limits import MAX_CONST_LIST, MAX_EXPR_DEPTH
 from ncd.ops import OPS
 from ncd.ops.init import FLOAT32_MAX, INITIALISERS
 from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, FoldError
@@ -45,7 +45,16 @@ class ExpressionBuilder:
         method = getattr(self, f"expr_{tree.data}", None)
         if method is None:
             raise err(f"{tree.data} is not allowed here", tree)
-        return method(tree)
+        depth = self.__dict__.get("_expr_depth", 0)
+        if depth >= MAX_EXPR_DEPTH:  # refused here, at its place, before Python's stack runs out
+            raise err(f"this expression nests more than {MAX_EXPR_DEPTH} levels deep (calls inside calls, or a "
+                      f"chain of operators, each counts a level)", tree,
+                      hint="name the intermediate values: y = ...; z = f(y)")
+        self._expr_depth = depth + 1
+        try:
+            return method(tree)
+        finally:
+            self._expr_depth = depth
 
     def expr_number(self, tree: Tree) -> str:
         return self.number(number_literal(tree.children[0]), tree).id

@@ -33,3 +33,13 @@ def test_loops_through_block_calls_multiply(tmp_path, name, text, line, needles,
 def test_a_product_within_the_cap_runs():
     ok = LOOPS + "block C(x: [D]) -> [D] {\n    use l = B × 4\n    use b = B\n    return b(l(x))\n}\n"
     assert ncd.check(ok).entry_block.name == "C"
+
+
+@pytest.mark.parametrize("expr, col", [("tanh(" * 300 + "x" + ")" * 300, 9 + 5 * 128),
+                                       ("x" + " + x" * 300, 9)])
+def test_a_deep_expression_is_refused_at_its_place(tmp_path, expr, col):
+    """Issue 9: 300 levels of nesting were refused at 1:1 (a RecursionError caught at the top); the
+    error now names the limit at the sub-expression that passes it."""
+    spec = write_spec(tmp_path, f"axis D = 4\nblock F(x: [D]) -> [D] {{\n    y = {expr}\n    return y\n}}\n")
+    out = assert_ncd_error(run_cli("check", spec), "nests more than 128 levels", line=3)
+    assert int(out.located()["col"]) == col, out
