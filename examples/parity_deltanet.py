@@ -1,4 +1,4 @@
-"""Parity with one DeltaNet layer: eigenvalues in [−1, 1] learn it and generalise, [0, 1] do not.
+"""Parity with one DeltaNet or Mamba layer: eigenvalues in [−1, 1] learn it and generalise, [0, 1] do not.
 
 Grazzi et al. 2024 (Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues), the
 setting of their Figure 1, shrunk to run on a CPU in minutes: bit strings, the label at every
@@ -6,9 +6,12 @@ position is the parity of the bits so far; train on strings of length ≤ --trai
 longer ones. The model is an embedding of the bit, one `deltanet` layer from the ncd library
 (specs/deltanet.ncd: `DeltaNet` has β = 2σ(·), `DeltaNet01` β = σ(·)) with a residual
 connection, and a linear read-out. Nothing else differs between the two settings.
+`--model mamba` uses one `mamba_negeig` layer instead (specs/mamba_negeig.ncd: `Mamba` has
+Ā = 2 exp(ΔA) − 1 ∈ (−1, 1), `Mamba01` Ā = exp(ΔA) ∈ (0, 1)).
 
-    .venv/bin/python examples/parity_deltanet.py            # the table in docs/parity.md
-    .venv/bin/python examples/parity_deltanet.py --quick    # a smoke run, seconds
+    .venv/bin/python examples/parity_deltanet.py                  # the DeltaNet table in docs/parity.md
+    .venv/bin/python examples/parity_deltanet.py --model mamba    # the Mamba table in docs/parity.md
+    .venv/bin/python examples/parity_deltanet.py --quick          # a smoke run, seconds
 
 Accuracy is per position: "train" on fresh strings of the training length, "T=n" on strings of
 length n counting only the positions beyond the training length (every position there is a
@@ -26,12 +29,16 @@ import ncd
 
 
 class ParityModel(nn.Module):
-    def __init__(self, neg: bool, d: int, heads: int) -> None:
+    def __init__(self, neg: bool, d: int, heads: int, model: str = "deltanet", states: int = 8) -> None:
         super().__init__()
         self.embed = nn.Embedding(2, d)
-        block = "DeltaNet" if neg else "DeltaNet01"
-        self.layer = ncd.load("deltanet", block=block, D=d, H=heads, K=d // heads, V=d // heads,
-                              scan_backend="sequential")
+        if model == "mamba":
+            self.layer = ncd.load("mamba_negeig", block="Mamba" if neg else "Mamba01", D=d, N=states,
+                                  scan_backend="sequential")
+        else:
+            block = "DeltaNet" if neg else "DeltaNet01"
+            self.layer = ncd.load("deltanet", block=block, D=d, H=heads, K=d // heads, V=d // heads,
+                                  scan_backend="sequential")
         self.readout = nn.Linear(d, 2)
 
     def forward(self, bits: torch.Tensor) -> torch.Tensor:
@@ -54,7 +61,7 @@ def accuracy(model: nn.Module, length: int, skip: int, gen: torch.Generator, n: 
 def run(neg: bool, seed: int, args) -> dict[str, float]:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(1000 + seed)
-    model = ParityModel(neg, args.d, args.heads)
+    model = ParityModel(neg, args.d, args.heads, args.model, args.states)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     loss_fn = nn.CrossEntropyLoss()
@@ -76,6 +83,8 @@ def run(neg: bool, seed: int, args) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a smoke run: few steps, one seed")
+    p.add_argument("--model", choices=["deltanet", "mamba"], default="deltanet")
+    p.add_argument("--states", type=int, default=8, help="N, the Mamba state size per channel")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=64)
@@ -91,7 +100,7 @@ def main() -> None:
     torch.set_num_threads(1)
     settings = {"both": [True, False], "neg": [True], "pos": [False]}[args.settings]
     cols = ["train"] + [f"T={n}" for n in args.test_lens] + [f"last@{n}" for n in args.test_lens]
-    print(f"# steps={args.steps} batch={args.batch} lr={args.lr} D={args.d} H={args.heads} "
+    print(f"# model={args.model} steps={args.steps} batch={args.batch} lr={args.lr} D={args.d} H={args.heads} N={args.states} "
           f"train_len={args.train_len}")
     print("| eigenvalues | seed | " + " | ".join(cols) + " | final loss | time |")
     print("|---|---|" + "---|" * (len(cols) + 2))
@@ -99,7 +108,10 @@ def main() -> None:
         for seed in args.seeds:
             start = time.time()
             row = run(neg, seed, args)
-            label = "[−1, 1] (β = 2σ)" if neg else "[0, 1] (β = σ)"
+            if args.model == "mamba":
+                label = "[−1, 1] (Ā = 2exp(ΔA) − 1)" if neg else "[0, 1] (Ā = exp(ΔA))"
+            else:
+                label = "[−1, 1] (β = 2σ)" if neg else "[0, 1] (β = σ)"
             cells = " | ".join(f"{row[c]:.3f}" for c in cols)
             print(f"| {label} | {seed} | {cells} | {row['loss']:.3f} | {time.time() - start:.0f} s |", flush=True)
 
