@@ -1,8 +1,9 @@
 """ParaRNN backend: nonlinear recurrences solved parallel-in-time by Newton + linear scans.
 
     naive.py       sequential cell loop and sequential scan (the slow twins)
-    scan.py        log-depth PyTorch scan + `linear_scan` dispatch (Triton on CUDA)
-    scan_triton.py chunked Triton scan kernels (diag and k×k blocks)
+    scan.py        `linear_scan` dispatch (Triton on CUDA): diagonal coefficients run the one
+                   diagonal scan of ncd.backends.triton.diagonal, k×k blocks its odd-even twin
+    scan_triton.py chunked Triton scan kernels for k×k blocks (diagonal: the diagonal kernel)
     jacobian.py    structured Jacobians by JVP; `check_jacobian_structure`
     solver.py      `NewtonSolver`, `newton_scan`, adjoint backward, stats
     cells.py       ParaGRU, ParaLSTM, DiagTanhRNN, DenseGRU, DivergentCell

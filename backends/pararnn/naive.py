@@ -19,6 +19,8 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
+from ncd.backends.triton.diagonal.naive import naive_diag_scan
+
 Cell = Callable[..., Tensor]
 ScanKind = Literal["diag", "block"]
 
@@ -59,6 +61,8 @@ def scan_naive(
     initial: the state before the first step (y_{-1}, or y_T when reversed), zero if None.
     Accumulates in float32 (float64 stays float64); returns b's dtype.
     """
+    if kind == "diag":  # the kernels package's sequential reference
+        return naive_diag_scan(a, b, initial, reverse)[0].to(b.dtype)
     dt = acc_dtype(b.dtype)
     a32, b32 = a.to(dt), b.to(dt)
     T = b.shape[1]
@@ -66,6 +70,6 @@ def scan_naive(
     out = [None] * T
     order = range(T - 1, -1, -1) if reverse else range(T)
     for t in order:
-        y = (a32[:, t] * y if kind == "diag" else _matvec(a32[:, t], y)) + b32[:, t]
+        y = _matvec(a32[:, t], y) + b32[:, t]
         out[t] = y
     return torch.stack(out, dim=1).to(b.dtype)

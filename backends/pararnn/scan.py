@@ -1,13 +1,9 @@
 """Parallel linear scan y_t = a_t y_{t-1} + b_t over T, the linear solve inside each Newton step.
 
-The pairs (a_t, b_t) compose associatively,
-
-    (a1, b1) ∘ (a2, b2) = (a2 a1, a2 b1 + b2)        (1 = earlier step, 2 = later step),
-
-so the recurrence is a prefix scan. The PyTorch version here pairs neighbours, scans the
-half-length sequence of pairs recursively and fills in the remaining half (odd-even / Blelloch
-style): O(T) work, log2(T) depth, each level a handful of batched tensor ops. It is the CPU path.
-On CUDA, `linear_scan` dispatches to the chunked Triton kernel in `scan_triton.py`.
+Diagonal coefficients run the one diagonal scan of the kernels package
+(`ncd.backends.triton.diagonal`: its PyTorch twin on CPU, its Triton kernel on CUDA); k×k block
+coefficients run the same odd-even PyTorch scan with matrix products, or the chunked Triton block
+kernels in `scan_triton.py`.
 """
 from __future__ import annotations
 
@@ -16,44 +12,25 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ncd.backends.triton._common import auto_backend, require_triton
 from ncd.backends.pararnn.naive import ScanKind, acc_dtype, scan_naive
+from ncd.backends.triton._common import auto_backend, require_triton
+from ncd.backends.triton.diagonal.chunk_torch import diag_scan_torch, odd_even_scan
 
 InnerScan = Literal["auto", "torch", "triton", "naive"]  # the linear scan's implementation, not a scan backend
 
 
-def _compose(a2: Tensor, a1: Tensor, kind: ScanKind) -> Tensor:
-    return a2 * a1 if kind == "diag" else a2 @ a1
+def _matmul(a2: Tensor, a1: Tensor) -> Tensor:
+    return a2 @ a1
 
 
-def _apply(a: Tensor, y: Tensor, kind: ScanKind) -> Tensor:
-    return a * y if kind == "diag" else (a @ y.unsqueeze(-1)).squeeze(-1)
+def _matvec(a: Tensor, y: Tensor) -> Tensor:
+    return (a @ y.unsqueeze(-1)).squeeze(-1)
 
 
-def _identity_like(a0: Tensor, kind: ScanKind) -> Tensor:
-    """The neutral coefficient for one time step: ones (diag) or identity blocks."""
-    if kind == "diag":
-        return torch.ones_like(a0)
+def _identity_blocks(a0: Tensor) -> Tensor:
+    """The neutral coefficient for one time step of a block scan: identity blocks."""
     k = a0.shape[-1]
     return torch.eye(k, dtype=a0.dtype, device=a0.device).expand_as(a0).clone()
-
-
-def _scan_rec(a: Tensor, b: Tensor, kind: ScanKind) -> Tensor:
-    """Inclusive forward scan from a zero state, along dim 1, in a's dtype."""
-    T = b.shape[1]
-    if T == 1:
-        return b.clone()
-    if T % 2:  # pad with the neutral step (identity, 0) so pairs line up; cut it off after
-        a = torch.cat([a, _identity_like(a[:, :1], kind)], dim=1)
-        b = torch.cat([b, torch.zeros_like(b[:, :1])], dim=1)
-    a_e, a_o = a[:, 0::2], a[:, 1::2]
-    b_e, b_o = b[:, 0::2], b[:, 1::2]
-    # pair (2i, 2i+1) composed: its result is y at the odd positions
-    y_o = _scan_rec(_compose(a_o, a_e, kind), _apply(a_o, b_e, kind) + b_o, kind)
-    y_e = b_e.clone()
-    y_e[:, 1:] += _apply(a_e[:, 1:], y_o[:, :-1], kind)
-    y = torch.stack([y_e, y_o], dim=2).flatten(1, 2)
-    return y[:, :T]
 
 
 def scan_parallel(
@@ -64,14 +41,16 @@ def scan_parallel(
     initial: Tensor | None = None,
 ) -> Tensor:
     """Log-depth PyTorch scan; same contract as `naive.scan_naive` (float32 accumulation)."""
+    if kind == "diag":
+        return diag_scan_torch(a, b, initial, reverse)[0]
     dt = acc_dtype(b.dtype)
     a32, b32 = a.to(dt), b.to(dt)
     if reverse:
         a32, b32 = a32.flip(1), b32.flip(1)
     if initial is not None:  # fold the initial state into the first step's offset
         b32 = b32.clone()
-        b32[:, 0] += _apply(a32[:, 0], initial.to(dt), kind)
-    y = _scan_rec(a32, b32, kind)
+        b32[:, 0] += _matvec(a32[:, 0], initial.to(dt))
+    y = odd_even_scan(a32, b32, _matmul, _matvec, _identity_blocks)
     if reverse:
         y = y.flip(1)
     return y.to(b.dtype)

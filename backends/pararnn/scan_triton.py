@@ -1,9 +1,10 @@
-"""Chunked Triton scan for y_t = a_t y_{t-1} + b_t (diag and k×k block coefficients).
+"""Chunked Triton scan for y_t = a_t y_{t-1} + b_t with k×k block coefficients; diagonal
+coefficients run the one diagonal scan kernel (`ncd.backends.triton.diagonal.chunk`).
 
 Three launches, all accumulating in float32:
 
 1. `reduce`: each program takes one chunk of CHUNK steps for one batch row and a tile of
-   channels (diag) or blocks (block), runs the recurrence sequentially in registers from a zero
+   blocks, runs the recurrence sequentially in registers from a zero
    state and writes the chunk's aggregate pair (A_c = a_end ⋯ a_start, B_c = its output).
 2. `carry`: one program per (batch row, tile) walks the NC = ceil(T / CHUNK) chunk aggregates in
    order, carry_c = A_c carry_{c-1} + B_c, writing each chunk's incoming state.
@@ -29,65 +30,6 @@ def _time_index(pos, T, REVERSE: tl.constexpr):
         return T - 1 - pos
     else:
         return pos
-
-
-# ---------------------------------------------------------------- diagonal: a, b [B, T, N]
-@triton.jit
-def _diag_reduce_kernel(a_ptr, b_ptr, A_ptr, Bc_ptr, T, N, NC,
-                        CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, REVERSE: tl.constexpr):
-    c = tl.program_id(0)
-    bi = tl.program_id(1).to(tl.int64)
-    n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mn = n < N
-    acc_a = tl.full([BLOCK_N], 1.0, tl.float32)
-    acc_b = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for i in range(CHUNK):
-        pos = c * CHUNK + i
-        t = _time_index(pos, T, REVERSE)
-        m = mn & ((pos + n * 0) < T)
-        off = (bi * T + t) * N + n
-        a = tl.load(a_ptr + off, mask=m, other=0.0).to(tl.float32)
-        b = tl.load(b_ptr + off, mask=m, other=0.0).to(tl.float32)
-        acc_a = a * acc_a
-        acc_b = a * acc_b + b
-    out = (bi * NC + c) * N + n
-    tl.store(A_ptr + out, acc_a, mask=mn)
-    tl.store(Bc_ptr + out, acc_b, mask=mn)
-
-
-@triton.jit
-def _diag_carry_kernel(A_ptr, Bc_ptr, C_ptr, init_ptr, N, NC,
-                       HAS_INIT: tl.constexpr, BLOCK_N: tl.constexpr):
-    bi = tl.program_id(0).to(tl.int64)
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mn = n < N
-    if HAS_INIT:
-        carry = tl.load(init_ptr + bi * N + n, mask=mn, other=0.0).to(tl.float32)
-    else:
-        carry = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for c in range(NC):
-        off = (bi * NC + c) * N + n
-        tl.store(C_ptr + off, carry, mask=mn)
-        carry = tl.load(A_ptr + off, mask=mn, other=0.0) * carry + tl.load(Bc_ptr + off, mask=mn, other=0.0)
-
-
-@triton.jit
-def _diag_rescan_kernel(a_ptr, b_ptr, C_ptr, y_ptr, T, N, NC,
-                        CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, REVERSE: tl.constexpr):
-    c = tl.program_id(0)
-    bi = tl.program_id(1).to(tl.int64)
-    n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mn = n < N
-    y = tl.load(C_ptr + (bi * NC + c) * N + n, mask=mn, other=0.0)
-    for i in range(CHUNK):
-        pos = c * CHUNK + i
-        t = _time_index(pos, T, REVERSE)
-        m = mn & ((pos + n * 0) < T)
-        off = (bi * T + t) * N + n
-        a = tl.load(a_ptr + off, mask=m, other=0.0).to(tl.float32)
-        b = tl.load(b_ptr + off, mask=m, other=0.0).to(tl.float32)
-        y = a * y + b
-        tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=m)
 
 
 # ------------------------------------------------- block: a [B, T, NB, K, K], b [B, T, NB, K]
@@ -174,23 +116,18 @@ def scan_triton(
     chunk: int = 64,
     block_n: int | None = None,
 ) -> Tensor:
-    """Same contract as `naive.scan_naive`; shapes are checked by `scan.linear_scan`."""
+    """Same contract as `naive.scan_naive`; shapes are checked by `scan.linear_scan`. ``chunk``
+    and ``block_n`` tile the block kernels; the diagonal kernel picks its own tiles."""
+    if kind == "diag":
+        from ncd.backends.triton.diagonal.chunk import scan_fwd
+
+        init = initial.contiguous() if initial is not None else None
+        return scan_fwd(a.contiguous(), b.contiguous(), init, reverse)[0]
     a, b = a.contiguous(), b.contiguous()
     B, T = b.shape[:2]
     NC = triton.cdiv(T, chunk)
     y = torch.empty_like(b)
     init = initial.contiguous() if initial is not None else b  # dummy pointer when absent
-    if kind == "diag":
-        N = b.shape[2]
-        bn = block_n or min(128, triton.next_power_of_2(N))
-        A = torch.empty(B, NC, N, dtype=torch.float32, device=b.device)
-        Bc, C = torch.empty_like(A), torch.empty_like(A)
-        grid = (NC, B, triton.cdiv(N, bn))
-        _diag_reduce_kernel[grid](a, b, A, Bc, T, N, NC, CHUNK=chunk, BLOCK_N=bn, REVERSE=reverse)
-        _diag_carry_kernel[(B, triton.cdiv(N, bn))](A, Bc, C, init, N, NC,
-                                                    HAS_INIT=initial is not None, BLOCK_N=bn)
-        _diag_rescan_kernel[grid](a, b, C, y, T, N, NC, CHUNK=chunk, BLOCK_N=bn, REVERSE=reverse)
-        return y
     NB, K = b.shape[2], b.shape[3]
     KP = triton.next_power_of_2(K)
     bnb = block_n or max(1, min(64, triton.next_power_of_2(NB), 256 // (KP * KP) or 1))

@@ -33,7 +33,7 @@ def implementation(backend: str, device: torch.device | str | None = None,
     if backend in ("gla", "delta"):
         return "Triton chunked kernel" if triton else f"chunked PyTorch ({why})"
     if backend == "scan":
-        return "Triton diagonal scan" if triton else f"PyTorch doubling scan ({why})"
+        return "Triton diagonal scan" if triton else f"PyTorch parallel scan ({why})"
     if backend == "newton":
         return ("Newton iterations, Triton linear scans" if triton
                 else f"Newton iterations, PyTorch parallel scans ({why})")

@@ -59,6 +59,39 @@ def test_gradcheck_fp64(backend):
         fast_mode=True)
 
 
+def _loop(a, x, h0, reverse):
+    """The recurrence written plainly, one step at a time, in float64."""
+    a, x = a.double(), x.double()
+    h = torch.zeros_like(x[:, 0]) if h0 is None else h0.double()
+    out = [None] * x.shape[1]
+    for t in (reversed(range(x.shape[1])) if reverse else range(x.shape[1])):
+        h = a[:, t] * h + x[:, t]
+        out[t] = h
+    return torch.stack(out, 1), h
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch", "naive"])
+@pytest.mark.parametrize("h0", [True, False], ids=["h0", "zero-h0"])
+@pytest.mark.parametrize("T", [1, 7, 65, 130])  # one time tile, and carries across tiles (BT = 64)
+def test_reverse_matches_the_loop_forward_and_gradients(backend, h0, T):
+    """reverse=True is h_t = a_t h_{t+1} + x_t, h0 the state after the last step; its outputs and
+    the gradients through them match autograd through the plain loop."""
+    ins = inputs(2, T, 9, h0, signed=True)
+    fn = (lambda *t: naive(*t, reverse=True)) if backend == "naive" else \
+        (lambda *t: scan_mod.diag_scan(*t, reverse=True, backend=backend))
+    got = outputs_and_grads(fn, ins)
+    want = outputs_and_grads(lambda *t: _loop(*t, reverse=True), [t.double() if t is not None else None for t in ins])
+    assert_close(got, want, F32_TOL, NAMES)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_reverse_gradcheck_fp64(backend):
+    a, x, h0 = (t.double().requires_grad_(True) for t in inputs(1, 6, 3, signed=True))
+    assert torch.autograd.gradcheck(
+        lambda *t: scan_mod.diag_scan(*t, reverse=True, backend=backend), (a, x, h0), eps=1e-6, atol=1e-8,
+        fast_mode=backend == "triton")
+
+
 def test_empty_time_axis():
     a, x, h0 = inputs(2, 0, 4)
     h, hT = scan_mod.diag_scan(a, x, h0, backend="triton")

@@ -1,4 +1,7 @@
-"""Diagonal linear scan h_t = a_t * h_{t-1} + x_t (Triton, with naive and PyTorch twins)."""
+"""Diagonal linear scan h_t = a_t * h_{t-1} + x_t (Triton, with naive and PyTorch twins).
+
+The one diagonal scan: the torch backend's linear scans and the Newton solver's inner scans
+(`ncd.backends.pararnn.scan`) both run it."""
 from __future__ import annotations
 
 import torch
@@ -11,18 +14,21 @@ __all__ = ["diag_scan", "naive_diag_scan", "diag_scan_torch"]  # diag_scan_trito
 
 
 def diag_scan(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None = None, *,
-              backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+              reverse: bool = False, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Diagonal recurrence h_t = a_t * h_{t-1} + x_t, elementwise over channels.
 
     Args:
         a: [B, T, D] decay (any sign; zero allowed).
         x: [B, T, D] input, same dtype as ``a``.
         h0: [B, D] initial state, or None for zeros.
+        reverse: scan backwards in time, h_t = a_t * h_{t+1} + x_t (h0 is then the state after
+            the last step).
         backend: 'auto' (Triton on CUDA, PyTorch elsewhere), 'triton' or 'torch'.
 
     Returns:
         h: [B, T, D] every state, in x.dtype.
-        h_T: [B, D] final state, float32 (float64 for float64 inputs).
+        h_T: [B, D] final state of the walk (h_0 when ``reverse``), float32 (float64 for
+            float64 inputs).
     """
     check_ndim("x", x, 3, "[B, T, D]")
     check_ndim("a", a, 3, "[B, T, D]")
@@ -37,7 +43,7 @@ def diag_scan(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None = None, 
         check_dtype("h0", h0)
     check_same_device(a=a, x=x, h0=h0)
     if pick_backend(backend, x.device) == "torch":
-        return diag_scan_torch(a, x, h0)
+        return diag_scan_torch(a, x, h0, reverse)
     from ncd.backends.triton.diagonal.chunk import diag_scan_triton  # imports triton: only where the kernel launches
 
-    return diag_scan_triton(a, x, h0)
+    return diag_scan_triton(a, x, h0, reverse)
