@@ -2,7 +2,7 @@
 the torch backend all read.
 
 Each entry says which recurrence plans it admits (``admits``: None, or why not), which of the
-analyzer's cost strategies describes it (``strategy``, see ncd/analysis/cost.py), and how to
+analyzer's cost strategies describes it (``strategy``, see ncd/analysis/scan_costs.py), and how to
 fix a refusal (``hint``). The core knows nothing of torch: a backend registers the runner that
 executes a backend's plans (``register_runner``); the names and the admission rules live here
 so that `ncd check` can reject `scan ... via newtn` without importing a backend.
@@ -86,6 +86,16 @@ BACKENDS: dict[str, ScanBackend] = {b.name: b for b in (
     ScanBackend("fused_rnn", "torch's fused RNN operator (nn.RNN/GRU/LSTM's kernel) for a proven Elman, GRU or "
                 "LSTM step", "sequential", _cell, "use 'sequential' or 'auto'"),
 )}
+# The analyzer's cost strategies (ncd/analysis/scan_costs.py) and which recurrences each can run:
+# the linear-only ones need an affine step, fft a time-invariant one; None: a scan with no plan.
+STRATEGY_ADMITS: dict[str, Callable[[PlanLike | None], bool]] = {
+    "sequential": lambda plan: True,
+    "newton": lambda plan: True,
+    "parallel_scan": lambda plan: plan is not None and plan.linear,
+    "chunked": lambda plan: plan is not None and plan.linear,
+    "attention_form": lambda plan: plan is not None and plan.linear,
+    "fft": lambda plan: plan is not None and plan.structure == "time_invariant",
+}
 AUTO = "auto"  # not a backend: the recurrence pass chooses one per scan
 NAMES: tuple[str, ...] = (AUTO, *BACKENDS)  # the order --help and the hints list them in
 
@@ -120,6 +130,12 @@ def strategy(name: str) -> str:
     """The analyzer's cost strategy for a backend name."""
     backend = BACKENDS.get(name)
     return backend.strategy if backend is not None else name
+
+
+def strategy_applies(name: str, plan: PlanLike | None) -> bool:
+    """Whether the cost strategy ``name`` can run a scan planned as ``plan`` (None: no plan)."""
+    admits = STRATEGY_ADMITS.get(name)
+    return admits(plan) if admits is not None else True
 
 
 def register_runner(name: str, runner: Any) -> None:

@@ -1,0 +1,431 @@
+"""The analyzer's walk: what each op of a spec costs (FLOPs forward and backward, saved
+activations, memory traffic), over blocks, lifted axes, scans and repeats.
+
+The analyzer walks the IR once as an abstract interpreter. Every value it meets carries the
+storage it lives in (a token: views share their source's), its memory order (to tell when
+``torch.einsum`` must copy an operand before its bmm), and whether it needs a gradient. Each op's
+FLOPs and saved tensors come from its op-table entry (``OpDef.cost``, see ncd/ops/costing.py);
+this file only adds them up over blocks, lifted (broadcast) axes, scans and repeats. A scan's
+strategies are costed in scan_costs.py; the totals are summed up in report.py.
+
+Everything is a sympy expression in the axis symbols (``SizeEnv``); numbers come from
+substituting the bound sizes. The entry block is lifted over the batch axis ``B``.
+
+Conventions: a multiply-add is 2 FLOPs; ``matmul_*`` counts contractions only (exactly what
+``torch.utils.flop_counter.FlopCounterMode`` counts for the compiled module), ``flops_*`` is
+everything; the backward pass computes the gradient of every parameter and, where
+``input_grad``, of the entry's inputs; activation bytes are the distinct non-parameter storages
+autograd saves, as ``torch.autograd.graph.saved_tensors_hooks`` sees them on the eager module.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy
+
+from ncd.analysis import fused
+from ncd.analysis.scan_costs import ScanCost, scan_cost
+from ncd.analysis.sizes import SizeEnv
+from ncd.errors import NcdError
+from ncd.ir import BlockIR, Node, SpecIR, WireType
+from ncd.ops import OPS, is_view
+from ncd.ops.costing import Save, elementwise, numel
+from ncd.passes.fusion import Fusion, in_scope
+
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "float": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2,
+               "half": 2, "float64": 8, "fp64": 8, "double": 8}
+KEYS = ("flops_fwd", "flops_bwd", "matmul_flops_fwd", "matmul_flops_bwd", "traffic_bytes")
+DEFAULT_COST = elementwise(1)  # an op without a cost rule: one FLOP per output element
+
+
+@dataclass
+class Val:
+    """What the analyzer knows of a value at run time (not its contents)."""
+
+    type: WireType
+    token: str | None  # the storage it lives in; None for Python scalars (number literals)
+    layout: tuple[str, ...] | None  # memory order of its axes, "..." standing for the lifted dims
+    grad: bool
+    param: bool = False
+
+
+@dataclass
+class OpCost:
+    path: str
+    block: str
+    id: str
+    op: str
+    name: str | None
+    flops_fwd: sympy.Expr
+    flops_bwd: sympy.Expr
+    matmul_flops_fwd: sympy.Expr
+    matmul_flops_bwd: sympy.Expr
+    traffic_bytes: sympy.Expr
+
+
+@dataclass
+class Context:
+    path: str
+    block: BlockIR
+    lift: tuple[str, ...]
+    mult: sympy.Expr  # how many times this scope runs (loop lengths, repeats)
+    values: dict[str, Any] = field(default_factory=dict)
+    fusions: dict[str, Fusion] = field(default_factory=dict)  # the fusion pass's plan for this block
+
+
+class Analyzer:
+    def __init__(self, ir: SpecIR, sizes: Mapping[str, int] | None = None, *, dtype: str = "float32",
+                 input_grad: bool = False, batch: str = "B", passes: Any) -> None:
+        if dtype not in DTYPE_BYTES:
+            raise NcdError(f"unknown dtype {dtype!r}", hint=f"choose one of {', '.join(sorted(DTYPE_BYTES))}")
+        self.ir = ir
+        self.size = SizeEnv(ir, sizes, batch)
+        self.dtype = dtype
+        self.bytes = DTYPE_BYTES[dtype]
+        self.input_grad = input_grad
+        self.ops: list[OpCost] = []
+        self.scans: list[ScanCost] = []
+        self.tokens: dict[str, sympy.Expr] = {}  # storage → bytes (all its copies across loop steps)
+        self.saved: dict[str, str] = {}  # storage → the block path that first saved it
+        self.blocks: dict[str, str] = {}  # path → block key
+        self._fresh = itertools.count()
+        self.muted = 0
+        self.plans = passes.scan_plans()  # the recurrence pass's, as the compiled module runs them
+        self.fusion = passes.fusion  # the fusion pass's, as the torch lowering builds from
+
+    # ------------------------------------------------------------------ sizes
+    def numel(self, t: WireType, lift: tuple[str, ...]) -> sympy.Expr:
+        return numel(t, self.sizer(lift))
+
+    def sizer(self, lift: tuple[str, ...]):
+        lifted = sympy.Mul(*[self.size(a) for a in lift]) if lift else sympy.Integer(1)
+        return lambda axis: lifted if axis == "..." else self.size(axis)
+
+    def elem_bytes(self, t: WireType) -> int:
+        return {"float": self.bytes, "bool": 1, "int": 8}[t.dtype]
+
+    def new(self, t: WireType, ctx: Context, *, grad: bool, layout: Any = None) -> Val:
+        """A fresh storage, one per run of the scope (its bytes count every loop step's copy)."""
+        token = f"s{next(self._fresh)}"
+        self.tokens[token] = self.numel(t, ctx.lift) * self.elem_bytes(t) * ctx.mult
+        if layout is None:
+            layout = (("...",) if t.lifted else ()) + tuple(t.axes)
+        return Val(t, token, tuple(layout), grad)
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> "Analyzer":
+        """Walk the entry block (lifted over the batch axis) and everything it calls."""
+        entry = self.ir.entry_block
+        ctx = Context(entry.name, entry, (self.size.batch,), sympy.Integer(1))
+        self.blocks[ctx.path] = entry.key
+        args = [self.new(p.type, ctx, grad=self.input_grad) for p in entry.inputs]
+        self.block(ctx, args)
+        return self
+
+    def block(self, ctx: Context, args: list[Val]) -> list[Val]:
+        ctx.fusions = self.fusion.of_block(ctx.block.key)
+        for node in ctx.block.nodes:
+            if node.op == "input":
+                ctx.values[node.id] = args[node.attrs["index"]]
+        self.scope(ctx, ctx.block.nodes)
+        return [ctx.values[r] for r in ctx.block.results]
+
+    def scope(self, ctx: Context, nodes: list[Node]) -> None:
+        fusions, absorbed = in_scope(ctx.fusions, nodes)
+        for node in nodes:
+            if node.op in ("input", "region_arg") or node.id in absorbed:
+                continue
+            if node.id in fusions:
+                ctx.values[node.id] = self.fused(ctx, node, fusions[node.id])
+                continue
+            ctx.values[node.id] = self.node(ctx, node)
+
+    def fused(self, ctx: Context, node: Node, fusion: Fusion) -> Val:
+        """A pattern the fusion pass planned as one torch call (F.linear, SDPA): costed as that call."""
+        ins = [_first(ctx.values[i]) for i in fusion.operands]
+        rule = fused.cost(fusion, node, [v.type for v in ins], self.sizer(ctx.lift))
+        grads = [v.grad for v in ins]
+        out = self.outputs(ctx, node, ins, rule)
+        self.account(ctx, node, ins, out, rule, grads, op=f"{node.op}→{fusion.kind}")
+        return out[0]
+
+    def arg(self, ctx: Context, node: Node, i: int) -> Val:
+        value = ctx.values[node.inputs[i]]
+        return value[0] if isinstance(value, list) else value
+
+    # ------------------------------------------------------------------ one node
+    def node(self, ctx: Context, node: Node) -> Any:
+        op = node.op
+        if op in ("number", "loop_index"):
+            return Val(node.types[0] if node.types else WireType(), None, None, False)
+        if op in ("param", "buffer", "const"):
+            is_param = op == "param"
+            t = node.type
+            token = f"{ctx.path}.{node.attrs['name']}"
+            self.tokens.setdefault(token, self.numel(t, ()) * self.elem_bytes(t))
+            return Val(t, token, tuple(t.axes), is_param, param=is_param)
+        if op == "tuple_get":
+            value = ctx.values[node.inputs[0]]
+            return value[node.attrs["index"]] if isinstance(value, list) else value
+        if op == "call":
+            return self.call(ctx, node)
+        if op in ("scan", "repeat", "halting"):
+            return self.loop(ctx, node)
+        if op == "broadcast" or op == "tap":
+            src = self.arg(ctx, node, 0)
+            return Val(node.type, src.token, src.layout, src.grad, src.param)
+        opdef = OPS.get(op)
+        if opdef is None:
+            raise NcdError(f"internal: the analyzer has no rule for op {op}")
+        ins = [self.arg(ctx, node, i) for i in range(len(node.inputs))]
+        in_types = [v.type for v in ins]
+        tensors = [v for v in ins if v.token is not None]
+        if tensors and not any(v.type.lifted for v in tensors) and any(t.lifted for t in node.types):
+            # every operand is a tensor of core axes only (a first scan step from a zero state)
+            node = node.model_copy(update={"types": [WireType(axes=t.axes, lifted=False, dtype=t.dtype)
+                                                     for t in node.types]})
+        rule = (opdef.cost or DEFAULT_COST)(node, in_types, self.sizer(ctx.lift))
+        grads = [v.grad for v in ins]
+        out = self.outputs(ctx, node, ins, rule)
+        self.account(ctx, node, ins, out, rule, grads)
+        return out if len(node.types) > 1 else out[0]
+
+    def outputs(self, ctx: Context, node: Node, ins: list[Val], rule: dict) -> list[Val]:
+        """The values a node makes: fresh storages in the rule's memory order, or views."""
+        grad = any(v.grad for v in ins) and node.type.dtype == "float" and rule.get("bwd", (1,)) != (0,)
+        layout = rule.get("layout", "natural")
+        if layout == "view":
+            return [self.view(node, ins[0], t) for t in node.types]
+        if layout == "follow":
+            full = [v for v in ins if v.layout is not None and set(v.type.axes) == set(node.type.axes)
+                    and v.type.lifted == node.type.lifted]
+            return [self.new(node.type, ctx, grad=grad, layout=full[0].layout if full else None)]
+        if isinstance(layout, tuple):
+            return [self.new(node.type, ctx, grad=grad, layout=layout)]
+        return [self.new(t, ctx, grad=grad) for t in node.types]
+
+    def view(self, node: Node, src: Val, t: WireType) -> Val:
+        """rename, annotate, select, split, reshape: the source's storage, its memory order updated."""
+        layout = src.layout
+        if layout is not None:
+            if node.op == "rename":
+                layout = tuple(node.attrs["dst"] if a == node.attrs["src"] else a for a in layout)
+            elif node.op == "select":
+                layout = tuple(a for a in layout if a != node.attrs["axis"])
+            elif node.op == "split":
+                src_axis = node.attrs["over"]["src"][0]
+                new = [a for a in t.axes if a not in src.type.axes]
+                layout = tuple(new[0] if a == src_axis else a for a in layout) if new else layout
+            elif node.op == "reshape":
+                src_axes, dst_axes = list(node.attrs["src"]), list(node.attrs["dst"])
+                at = [layout.index(a) for a in src_axes]
+                if at == list(range(at[0], at[0] + len(at))):
+                    layout = layout[: at[0]] + tuple(dst_axes) + layout[at[-1] + 1:]
+                else:  # torch.flatten of a permuted tensor copies: a fresh, contiguous storage
+                    return Val(t, f"s{next(self._fresh)}", (("...",) if t.lifted else ()) + t.axes, src.grad)
+        return Val(t, src.token, layout, src.grad, src.param)
+
+    def account(self, ctx: Context, node: Node, ins: list[Val], out: list[Val], rule: dict,
+                grads: list[bool], op: str | None = None) -> None:
+        if self.muted:
+            return
+        mult = ctx.mult
+        flops = sympy.sympify(rule.get("flops", 0))
+        matmul = sympy.sympify(rule.get("matmul", 0))
+        bwd = rule.get("bwd", ())
+        matmul_bwd = rule.get("matmul_bwd", ())
+        flops_bwd = sum((sympy.sympify(b) for b, g in zip(bwd, grads) if g), sympy.Integer(0))
+        mm_bwd = sum((sympy.sympify(b) for b, g in zip(matmul_bwd, grads) if g), sympy.Integer(0))
+        for which, extra in rule.get("shared_bwd", ()):  # one gradient serving several inputs
+            if any(grads[i] for i in which):
+                mm_bwd += extra
+        traffic = sympy.Integer(0)
+        if not is_view(node.op):
+            seen = set()
+            for v in (*ins, *out):
+                if v.token is not None and v.token not in seen:
+                    seen.add(v.token)
+                    traffic += self.numel(v.type, ctx.lift if v.type.lifted else ()) * self.elem_bytes(v.type)
+        self.ops.append(OpCost(ctx.path, ctx.block.key, node.id, op or node.op, node.name,
+                               (flops + matmul) * mult, (flops_bwd + mm_bwd) * mult, matmul * mult,
+                               mm_bwd * mult, traffic * mult))
+        if not any(grads):
+            return
+        for save in rule.get("saves", ()):
+            self.save(ctx, node, save, ins, out, grads)
+
+    def save(self, ctx: Context, node: Node, save: Save, ins: list[Val], out: list[Val],
+             grads: list[bool]) -> None:
+        when = save.when
+        if isinstance(when, tuple):  # ("scalar", i) / ("tensor", i): input i a Python number or not
+            kind, i = when
+            if i >= len(ins) or (kind == "scalar") != (ins[i].token is None):
+                return
+        elif when != "any" and not (when < len(grads) and grads[when]):
+            return
+        if save.what == "new":
+            token = f"s{next(self._fresh)}"
+            width = {"int": 8, "bool": 1}.get(save.dtype or "float", self.bytes)  # int64 indices, masks
+            self.tokens[token] = sympy.sympify(save.numel) * width * ctx.mult
+        else:
+            values = ins if save.what == "in" else out
+            if save.index >= len(values):
+                return
+            value = values[save.index]
+            if value.token is None:
+                return
+            token = value.token
+            copied = save.groups is not None and not viewable(value.layout, save.groups)
+            if value.param and not copied:  # parameters are not activations; a copy of one is
+                return
+            if copied:
+                token = f"s{next(self._fresh)}"  # the op copies it into the layout it needs
+                t = value.type
+                self.tokens[token] = self.numel(t, ctx.lift if t.lifted else ()) * self.elem_bytes(t) * ctx.mult
+        self.saved.setdefault(token, ctx.path)
+
+    # ------------------------------------------------------------------ blocks
+    def call(self, ctx: Context, node: Node) -> Any:
+        block = self.ir.blocks[node.attrs["block"]]
+        lift_axes = tuple(node.attrs.get("lift") or ())
+        args = [self.arg(ctx, node, i) for i in range(len(node.inputs))]
+        lifted_in = any(v.type.lifted for v in args)
+        lift = (ctx.lift if lifted_in else ()) + lift_axes
+        repeat = node.attrs.get("repeat") or 1
+        path = f"{ctx.path}/{node.attrs['instance']}"
+        self.blocks[path] = block.key
+        inner = Context(path, block, lift, ctx.mult * repeat)
+        callee_args = []
+        for v, port in zip(args, block.inputs):
+            layout = _enter_layout(v.layout, lift_axes) if port.type.lifted else v.layout
+            callee_args.append(Val(port.type, v.token, layout, v.grad, v.param))
+        results = self.block(inner, callee_args)
+        outs = []
+        for r, t in zip(results, node.types):
+            layout = _leave_layout(r.layout, lift_axes) if t.lifted and r.layout is not None else r.layout
+            outs.append(Val(t, r.token, layout, r.grad, r.param))
+        return outs if len(node.types) > 1 else outs[0]
+
+    # ------------------------------------------------------------------ loops
+    def loop(self, ctx: Context, node: Node) -> Any:
+        region = node.regions[0]
+        if node.op == "scan":
+            length = self.size(node.attrs["axis"])
+        elif node.op == "repeat":
+            length = sympy.Integer(int(node.attrs["count"]))
+        else:
+            length = sympy.Integer(int(node.attrs["max"]))
+        inits = [self.arg(ctx, node, i) for i in range(len(node.inputs))]
+        n_carry = len(inits)
+        arg_nodes = {n.id: n for n in region.nodes if n.op in ("region_arg", "loop_index")}
+        inner = Context(ctx.path, ctx.block, ctx.lift, ctx.mult * length, ctx.values, ctx.fusions)
+        # a carry needs a gradient if its start does or if the step makes it depend on a parameter
+        grads = [v.grad for v in inits]
+        self.muted += 1
+        for _ in range(2):
+            self._bind_args(inner, region, arg_nodes, grads, n_carry)
+            self.scope(inner, region.nodes)
+            new = [g or _first(inner.values[r]).grad for g, r in zip(grads, region.results[:n_carry])]
+            if new == grads:
+                break
+            grads = new
+        self.muted -= 1
+        # The first step is costed apart: its state is the initial value (which may need no
+        # gradient), and a carry starting from a number is a tensor of its core axes only
+        # (rt.new_full), so that step runs unlifted wherever the state flows.
+        first = Context(ctx.path, ctx.block, ctx.lift, ctx.mult, ctx.values, ctx.fusions)
+        self._bind_args(first, region, arg_nodes, grads, n_carry, inits=inits)
+        self.scope(first, region.nodes)
+        inner.mult = ctx.mult * (length - 1)
+        main_ops = len(self.ops)
+        args = self._bind_args(inner, region, arg_nodes, grads, n_carry)
+        self.scope(inner, region.nodes)
+        steady = [o.flops_fwd / inner.mult for o in self.ops[main_ops:]]  # one lifted step
+        inner.mult = ctx.mult * length
+        results = [_first(inner.values[r]) for r in region.results]
+        for arg, res in zip(args, results[:n_carry]):  # step t's argument is step t-1's result
+            if arg.token in self.saved and res.token in self.saved:
+                del self.saved[arg.token]
+        if node.op == "scan" and not self.muted:
+            self.scan_record(ctx, node, length, args, steady)
+        outs = []
+        if node.op == "scan":
+            for t, r in zip(node.types, results[n_carry:]):
+                outs.append(self.new(t, ctx, grad=r.grad))
+        elif node.op == "repeat":
+            outs = [Val(r.type, r.token, r.layout, r.grad) for r in results[:n_carry]]
+        else:
+            outs = [self.new(t, ctx, grad=True) for t in node.types]
+        return outs if len(node.types) > 1 else (outs[0] if outs else None)
+
+    def _bind_args(self, inner: Context, region, arg_nodes, grads, n_carry, inits=None) -> list[Val]:
+        args = []
+        for i, arg_id in enumerate(region.args):
+            node = arg_nodes.get(arg_id)
+            if node is None or node.op == "loop_index" or i >= n_carry:
+                inner.values[arg_id] = Val(WireType(), None, None, False)
+                continue
+            t = node.type
+            if inits is not None and inits[i].token is not None:
+                init = inits[i]
+                value = Val(t, init.token, init.layout, init.grad, init.param)
+            elif inits is not None:
+                value = self.new(WireType(axes=t.axes, lifted=False, dtype=t.dtype), inner, grad=False)
+            else:
+                value = self.new(t, inner, grad=grads[i])
+            inner.values[arg_id] = value
+            args.append(value)
+        return args
+
+    def scan_record(self, ctx: Context, node: Node, length, args: list[Val], steady: list) -> None:
+        state = sum((self.numel(a.type, ctx.lift) for a in args), sympy.Integer(0))
+        lifted = sympy.Mul(*[self.size(a) for a in ctx.lift]) if ctx.lift else sympy.Integer(1)
+        self.scans.append(scan_cost(ctx.path, node, length, state, sympy.expand(_sum(steady)), lifted,
+                                    self.plans.get((ctx.block.key, node.id))))
+
+
+# ---------------------------------------------------------------------- helpers
+def viewable(layout: tuple[str, ...] | None, groups: tuple[tuple[str, ...], ...]) -> bool:
+    """Whether reshaping a tensor stored in ``layout`` order into ``groups`` is a view (no copy)."""
+    if layout is None:
+        return False
+    for group in groups:
+        if not group:
+            continue
+        at = [layout.index(a) for a in group if a in layout]
+        if len(at) != len(group):
+            return False
+        if at != list(range(at[0], at[0] + len(at))):
+            return False
+    return True
+
+
+def _enter_layout(layout, lift_axes: tuple[str, ...]):
+    """A caller's memory order seen from a callee lifted over ``lift_axes`` (they join "...")."""
+    if layout is None:
+        return None
+    lead = [a for a in layout if a == "..." or a in lift_axes]
+    want = [a for a in ("...", *lift_axes) if a in lead]
+    at = [layout.index(a) for a in lead]
+    if lead != want or (at and at != list(range(at[0], at[0] + len(at)))):
+        return None
+    rest = [a for a in layout if a not in lead]
+    return ("...", *rest) if lead else tuple(rest)
+
+
+def _leave_layout(layout, lift_axes: tuple[str, ...]):
+    out = []
+    for a in layout:
+        out.extend(("...", *lift_axes) if a == "..." else (a,))
+    return tuple(out)
+
+
+def _first(value):
+    return value[0] if isinstance(value, list) else value
+
+
+def _sum(items) -> sympy.Expr:
+    return sum(items, sympy.Integer(0))
