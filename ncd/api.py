@@ -76,17 +76,24 @@ def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, s
     None draws from torch's global generator (``torch.manual_seed``). Parameters are initialised
     from torch's global generator either way.
     """
-    from ncd.backends.pytorch import compile_module
-
     source, name = read_spec(path_or_text)
     compiled = pipeline.compile_spec(source, name, {**(sizes or {}), **more_sizes}, block, scan_backend)
+    return load_compiled(compiled, fuse_scans=fuse_scans, memory_limit=memory_limit, seed=seed)
+
+
+def load_compiled(compiled: pipeline.Compiled, *, fuse_scans: bool = False, memory_limit: int | str | None = None,
+                  seed: int | None = None):
+    """``load`` from a spec already through the pipeline (``run_pipeline``): the torch module is
+    lowered from those passes' results, so a caller that also needs the IR runs the passes once."""
+    from ncd.backends.pytorch import compile_module
+
     try:
         limit = None if memory_limit is None else parse_bytes(memory_limit, "memory_limit")
         module = compile_module(compiled.ir, fuse_scans=fuse_scans, passes=compiled.passes, memory_limit=limit)
     except NcdError as exc:
-        raise exc.located(source, name) from None
-    module.locate_errors(source, name)
-    module._ncd_scan_backend = scan_backend  # module.entry("B") compiles a sibling entry the same way
+        raise exc.located(compiled.source, compiled.name) from None
+    module.locate_errors(compiled.source, compiled.name)
+    module._ncd_scan_backend = compiled.passes.scan_backend  # module.entry("B") compiles a sibling entry the same way
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
             raise NcdError(f"seed must be an integer from 0 to 2^64-1, got {seed!r}", hint="ncd.load(spec, seed=0)")

@@ -134,3 +134,18 @@ def test_a_primed_axis_is_its_base_axis_wherever_sizes_or_colours_are_read():
     tampered = SpecIR.model_validate(data)
     assert axis_colours(tampered) == axis_colours(ir)  # no recursion; T' coloured as T
     assert AxisSizes.of(tampered).bound("T'") == 6
+
+
+@pytest.mark.parametrize("argv", [["run", "SPEC", "--set", "T=5", "--backward"],
+                                  ["run", "SPEC", "--set", "T=5", "B=3", "--json"]])
+def test_ncd_run_runs_the_passes_once(tmp_path, monkeypatch, capsys, argv):
+    """`ncd run` checks and loads from one trip through the pipeline: the recurrence and fusion
+    passes run once (the batch axis question, with --set B, is answered by a build alone)."""
+    path = tmp_path / "r.ncd"
+    path.write_text(NONLINEAR.replace("BACKEND", "auto"))
+    calls = []
+    real = pipeline.run_passes
+    monkeypatch.setattr(pipeline, "run_passes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert main([str(path) if a == "SPEC" else a for a in argv]) == 0
+    capsys.readouterr()
+    assert len(calls) == 1

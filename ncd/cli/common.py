@@ -20,10 +20,13 @@ def add_block(p: Any) -> None:
 
 
 def declared_axes(path: str) -> set[str]:
-    """Axis names a spec declares (a check with nothing bound: cheap, and errors surface here)."""
-    import ncd
+    """Axis names a spec declares: a build with nothing bound (no passes: the command that asks
+    runs the whole pipeline once, after), and build errors surface here, located."""
+    from ncd import pipeline
+    from ncd.api import read_spec
 
-    return set(ncd.check(path).axes)
+    source, name = read_spec(path)
+    return set(pipeline.build(source, name).axes)
 
 
 def spec_sizes(path: str, sizes: dict[str, int]) -> dict[str, int]:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ncd.backends.pytorch.allocation import Tensor
 
 
-def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("run", help="run a spec on random inputs",
                               description=f"Load a spec, run it on random inputs (leading batch axis {BATCH_AXIS}, "
                                           f"default {DEFAULT_BATCH}, then each input's axes) and print shapes, "
@@ -29,7 +29,7 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
     p.add_argument("--seed", type=seed_value, default=0,
                    help="seed for parameters and inputs, 0 to 2^64-1 (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    add_scan_backend(p, live_help)
+    add_scan_backend(p)
     p.add_argument("--fuse-scans", action="store_true",
                    help="compile each Newton step of the newton-backed scans into one fused graph "
                         "(torch.compile; the first call compiles)")
@@ -92,7 +92,7 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
     they are allocated (docs/limits.md); an allocator failure while running is an NcdError too."""
     import torch
 
-    import ncd
+    from ncd.api import load_compiled, run_pipeline
     from ncd.backends.pytorch.implementations import implementation
     from ncd.backends.pytorch.allocation import Tensor, check_budget
     from ncd.limits import default_memory_limit, parse_bytes
@@ -105,7 +105,8 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
     batch: int | None = DEFAULT_BATCH
     if BATCH_AXIS not in declared:
         batch = spec_sizes.pop(BATCH_AXIS, DEFAULT_BATCH)
-    ir = ncd.check(path, block=block, sizes=spec_sizes)
+    compiled = run_pipeline(path, block=block, scan_backend=scan_backend, sizes=spec_sizes)  # the passes run once
+    ir = compiled.ir
     entry = ir.entry_block
     if BATCH_AXIS in declared and any(BATCH_AXIS in p.type.axes for p in entry.inputs):
         batch = None  # the spec names its batch axis itself
@@ -117,8 +118,7 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
     wanted = _input_tensors(entry, shapes, torch_dtype, backward)
     check_budget(wanted, limit, f"the inputs of {entry.name}")  # before loading: the shapes alone may be absurd
     torch.manual_seed(seed)
-    module = ncd.load(path, block=block, scan_backend=scan_backend, fuse_scans=fuse_scans, memory_limit=limit,
-                      sizes=spec_sizes).to(torch_dtype)
+    module = load_compiled(compiled, fuse_scans=fuse_scans, memory_limit=limit).to(torch_dtype)
     held = sum(t.numel() for t in module.state_dict().values())
     check_budget(wanted + [Tensor(f"the parameters and buffers of {entry.name}", (held,), 1, wanted[0].itemsize
                                   if wanted else 4, None)], limit, f"running {entry.name}")
