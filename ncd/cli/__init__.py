@@ -1,7 +1,7 @@
 """The `ncd` command line: check, compile, run, list, inspect, render and cost specs.
 
 One module per command (``COMMANDS`` maps each to its module under ``ncd/cli/``: ``compile`` is
-``emit.py`` and ``list`` is ``library.py``, so no module shadows a builtin), each with ``add_parser(subparsers, live_help)``
+``emit.py`` and ``list`` is ``library.py``, so no module shadows a builtin), each with ``add_parser(subparsers)``
 and ``run(args) -> int``; the options they share (``--set``, ``--seed``, ``--scan-backend``) are
 parsed and range-checked once, in ``ncd/cli/options.py``. ``main`` turns every ``NcdError`` into
 its located message (or, with ``--json``, its ``to_json()`` object).
@@ -24,21 +24,21 @@ COMMANDS = {"check": "check", "compile": "emit", "run": "run", "list": "library"
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
 
-def build_parser(help_wanted: bool = True) -> argparse.ArgumentParser:
-    """The whole command line; ``help_wanted`` lets --help list what needs heavier imports."""
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
     parser = argparse.ArgumentParser(
         prog="ncd", description="Neural-Circuit-Diagram specs (.ncd) → PyTorch.",
         epilog="A PATH is a .ncd file or the name of a library spec (see `ncd list`). "
                "Exit codes: 0 ok, 1 spec or usage error, 2 bad command line, 3 a bug in ncd.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS.values():
-        importlib.import_module(f"ncd.cli.{module}").add_parser(sub, help_wanted)
+        importlib.import_module(f"ncd.cli.{module}").add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(help_wanted=any(a in ("-h", "--help") for a in argv))
+    parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on a bad command line, 0 on --help
     try:
         return args.func(args)

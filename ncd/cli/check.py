@@ -10,7 +10,7 @@ from ncd.cli.options import add_sizes, bound_sizes
 from ncd.errors import NcdError
 
 
-def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("check", help="parse and type-check specs",
                               description="Parse and type-check each spec; print `ok PATH: signature` or the error.")
     p.add_argument("paths", metavar="PATH", nargs="+")

@@ -15,7 +15,7 @@ COLUMNS = (("flops_fwd", "FLOPs fwd"), ("flops_bwd", "FLOPs bwd"), ("matmul_flop
 BYTES = {"activation_bytes", "traffic_bytes", "param_bytes", "min_traffic_bytes", "buffer_bytes"}
 
 
-def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "cost", help="FLOPs, parameters, memory and time of a spec",
         description="Cost a spec: forward/backward FLOPs (matmul apart), parameters, activation bytes saved "

@@ -26,7 +26,7 @@ def _emit_python(compiled: Any, args: argparse.Namespace) -> str:
 EMITTERS: dict[str, Callable[[Any, argparse.Namespace], str]] = {"python": _emit_python}
 
 
-def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("compile", help="emit a spec as Python source or a torch.export program",
                               description="Compile a spec with its sizes bound and write readable Python source "
                                           "(needs only torch to import), or with --emit export a torch.export "
@@ -39,7 +39,7 @@ def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentPars
                    help="python (default): readable source; export: a torch.export program (needs -o FILE.pt2)")
     p.add_argument("-o", "--output", metavar="FILE", help="output file; `-` or none: stdout")
     p.add_argument("--class-name", metavar="NAME", help="class name of the entry block")
-    add_scan_backend(p, live_help, "with --explain: plan every scan with this backend")
+    add_scan_backend(p, "with --explain: plan every scan with this backend")
     p.add_argument("--explain", action="store_true",
                    help="for each scan: location, axis, carries, class and chosen backend "
                         "(to stderr when the source goes to stdout)")

@@ -11,7 +11,7 @@ from ncd.errors import NcdError
 from ncd.source import decode, read_text
 
 
-def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("ir", help="print a spec's IR",
                               description="Print the checked IR: a summary, or with --json the full IR "
                                           "(which --from-json reads back).")

@@ -7,7 +7,7 @@ from typing import Any
 from ncd.cli.common import emit_json
 
 
-def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("list", help="list the bundled spec library",
                               description="List the library specs: name, title and paper (headers only).")
     p.add_argument("--json", action="store_true", help="print a JSON list")

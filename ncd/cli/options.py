@@ -77,14 +77,10 @@ def positive_float(text: str) -> float:
     return value
 
 
-def scan_backend_names(live: bool) -> str:
-    """The scan-backend registry's names (ncd/scan_backends.py) for --help: the same list an
-    unknown name's error hint gives. The registry needs no torch, so it is read every time."""
+def add_scan_backend(p: argparse.ArgumentParser, what: str = "run every scan with this backend") -> None:
+    """--scan-backend, its --help listing the scan-backend registry's names (ncd/scan_backends.py):
+    the same list an unknown name's error hint gives."""
     from ncd import scan_backends
 
-    return scan_backends.names_text()
-
-
-def add_scan_backend(p: argparse.ArgumentParser, live: bool, what: str = "run every scan with this backend") -> None:
     p.add_argument("--scan-backend", default="auto", metavar="NAME",
-                   help=f"{what} ({scan_backend_names(live)}; default auto: the recurrence pass decides)")
+                   help=f"{what} ({scan_backends.names_text()}; default auto: the recurrence pass decides)")

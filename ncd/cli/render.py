@@ -11,7 +11,7 @@ from ncd.cli.options import add_sizes, bound_sizes
 from ncd.errors import NcdError
 
 
-def add_parser(subparsers: Any, live_help: bool = True) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "render", help="draw a spec as a diagram (svg, pdf, png, dot or TikZ .tex)",
         description="Render a spec in Neural-Circuit-Diagram style: wires coloured and labelled by axis, "
