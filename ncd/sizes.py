@@ -245,12 +245,6 @@ def _fmt(value: float) -> str:
     return "unbounded" if math.isinf(value) else f"{value:.4g}"
 
 
-def _tokens(text: str) -> list[str]:
-    import re
-
-    return re.findall(r"[A-Za-z_][A-Za-z0-9_]*'*", text)
-
-
 def _safe(name: str) -> str:
     return name.replace("'", "__prime__")
 

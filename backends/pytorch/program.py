@@ -191,7 +191,6 @@ class Lowering:
         inits = [self.init(p) for p in self.block.params]
         self.anchor = saved_anchor
         instances = [(i.name, i.block, i.repeat) for i in self.block.instances]
-        dtypes = {n.id: n.type.dtype for n in self.inputs if n.type.dtype != "float"}
         return Program(self.block.key, inputs, body, results, inits, instances,
                        list(self.block.taps), [n.type.dtype for n in self.inputs], bool(self.inputs) and not floats)
 

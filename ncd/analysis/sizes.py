@@ -11,7 +11,6 @@ from collections.abc import Mapping
 import sympy
 
 from ncd import sizes as sz
-from ncd.errors import NcdError
 from ncd.ir import SpecIR
 
 
@@ -54,11 +53,3 @@ class SizeEnv:
 
     def unbound(self, expr: sympy.Expr) -> list[str]:
         return sorted(s.name for s in sympy.sympify(expr).subs(self.values).free_symbols)
-
-    def require(self, expr: sympy.Expr, what: str) -> int | float:
-        value = self.number(expr)
-        if value is None:
-            names = self.unbound(expr)
-            raise NcdError(f"{what} needs the size of axis {', '.join(names)}, which is not bound",
-                           hint=f"bind it: --set {names[0]}=...")
-        return value

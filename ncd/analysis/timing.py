@@ -8,7 +8,6 @@ for elementwise work. Override any number with ``roofline(..., peak_flops=, band
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from ncd.errors import NcdError
@@ -79,8 +78,3 @@ def format_seconds(seconds: float | None) -> str:
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds / 1e-9:.3g} ns"
-
-
-def override(table: Mapping[str, Any]) -> None:
-    """Add or replace a GPU: ``override({"b200": {...same keys as GPUS entries...}})``."""
-    GPUS.update(table)
