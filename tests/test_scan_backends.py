@@ -633,3 +633,43 @@ def test_an_emit_that_reads_only_the_initial_carry_at_step_0_still_stacks():
             want.append(2 * h)
             h = torch.tanh(h + x[:, t] @ m.W)
         torch.testing.assert_close(m(x), torch.stack(want, 1), rtol=0, atol=1e-12)
+
+
+SPATIAL_STEP = """
+axis T, C = 2, Y = 5, K = 3, Y2
+block R(x: [T, C, Y], h0: [C, Y]) -> [T, C, Y] {
+    param w: [C', C, K] init normal(0, 0.3)
+    return scan t over T carry (h: [C, Y] = h0) {
+        h = STEP + x[t] * w[C' = 0, K = 0]
+        emit h
+    }
+}
+"""
+SPATIAL_STEPS = {
+    "conv": ("conv(h, w, over = Y -> Y2, kernel = [K], padding = 1)[C' as C, Y2 as Y]", True),
+    "avgpool": ("0.5 * avgpool(h, over = Y -> Y2, size = 3, stride = 1, padding = 1)[Y2 as Y]", True),
+    "maxpool": ("0.5 * maxpool(h, over = Y -> Y2, size = 3, stride = 1, padding = 1)[Y2 as Y]", False),
+}
+
+
+@pytest.mark.parametrize("name", SPATIAL_STEPS)
+def test_conv_and_pool_in_a_step_are_classed_by_their_algebra(name):
+    """conv (fixed weights) and avgpool are linear in the carry and mix it along their axes, so such a step is an affine, time-invariant recurrence: it runs as the FFT convolution,
+    which reads the transition off the step and equals the loop only if the step is affine.
+    maxpool is nonlinear: the loop."""
+    step, linear = SPATIAL_STEPS[name]
+    spec = SPATIAL_STEP.replace("STEP", step)
+    try:
+        seq, par = pair(spec, {})
+    except ncd.NcdError as err:
+        pytest.fail(f"the spec does not check: {err}")
+    [plan] = par.scan_plans
+    assert plan.linear is linear, plan.reason
+    if linear:
+        assert (plan.structure, plan.backend) == ("time_invariant", "fft"), plan.reason
+    else:
+        assert plan.backend == "sequential" and plan.structure == "dense", plan.reason
+    x = torch.randn(2, 7, *[int(ncd.check(spec).axes[a].size) for a in ("C", "Y")], dtype=torch.float64,
+                    requires_grad=True)
+    h0 = torch.randn(2, *x.shape[2:], dtype=torch.float64, requires_grad=True)
+    assert_same(seq, par, x, h0)

@@ -255,8 +255,9 @@ class Algebra:
     ``"joint"`` (linear in all inputs together: add, views, sums), ``"product"`` (the degrees
     add: mul, contract) or ``"numerator"`` (linear in input 0, nonlinear in the others: div).
     ``mixes``: the attribute naming the axes it combines values along — ``"over"`` (an axis
-    list, or an ``{src, dst}`` map), ``"axes"`` (a contraction's) or ``"view"`` (a view that
-    hides an axis: rename, reshape, select). ``positive``: the output is > 0 wherever it is
+    list, or an ``{src, dst}`` map), ``"axes"`` (a contraction's), ``"all"`` (every axis of a
+    state-dependent input: conv, inverse) or ``"view"`` (a view that hides an axis: rename,
+    reshape, select). ``positive``: the output is > 0 wherever it is
     evaluated (a gate the GLA kernel may take the logarithm of).
     """
 

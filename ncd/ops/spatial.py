@@ -448,12 +448,16 @@ _CONV_T = {"over": _OVER, "kernel": Kw(AXES, required=True), **_WINDOW, "padding
 _POOL = {"over": _OVER, "size": Kw(NUMBERS), "stride": Kw(NUMBERS), "padding": Kw(NUMBERS), "ceil_mode": Kw(FLAG)}
 _UPSAMPLE = {"over": _OVER, "scale": Kw(NUMBERS), "mode": Kw(NAME, names=UPSAMPLE_MODES), "align_corners": Kw(FLAG)}
 
-# Convolution is bilinear, but the recurrence pass treats every spatial op as nonlinear and mixing
-# all the axes it sees (conservative: such a scan runs as Newton over a dense state, or sequentially).
-_MIXES_ALL = Algebra(mixes="all")
+# What the recurrence pass may assume: convolution is bilinear (linear in x for fixed weights, and
+# the other way round) and mixes every axis of the state it sees (channels and the window);
+# average pooling and nearest upsampling are linear and mix along their `over` axes; max pooling is
+# nonlinear and mixes along them.
+_BILINEAR_MIXES_ALL = Algebra("product", "all")
+_LINEAR_OVER = Algebra("joint", "over")
+_MIXES_OVER = Algebra(mixes="over")
 
 OPS: tuple[OpDef, ...] = (
-    OpDef("conv", "spatial", _infer_conv(False), _lower_conv(False), (2, 2), _CONV, cost=_conv_cost(False), algebra=_MIXES_ALL, label=_label,
+    OpDef("conv", "spatial", _infer_conv(False), _lower_conv(False), (2, 2), _CONV, cost=_conv_cost(False), algebra=_BILINEAR_MIXES_ALL, label=_label,
           example=example_spec("C = 2, D = 3, Y = 6, X = 5, KY = 3, KX = 2, Y2, X2", "x: [C, Y, X]", "[D, Y2, X2]",
                                "param w: [D, C, KY, KX] init normal(0, 1)\n"
                                "  return conv(x, w, over = [Y, X] -> [Y2, X2], kernel = [KY, KX], padding = 1)"),
@@ -461,24 +465,24 @@ OPS: tuple[OpDef, ...] = (
               "padding_mode = zeros, groups = [G]): contracts the axes x and W share (group axes are kept), "
               "W's other axes are the output channels; padding = causal pads a 1-D conv on the left"),
     OpDef("conv_transpose", "spatial", _infer_conv(True), _lower_conv(True), (2, 2),
-          _CONV_T, cost=_conv_cost(True), algebra=_MIXES_ALL, label=_label,
+          _CONV_T, cost=_conv_cost(True), algebra=_BILINEAR_MIXES_ALL, label=_label,
           example=example_spec("C = 2, D = 3, Y = 4, X = 3, KY = 3, KX = 2, Y2, X2", "x: [C, Y, X]", "[D, Y2, X2]",
                                "param w: [D, C, KY, KX] init normal(0, 1)\n  return conv_transpose("
                                "x, w, over = [Y, X] -> [Y2, X2], kernel = [KY, KX], stride = 2)"),
           doc="conv_transpose(x, W, over = [Yh, Xh] -> [Y, X], kernel = [KY, KX], stride, padding, "
               "output_padding): out = (n-1)·stride - 2·padding + dilation·(k-1) + output_padding + 1"),
-    OpDef("maxpool", "spatial", _infer_pool, _lower_pool("max"), (1, 1), {**_POOL, "dilation": Kw(NUMBERS)}, cost=_pool_cost("max"), algebra=_MIXES_ALL, label=_label,
+    OpDef("maxpool", "spatial", _infer_pool, _lower_pool("max"), (1, 1), {**_POOL, "dilation": Kw(NUMBERS)}, cost=_pool_cost("max"), algebra=_MIXES_OVER, label=_label,
           example=example_spec("C = 2, Y = 6, X = 4, Y2, X2", "x: [C, Y, X]", "[C, Y2, X2]",
                                "return maxpool(x, over = [Y, X] -> [Y2, X2])"),
           doc="maxpool(x, over = [Y, X] -> [Yh, Xh], size = 2, stride = size, padding = 0, dilation = 1, "
               "ceil_mode = false)"),
-    OpDef("avgpool", "spatial", _infer_pool, _lower_pool("avg"), (1, 1), _POOL, cost=_pool_cost("avg"), algebra=_MIXES_ALL, label=_label,
+    OpDef("avgpool", "spatial", _infer_pool, _lower_pool("avg"), (1, 1), _POOL, cost=_pool_cost("avg"), algebra=_LINEAR_OVER, label=_label,
           example=example_spec("C = 2, Y = 6, X = 4, Y2, X2", "x: [C, Y, X]", "[C, Y2, X2]",
                                "return avgpool(x, over = [Y, X] -> [Y2, X2], size = 3, stride = 1, padding = 1)"),
           doc="avgpool(x, over = [Y, X] -> [Yh, Xh], size = 2, stride = size, padding = 0, ceil_mode = false) "
               "(padding counts as 0)"),
     OpDef("upsample", "spatial", _infer_upsample, _lower_upsample, (1, 1),
-          _UPSAMPLE, cost=_upsample_cost, algebra=_MIXES_ALL, label=_label,
+          _UPSAMPLE, cost=_upsample_cost, algebra=_LINEAR_OVER, label=_label,
           example=example_spec("C = 2, Y = 3, X = 2, Y2, X2", "x: [C, Y, X]", "[C, Y2, X2]",
                                "return upsample(x, over = [Y, X] -> [Y2, X2])"),
           doc="upsample(x, over = [Yh, Xh] -> [Y, X], scale = 2, mode = nearest, align_corners = false): "

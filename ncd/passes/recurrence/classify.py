@@ -125,9 +125,12 @@ class StepAnalysis:
                 return Value(NONLINEAR, mixes, carries, varies, axes)
             return Value(a.degree, mixes, carries, varies, axes, a.coeff_axes | frozenset(b.axes),
                          a.coeff_varies or b.varies)
-        if rule.linear == "product" and rule.mixes == "axes":  # contract
+        if rule.linear == "product" and rule.mixes in ("axes", "all"):  # contract; conv mixes all it sees
             a, b = ins
-            named = frozenset(base(x) for x in node.attrs.get("axes") or [])
+            if rule.mixes == "axes":
+                named = frozenset(base(x) for x in node.attrs.get("axes") or [])
+            else:
+                named = frozenset(base(x) for v in state_in for x in v.axes)
             new_mix = named if (a.degree > 0 or b.degree > 0) else frozenset()
             factor = a if a.degree == 0 else b
             return Value(min(a.degree + b.degree, NONLINEAR), mixes | new_mix, carries, varies, axes,
