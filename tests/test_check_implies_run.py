@@ -1,7 +1,8 @@
 """What ``ncd check`` accepts runs: the holes issue 10 found, then a hypothesis generator of specs.
 
 The generator builds small specs from the op table (elementwise, contractions, reductions,
-norms, views, concat/split, conv, scans, sub-blocks), typed as it goes. Whatever checks must
+norms, views, concat/split, range slices, booleans and where with literals, conv with its options
+(groups, causal and mode padding), ceil-mode pools, linear up-sampling, scans, sub-blocks), typed as it goes. Whatever checks must
 load, run forward and backward at random sizes for its free axes, and emit Python that gives the
 same outputs; no exception but NcdError may escape ``ncd.check``, ``ncd.load`` or a forward
 call with a wrongly shaped input. The default profile stays small (make test); the ``slow``
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ncd
+from ncd import sizes as sz
 from ncd.backends.pytorch.emit import emit_python
 from ncd.ops import OPS
 
@@ -122,6 +124,7 @@ class Gen:
         self.params: list[str] = []
         self.fresh = itertools.count()
         self.merged = 0
+        self.sliced = 0
 
     def pick(self, options):
         return self.draw(st.sampled_from(list(options)))
@@ -136,7 +139,7 @@ class Gen:
         name = self.pick(sorted(self.wires))
         axes = self.wires[name]
         kind = self.pick(["unary", "binary", "contract", "reduce", "normalise", "rename", "reshape",
-                          "concat", "split", "scale", "param"])
+                          "concat", "split", "scale", "param", "slice", "where", "bool"])
         if kind == "unary":
             self.new(f"{self.pick(UNARY)}({name})", axes)
         elif kind == "binary":
@@ -174,6 +177,25 @@ class Gen:
             self.lines.append(f"s{len(self.lines)}, s{len(self.lines)}b = split({name}, over = R -> [S1, S2])")
         elif kind == "scale":
             self.new(f"{name} * {self.pick(['0.5', '2', 'idx(A)', 'sqrt(A)'])}", axes + (("A",) if "A" not in axes else ()))
+        elif kind == "slice" and axes and self.sliced < 3:
+            axis = self.pick(axes)
+            to = f"L{self.sliced}"
+            self.sliced += 1
+            bounds = self.pick(["1:", ":-1", "1:-1", "0:1", ":1", "-1:", f"1:{axis}", f":{axis} - 1"])
+            self.new(f"{name}[{axis} = {bounds} as {to}]", tuple(to if a == axis else a for a in axes))
+        elif kind == "where":
+            self.new(f"where({name} > 0, {name}, {self.pick(['0', '1', '0.5', '-inf'])})", axes)
+        elif kind == "bool":  # booleans counted as 0/1 floats, and kept boolean by max / where
+            other = self.pick(sorted(self.wires))
+            union = axes + tuple(a for a in self.wires[other] if a not in axes)
+            form = self.pick(["arith", "sum", "keep"])
+            if form == "sum" and axes:
+                axis = self.pick(axes)
+                self.new(f"sum({name} > 0, over = {axis})", tuple(a for a in axes if a != axis))
+            elif form == "keep":
+                self.new(f"where(max({name} > 0, {other} < 0), 1, 0) * {name}", union)
+            else:
+                self.new(f"({name} > 0) {self.pick(['+', '-', '*'])} ({other} < 0)", union)
         elif kind == "param" and axes:
             p = f"p{len(self.params)}"
             self.params.append(f"param {p}: [{', '.join(axes)}] init normal(0, 1)")
@@ -183,7 +205,7 @@ class Gen:
         head = ", ".join(f"{a} = {s}" if s else a for a, s in sizes.items())
         body = "\n  ".join(self.params + self.lines + [f"return {out}"])
         ret = self.wires[out]
-        return (f"axis {head}, M0, M1, R, S1 = 1, S2, Y2\n{extra}"
+        return (f"axis {head}, M0, M1, R, S1 = 1, S2, Y2, L0, L1, L2\n{extra}"
                 f"block F(x: [A, B], y: [B, C]) -> [{', '.join(ret)}] {{\n  {body}\n}}\n")
 
 
@@ -193,7 +215,14 @@ EXTRAS = {
                  "  return tanh(u @[B] w)[B' as B]\n}\n",
     "scan": "",
     "conv": "",
+    "conv-options": "",
+    "depthwise": "",
+    "pool-ceil": "",
+    "upsample-linear": "",
 }
+CONV_OPTIONS = ["padding = 1", "padding = causal", "padding = 1, padding_mode = reflect",
+                "padding = 1, padding_mode = replicate", "padding = 1, padding_mode = circular",
+                "padding = causal, dilation = 2", "padding = [1], stride = [2]"]
 
 
 @st.composite
@@ -215,10 +244,26 @@ def specs(draw):
         gen.params.append("param k: [C, B, K] init normal(0, 0.3)")
         extra = ""
         gen.new("conv(x, k, over = A -> Y2, kernel = [K], padding = 1)", ("Y2", "C"))
+    elif extra_kind == "conv-options":
+        gen.params.append("param k: [C, B, K] init normal(0, 0.3)")
+        option = draw(st.sampled_from(CONV_OPTIONS))
+        gen.new(f"conv(x, k, over = A -> Y2, kernel = [K], {option})", ("Y2", "C"))
+    elif extra_kind == "depthwise":
+        gen.params.append("param k: [B, K] init normal(0, 0.3)")
+        option = draw(st.sampled_from(CONV_OPTIONS))
+        gen.new(f"conv(x, k, over = A -> Y2, kernel = [K], groups = [B], {option})", ("Y2", "B"))
+    elif extra_kind == "pool-ceil":
+        kind = draw(st.sampled_from(["maxpool", "avgpool"]))
+        gen.new(f"{kind}(x, over = A -> Y2, size = {draw(st.sampled_from(['2', '3']))}, "
+                f"stride = {draw(st.sampled_from(['1', '2']))}, ceil_mode = true)", ("Y2", "B"))
+    elif extra_kind == "upsample-linear":
+        align = draw(st.sampled_from(["true", "false"]))
+        gen.new(f"upsample(x, over = A -> Y2, scale = {draw(st.sampled_from(['1', '2', '3']))}, mode = linear, "
+                f"align_corners = {align})", ("Y2", "B"))
     out = draw(st.sampled_from(sorted(gen.wires)))
     text = gen.spec(sizes, out, extra)
-    if extra_kind == "conv":
-        text = text.replace(", Y2\n", ", Y2, K = 3\n", 1)
+    if extra_kind in ("conv", "conv-options", "depthwise"):
+        text = text.replace(", L2\n", ", L2, K = 3\n", 1)
     return text
 
 
@@ -243,8 +288,10 @@ def check_implies_run(text: str, free_size: int) -> None:
         module = ncd.load(text, **sizes).double()
     except ncd.NcdError:
         return  # these sizes do not satisfy the declarations (e.g. S2 = R - 1), said so by name
+    resolved = sz.AxisSizes.of(ir)  # sizes equal by a rename or a formula (C = A) are bound too
     bound = {**{a: int(d.size) for a, d in ir.axes.items() if d.size and d.size.isdigit()}, **ir.bindings}
-    inputs = [torch.randn((2, *(bound[a] for a in p.type.axes)), dtype=torch.float64, requires_grad=True)
+    inputs = [torch.randn((2, *(bound.get(a) or resolved.bound(a) for a in p.type.axes)), dtype=torch.float64,
+                          requires_grad=True)
               for p in ir.entry_block.inputs]
     out = module(*inputs)
     outs = out if isinstance(out, tuple) else (out,)

@@ -24,7 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"```ncd\n(.*?)```", re.S)
 TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|->|#[^\n]*|\s+|.", re.S)
 INSERTS = ["0", "-1", "1e300", "inf", "'", "[", "]", "(", ")", ",", "@", "/ 0", "\f", "\u2028", "\ufeff",
-           "\x00", "é", "T'", "B", "D", "over = [T, T]", "clamp(", "×", "^ 64"]
+           "\x00", "é", "T'", "B", "D", "over = [T, T]", "clamp(", "×", "^ 64",
+           # the grammar of slices and of convolution's options
+           ":", "1:", ":-1", "as", "groups = [T]", "padding = causal", "ceil_mode = true", "[1, 2]",
+           "padding_mode = reflect", "mode = bilinear", "align_corners = true"]
 NUMBERS = ["0", "1", "2", "3", "0.5", "1e9", "1e300", "64", "7"]
 MUTANTS = 300
 MAX_AXIS, MAX_ELEMENTS = 512, 1 << 18
