@@ -33,8 +33,8 @@ def card_text(module, config: dict[str, Any], diagram: str | None) -> str:
             continue
         value = ir.bindings.get(name, report.size.number(report.size(name)))
         lines.append(f"| {name} | {value if value is not None else 'free'} |")
-    lines += ["", "## Cost", "", caption(report) + " (a free axis leaves its formula).", "",
-              markdown_table(report).rstrip(), "",
+    lines += ["", "## Cost", "", caption(report) + " (a free axis leaves a formula: the bound sizes put in, "
+              "the symbolic formula beside it).", "", markdown_table(report, substitute=True).rstrip(), "",
               "## Use", "", "```python", "import ncd", "", f'model = ncd.load_pretrained("path/to/this/folder")',
               "```", "", "The spec itself is `spec.ncd`; `ncd render spec.ncd` draws it and `ncd cost spec.ncd` "
               "costs it at other sizes.", ""]

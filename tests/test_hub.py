@@ -62,6 +62,18 @@ def test_model_card_has_metadata_diagram_and_costs(tmp_path):
         assert "```dot" in text
 
 
+def test_model_card_costs_put_the_bound_sizes_in_and_keep_the_formula(tmp_path):
+    """D = 32 bound, B and T free: the feed-forward's weight FLOPs 4·B·T·D·F read 8192·B·T on the
+    card (4·32·64), beside the symbolic formula."""
+    from ncd.card import card_text
+
+    model = ncd.load("transformer_encoder", D=32, H=4, F=64)
+    text = card_text(model, {"spec": "s", "entry": "e", "ncd_version": "0"}, None)
+    ffn = next(line for line in text.splitlines() if line.startswith("| EncoderLayer/ffn |"))
+    flops = ffn.split("|")[2]
+    assert f"{4 * 32 * 64 + 2 * 64 + 32}·B·T" in flops and "(4·B·T·D·F" in flops, ffn
+
+
 def test_model_hub_mixin_save_and_from_pretrained(tmp_path):
     pytest.importorskip("huggingface_hub", reason="the ncd[hub] extra (huggingface_hub) is not installed")
     from huggingface_hub import ModelHubMixin

@@ -12,8 +12,11 @@ COLUMNS = (("flops_fwd", "FLOPs fwd"), ("flops_bwd", "FLOPs bwd"), ("params", "p
 BYTES = {"activation_bytes", "traffic_bytes", "param_bytes", "min_traffic_bytes"}
 
 
-def rows(report) -> list[tuple[str, list[str]]]:
-    """(row name, cells) for every block instance drawn by the analysis, then the total."""
+def rows(report, substitute: bool = False) -> list[tuple[str, list[str]]]:
+    """(row name, cells) for every block instance drawn by the analysis, then the total.
+
+    ``substitute``: a cell left a formula by a free axis has the bound sizes put in, with the
+    symbolic formula beside it (``32768·B·T (8·B·T·D²)``), as a model card shows it."""
     out = []
     items = [(path, formulas) for path, formulas in report.blocks.items() if path != report.ir.entry_block.name]
     items.append(("total", report.total))
@@ -22,6 +25,7 @@ def rows(report) -> list[tuple[str, list[str]]]:
         for key, _ in COLUMNS:
             value = report.number(formulas[key]) if key in formulas else None
             cells.append(human(value, "B" if key in BYTES else "") if value is not None
+                         else _partly(report, formulas[key]) if key in formulas and substitute
                          else pretty(formulas[key]) if key in formulas else "")
         out.append((name, cells))
     return out
@@ -43,11 +47,24 @@ def html_table(report) -> str:
             f"<tbody>{body}</tbody></table>")
 
 
-def markdown_table(report) -> str:
+def _partly(report, formula) -> str:
+    """The formula at the bound sizes, the symbolic one beside where they differ."""
+    import sympy
+
+    from ncd import sizes as sz
+
+    symbolic = sympy.sympify(formula)
+    bound = {s: v for s, v in report.size.values.items() if s in symbolic.free_symbols}
+    if not bound:
+        return pretty(symbolic)
+    return f"{pretty(sympy.expand(sz.substitute(symbolic, bound, 'a cost')))} ({pretty(symbolic)})"
+
+
+def markdown_table(report, substitute: bool = False) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
     lines = [f"| | {' | '.join(title for _, title in COLUMNS)} |", "|---" + "|---:" * len(COLUMNS) + "|"]
-    for name, cells in rows(report):
+    for name, cells in rows(report, substitute):
         lines.append(f"| {cell(name)} | {' | '.join(cell(c) for c in cells)} |")
     return "\n".join(lines) + "\n"
