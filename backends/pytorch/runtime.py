@@ -432,6 +432,14 @@ def one_hot(idx, n, like):
     return out.to(dtype=like.dtype, device=like.device)
 
 
+def inv(x):
+    """torch.linalg.inv, in float32 for half types (LU has no float16/bfloat16 kernel; a half
+    precision inverse would lose most digits anyway), returned in x's dtype."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return torch.linalg.inv(x.float()).to(x.dtype)
+    return torch.linalg.inv(x)
+
+
 def to_float(x, like):
     if like is None:
         return x.to(torch.get_default_dtype())

@@ -28,11 +28,12 @@ def _infer_inv(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list
 
 
 def _lower_inv(node: Node, ctx: LowerCtx) -> Expr:
-    """Move [R, C] last, torch.linalg.inv, move them back: the other axes are batch axes."""
+    """Move [R, C] last, torch.linalg.inv (rt.inv: half types upcast), move them back: the other axes
+    are batch axes."""
     axes = list(ctx.in_types[0].axes)
     rows, cols = node.attrs["over"]
     last = [a for a in axes if a not in (rows, cols)] + [rows, cols]
-    inverse = call("torch.linalg.inv", permute_to(ctx.refs[0], axes, last))
+    inverse = call("rt.inv", permute_to(ctx.refs[0], axes, last))  # half types in float32
     return permute_to(inverse, last, axes)
 
 
