@@ -126,6 +126,8 @@ class _Verifier:
                 raise self.fail(f"binding of the unknown axis {name!r}")
         if ir.entry not in ir.blocks:
             raise self.fail(f"the entry {ir.entry!r} is not one of the blocks")
+        if len(set(ir.entries)) != len(ir.entries) or any(k not in ir.blocks for k in ir.entries):
+            raise self.fail(f"entries {ir.entries!r} must be distinct blocks of the spec")
         for key, block in ir.blocks.items():
             self.block_ir(key, block)
 

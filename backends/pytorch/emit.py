@@ -422,7 +422,8 @@ def emit_python(ir: SpecIR, class_name: str | None = None, passes: Passes | None
     programs = lower_spec(ir, fused, fusion=passes.fusion)
     names = class_names(programs, ir.entry, class_name)
     sizes = ", ".join(f"{k}={v}" for k, v in sorted(ir.bindings.items())) or "as declared in the spec"
-    entries = [ir.entry] + [k for k in ir.entries if k != ir.entry]  # `entry A, B`: one class each
+    # `entry A, B`: one class each (when the module is loaded at one of them)
+    entries = [ir.entry] + ([k for k in ir.entries if k != ir.entry] if ir.entry in ir.entries else [])
     entry_list = ", ".join(f"{names[k]}()" for k in entries)
     if len(entries) > 1:
         entry_list += " (one state_dict loads into each)"
