@@ -242,7 +242,7 @@ class Lowering:
 
     def expr(self, node: Node) -> Expr:
         op = node.op
-        refs = [Ref(i) for i in node.inputs]
+        refs = [self.index_ref(i) if op != "select" else Ref(i) for i in node.inputs]
         if op == "number":
             # the IR's dtype decides: a float-typed 1 is 1.0, so where(c, 1, 0) is a float wire as typed
             value = self.sizes.number(node.attrs["value"], node)
@@ -282,6 +282,15 @@ class Lowering:
                        refs=refs, anchor=self.anchor, in_names=[self.nodes[i].name for i in node.inputs])
         return opdef.lower(node, ctx)
 
+    def index_ref(self, node_id: str) -> Expr:
+        """A loop's step index runs as a Python int (selecting ``x[t]`` wants one); anything else that
+        reads it (``sqrt(t + 1)``, ``t > 1``) gets it as a 0-d int64 tensor, since torch's functions
+        take tensors."""
+        source = self.nodes.get(node_id)
+        if source is None or source.op != "loop_index":
+            return Ref(node_id)
+        return call("rt.step_index", Ref(node_id), self.anchor if self.anchor is not None else lit(None))
+
     def floated(self, node: Node, opdef: OpDef, refs: list[Expr], types: list[WireType]) -> list[Expr]:
         """Boolean operands of an op the IR types float, as floats of the module's dtype: torch would
         give a boolean for ``b + b``, an int64 for ``sum(b)`` and refuse ``b - b`` or ``b @ W``. An
@@ -290,12 +299,14 @@ class Lowering:
             return refs
         first = 1 if node.op == "where" else 0  # where's condition stays a boolean
         wires = [k for k in range(first, len(refs)) if self.nodes[node.inputs[k]].op != "number"]
-        if not any(types[k].dtype == "bool" for k in wires):
+        if not any(types[k].dtype in ("bool", "int") for k in wires):
             return refs
         if opdef.family == "elementwise" and any(types[k].dtype == "float" for k in wires):
             return refs
+        # integers alone (the step index in ``sqrt(t + 1)``, ``t / 4``) would promote to torch's
+        # default dtype, not the module's: a float64 module would compute them in float32
         anchor = self.anchor if self.anchor is not None else lit(None)
-        return [call("rt.to_float", r, anchor) if k in wires and types[k].dtype == "bool" else r
+        return [call("rt.to_float", r, anchor) if k in wires and types[k].dtype in ("bool", "int") else r
                 for k, r in enumerate(refs)]
 
     def call_block(self, node: Node, refs: list[Ref]) -> Expr:

@@ -440,6 +440,25 @@ def inv(x):
     return torch.linalg.inv(x)
 
 
+def scalar_tensor(x, like):
+    """A number (the scan index, or arithmetic on it) as a 0-d float tensor in the module's dtype
+    and device; a tensor passes through."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if like is None:
+        return torch.tensor(float(x), dtype=torch.get_default_dtype())
+    dtype = like.dtype if like.dtype.is_floating_point else torch.get_default_dtype()
+    return torch.tensor(float(x), dtype=dtype, device=like.device)
+
+
+def step_index(t, like):
+    """A loop's step index as a 0-d int64 tensor on the module's device (under torch.export it
+    already is a tensor)."""
+    if isinstance(t, torch.Tensor):
+        return t
+    return torch.tensor(t, dtype=torch.int64, device=like.device if like is not None else None)
+
+
 def to_float(x, like):
     if like is None:
         return x.to(torch.get_default_dtype())

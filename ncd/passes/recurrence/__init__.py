@@ -51,8 +51,11 @@ def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | 
     backend, why = choose_backend(found.structure, found.linear, requested, kernel is not None, unmatched,
                                   cell_match.cell if cell_match else None, cell if isinstance(cell, str) else None)
     ordered = in_order(region.nodes, spec)  # the parallel backends would run every step at once
+    if ordered is None and _computes_with_index(region):
+        ordered = "index"
     if ordered is not None:
-        what = {"random": "draws random numbers", "stateful": "updates running statistics"}[ordered]
+        what = {"random": "draws random numbers", "stateful": "updates running statistics",
+                "index": "computes with its step index"}[ordered]
         if requested not in (None, "auto", "sequential"):
             raise NcdError(f"this scan {what}, so it cannot run via {requested}",
                            node.loc.span if node.loc else None,
@@ -67,6 +70,14 @@ def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | 
                     structure=found.structure, block_size=found.block_size, backend=backend,
                     reason=f"{found.reason}; {why}", kernel=kernel, kernel_layout=layout, state_free=state_free,
                     cell=cell_match, cell_reason=cell if isinstance(cell, str) else "", invariant=invariant)
+
+
+def _computes_with_index(region) -> bool:
+    """The parallel backends stand the index for every step at once, which only selecting
+    (``x[t]``) understands; arithmetic on it (``sqrt(t + 1)``) needs the loop's one step at a time."""
+    index = region.args[-1]
+    return any(index in node.inputs and not (node.op == "select" and node.inputs.index(index) > 0)
+               for node in walk(region.nodes))
 
 
 def plan_scans(spec: SpecIR, backend: str = "auto") -> list[ScanPlan]:
