@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml setup.py
 
 $(TESTS): $(STAMP) pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps "pararnn-torch==0.17.4"
 	touch $(TESTS)
 
 install: $(STAMP)
