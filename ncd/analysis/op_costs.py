@@ -321,13 +321,22 @@ class Analyzer:
         inits = [self.arg(ctx, node, i) for i in range(len(node.inputs))]
         n_carry = len(inits)
         arg_nodes = {n.id: n for n in region.nodes if n.op in ("region_arg", "loop_index")}
+        # The step's statements that depend on neither the state nor the step (the recurrence
+        # pass's ``invariant``) run once, before the loop, as the torch backend runs them
+        # (backends/pytorch/module.py ``_hoisted``): costed once, their storages saved once.
+        plan = self.plans.get((ctx.block.key, node.id)) if node.op == "scan" else None
+        invariant = set(plan.invariant) if plan is not None else set()
+        step_nodes = [n for n in region.nodes if n.id not in invariant]
+        if invariant:
+            before = Context(ctx.path, ctx.block, ctx.lift, ctx.mult, ctx.values, ctx.fusions)
+            self.scope(before, [n for n in region.nodes if n.id in invariant])
         inner = Context(ctx.path, ctx.block, ctx.lift, ctx.mult * length, ctx.values, ctx.fusions)
         # a carry needs a gradient if its start does or if the step makes it depend on a parameter
         grads = [v.grad for v in inits]
         self.muted += 1
         for _ in range(2):
             self._bind_args(inner, region, arg_nodes, grads, n_carry)
-            self.scope(inner, region.nodes)
+            self.scope(inner, step_nodes)
             new = [g or _first(inner.values[r]).grad for g, r in zip(grads, region.results[:n_carry])]
             if new == grads:
                 break
@@ -338,11 +347,11 @@ class Analyzer:
         # (rt.new_full), so that step runs unlifted wherever the state flows.
         first = Context(ctx.path, ctx.block, ctx.lift, ctx.mult, ctx.values, ctx.fusions)
         self._bind_args(first, region, arg_nodes, grads, n_carry, inits=inits)
-        self.scope(first, region.nodes)
+        self.scope(first, step_nodes)
         inner.mult = ctx.mult * (length - 1)
         main_ops = len(self.ops)
         args = self._bind_args(inner, region, arg_nodes, grads, n_carry)
-        self.scope(inner, region.nodes)
+        self.scope(inner, step_nodes)
         steady = [o.flops_fwd / inner.mult for o in self.ops[main_ops:]]  # one lifted step
         inner.mult = ctx.mult * length
         results = [_first(inner.values[r]) for r in region.results]
