@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import keyword
-import math
 import re
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ncd
-from ncd import sizes as sz
+from fuzz_sizes import small_enough
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,18 +207,7 @@ def free_sizes(ir) -> dict[str, int] | None:
     bindings = {name: 3 for name, axis in ir.axes.items() if axis.size is None}
     if set(bindings) & set(inspect.signature(ncd.load).parameters):
         return None  # an axis called `block` cannot be bound through load()'s keywords
-    declared = {name: axis.size for name, axis in ir.axes.items()}
-    sizes = {}
-    for name in ir.axes:
-        value = sz.resolve(name, declared, bindings)  # a spec that checks has sizes that resolve
-        if value.is_number and (not value.is_finite or value > MAX_AXIS):
-            return None
-        sizes[name] = int(value) if value.is_number and value.is_integer else 1
-    for block in ir.blocks.values():
-        for param in block.params:
-            if math.prod(sizes.get(a.rstrip("'"), 1) for a in param.type.axes) > MAX_ELEMENTS:
-                return None
-    return bindings
+    return bindings if small_enough(ir, bindings, MAX_AXIS, MAX_ELEMENTS) else None
 
 
 def expected(exc: ncd.NcdError) -> None:

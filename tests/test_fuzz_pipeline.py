@@ -9,7 +9,6 @@ weights stay small.
 from __future__ import annotations
 
 import importlib.util
-import math
 import random
 import re
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 import ncd
-from ncd import sizes as sz
+from fuzz_sizes import small_enough
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"```ncd\n(.*?)```", re.S)
@@ -87,18 +86,7 @@ def small_bindings(ir) -> dict[str, int] | None:
     if not all(name.isidentifier() and name not in ("block", "sizes", "scan_backend", "fuse_scans")
                for name in bindings):
         return None
-    declared = {name: axis.size for name, axis in ir.axes.items()}
-    sizes = {}
-    for name in ir.axes:
-        value = sz.resolve(name, declared, bindings)
-        if value.is_number and (not value.is_finite or value > MAX_AXIS):
-            return None
-        sizes[name] = int(value) if value.is_number and value.is_integer else 1
-    for block in ir.blocks.values():
-        for param in block.params:
-            if math.prod(sizes.get(a.rstrip("'"), 1) for a in param.type.axes) > MAX_ELEMENTS:
-                return None
-    return bindings
+    return bindings if small_enough(ir, bindings, MAX_AXIS, MAX_ELEMENTS) else None
 
 
 def stage(fn, *args, **kwargs):
