@@ -84,13 +84,15 @@ BACKENDS: dict[str, ScanBackend] = {b.name: b for b in (
                 "use 'sequential' or 'auto'"),
     ScanBackend("delta", "the chunked delta-rule kernel", "chunked", _kernel, "use 'sequential' or 'auto'"),
     ScanBackend("fused_rnn", "torch's fused RNN operator (nn.RNN/GRU/LSTM's kernel) for a proven Elman, GRU or "
-                "LSTM step", "sequential", _cell, "use 'sequential' or 'auto'"),
+                "LSTM step", "fused_rnn", _cell, "use 'sequential' or 'auto'"),
 )}
 # The analyzer's cost strategies (ncd/analysis/scan_costs.py) and which recurrences each can run:
-# the linear-only ones need an affine step, fft a time-invariant one; None: a scan with no plan.
+# the linear-only ones need an affine step, fft a time-invariant one, fused_rnn a step proved to be
+# a standard cell; None: a scan with no plan.
 STRATEGY_ADMITS: dict[str, Callable[[PlanLike | None], bool]] = {
     "sequential": lambda plan: True,
     "newton": lambda plan: True,
+    "fused_rnn": lambda plan: plan is not None and plan.cell is not None,
     "parallel_scan": lambda plan: plan is not None and plan.linear,
     "chunked": lambda plan: plan is not None and plan.linear,
     "attention_form": lambda plan: plan is not None and plan.linear,

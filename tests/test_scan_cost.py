@@ -41,3 +41,17 @@ def test_auto_keeps_newton_where_it_is_predicted_faster():
     assert scan_cost.cheaper("cpu", "float32", 1, 2048, 8, backward=True)[0] == "newton"
     auto(torch.randn(1, 2048, 8)).sum().backward()
     assert scan.stats.calls >= 1
+
+
+def test_the_analyzer_costs_fused_rnn_where_the_step_is_a_standard_cell():
+    """fused_rnn runs the same steps' arithmetic as the loop (torch.nn.LSTM's FLOPs are the
+    loop's), so its FLOPs and depth are the loop's; it applies only to a proven cell."""
+    from ncd.analysis import analyze
+
+    (lstm,) = analyze(ncd.check("specs/lstm.ncd"), {"B": 2, "T": 16}).to_json()["scans"]
+    assert lstm["chosen"] == "fused_rnn" and lstm["backend"] == "fused_rnn"
+    fused, loop = lstm["strategies"]["fused_rnn"], lstm["strategies"]["sequential"]
+    assert fused["applicable"] == 1 and fused["flops"] == loop["flops"] == 16 * lstm["step_flops"]
+    assert fused["depth"] == loop["depth"] == 16
+    (leaky,) = analyze(ncd.check("specs/leaky_rnn.ncd"), {"B": 2, "T": 16}).to_json()["scans"]
+    assert leaky["chosen"] == "sequential" and leaky["strategies"]["fused_rnn"]["applicable"] == 0

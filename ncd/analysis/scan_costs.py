@@ -39,6 +39,10 @@ def scan_strategies(step: sympy.Expr, length: sympy.Expr, state: sympy.Expr, lif
     ``step``: FLOPs of one step; ``state``: carried elements per step (n per lifted row, so
     ``state / lifted`` is the per-row state size n).
     - sequential: T steps one after another.
+    - fused_rnn (a step proved to be an Elman, GRU or LSTM cell): the same T steps' arithmetic,
+      one after another, inside torch's fused RNN operator (nn.RNN/GRU/LSTM's kernel) — the same
+      FLOPs and depth as the loop; what it saves is the per-step dispatch, which FLOPs do not count
+      (the run-time cost model, backends/pytorch/scan_cost.py, does).
     - parallel_scan: a Blelloch scan of the steps' affine maps h ↦ A h + b, about 2T
       compositions; composing two costs 2n³ + 2n² per row for a dense n×n A, 3n for a diagonal
       one (the recurrence pass's ``structure``), (n/k)(2k³ + 2k²) for k×k blocks.
@@ -64,6 +68,7 @@ def scan_strategies(step: sympy.Expr, length: sympy.Expr, state: sympy.Expr, lif
     C = sympy.Integer(CHUNK)
     return {
         "sequential": {"flops": T * step, "depth": T},
+        "fused_rnn": {"flops": T * step, "depth": T},
         "parallel_scan": {"flops": T * step + 2 * T * compose, "depth": 2 * sympy.log(T, 2)},
         "newton": {"flops": k * (T * step * (1 + jvps) + 2 * T * compose), "depth": k * 2 * sympy.log(T, 2),
                    "iterations": k},
