@@ -1,22 +1,32 @@
-"""`auto` against the fastest backend for paragru on the CPU: calibrate the cost model, then check it.
+"""`auto` against the fastest backend on the CPU: calibrate the cost model, then check it.
 
 --calibrate: time paragru's sequential loop and Newton on a calibration grid (forward under
 no_grad, and forward+backward), fit the models of ncd/backends/pytorch/scan_cost.py by
 least squares on relative error (non-negative coefficients), and print the constants to paste
 into CPU there.
+--calibrate-fused: the same for fused_rnn (torch's fused RNN operator), one model per cell,
+timing the compiled `rnn_tanh`, `gru` and `lstm` specs (auto runs them as fused_rnn).
 --table (default): on an evaluation grid (B, T, D, fwd / fwd+bwd), time sequential, newton
 and auto (what the module runs when left to choose), and print a markdown table: each
-backend's median, the fastest, auto's choice and auto's time over the fastest.
+backend's median, the fastest, auto's choice, the chosen backend's time over the fastest and
+the auto module's own time over the fastest.
+
+The machine this runs on is shared, so every timing is interleaved: one repeat runs each side
+once, in turn, and the figures are medians over repeats (the load drifts between repeats, not
+between the sides of one).
 
     taskset -c 0 .venv/bin/python bench/scan_auto.py --calibrate
+    taskset -c 0 .venv/bin/python bench/scan_auto.py --calibrate-fused
     taskset -c 0 .venv/bin/python bench/scan_auto.py --table
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -24,11 +34,13 @@ import ncd
 from ncd.backends.pytorch import scan_cost
 
 E = 32
+BACKENDS = ("sequential", "newton", "auto")
+CELLS = ("rnn_tanh", "gru", "lstm")
 
 
 def modules(D: int) -> dict[str, torch.nn.Module]:
     out = {}
-    for backend in ("sequential", "newton", "auto"):
+    for backend in BACKENDS:
         torch.manual_seed(0)
         out[backend] = ncd.load("specs/paragru.ncd", scan_backend=backend, E=E, D=D, H=4)
     for m in out.values():
@@ -36,7 +48,7 @@ def modules(D: int) -> dict[str, torch.nn.Module]:
     return out
 
 
-def timed(m: torch.nn.Module, x: torch.Tensor, backward: bool, repeats: int) -> float:
+def runner(m: torch.nn.Module, x: torch.Tensor, backward: bool) -> Callable[[], None]:
     def once() -> None:
         if backward:
             m(x).sum().backward()
@@ -44,13 +56,20 @@ def timed(m: torch.nn.Module, x: torch.Tensor, backward: bool, repeats: int) -> 
             with torch.no_grad():
                 m(x)
 
-    once()
-    times = []
+    return once
+
+
+def interleaved(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds of each run, the runs taking turns within every repeat (one warm-up each)."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def fit(rows: list[tuple[tuple[float, ...], float]]) -> tuple[float, ...]:
@@ -69,6 +88,11 @@ def fit(rows: list[tuple[tuple[float, ...], float]]) -> tuple[float, ...]:
         active = [i for i, c in zip(active, sol) if c >= 0]
 
 
+def _print_constants(samples: dict[tuple[str, str], list], backends: tuple[str, ...]) -> None:
+    constants = {mode: {b: fit(samples[(mode, b)]) for b in backends} for mode in ("fwd", "fwd+bwd")}
+    print("CPU =", {m: {b: tuple(float(f"{c:.3g}") for c in cs) for b, cs in v.items()} for m, v in constants.items()})
+
+
 def calibrate(repeats: int) -> None:
     samples: dict[tuple[str, str], list] = {}
     for B, T, D in itertools.product((1, 8), (128, 512), (16, 128)):
@@ -76,44 +100,70 @@ def calibrate(repeats: int) -> None:
         x = torch.randn(B, T, E)
         for backward in (False, True):
             mode = "fwd+bwd" if backward else "fwd"
-            for backend in ("sequential", "newton"):
-                t = timed(ms[backend], x, backward, repeats)
+            times = interleaved({b: runner(ms[b], x, backward) for b in ("sequential", "newton")}, repeats)
+            for backend, t in times.items():
                 samples.setdefault((mode, backend), []).append((scan_cost.features(backend, B, T, D), t))
                 print(f"B{B} T{T} D{D} {mode} {backend}: {t * 1e3:.2f} ms", flush=True)
-    constants = {mode: {b: fit(samples[(mode, b)]) for b in ("sequential", "newton")} for mode in ("fwd", "fwd+bwd")}
-    print("CPU =", {m: {b: tuple(float(f"{c:.3g}") for c in cs) for b, cs in v.items()} for m, v in constants.items()})
+    _print_constants(samples, ("sequential", "newton"))
+
+
+def calibrate_fused(repeats: int) -> None:
+    """One model per cell: torch's operator runs each on its own kernels (their per-step costs differ)."""
+    samples: dict[tuple[str, str], list] = {}
+    for B, T, D in itertools.product((1, 8), (128, 512), (32, 128)):
+        ms = {cell: ncd.load(f"specs/{cell}.ncd", E=E, D=D) for cell in CELLS}
+        assert all(m.scan_plans[0].backend == "fused_rnn" for m in ms.values())
+        x = torch.randn(B, T, E)
+        for backward in (False, True):
+            mode = "fwd+bwd" if backward else "fwd"
+            times = interleaved({cell: runner(m, x, backward) for cell, m in ms.items()}, repeats)
+            for cell, t in times.items():
+                samples.setdefault((mode, f"fused_rnn.{cell}"), []).append(
+                    (scan_cost.features("fused_rnn", B, T, D), t))
+                print(f"{cell} B{B} T{T} D{D} {mode}: {t * 1e3:.2f} ms", flush=True)
+    _print_constants(samples, tuple(f"fused_rnn.{cell}" for cell in CELLS))
 
 
 def table(repeats: int) -> None:
-    print("| B | T | D | pass | sequential ms | newton ms | fastest | auto runs | auto ms | auto / fastest |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    within = total = 0
+    print(f"load average at start {os.getloadavg()[0]:.1f}; medians of {repeats} interleaved repeats")
+    print("| B | T | D | pass | sequential ms | newton ms | fastest | auto runs | chosen / fastest "
+          "| auto ms | auto / fastest |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    chosen_within = auto_within = total = 0
     points = [*itertools.product((1, 8), (256, 1024), (32, 128)), (8, 256, 128), (1, 4096, 128)]
     for B, T, D in points:
         ms = modules(D)
         x = torch.randn(B, T, E)
         for backward in (False, True):
-            times = {b: timed(ms[b], x, backward, repeats) for b in ("sequential", "newton", "auto")}
+            times = interleaved({b: runner(ms[b], x, backward) for b in BACKENDS}, repeats)
             fastest = min(("sequential", "newton"), key=times.__getitem__)
             choice, _ = scan_cost.cheaper("cpu", "float32", B, T, D, backward)
-            ratio = times["auto"] / times[fastest]
+            chosen, auto = times[choice] / times[fastest], times["auto"] / times[fastest]
             total += 1
-            within += ratio <= 1.1
+            chosen_within += chosen <= 1.1
+            auto_within += auto <= 1.1
             print(f"| {B} | {T} | {D} | {'fwd+bwd' if backward else 'fwd'} | {times['sequential'] * 1e3:.1f} | "
-                  f"{times['newton'] * 1e3:.1f} | {fastest} | {choice} | {times['auto'] * 1e3:.1f} | {ratio:.2f} |",
-                  flush=True)
-    print(f"\nauto within 1.1x of the fastest at {within} of {total} points")
+                  f"{times['newton'] * 1e3:.1f} | {fastest} | {choice} | {chosen:.2f} | {times['auto'] * 1e3:.1f} "
+                  f"| {auto:.2f} |", flush=True)
+    print(f"\nthe chosen backend within 1.1x of the fastest at {chosen_within} of {total} points; "
+          f"the auto module's own time at {auto_within} of {total}; load average at end {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibrate", action="store_true")
+    parser.add_argument("--calibrate-fused", action="store_true")
     parser.add_argument("--table", action="store_true", help="the evaluation table (the default)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    calibrate(args.repeats) if args.calibrate else table(args.repeats)
+    if args.calibrate:
+        calibrate(args.repeats)
+    elif args.calibrate_fused:
+        calibrate_fused(args.repeats)
+    else:
+        table(args.repeats)
 
 
 if __name__ == "__main__":

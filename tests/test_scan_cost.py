@@ -55,3 +55,49 @@ def test_the_analyzer_costs_fused_rnn_where_the_step_is_a_standard_cell():
     assert fused["depth"] == loop["depth"] == 16
     (leaky,) = analyze(ncd.check("specs/leaky_rnn.ncd"), {"B": 2, "T": 16}).to_json()["scans"]
     assert leaky["chosen"] == "sequential" and leaky["strategies"]["fused_rnn"]["applicable"] == 0
+
+
+def _explained(path: str, rows: int = 1, **sizes: int) -> dict:
+    from ncd.api import run_pipeline
+    from ncd.cli.explain import explain_loops
+
+    compiled = run_pipeline(path, sizes=sizes)
+    (record,) = explain_loops(compiled.ir, passes=compiled.passes, rows=rows)
+    return record
+
+
+def test_explain_predicts_every_candidate_backend_per_device_kind():
+    """Candidates are the backends the registry admits for the plan; on a CPU in float32 the
+    loop and Newton have numbers, and what auto runs is what the module runs at those sizes."""
+    record = _explained("specs/paragru.ncd", rows=8, T=256, E=16, D=128, H=4)
+    pred = record["predictions"]
+    assert (pred["rows"], pred["T"], pred["N"]) == (8, 256, 128)
+    cpu = pred["devices"]["cpu"]
+    assert set(cpu["fwd"]["seconds"]) == {"sequential", "newton"}  # scan, fft, gla, delta, fused_rnn refuse
+    assert all(t is not None and t > 0 for mode in cpu.values() for t in mode["seconds"].values())
+    assert all(t is None for mode in pred["devices"]["cuda"].values() for t in mode["seconds"].values())
+    assert pred["devices"]["cuda"]["fwd"]["auto_runs"] == "newton"
+    auto = ncd.load("specs/paragru.ncd", E=16, D=128, H=4)
+    (scan,) = auto.parallel_scans()
+    with torch.no_grad():
+        auto(torch.randn(8, 256, 16))
+    ran_loop = scan.implementation.startswith("sequential loop")
+    assert cpu["fwd"]["auto_runs"] == ("sequential" if ran_loop else "newton")
+    for mode in cpu.values():  # the loop or Newton: the cheaper prediction
+        assert mode["auto_runs"] == min(mode["seconds"], key=mode["seconds"].__getitem__)
+
+
+def test_explain_prints_the_predictions_or_says_what_to_bind(capsys):
+    from ncd.cli import main
+
+    assert main(["compile", "specs/lstm.ncd", "--set", "T=64", "--explain", "--explain-rows", "4",
+                 "-o", "/dev/null"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted, float32, 4 batch rows, T = 64, N = 128" in out
+    assert "cpu fwd+bwd: sequential" in out and "auto runs fused_rnn" in out
+    assert "cheapest predicted fused_rnn" in out  # torch's operator against the interpreter's loop
+    assert "newton no model" in out  # a dense Jacobian: not what was calibrated
+    assert main(["compile", "specs/lstm.ncd", "--explain", "-o", "/dev/null"]) == 0
+    assert "bind the scanned axis" in capsys.readouterr().out
+    assert main(["compile", "specs/lstm.ncd", "--explain", "--explain-rows", "0", "-o", "/dev/null"]) == 1
+    assert "--explain-rows must be at least 1" in capsys.readouterr().err

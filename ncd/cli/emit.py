@@ -42,7 +42,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_scan_backend(p, "with --explain: plan every scan with this backend")
     p.add_argument("--explain", action="store_true",
                    help="for each scan: location, axis, carries, class and chosen backend "
-                        "(to stderr when the source goes to stdout)")
+                        "(to stderr when the source goes to stdout), and every candidate backend's predicted "
+                        "time per device kind where the sizes are bound")
+    p.add_argument("--explain-rows", type=int, default=1, metavar="N",
+                   help="with --explain: the batch rows (lifted dims) the predicted times are for (default 1)")
     p.set_defaults(func=run)
     return p
 
@@ -65,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         write_output(args.output, source)
     if args.explain:
-        print(explain_text(ir, scan_backend, emitted=True, passes=compiled.passes),
+        if args.explain_rows < 1:
+            raise NcdError(f"--explain-rows must be at least 1, got {args.explain_rows}")
+        print(explain_text(ir, scan_backend, emitted=True, passes=compiled.passes, rows=args.explain_rows),
               file=sys.stderr if to_stdout else sys.stdout)
     if not to_stdout:
         print(f"wrote {args.output} ({args.emit}, {source.count(chr(10))} lines)")

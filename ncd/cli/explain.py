@@ -7,8 +7,9 @@ from typing import Any
 from ncd.cli.common import fmt_axes
 
 
-def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None) -> Iterator[dict[str, Any]]:
-    """One record per scan: where it is, what it scans and carries, its class, backend and why.
+def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None, rows: int = 1) -> Iterator[dict[str, Any]]:
+    """One record per scan: where it is, what it scans and carries, its class, backend and why,
+    and every candidate backend's predicted time at ``rows`` batch rows (``predictions``).
 
     The pipeline's recurrence pass (ncd/pipeline.py, ncd/passes/recurrence) classifies each scan
     and chooses its backend; this prints its plans (``passes``, or the pipeline's passes run on
@@ -17,6 +18,9 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None) -> It
     from ncd.backends.pytorch.implementations import implementation
     from ncd.ir import walk
     from ncd.pipeline import run_passes
+    from ncd.sizes import AxisSizes
+
+    sizes = AxisSizes.of(ir)
 
     plans = (passes if passes is not None else run_passes(ir, scan_backend)).scan_plans()
     for block in ir.blocks.values():
@@ -29,6 +33,10 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None) -> It
             carries = [{"name": name, "axes": list(args[name].type.axes) if name in args else None}
                        for name in node.attrs.get("carries", [])]
             plan = plans[(block.key, node.id)]
+            axes = [c["axes"] for c in carries]
+            T = sizes.bound(node.attrs.get("axis", ""))
+            N = _elements(sizes, axes)
+            hidden = sizes.bound(plan.cell.state_axis) if plan.cell is not None else None
             kind = f"{'linear' if plan.linear else 'nonlinear'}, {plan.structure}"
             backend, reason = plan.backend, plan.reason
             yield {
@@ -44,12 +52,49 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None) -> It
                 "implementation": implementation(backend),
                 "reason": reason,
                 "requested": node.attrs.get("backend"),
+                "predictions": _predictions(plan, rows, T, N, hidden),
             }
 
 
-def explain_text(ir: Any, scan_backend: str = "auto", emitted: bool = False, passes: Any = None) -> str:
+def _elements(sizes: Any, axes: list[list[str] | None]) -> int | None:
+    """Carried elements per row: every carry's bound size (None while one is free or unknown)."""
+    total = 0
+    for carry in axes:
+        if carry is None:
+            return None
+        n = 1
+        for axis in carry:
+            size = sizes.bound(axis)
+            if size is None:
+                return None
+            n *= size
+        total += n
+    return total
+
+
+def _predictions(plan: Any, rows: int, T: int | None, N: int | None, hidden: int | None) -> dict[str, Any]:
+    """Per device kind (float32): each candidate backend's predicted seconds forward and
+    forward+backward (None: no model), and what auto runs; or why there are no numbers."""
+    from ncd.backends.pytorch import scan_cost
+
+    if T is None or N is None:
+        return {"rows": rows, "T": T, "N": N, "note": "bind the scanned axis and the carries' axes (--set) "
+                                                      "for predicted times"}
+    out: dict[str, Any] = {"rows": rows, "T": T, "N": N, "devices": {}}
+    for device in scan_cost.DEVICE_KINDS:
+        passes = {}
+        for backward, mode in ((False, "fwd"), (True, "fwd+bwd")):
+            passes[mode] = {"seconds": scan_cost.plan_predictions(plan, device, "float32", rows, T, N, backward,
+                                                                  hidden),
+                            "auto_runs": scan_cost.auto_runs(plan, device, "float32", rows, T, N, backward)}
+        out["devices"][device] = passes
+    return out
+
+
+def explain_text(ir: Any, scan_backend: str = "auto", emitted: bool = False, passes: Any = None,
+                 rows: int = 1) -> str:
     lines = []
-    records = list(explain_loops(ir, scan_backend, passes))
+    records = list(explain_loops(ir, scan_backend, passes, rows))
     for rec in records:
         where = f"{ir.name}:{rec['line']}:{rec['col']}" if rec["line"] else ir.name
         carries = ", ".join(f"{c['name']}: {fmt_axes(c['axes'])}" if c["axes"] is not None else c["name"]
@@ -60,11 +105,34 @@ def explain_text(ir: Any, scan_backend: str = "auto", emitted: bool = False, pas
         lines.append(f"    backend: {rec['backend']}")
         lines.append(f"    runs here as: {rec['implementation']}")
         lines.append(f"    why: {rec['reason']}")
+        lines.extend(_prediction_lines(rec["predictions"]))
     if records and emitted and not _emitter_runs_plans():
         lines.append("note: the emitted Python runs every scan as the sequential loop, except fused_rnn ones "
                      "(torch's fused RNN operator, as here); the backends above are those of the in-process "
                      "module (ncd.load, ncd run)")
     return "\n".join(lines) if lines else f"{ir.name}: no scans (feed-forward)"
+
+
+def _prediction_lines(pred: dict[str, Any]) -> list[str]:
+    from ncd.analysis.timing import format_seconds
+
+    if "note" in pred:
+        return [f"    predicted: {pred['note']}"]
+    lines = [f"    predicted, float32, {pred['rows']} batch row{'s' if pred['rows'] != 1 else ''}, "
+             f"T = {pred['T']}, N = {pred['N']} (backends/pytorch/scan_cost.py):"]
+    for device, passes in pred["devices"].items():
+        if all(t is None for got in passes.values() for t in got["seconds"].values()):
+            runs = {got["auto_runs"] for got in passes.values()}
+            lines.append(f"      {device}: no calibrated model; auto runs {', '.join(sorted(runs))} (the pass's "
+                         "choice by class)")
+            continue
+        for mode, got in passes.items():
+            known = {b: t for b, t in got["seconds"].items() if t is not None}
+            shown = ", ".join(f"{b} {format_seconds(t)}" if t is not None else f"{b} no model"
+                              for b, t in got["seconds"].items())
+            best = f"; cheapest predicted {min(known, key=known.__getitem__)}" if known else ""
+            lines.append(f"      {device} {mode}: {shown}{best}; auto runs {got['auto_runs']}")
+    return lines
 
 
 def _emitter_runs_plans() -> bool:
