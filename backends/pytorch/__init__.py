@@ -17,14 +17,16 @@ SCAN_BACKENDS = scan_backends.NAMES  # the registry's names (ncd/scan_backends.p
 
 
 def compile_module(ir: SpecIR, scan_backend: str = "auto", fuse_scans: bool = False,
-                   passes: Passes | None = None, memory_limit: int | None = None) -> CompiledModule:
+                   passes: Passes | None = None, memory_limit: int | None = None,
+                   module_class: type[CompiledModule] = CompiledModule) -> CompiledModule:
     """The module of a checked IR, lowered from the pipeline's ``passes`` (None: the pipeline
     runs them here, with ``scan_backend`` overriding every scan's backend; "auto": the recurrence
     pass decides). ``fuse_scans`` runs each Newton step of every newton-backed scan as one
     torch.compile'd graph (see `NewtonSolver`'s ``fuse``): worth its compile time on a GPU, for
     long sequences. ``memory_limit`` (bytes; default ``ncd.limits.default_memory_limit()``) caps
     what the parameters, buffers and constants may take, checked before any is allocated, and
-    each value a call computes at its input's sizes, checked when it is called (docs/limits.md)."""
+    each value a call computes at its input's sizes, checked when it is called (docs/limits.md).
+    ``module_class``: the top module's class (the step module's, backends/pytorch/step.py)."""
     if passes is None:
         from ncd.pipeline import run_passes
 
@@ -33,7 +35,7 @@ def compile_module(ir: SpecIR, scan_backend: str = "auto", fuse_scans: bool = Fa
     limit = default_memory_limit() if memory_limit is None else memory_limit
     check_budget(load_tensors(ir, programs, ir.entry), limit, f"loading {ir.entry}")
     check_values(wire_tensors(ir, SizeTable(ir).bound), limit)
-    module = CompiledModule(ir, programs, ir.entry)
+    module = module_class(ir, programs, ir.entry)
     module.scan_plans = passes.scans
     module.set_call_contract(CallContract(ir, ir.entry, limit))
     if fuse_scans:

@@ -477,6 +477,15 @@ class CompiledModule(nn.Module):
             inner._ncd_generator = self._ncd_generator
         return other
 
+    def step_module(self, axis: str | None = None) -> "CompiledModule":
+        """This module advanced one position at a time (docs/language.md, "Step module"):
+        ``outputs, state = step(*inputs_t, state=state)``, the states named as the full module's
+        final state, the weights these very tensors. ``axis``: the axis it steps along (default:
+        the one the scans scan)."""
+        from ncd.backends.pytorch.step import build_step_module
+
+        return build_step_module(self, axis)
+
     def manual_seed(self, seed: int | None) -> "CompiledModule":
         """Draw (dropout, uniform, normal, categorical) from a generator of this module and all it
         contains, seeded with ``seed``; None: from torch's global generator again. The emitted

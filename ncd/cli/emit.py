@@ -23,7 +23,24 @@ def _emit_python(compiled: Any, args: argparse.Namespace) -> str:
         raise err.located(None, ir.name) from None
 
 
-EMITTERS: dict[str, Callable[[Any, argparse.Namespace], str]] = {"python": _emit_python}
+def _emit_step(compiled: Any, args: argparse.Namespace) -> str:
+    """The step module (ncd/passes/step.py): one position, the scans' states by name."""
+    from ncd.backends.pytorch.emit_step import emit_step
+    from ncd.passes.step import step_plan
+    from ncd.pipeline import run_passes
+
+    try:
+        plan = step_plan(compiled.ir, args.step_axis)
+        passes = run_passes(plan.ir)
+    except NcdError as err:
+        raise err.located(compiled.source, compiled.name) from None
+    try:
+        return emit_step(plan, passes, class_name=args.class_name)
+    except NcdError as err:
+        raise err.located(None, compiled.ir.name) from None
+
+
+EMITTERS: dict[str, Callable[[Any, argparse.Namespace], str]] = {"python": _emit_python, "step": _emit_step}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -36,7 +53,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_sizes(p)
     add_block(p)
     p.add_argument("--emit", choices=sorted([*EMITTERS, "export"]), default="python",
-                   help="python (default): readable source; export: a torch.export program (needs -o FILE.pt2)")
+                   help="python (default): readable source; step: the step module for decoding (one position, "
+                        "the scans' states by name); export: a torch.export program (needs -o FILE.pt2)")
+    p.add_argument("--step-axis", metavar="AXIS", default=None,
+                   help="with --emit step: the axis it steps along (default: the one the scans scan)")
     p.add_argument("-o", "--output", metavar="FILE", help="output file; `-` or none: stdout")
     p.add_argument("--class-name", metavar="NAME", help="class name of the entry block")
     add_scan_backend(p, "with --explain: plan every scan with this backend")

@@ -1,0 +1,157 @@
+"""The step module: one position of a compiled spec, with its scans' states carried by name.
+
+``module.step_module()`` compiles the step IR (ncd/passes/step.py) with the same backend as the
+full module and shares the full module's parameters and buffers (the same tensors: train the
+one, decode with the other). ``outputs, state = step(*inputs_t, state=state)`` takes and returns
+the states by the names the full module's final state uses, so a prefill with the full module
+continues with the step module.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ncd.backends.pytorch.module import CompiledModule, _owner
+from ncd.errors import NcdError
+from ncd.passes.step import StateSlot, StepPlan, step_plan
+
+
+class StepModule(CompiledModule):
+    """A CompiledModule of a step IR whose entry takes ``(*inputs, *states)`` positionally; its
+    ``forward`` takes the states as a mapping and returns ``(outputs, new_state)``."""
+
+    _ncd_step: StepPlan
+    _ncd_state_shapes: dict[str, tuple[int, ...]]
+
+    def forward(self, *inputs: torch.Tensor, state: Mapping[str, torch.Tensor] | None = None) -> Any:  # type: ignore[override]
+        plan = self._ncd_step
+        if len(inputs) != plan.n_inputs:
+            raise NcdError(f"the step module takes {plan.n_inputs} inputs (one position each), got {len(inputs)}",
+                           self._ncd_block_span, hint="pass the state as state=..., by name")
+        given = dict(state or {})
+        unknown = sorted(set(given) - {s.name for s in plan.states})
+        if unknown:
+            names = ", ".join(s.name for s in plan.states) or "none"
+            raise NcdError(f"unknown state {unknown[0]!r} (this step module's states: {names})",
+                           hint="step.state_spec() lists them")
+        lead = self._lead(inputs)
+        like = inputs[0] if inputs and inputs[0].is_floating_point() else None
+        states = []
+        for slot in plan.states:
+            value = given.get(slot.name)
+            if value is None:
+                value = self._start(slot, lead, like)
+            else:
+                self._check_state(slot, value)
+            states.append(value)
+        results = CompiledModule.forward(self, *inputs, *states)
+        results = results if isinstance(results, tuple) else (results,)
+        outs = results[: plan.n_outputs]
+        new = dict(zip((s.name for s in plan.states), results[plan.n_outputs:]))
+        return (outs[0] if len(outs) == 1 else tuple(outs)), new
+
+    def state_spec(self) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
+        """State name → (core axes, per-example shape), in the order the step takes them."""
+        return {s.name: (s.axes, self._ncd_state_shapes[s.name]) for s in self._ncd_step.states}
+
+    def initial_state(self, *lead: int, dtype: torch.dtype | None = None,
+                      device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """The empty state: every carry at the spec's own initial value, ``[*lead, *shape]``."""
+        like = next((p for p in self.parameters() if p.is_floating_point()), None)
+        if like is None:
+            like = torch.zeros((), dtype=dtype or torch.get_default_dtype(), device=device)
+        like = like.to(dtype=dtype or like.dtype, device=device or like.device)
+        return {s.name: self._start(s, tuple(lead), like) for s in self._ncd_step.states}
+
+    # ------------------------------------------------------------------ helpers
+    def _lead(self, inputs: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
+        for (_, _, axes, _), x in zip(self._ncd_program.inputs, inputs):
+            if isinstance(x, torch.Tensor) and x.dim() >= len(axes):
+                return tuple(x.shape[: x.dim() - len(axes)])
+        return ()
+
+    def _start(self, slot: StateSlot, lead: tuple[int, ...], like: torch.Tensor | None) -> torch.Tensor:
+        shape = lead + self._ncd_state_shapes[slot.name]
+        if like is None:
+            like = next((p for p in self.parameters() if p.is_floating_point()), torch.zeros(()))
+        dtype = like.dtype if slot.dtype == "float" else (torch.int64 if slot.dtype == "int" else torch.bool)
+        if slot.init_weight is not None:
+            owner, leaf = _owner(self, slot.init_weight)
+            weight = getattr(owner, leaf)
+            return weight.to(device=like.device, dtype=dtype).expand(shape)
+        value = float(_number(slot.init or "0"))
+        return torch.full(shape, value, dtype=dtype, device=like.device)
+
+    def _check_state(self, slot: StateSlot, value: Any) -> None:
+        want = self._ncd_state_shapes[slot.name]
+        axes = "[" + ", ".join(slot.axes) + "]"
+        if not isinstance(value, torch.Tensor):
+            raise NcdError(f"state {slot.name} must be a tensor, got {type(value).__name__}",
+                           hint=f"its axes are [..., {', '.join(slot.axes)}]")
+        if value.dim() < len(want) or tuple(value.shape[value.dim() - len(want):]) != want:
+            raise NcdError(f"state {slot.name} has shape {tuple(value.shape)}, but its axes {axes} have sizes "
+                           f"{want} (lifted axes lead)", hint="step.initial_state(batch) gives one of each")
+
+
+def _number(text: str) -> float:
+    from ncd import sizes as sz
+
+    value = sz.parse(text)
+    if value.free_symbols:
+        raise NcdError(f"a carry's initial value {text} needs axis sizes that are not bound")
+    return float(value)
+
+
+def build_step_module(module: CompiledModule, axis: str | None = None) -> StepModule:
+    """The step module of a compiled module (its top-level entry), sharing its weights."""
+    from ncd.backends.pytorch import compile_module
+    from ncd.backends.pytorch.program import SizeTable
+    from ncd.pipeline import run_passes
+
+    spec = module._ncd_spec
+    source, filename = module._ncd_source
+    try:
+        plan = step_plan(spec.model_copy(update={"entry": module._ncd_block}), axis)
+        passes = run_passes(plan.ir, getattr(module, "_ncd_scan_backend", "auto"))
+        step = compile_module(plan.ir, passes=passes, module_class=StepModule)
+    except NcdError as exc:
+        raise (exc.located(source, filename) if source is not None else exc) from None
+    assert isinstance(step, StepModule)
+    step._ncd_step = plan
+    sizes = SizeTable(plan.ir)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for slot in plan.states:
+        dims = []
+        for a in slot.axes:
+            bound = sizes.bound(a)
+            if bound is None:
+                raise NcdError(f"state {slot.name} has axis {a}, whose size is not bound",
+                               hint=f"bind it when loading: ncd.load(..., {a}=...)")
+            dims.append(int(bound))
+        shapes[slot.name] = tuple(dims)
+    step._ncd_state_shapes = shapes
+    if source is not None:
+        step.locate_errors(source, filename)  # type: ignore[arg-type]
+    weight = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if weight is not None:  # constants and anchors in the full module's dtype and device
+        step.to(device=weight.device, dtype=weight.dtype)
+    share_weights(module, step)
+    return step
+
+
+def share_weights(full: CompiledModule, step: CompiledModule) -> None:
+    """Point the step module's parameters and persistent buffers at the full module's tensors."""
+    mine = dict(full.named_parameters(remove_duplicate=False))
+    held = dict(full.named_buffers(remove_duplicate=False))
+    for path, _ in list(step.named_parameters(remove_duplicate=False)):
+        owner, leaf = _owner(step, path)
+        owner._parameters[leaf] = mine[path]
+    for path, _ in list(step.named_buffers(remove_duplicate=False)):
+        owner, leaf = _owner(step, path)
+        if leaf in owner._non_persistent_buffers_set or path not in held:
+            continue
+        owner._buffers[leaf] = held[path]
+    for inner in step.modules():
+        inner._ncd_generator = full._ncd_generator

@@ -1,0 +1,384 @@
+"""The step pass: a spec's IR → the IR of one position of it, for decoding token by token.
+
+Why an IR → IR transform: the step is an ordinary spec IR (the scanned axis removed, every scan's
+carries turned into block inputs and outputs), so the in-process backend and the emitter compile
+it unchanged, and the emitted step module needs no ncd, like the full one.
+
+What changes, block by block (those whose own wires carry the step axis ``T``):
+- ``T`` leaves every wire type; a call lifted over ``T`` is no longer lifted over it.
+- A scan over ``T`` at a block's top level is inlined: its carries become *state* inputs, their
+  new values state outputs (after the block's own outputs), its emits the scan's value, and
+  ``u[t]`` (the select at the step index) the wire ``u`` itself.
+- A call to a block that holds states passes them in and gets them back; the state names are
+  the full module's final-state names (docs/language.md, "State in and out"): the dotted path
+  of the instance holding the scan, then the carry's name (``fwd.h`` / ``scan1.h`` when the block
+  holds several scans).
+Everything that reads other positions of ``T`` — a reverse scan, a reduction or contraction over
+``T``, a select at a fixed position, a slice, a reshape or concat along it, a convolution or pool
+over it, the step index used as a number — has no step form: an NcdError at its op, with a hint.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ncd.errors import NcdError
+from ncd.ir import BlockIR, Node, Port, Region, SpecIR, WireType, walk
+
+LOOPS = ("scan", "repeat", "halting")
+_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*\Z")
+
+
+class StateSlot(BaseModel):
+    """One state of the step module: its name, its core axes at the entry (heads a call lifts
+    over lead) and how it starts: a number (``init``), or a weight of the module (``init_weight``,
+    its dotted path)."""
+
+    name: str
+    axes: tuple[str, ...]
+    kind: Literal["carry"] = "carry"
+    init: str | None = None
+    init_weight: str | None = None
+    dtype: Literal["float", "bool", "int"] = "float"
+
+
+class StepPlan(BaseModel):
+    """The step IR and how its entry's extra ports map to named states."""
+
+    ir: SpecIR
+    axis: str
+    n_inputs: int  # the spec's own inputs; the states follow, in ``states`` order
+    n_outputs: int  # the spec's own outputs; the new states follow
+    states: list[StateSlot] = Field(default_factory=list)
+
+
+def step_axis(ir: SpecIR, axis: str | None = None) -> str:
+    """The axis a step advances along: ``axis`` if given, else the one every scan over an axis
+    of the entry's inputs scans (a spec without such scans: ``T`` when the entry has it)."""
+    entry = ir.entry_block
+    entry_axes = {a for p in entry.inputs for a in p.type.axes}
+    if axis is not None:
+        if axis not in entry_axes:
+            raise NcdError(f"the entry block {entry.name} has no input axis {axis} to step along",
+                           entry.loc.span if entry.loc else None,
+                           hint=f"its inputs' axes: {', '.join(sorted(entry_axes)) or 'none'}")
+        return axis
+    scanned = sorted({n.attrs["axis"] for b in ir.blocks.values() for n in walk(b.nodes) if n.op == "scan"}
+                     & entry_axes)
+    if len(scanned) == 1:
+        return scanned[0]
+    if not scanned and "T" in entry_axes:
+        return "T"
+    raise NcdError(f"cannot tell which axis the step module advances along (scanned: {', '.join(scanned) or 'none'})",
+                   entry.loc.span if entry.loc else None, hint="name it: module.step_module(axis='T')")
+
+
+def step_plan(ir: SpecIR, axis: str | None = None) -> StepPlan:
+    """The step IR of ``ir``'s entry block (unverified: the pipeline verifies it)."""
+    t = step_axis(ir, axis)
+    stepper = _Stepper(ir, t)
+    block, slots = stepper.block(ir.entry)
+    blocks = dict(ir.blocks)
+    blocks.update(stepper.done)
+    primes = {a for a in ir.axes if a == t or a.rstrip("'") == t}
+    bindings = {k: v for k, v in ir.bindings.items() if k not in primes}
+    step_ir = ir.model_copy(update={"blocks": blocks, "entries": [], "bindings": bindings})
+    entry = ir.entry_block
+    states = [StateSlot(name=s.name, axes=s.axes, init=s.init, init_weight=s.init_weight, dtype=s.dtype)
+              for s in slots]
+    return StepPlan(ir=step_ir, axis=t, n_inputs=len(entry.inputs), n_outputs=len(entry.outputs), states=states)
+
+
+class _Slot:
+    """A state of one block: its name within the block, core axes, start, and the ids of its
+    input node and of the value that leaves as its output."""
+
+    def __init__(self, name: str, axes: tuple[str, ...], init: str | None, init_weight: str | None,
+                 dtype: str, in_id: str, out_id: str) -> None:
+        self.name, self.axes, self.init, self.init_weight, self.dtype = name, axes, init, init_weight, dtype
+        self.in_id, self.out_id = in_id, out_id
+
+
+def _err(message: str, node: Node | None, hint: str) -> NcdError:
+    return NcdError(message, node.loc.span if node is not None and node.loc else None, hint=hint)
+
+
+NONCAUSAL_HINT = ("a step module advances one position at a time, so each output may depend only on this "
+                  "and earlier positions; run this spec whole (module(x)) instead")
+
+
+class _Stepper:
+    def __init__(self, ir: SpecIR, axis: str) -> None:
+        self.ir = ir
+        self.t = axis
+        self.done: dict[str, BlockIR] = {}
+        self.slots: dict[str, list[_Slot]] = {}
+        self.active: set[str] = set()
+
+    def mentions(self, key: str) -> bool:
+        """Whether block ``key`` has the step axis on one of its own wires."""
+        block = self.ir.blocks[key]
+        return any(self.t in p.type.axes for p in block.inputs) or any(
+            self.t in ty.axes for n in walk(block.nodes) for ty in n.types)
+
+    def block(self, key: str) -> tuple[BlockIR, list[_Slot]]:
+        if key in self.done:
+            return self.done[key], self.slots[key]
+        if key in self.active:
+            raise NcdError(f"block {key} calls itself")
+        self.active.add(key)
+        stepped, slots = _BlockStep(self, self.ir.blocks[key]).run()
+        self.active.discard(key)
+        self.done[key], self.slots[key] = stepped, slots
+        return stepped, slots
+
+
+class _BlockStep:
+    """The step form of one block."""
+
+    def __init__(self, stepper: _Stepper, block: BlockIR) -> None:
+        self.s = stepper
+        self.t = stepper.t
+        self.block = block
+        self.taken = {n.id for n in walk(block.nodes)}
+        self.nodes = {n.id: n for n in walk(block.nodes)}
+        self.alias: dict[str, str] = {}  # ids replaced by another id (region args → state inputs)
+        self.emits: dict[str, list[str]] = {}  # a multi-emit scan's id → its emits' ids
+        self.index_ids: set[str] = set()  # step indices of inlined scans over T
+        self.state_ports: list[Port] = []
+        self.state_nodes: list[Node] = []
+        self.slots: list[_Slot] = []
+        self.port_names = {p.name for p in block.inputs}
+        top_scans = [n for n in block.nodes if n.op == "scan"]
+        self.scan_prefix = _prefixes(top_scans, {i.name for i in block.instances})
+        self.called: dict[str, int] = {}
+        for n in walk(block.nodes):
+            if n.op == "call":
+                self.called[n.attrs["instance"]] = self.called.get(n.attrs["instance"], 0) + 1
+
+    # ------------------------------------------------------------------ helpers
+    def drop(self, ty: WireType) -> WireType:
+        return ty.model_copy(update={"axes": tuple(a for a in ty.axes if a != self.t)})
+
+    def fresh(self, base: str) -> str:
+        n = 1
+        while f"{base}_s{n}" in self.taken:
+            n += 1
+        self.taken.add(f"{base}_s{n}")
+        return f"{base}_s{n}"
+
+    def port_name(self, base: str) -> str:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", base) + "_state"
+        n, out = 2, re.sub(r"[^A-Za-z0-9_]", "_", base) + "_state"
+        while out in self.port_names:
+            out, n = f"{name}{n}", n + 1
+        self.port_names.add(out)
+        return out
+
+    def ref(self, node_id: str) -> str:
+        return self.alias.get(node_id, node_id)
+
+    def state_input(self, axes: tuple[str, ...], dtype: str, label: str, loc: Any) -> str:
+        index = len(self.block.inputs) + len(self.state_ports)
+        port = Port(name=self.port_name(label), type=WireType(axes=axes, lifted=True, dtype=dtype))  # type: ignore[arg-type]
+        node_id = self.fresh(re.sub(r"[^A-Za-z0-9_]", "_", label) + "_in")
+        self.state_ports.append(port)
+        self.state_nodes.append(Node(id=node_id, op="input", attrs={"index": index}, types=[port.type], loc=loc,
+                                     name=port.name))
+        return node_id
+
+    # ------------------------------------------------------------------ the block
+    def run(self) -> tuple[BlockIR, list[_Slot]]:
+        block = self.block
+        body = self.scope(block.nodes, in_loop=False)
+        inputs = [n for n in body if n.op == "input"]
+        rest = [n for n in body if n.op != "input"]
+        nodes = inputs + self.state_nodes + rest
+        results = [self.ref(r) for r in block.results] + [s.out_id for s in self.slots]
+        outputs = [self.drop(o) for o in block.outputs] + [
+            WireType(axes=s.axes, lifted=True, dtype=s.dtype) for s in self.slots]  # type: ignore[arg-type]
+        stepped = block.model_copy(update={
+            "inputs": [Port(name=p.name, type=self.drop(p.type)) for p in block.inputs] + self.state_ports,
+            "outputs": outputs, "nodes": nodes, "results": results})
+        stepped.__dict__.pop("graph", None)
+        return stepped, self.slots
+
+    def scope(self, nodes: Iterable[Node], in_loop: bool) -> list[Node]:
+        out: list[Node] = []
+        for node in nodes:
+            out.extend(self.node(node, in_loop))
+        return out
+
+    def node(self, node: Node, in_loop: bool) -> list[Node]:
+        op, t = node.op, self.t
+        if op == "scan" and node.attrs.get("axis") == t:
+            return self.inline_scan(node, in_loop)
+        inputs = [self.ref(i) for i in node.inputs]
+        types = [self.drop(ty) for ty in node.types]
+        attrs = dict(node.attrs)
+        if any(i in self.index_ids for i in node.inputs) and not (op == "select" and attrs.get("axis") == t):
+            raise _err(f"the step index of the scan over {t} is used as a number here, which the step module "
+                       "does not track yet", node, "compute it outside the scan (idx(T) is not steppable either) "
+                       "or run the spec whole")
+        if op == "select" and attrs.get("axis") == t:
+            if len(node.inputs) == 2 and node.inputs[1] in self.index_ids:
+                return [Node(id=node.id, op="annotate", inputs=[inputs[0]], attrs={"axes": list(types[0].axes)},
+                             types=types, loc=node.loc, name=node.name)]
+            raise _err(f"this selects one fixed position of {t}, which a step has not seen yet (or no longer holds)",
+                       node, NONCAUSAL_HINT)
+        if op == "tuple_get" and node.inputs[0] in self.emits:
+            src = self.emits[node.inputs[0]][attrs["index"]]
+            return [Node(id=node.id, op="annotate", inputs=[src], attrs={"axes": list(types[0].axes)},
+                         types=types, loc=node.loc, name=node.name)]
+        if op == "annotate":
+            attrs["axes"] = [a for a in attrs["axes"] if a != t]
+        elif op == "call":
+            return self.call(node, inputs, types, attrs, in_loop)
+        elif op == "scan" and node.attrs.get("reverse") and t in _axes_of(node):
+            raise _err(f"a reverse scan reads positions of {t} after this one", node, NONCAUSAL_HINT)
+        elif _uses_axis(op, attrs, t):
+            raise _err(f"{_what(op)} acts along {t}, which reads positions of {t} after this one", node,
+                       NONCAUSAL_HINT)
+        regions = [self.region(r) for r in node.regions]
+        return [node.model_copy(update={"inputs": inputs, "types": types, "attrs": attrs, "regions": regions})]
+
+    def region(self, region: Region) -> Region:
+        nodes = self.scope(region.nodes, in_loop=True)
+        stepped = region.model_copy(update={"nodes": nodes, "results": [self.ref(r) for r in region.results]})
+        stepped.__dict__.pop("graph", None)
+        return stepped
+
+    # ------------------------------------------------------------------ scans over the step axis
+    def inline_scan(self, node: Node, in_loop: bool) -> list[Node]:
+        t = self.t
+        if in_loop:
+            raise _err(f"this scan over {t} runs inside another loop: it restarts each iteration, so it has no "
+                       "single state to carry", node, "move the scan to the block's top level, or run the spec whole")
+        if node.attrs.get("reverse"):
+            raise _err(f"a reverse scan over {t} reads positions after this one", node, NONCAUSAL_HINT)
+        region = node.regions[0]
+        carries = list(node.attrs["carries"])
+        prefix = self.scan_prefix.get(node.id, "")
+        args = region.args
+        out: list[Node] = []
+        for i, (carry, arg_id) in enumerate(zip(carries, args)):
+            arg = next(n for n in region.nodes if n.id == arg_id)
+            init, weight = self.start(node, node.inputs[i], carry)
+            in_id = self.state_input(arg.type.axes, arg.type.dtype, f"{prefix}{carry}", node.loc)
+            self.alias[arg_id] = in_id
+            self.slots.append(_Slot(f"{prefix}{carry}", tuple(arg.type.axes), init, weight, arg.type.dtype, in_id, ""))
+        self.index_ids.update(a for a in args[len(carries):])
+        first = len(self.slots) - len(carries)
+        body = [n for n in region.nodes if n.op not in ("region_arg", "loop_index")]
+        out.extend(self.scope(body, in_loop=False))
+        results = [self.ref(r) for r in region.results]
+        for k, slot in enumerate(self.slots[first:]):
+            slot.out_id = results[k]
+        emits = results[len(carries):]
+        types = [self.drop(ty) for ty in node.types]
+        if len(emits) == 1:
+            out.append(Node(id=node.id, op="annotate", inputs=[emits[0]], attrs={"axes": list(types[0].axes)},
+                            types=types, loc=node.loc, name=node.name))
+        else:
+            self.emits[node.id] = emits
+        return out
+
+    def start(self, scan: Node, init_id: str, carry: str) -> tuple[str | None, str | None]:
+        """How a carry starts: a number's text, or a weight's name."""
+        src = self.nodes.get(init_id)
+        if src is not None and src.op == "number":
+            return src.attrs["value"], None
+        if src is not None and src.op in ("param", "buffer", "const"):
+            return None, src.attrs["name"]
+        raise _err(f"carry {carry} starts from a value computed from the inputs, which a step module cannot "
+                   "know before the first position", scan,
+                   "start it from a number or a parameter (carry (h: [D] = 0) or = h0)")
+
+    # ------------------------------------------------------------------ calls
+    def call(self, node: Node, inputs: list[str], types: list[WireType], attrs: dict[str, Any],
+             in_loop: bool) -> list[Node]:
+        t = self.t
+        attrs["lift"] = [a for a in attrs.get("lift") or [] if a != t]
+        key = attrs["block"]
+        if not self.s.mentions(key):
+            return [node.model_copy(update={"inputs": inputs, "types": types, "attrs": attrs})]
+        callee, slots = self.s.block(key)
+        attrs["ports"] = [list(p.type.axes) for p in callee.inputs]
+        if not slots:
+            return [node.model_copy(update={"inputs": inputs, "types": types, "attrs": attrs})]
+        instance = attrs["instance"]
+        if in_loop or self.called.get(instance, 0) > 1:
+            raise _err(f"instance {instance} holds scan states and is called more than once per call "
+                       "(shared weights, or inside a loop): each call would need its own state", node,
+                       "use one instance per call (use a = B, b = B) to step it")
+        if attrs.get("repeat"):
+            raise _err(f"the repeated instance {instance} holds scan states; the step module does not step "
+                       "repeated instances yet", node, "write the layers as separate instances to step them")
+        lift = tuple(attrs["lift"])
+        state_ids = []
+        for slot in slots:
+            axes = lift + slot.axes
+            in_id = self.state_input(axes, slot.dtype, f"{instance}.{slot.name}", node.loc)
+            state_ids.append(in_id)
+        n_out = len(node.types)
+        call_id = node.id if n_out > 1 else self.fresh(node.id)
+        out_types = types + [WireType(axes=lift + s.axes, lifted=True, dtype=s.dtype) for s in slots]  # type: ignore[arg-type]
+        made = [node.model_copy(update={"id": call_id, "inputs": inputs + state_ids, "types": out_types,
+                                        "attrs": attrs, "name": node.name if n_out > 1 else None})]
+        if n_out == 1:
+            made.append(Node(id=node.id, op="tuple_get", inputs=[call_id], attrs={"index": 0}, types=types,
+                             loc=node.loc, name=node.name))
+        for k, slot in enumerate(slots):
+            out_id = self.fresh(f"{instance}_state")
+            made.append(Node(id=out_id, op="tuple_get", inputs=[call_id], attrs={"index": n_out + k},
+                             types=[out_types[n_out + k]], loc=node.loc))
+            weight = f"{instance}.{slot.init_weight}" if slot.init_weight else None
+            self.slots.append(_Slot(f"{instance}.{slot.name}", lift + slot.axes, slot.init, weight, slot.dtype,
+                                    state_ids[k], out_id))
+        return made
+
+
+def _prefixes(scans: list[Node], instances: set[str]) -> dict[str, str]:
+    """Each top-level scan's prefix within its block's state names: none when it is the only scan,
+    its bound name when that is unique (and no instance's), else ``scan<i>``."""
+    if len(scans) <= 1:
+        return {s.id: "" for s in scans}
+    bound = [s.name for s in scans]
+    out = {}
+    for i, scan in enumerate(scans):
+        name = scan.name
+        ok = name and bound.count(name) == 1 and name not in instances and _SEGMENT.match(name)
+        out[scan.id] = f"{name}." if ok else f"scan{i}."
+    return out
+
+
+def _axes_of(node: Node) -> set[str]:
+    return {a for ty in node.types for a in ty.axes}
+
+
+def _flat(value: Any) -> Iterable[Any]:
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _flat(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _flat(v)
+    else:
+        yield value
+
+
+# attributes that hold node ids or names, never axes
+_NOT_AXES = {"captures", "carries", "instance", "block", "name", "value", "cmp", "index", "dist", "args", "backend"}
+
+
+def _uses_axis(op: str, attrs: dict[str, Any], axis: str) -> bool:
+    """Whether an op's attributes name ``axis`` (it reduces, slices, reshapes, convolves... along it)."""
+    return any(x == axis for key, value in attrs.items() if key not in _NOT_AXES for x in _flat(value))
+
+
+def _what(op: str) -> str:
+    return {"idx": "idx", "rename": "this rename", "reshape": "this reshape", "contract": "this contraction",
+            "concat": "this concat", "slice": "this slice"}.get(op, f"{op}")

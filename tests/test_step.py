@@ -1,0 +1,192 @@
+"""The step module (issue 16 item 3): one position at a time equals the whole sequence.
+
+References: the full module run whole (itself checked against torch.nn and the papers' equations
+in other test files), and torch.nn.GRUCell / LSTMCell for the standard cells, stepped by hand.
+"""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import ncd
+from ncd.backends.pytorch.program import SizeTable
+
+RECURRENT = ["gla", "deltanet", "gru", "lstm", "paragru", "paralstm", "mamba_negeig", "leaky_rnn", "rnn_tanh",
+             "lssl", "sparse_gru"]
+
+
+def inputs(module, batch: int, steps: int, dtype=torch.float64) -> list[torch.Tensor]:
+    spec = module._ncd_spec
+    sizes = SizeTable(spec)
+    block = spec.blocks[module._ncd_block]
+    return [torch.randn(batch, steps, *[sizes.bound(a) for a in p.type.axes[1:]], dtype=dtype) for p in block.inputs]
+
+
+def stepped(step, xs: list[torch.Tensor], state=None):
+    outs = []
+    for t in range(xs[0].shape[1]):
+        y, state = step(*[x[:, t] for x in xs], state=state)
+        outs.append(y)
+    return torch.stack(outs, 1), state
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_step_equals_the_whole_sequence_position_by_position(name):
+    torch.manual_seed(0)
+    full = ncd.load(name).double()  # the default backends: the parallel form where the pass chose one
+    step = full.step_module()
+    xs = inputs(full, 2, 6)
+    got, state = stepped(step, xs)
+    torch.testing.assert_close(got, full(*xs), rtol=1e-7, atol=1e-7)
+    assert list(state) == list(step.state_spec())
+    for name_, (axes, shape) in step.state_spec().items():
+        assert state[name_].shape == (2, *shape), name_
+
+
+def test_state_names_follow_the_module_path_and_the_carry():
+    assert list(ncd.load("gla").step_module().state_spec()) == ["recurrence._GLAHead_0.S"]
+    assert list(ncd.load("lstm").step_module().state_spec()) == ["l1.h", "l1.c"]
+    assert list(ncd.load("paragru").step_module().state_spec()) == ["h"]
+    spec = ncd.load("gla", D=8, H=2, K=2, V=4).step_module().state_spec()
+    assert spec["recurrence._GLAHead_0.S"] == (("H", "K", "V"), (2, 2, 4))  # the heads the call lifts over lead
+
+
+def test_the_step_module_shares_the_full_modules_weights():
+    full = ncd.load("gru")
+    step = full.step_module()
+    assert {n: p.data_ptr() for n, p in full.named_parameters()} == {n: p.data_ptr() for n, p in step.named_parameters()}
+    with torch.no_grad():
+        full.l1.W_hh.add_(1.0)
+    assert torch.equal(step.l1.W_hh, full.l1.W_hh)
+
+
+def test_gru_step_is_torchs_gru_cell():
+    torch.manual_seed(1)
+    full = ncd.load("gru", E=3, D=4).double()
+    cell = torch.nn.GRUCell(3, 4).double()
+    layer = full.l1
+    with torch.no_grad():  # spec layout [I, G, D] with gates r, z, n as torch's; torch's is [G*D, I]
+        cell.weight_ih.copy_(layer.W_ih.permute(1, 2, 0).reshape(12, 3))
+        cell.weight_hh.copy_(layer.W_hh.permute(1, 2, 0).reshape(12, 4))
+        cell.bias_ih.copy_(layer.b_ih.reshape(12))
+        cell.bias_hh.copy_(layer.b_hh.reshape(12))
+    step = full.step_module()
+    x = torch.randn(5, 7, 3, dtype=torch.float64)
+    h = torch.zeros(5, 4, dtype=torch.float64)
+    state = None
+    for t in range(7):
+        y, state = step(x[:, t], state=state)
+        h = cell(x[:, t], h)
+        torch.testing.assert_close(y, h, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(state["l1.h"], h, rtol=1e-10, atol=1e-10)
+
+
+def test_lstm_step_is_torchs_lstm_cell():
+    torch.manual_seed(2)
+    full = ncd.load("lstm", E=3, D=4).double()
+    cell = torch.nn.LSTMCell(3, 4).double()
+    layer = full.l1
+    with torch.no_grad():  # gates i, f, g, o as torch's
+        cell.weight_ih.copy_(layer.W_ih.permute(1, 2, 0).reshape(16, 3))
+        cell.weight_hh.copy_(layer.W_hh.permute(1, 2, 0).reshape(16, 4))
+        cell.bias_ih.copy_(layer.b_ih.reshape(16))
+        cell.bias_hh.copy_(layer.b_hh.reshape(16))
+    step = full.step_module()
+    x = torch.randn(3, 5, 3, dtype=torch.float64)
+    h = c = torch.zeros(3, 4, dtype=torch.float64)
+    state = step.initial_state(3, dtype=torch.float64)
+    for t in range(5):
+        y, state = step(x[:, t], state=state)
+        h, c = cell(x[:, t], (h, c))
+        torch.testing.assert_close(y, h, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(state["l1.c"], c, rtol=1e-10, atol=1e-10)
+
+
+def test_gradients_flow_through_the_carried_state():
+    torch.manual_seed(3)
+    full = ncd.load("paragru", E=8, D=8, H=2).double()
+    step = full.step_module()
+    x = torch.randn(2, 4, 8, dtype=torch.float64)
+    got, _ = stepped(step, [x])
+    grads = torch.autograd.grad(got.square().sum(), list(full.parameters()))
+    want = torch.autograd.grad(full(x).square().sum(), list(full.parameters()))
+    for g, w in zip(grads, want):
+        torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10)
+
+
+def test_initial_state_and_state_checks():
+    step = ncd.load("gru", E=3, D=4).step_module()
+    state = step.initial_state(2, 5)
+    assert state["l1.h"].shape == (2, 5, 4) and not state["l1.h"].any()
+    y, new = step(torch.randn(2, 5, 3), state=state)
+    assert y.shape == (2, 5, 4) and new["l1.h"].shape == (2, 5, 4)
+    with pytest.raises(ncd.NcdError, match="unknown state 'l1.hidden'"):
+        step(torch.randn(2, 3), state={"l1.hidden": torch.zeros(2, 4)})
+    with pytest.raises(ncd.NcdError, match=r"state l1.h has shape \(2, 5\).*\(4,\)"):
+        step(torch.randn(2, 3), state={"l1.h": torch.zeros(2, 5)})
+
+
+NON_CAUSAL = [
+    ("bilstm", "reverse scan"),
+    ("transformer_encoder", "T'"),
+    ("pointer_net", "fixed position"),
+]
+
+
+@pytest.mark.parametrize("name, message", NON_CAUSAL)
+def test_what_has_no_step_form_is_an_error_at_the_op(name, message):
+    with pytest.raises(ncd.NcdError, match=message) as info:
+        ncd.load(name).step_module()
+    assert info.value.span is not None and info.value.hint
+
+
+@pytest.mark.parametrize("body, message, marker", [
+    ("return scan t over T carry (h: [D] = 0) { h = tanh(x[t] + h)\n emit h } + sum(x, over = T)",
+     "sum acts along T", "sum(x"),
+    ("return scan t over T reverse carry (h: [D] = 0) { h = tanh(x[t] + h)\n emit h }", "reverse scan", "scan"),
+    ("y = scan t over T carry (h: [D] = 0) { h = tanh(x[t] + h)\n emit h }\n return y * y[T = 0]",
+     "fixed position", "y[T = 0]"),
+    ("return scan t over T carry (h: [D] = 0) { h = tanh(x[t] + h)\n emit h } * mean(x, over = T)",
+     "mean acts along T", "mean("),
+    ("return scan t over T carry (h: [D] = 0) { h = tanh(x[t] + h) * sqrt(t + 1)\n emit h }",
+     "step index", "t + 1"),
+])
+def test_non_causal_ops_are_located_errors(body, message, marker):
+    spec = f"axis T, D = 3\n\nblock F(x: [T, D]) -> [T, D] {{\n {body}\n}}\n"
+    ncd.load(spec)(torch.randn(2, 4, 3))  # the full module runs
+    with pytest.raises(ncd.NcdError, match=message) as info:
+        ncd.load(spec).step_module()
+    assert info.value.span.line == spec.count("\n", 0, spec.index(marker)) + 1
+    assert info.value.hint
+
+
+def test_emitted_step_module_needs_no_ncd_and_equals_the_in_process_one(tmp_path):
+    out = tmp_path / "gla_step.py"
+    run = subprocess.run([sys.executable, "-m", "ncd.cli", "compile", "gla", "--emit", "step", "-o", str(out),
+                          "--set", "D=8", "H=2", "K=2", "V=4"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    text = out.read_text()
+    assert "import ncd" not in text and "from ncd" not in text
+    spec = importlib.util.spec_from_file_location("gla_step", out)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(4)
+    full = ncd.load("gla", D=8, H=2, K=2, V=4).double()
+    emitted = mod.GLAStep().double()
+    emitted.load_state_dict(full.state_dict())  # the full module's state_dict loads into it
+    assert emitted.state_spec() == full.step_module().state_spec()
+    xs = inputs(full, 3, 5)
+    got, state = stepped(emitted, xs)
+    torch.testing.assert_close(got, full(*xs), rtol=1e-7, atol=1e-7)
+    assert list(state) == ["recurrence._GLAHead_0.S"]
+
+
+def test_cli_emit_step_error_is_located():
+    run = subprocess.run([sys.executable, "-m", "ncd.cli", "compile", "bilstm", "--emit", "step"],
+                         capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "bilstm.ncd:" in run.stderr and "reverse scan" in run.stderr and "Traceback" not in run.stderr
