@@ -64,7 +64,7 @@ def run_pipeline(path_or_text: str | os.PathLike[str], /, *, block: str | None =
 
 def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, scan_backend: str = "auto",
          sizes: Mapping[str, int] | None = None, fuse_scans: bool = False, memory_limit: int | str | None = None,
-         seed: int | None = None, **more_sizes: int):
+         seed: int | None = None, compile_steps: bool | str = False, **more_sizes: int):
     """Compile a spec to an in-process ``torch.nn.Module`` with the given axis sizes bound.
 
     ``fuse_scans=True`` compiles each Newton step of the newton-backed scans into one fused
@@ -74,15 +74,18 @@ def load(path_or_text: str | os.PathLike[str], /, *, block: str | None = None, s
     module's own generator for its draws (dropout, uniform, normal, categorical): the same seed
     gives the same draws here and in the emitted Python (``module.manual_seed(seed)`` reseeds);
     None draws from torch's global generator (``torch.manual_seed``). Parameters are initialised
-    from torch's global generator either way.
+    from torch's global generator either way. ``compile_steps=True`` (or a torch.compile backend
+    name) runs each sequential scan's step as a torch.compile graph, compiled once per shape,
+    eager where it cannot compile (backends/pytorch/compiled_step.py); off by default.
     """
     source, name = read_spec(path_or_text)
     compiled = pipeline.compile_spec(source, name, {**(sizes or {}), **more_sizes}, block, scan_backend)
-    return load_compiled(compiled, fuse_scans=fuse_scans, memory_limit=memory_limit, seed=seed)
+    return load_compiled(compiled, fuse_scans=fuse_scans, memory_limit=memory_limit, seed=seed,
+                         compile_steps=compile_steps)
 
 
 def load_compiled(compiled: pipeline.Compiled, *, fuse_scans: bool = False, memory_limit: int | str | None = None,
-                  seed: int | None = None):
+                  seed: int | None = None, compile_steps: bool | str = False):
     """``load`` from a spec already through the pipeline (``run_pipeline``): the torch module is
     lowered from those passes' results, so a caller that also needs the IR runs the passes once."""
     from ncd.backends.pytorch import compile_module
@@ -98,4 +101,11 @@ def load_compiled(compiled: pipeline.Compiled, *, fuse_scans: bool = False, memo
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
             raise NcdError(f"seed must be an integer from 0 to 2^64-1, got {seed!r}", hint="ncd.load(spec, seed=0)")
         module.manual_seed(seed)
+    if compile_steps is not False:
+        from ncd.backends.pytorch.compiled_step import enable
+
+        if not (compile_steps is True or (isinstance(compile_steps, str) and compile_steps)):
+            raise NcdError(f"compile_steps must be True, False or a torch.compile backend name, got {compile_steps!r}",
+                           hint="ncd.load(spec, compile_steps=True)")
+        enable(module, compile_steps)
     return module

@@ -161,8 +161,12 @@ def _hoisted(loop: Loop) -> tuple[Callable[[Env, nn.Module], None], Callable[[En
     Statements are in dependency order and an invariant one reads only invariant ones, so the
     order within each part stays valid."""
     before = [s for s in loop.body if isinstance(s, Assign) and s.target in loop.invariant]
-    during = [s for s in loop.body if not (isinstance(s, Assign) and s.target in loop.invariant)]
-    return compile_body(before), compile_body(during)
+    return compile_body(before), compile_body(_each_step(loop))
+
+
+def _each_step(loop: Loop) -> list[Stmt]:
+    """The step's statements that run at every step (not hoisted)."""
+    return [s for s in loop.body if not (isinstance(s, Assign) and s.target in loop.invariant)]
 
 
 def parallel_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, nn.Module], None]:
@@ -207,9 +211,13 @@ def _loop_is_cheaper(parallel: Any, env: Env, m: nn.Module) -> bool:
 
 
 def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, nn.Module], None]:
-    """The step as a loop over the scanned axis; its step-invariant statements run once, before it."""
+    """The step as a loop over the scanned axis; its step-invariant statements run once, before it.
+    With compile_steps on (backends/pytorch/compiled_step.py) the step runs as a compiled graph."""
+    from ncd.backends.pytorch.compiled_step import CompiledStep
+
     carry_results, emit_results = results[: loop.n_carry], results[loop.n_carry:]
     before, body = _hoisted(loop)
+    compiled = CompiledStep(loop, _each_step(loop), body, carry_results, emit_results)
 
     def run_exported(env: Env, m: nn.Module) -> None:
         """Under torch.export: torch's scan operator, so the scanned axis stays a dynamic dim."""
@@ -242,17 +250,22 @@ def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env
             env[arg] = init(env, m)
         outs: list[list[Any]] = [[] for _ in emit_results]
         n = length(env, m)
+        backend = compiled.wanted(m)
         for t in (range(n - 1, -1, -1) if loop.reverse else range(n)):
-            env[loop.index] = t
-            body(env, m)
-            new = [res(env, m) for res in carry_results]
-            for out, res in zip(outs, emit_results):
-                out.append(res(env, m))
+            got = compiled(backend, env, m, t, [env[a] for a in loop.args]) if backend else None
+            if got is None:
+                env[loop.index] = t
+                body(env, m)
+                got = [res(env, m) for res in carry_results], [res(env, m) for res in emit_results]
+            new, emitted = got
+            for out, value in zip(outs, emitted):
+                out.append(value)
             for arg, value in zip(loop.args, new):
                 env[arg] = value
         stacked = [runtime.stack_steps(o, d, loop.reverse) for o, d in zip(outs, loop.emit_dims)]
         env[loop.target] = stacked[0] if len(stacked) == 1 else tuple(stacked)
 
+    run.compiled_step = compiled  # type: ignore[attr-defined]
     return run
 
 

@@ -7,7 +7,8 @@ from typing import Any
 from ncd.cli.common import fmt_axes
 
 
-def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None, rows: int = 1) -> Iterator[dict[str, Any]]:
+def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None,
+                  rows: int = 1) -> Iterator[dict[str, Any]]:
     """One record per scan: where it is, what it scans and carries, its class, backend and why,
     and every candidate backend's predicted time at ``rows`` batch rows (``predictions``).
 
