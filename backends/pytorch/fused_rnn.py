@@ -63,6 +63,11 @@ class FusedRNN:
 
     def __call__(self, env: dict[str, Any], m: nn.Module) -> Any:
         cell, values = self.cell, self.values
+        from ncd.backends.pytorch.module import carry_finals, carry_inits
+
         slots = [[[(values[n](env, m) if n else None, p) for n, p in gate] for gate in slot] for slot in self.slots]
-        return runtime.fused_rnn(cell.cell, values[cell.input](env, m), self.dims, [i(env, m) for i in self.inits],
-                                 cell.hidden, cell.cell_carry, self.loop.reverse, m.training, slots)
+        out, finals = runtime.fused_rnn(cell.cell, values[cell.input](env, m), self.dims,
+                                        carry_inits(self.loop, self.inits, env, m), cell.hidden, cell.cell_carry,
+                                        self.loop.reverse, m.training, slots, with_state=True)
+        carry_finals(self.loop, finals, m)
+        return out

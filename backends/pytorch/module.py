@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -233,12 +233,13 @@ def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env
             new = [res(local, m) for res in carry_results]
             return new, [res(local, m).clone() for res in emit_results]
 
-        inits_now = [torch.as_tensor(init(env, m)) for init in inits]
+        inits_now = [torch.as_tensor(v) for v in carry_inits(loop, inits, env, m)]
         # a carry gains the lifted dims at its first step (`h = 0` has none): the operator needs
         # them from the start, so the initial value is broadcast to the first step's shape
         first, _ = step(inits_now, steps[0])
         inits_now = [torch.broadcast_to(i, f.shape).to(f.dtype).contiguous() for i, f in zip(inits_now, first)]
-        _, ys = scan_op(step, inits_now, steps.flip(0) if loop.reverse else steps)
+        finals, ys = scan_op(step, inits_now, steps.flip(0) if loop.reverse else steps)
+        carry_finals(loop, list(finals), m)
         stacked = [torch.movedim(y.flip(0) if loop.reverse else y, 0, d) for y, d in zip(ys, loop.emit_dims)]
         env[loop.target] = stacked[0] if len(stacked) == 1 else tuple(stacked)
 
@@ -246,8 +247,8 @@ def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env
         before(env, m)
         if torch.compiler.is_exporting():
             return run_exported(env, m)
-        for arg, init in zip(loop.args, inits):
-            env[arg] = init(env, m)
+        for arg, value in zip(loop.args, carry_inits(loop, inits, env, m)):
+            env[arg] = value
         outs: list[list[Any]] = [[] for _ in emit_results]
         n = length(env, m)
         backend = compiled.wanted(m)
@@ -262,11 +263,27 @@ def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env
                 out.append(value)
             for arg, value in zip(loop.args, new):
                 env[arg] = value
+        carry_finals(loop, [env[arg] for arg in loop.args], m)
         stacked = [runtime.stack_steps(o, d, loop.reverse) for o, d in zip(outs, loop.emit_dims)]
         env[loop.target] = stacked[0] if len(stacked) == 1 else tuple(stacked)
 
     run.compiled_step = compiled  # type: ignore[attr-defined]
     return run
+
+
+def carry_inits(loop: Loop, inits: list[Thunk], env: Env, m: nn.Module) -> list[Any]:
+    """A scan's initial carries: the spec's, or the call's ``initial_state`` entries (ncd/state.py)."""
+    values = [init(env, m) for init in inits]
+    if not loop.state_names:
+        return values
+    return [runtime.state_in(m, name, value, len(axes))
+            for name, value, axes in zip(loop.state_names, values, loop.state_axes)]
+
+
+def carry_finals(loop: Loop, finals: list[Any], m: nn.Module) -> None:
+    """A scan's final carries, recorded as the call's final states when it asked for them."""
+    for name, value in zip(loop.state_names, finals):
+        runtime.state_out(m, name, value)
 
 
 def fused_rnn_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, nn.Module], None]:
@@ -403,7 +420,71 @@ class CompiledModule(nn.Module):
             setattr(self, name, master.to(device=current.device, dtype=current.dtype))
         return out
 
-    def forward(self, *inputs: torch.Tensor) -> Any:
+    def forward(self, *inputs: torch.Tensor, initial_state: Mapping[str, torch.Tensor] | None = None,
+                return_state: bool = False) -> Any:
+        """The block on ``inputs``. ``initial_state`` (state name -> tensor, ``state_spec()``)
+        starts those scans from the given carries instead of the spec's initial values;
+        ``return_state=True`` returns ``(outputs, final_state)`` (docs/language.md, "State in and out")."""
+        if initial_state is None and not return_state:
+            return self._run(inputs)
+        return self._run_with_state(inputs, initial_state, return_state)
+
+    def state_spec(self) -> dict[str, Any]:
+        """Every carried state, in the order the scans run: name -> (axes, per-example shape)."""
+        from ncd import state
+
+        return state.state_spec(self)
+
+    def initial_state(self, *lead: int, dtype: torch.dtype | None = None,
+                      device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Every state at the spec's own initial value, of shape ``[*lead, *shape]`` (default:
+        the parameters' dtype and device)."""
+        from ncd import state
+
+        try:
+            return state.initial_state(self, tuple(lead), dtype, device)
+        except NcdError as exc:
+            raise exc.located(*self._ncd_source) from None
+
+    def _run_with_state(self, inputs: tuple[torch.Tensor, ...], initial_state: Mapping[str, torch.Tensor] | None,
+                        return_state: bool) -> Any:
+        from ncd import state
+
+        like = next((x for x in inputs if isinstance(x, torch.Tensor) and x.is_floating_point()), None)
+        if like is None:
+            like = next((p for p in self.parameters() if p.is_floating_point()), None)
+        try:
+            state.check_initial(self, initial_state, like)
+        except NcdError as exc:
+            raise exc.located(*self._ncd_source) from None
+        cached = self.__dict__.get("_ncd_state_names")
+        if cached is None:
+            found = state.entries(self)
+            cached = self.__dict__["_ncd_state_names"] = (
+                tuple(dict.fromkeys(e.path for e in found)), tuple(e.name for e in found))
+        paths, names = cached
+        session = runtime.state_begin(self, paths, names, initial_state)
+        try:
+            outputs = self._run(inputs)
+        except RuntimeError as exc:
+            if not initial_state or isinstance(exc, torch.OutOfMemoryError):
+                raise
+            given = ", ".join(f"{k} {tuple(v.shape)}" for k, v in initial_state.items())
+            leads = {tuple(x.shape[: x.dim() - len(axes)]) for x, (_, _, axes, _) in zip(inputs, self._ncd_program.inputs)
+                     if isinstance(x, torch.Tensor)}
+            raise NcdError(f"the initial states {given} do not fit this call (lead dims): "
+                           f"{str(exc).splitlines()[0][:200]}", self._ncd_block_span,
+                           hint=f"each state is [*lead, *state_spec() shape], lead the dims its carry has in this call "
+                                f"(the inputs' lifted dims {', '.join(map(str, sorted(leads)))} here, and any a "
+                                f"lifted call adds); a previous call's final_state fits").located(*self._ncd_source) from None
+        finally:
+            runtime.state_end(self, paths)
+        if not return_state:
+            return outputs
+        final = session["final"]
+        return outputs, {name: final[name] for name in names if name in final}
+
+    def _run(self, inputs: tuple[torch.Tensor, ...]) -> Any:
         program = self._ncd_program
         if len(inputs) != len(program.inputs):
             names = ", ".join(p for _, p, *_ in program.inputs)

@@ -127,7 +127,9 @@ class ParallelScan:
         loop = self.loop
         if loop.backend in ("gla", "delta"):
             return self.chunked_kernel(env, m)
-        h0 = [init(env, m) for init in self.inits]
+        from ncd.backends.pytorch.module import carry_finals, carry_inits
+
+        h0 = carry_inits(loop, self.inits, env, m)
         T = self.length(env, m)
         captures = [env[ref] for ref, _, _ in loop.captures]
         attrs, modules = {}, {}
@@ -178,6 +180,9 @@ class ParallelScan:
         else:
             h_all = self.linear_diagonal(cell, h0_rows, dummy, params, n_rows, T)
         states = h_all.reshape(*batch, T, -1)
+        if loop.state_names:  # the carries after the last step (of a reverse scan: after position 0)
+            last = states[..., -1, :] if T else h0_rows.reshape(*batch, -1).to(states.dtype)
+            carry_finals(loop, self.unpack(last, tuple(batch)), m)
         shifted = torch.cat([h0_rows.reshape(*batch, 1, -1), states[..., :-1, :]], dim=-2)
         _, emitted = self.step_all(env, m, self.unpack(shifted, lead), rebuild(params))
         outs = []
@@ -210,7 +215,9 @@ class ParallelScan:
             if value.dim() < ranks[name] + 1:
                 value = value.reshape((1,) * (ranks[name] + 1 - value.dim()) + tuple(value.shape))
             values[name] = value
-        h0 = self.inits[0](env, m)
+        from ncd.backends.pytorch.module import carry_finals, carry_inits
+
+        h0 = carry_inits(loop, self.inits, env, m)[0]
         n_state = len(layout.state)
         h0 = torch.as_tensor(h0, dtype=like.dtype, device=like.device)
         if h0.dim() < n_state:
@@ -252,12 +259,18 @@ class ParallelScan:
 
             if "gate" in values:
                 values["g"], operands["g"] = torch.log(values.pop("gate")), operands["gate"]
-            out, _ = gla(q, k, v, lay("g", layout.key), scale=1.0, initial_state=state0,
-                         backend=kernel)
+            out, final = gla(q, k, v, lay("g", layout.key), scale=1.0, initial_state=state0,
+                             backend=kernel)
         else:
             from ncd.backends.triton.delta import delta_rule
 
-            out, _ = delta_rule(q, k, v, lay("beta", None), scale=1.0, initial_state=state0, backend=kernel)
+            out, final = delta_rule(q, k, v, lay("beta", None), scale=1.0, initial_state=state0, backend=kernel)
+        if loop.state_names:  # S_T [rows, H, K, V] back to the carry's [*lift, *state axes]
+            order = [*layout.heads, layout.key, layout.value]
+            final = final.to(q.dtype).reshape(*batch, *heads, K, V)
+            lead = len(batch)
+            final = final.permute(*range(lead), *(lead + order.index(a) for a in layout.state))
+            carry_finals(loop, [final], m)
         out = out.reshape(*batch, T, *heads, V)
         lead = len(batch) + 1
         order = [*layout.heads, layout.value]

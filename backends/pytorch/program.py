@@ -62,6 +62,13 @@ class Loop:
     invariant: set[str] = field(default_factory=set)  # scan: statements computed once, before the loop
     cell_values: dict[str, Expr] = field(default_factory=dict)  # fused_rnn: the input and weights it reads
     cell_axes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # their core axes
+    # scan at a block's top level: each carry's state name within the block (ncd/state.py), its
+    # core axes and per-example sizes (None: free), and whether its initial value is fixed by the
+    # spec (a number or a weight) rather than computed from the inputs; empty: no state
+    state_names: list[str] = field(default_factory=list)
+    state_axes: list[tuple[str, ...]] = field(default_factory=list)
+    state_shapes: list[tuple[int | None, ...]] = field(default_factory=list)
+    state_fixed: list[bool] = field(default_factory=list)
 
 
 Stmt = Union[Assign, Loop]
@@ -185,6 +192,7 @@ class Lowering:
         self.fusing = False
         results = [self.result(r) for r in self.block.results]
         body = _prune_for_fused(body, results)
+        self.name_states(body)
         inputs = [(n.id, n.name or n.id, n.type.axes, tuple(self.sizes.bound(a) for a in n.type.axes))
                   for n in self.inputs]
         saved_anchor, self.anchor = self.anchor, None
@@ -193,6 +201,30 @@ class Lowering:
         instances = [(i.name, i.block, i.repeat) for i in self.block.instances]
         return Program(self.block.key, inputs, body, results, inits, instances,
                        list(self.block.taps), [n.type.dtype for n in self.inputs], bool(self.inputs) and not floats)
+
+    def name_states(self, body: list[Stmt]) -> None:
+        """Name the carries of the block's top-level scans (docs/language.md, "State in and out"):
+        the carry's name, after the scan's bound name (or ``scan<i>``, its ordinal among them)
+        when the block holds several. A scan inside another loop runs once per step: no state."""
+        scans = [s for s in body if isinstance(s, Loop) and s.kind == "scan"]
+        bound = [self.nodes[s.node_id].name for s in scans]
+        instances = {i.name for i in self.block.instances}
+        for i, loop in enumerate(scans):
+            node = self.nodes[loop.node_id]
+            name = bound[i]
+            if len(scans) == 1:
+                prefix = ""
+            elif name and bound.count(name) == 1 and name not in instances and is_state_segment(name):
+                prefix = f"{name}."
+            else:
+                prefix = f"scan{i}."
+            region = node.regions[0]
+            carries = region.nodes[: len(node.attrs["carries"])]
+            loop.state_names = [f"{prefix}{c}" for c in node.attrs["carries"]]
+            loop.state_axes = [tuple(a.type.axes) for a in carries]
+            loop.state_shapes = [tuple(self.sizes.bound(x) for x in a.type.axes) for a in carries]
+            loop.state_fixed = [self.nodes[i].op in ("number", "param", "buffer", "const")
+                                for i in node.inputs[: len(carries)]]
 
     def init(self, param: ParamDef) -> Init:
         assert param.init is not None
@@ -380,6 +412,11 @@ class Lowering:
         return Loop("halting", node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
                     length=lit(int(node.attrs["max"])), index=region.args[n_carry], n_carry=n_carry,
                     eps=float(node.attrs["eps"]), mix=str(node.attrs["mix"]), weight_align=weight_align, node_id=node.id)
+
+
+def is_state_segment(name: str) -> bool:
+    """A scan's bound name usable in a state name: a plain identifier (no prime, no dot)."""
+    return name.isidentifier() and name.isascii()
 
 
 def _size_code(value: sympy.Expr, reads: dict[str, Expr]) -> Expr | None:

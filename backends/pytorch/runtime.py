@@ -620,11 +620,12 @@ def rnn_weight(gates, size, shape, like):
     return torch.cat(parts).contiguous()
 
 
-def fused_rnn(cell, x, x_dims, inits, hidden, cell_carry, reverse, training, slots):
+def fused_rnn(cell, x, x_dims, inits, hidden, cell_carry, reverse, training, slots, with_state=False):
     """A scan proved to be torch's Elman / GRU / LSTM cell, run by the operator nn.RNN / GRU /
     LSTM call. ``x``: the input sequence, its scanned and input dims at ``x_dims`` (counted from
     the end); ``inits``: the carries' initial values; ``slots``: w_ih, w_hh, b_ih, b_hh as
-    per-gate (value, piece) lists (see rnn_weight), gates in torch's order."""
+    per-gate (value, piece) lists (see rnn_weight), gates in torch's order. ``with_state``:
+    return (outputs, final carries in the order of ``inits``)."""
     lead = x.dim() - len(x_dims)
     x = x.permute(*range(lead), *(lead + d for d in x_dims))
     steps, n_in = x.shape[-2], x.shape[-1]
@@ -637,14 +638,89 @@ def fused_rnn(cell, x, x_dims, inits, hidden, cell_carry, reverse, training, slo
     shapes = ((size, n_in), (size, size), (size,), (size,))
     weights = [rnn_weight(gates, size, shape, x) for gates, shape in zip(slots, shapes)]
     if rows == 0 or steps == 0:
-        return x.new_zeros(*batch, steps, size) + 0 * sum(w.sum() for w in weights)
+        out = x.new_zeros(*batch, steps, size) + 0 * sum(w.sum() for w in weights)
+        return (out, [h.expand(*batch, size) for h in states]) if with_state else out
     x = x.expand(*batch, steps, n_in).reshape(rows, steps, n_in)
     if reverse:
         x = x.flip(1)
-    states = [h.expand(*batch, size).reshape(1, rows, size).contiguous() for h in states]
+    flat = [h.expand(*batch, size).reshape(1, rows, size).contiguous() for h in states]
     ops = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
-    hx = (states[hidden], states[cell_carry]) if cell == "lstm" else states[hidden]
-    out = ops[cell](x.contiguous(), hx, weights, True, 1, 0.0, training, False, True)[0]
+    hx = (flat[hidden], flat[cell_carry]) if cell == "lstm" else flat[hidden]
+    out, *last = ops[cell](x.contiguous(), hx, weights, True, 1, 0.0, training, False, True)
     if reverse:
         out = out.flip(1)
-    return out.reshape(*batch, steps, size)
+    out = out.reshape(*batch, steps, size)
+    if not with_state:
+        return out
+    finals = list(states)
+    finals[hidden] = last[0].reshape(*batch, size)
+    if cell == "lstm":
+        finals[cell_carry] = last[1].reshape(*batch, size)
+    return out, finals
+
+
+def state_begin(module, paths, names, initial_state):
+    """Open one call's carried states (docs/language.md, "State in and out"): the modules at
+    ``paths`` (relative to ``module``) read their scans' initial states from ``initial_state``
+    (name -> tensor, names among ``names``) and write their final states into the session's
+    ``final``. Returns the session; ``state_end`` closes it."""
+    initial = dict(initial_state or {})
+    for key, value in initial.items():
+        if key not in names:
+            known = ", ".join(names) or "none: this module has no scan"
+            raise ValueError(f"initial_state has no state named {key!r} (the states: {known})")
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"initial state {key} must be a tensor, got {type(value).__name__}")
+    session = {"initial": initial, "final": {}}
+    inner = dict(module.named_modules())
+    for path in paths:
+        inner[path].__dict__["_ncd_state_io"] = (session, f"{path}." if path else "")
+    return session
+
+
+def state_error(message):
+    error = ValueError(message)
+    error.hint = "pass a previous call's final_state, or module.initial_state(B): [*lead, *state_spec() shape]"
+    return error
+
+
+def state_end(module, paths):
+    inner = dict(module.named_modules())
+    for path in paths:
+        inner[path].__dict__.pop("_ncd_state_io", None)
+
+
+def state_in(module, name, value, rank):
+    """A scan's initial carry: the call's ``initial_state`` entry for it when one was given
+    (its last ``rank`` dims, dtype and device those of the spec's own ``value``), else ``value``."""
+    io = module.__dict__.get("_ncd_state_io")
+    if io is None:
+        return value
+    session, prefix = io
+    given = session["initial"].get(prefix + name)
+    if given is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        core = tuple(value.shape[value.dim() - rank:]) if rank else ()
+        if given.dim() < rank or tuple(given.shape[given.dim() - rank:]) != core:
+            raise state_error(f"initial state {prefix + name} has shape {tuple(given.shape)}; "
+                              f"its shape is (*lead, {', '.join(map(str, core))}), lifted dims first")
+        if given.dtype != value.dtype or given.device != value.device:
+            raise state_error(f"initial state {prefix + name} is {given.dtype} on {given.device}; "
+                              f"this call's states are {value.dtype} on {value.device}")
+    return given
+
+
+def state_out(module, name, value):
+    """Record a scan's final carry under its state name (a call opened by ``state_begin``)."""
+    io = module.__dict__.get("_ncd_state_io")
+    if io is None:
+        return
+    session, prefix = io
+    key = prefix + name
+    given = session["initial"].get(key)
+    if given is not None and isinstance(value, torch.Tensor) and given.shape != value.shape \
+            and tuple(torch.broadcast_shapes(given.shape, value.shape)) != tuple(value.shape):
+        raise state_error(f"initial state {key} has shape {tuple(given.shape)}; this call's state {key} "
+                          f"has shape {tuple(value.shape)}")
+    session["final"][key] = value

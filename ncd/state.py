@@ -1,0 +1,171 @@
+"""The carried states of a compiled module: their names, shapes and spec initial values.
+
+A state is the carry of a scan that runs once per call: a scan at the top level of a block whose
+instance is reached from the module by calls that run once per call (not inside another loop,
+and an instance called once). Its name is the dotted path of that instance (as in
+``named_modules()``; a ``repeat`` instance's layers are ``layers.0`` ...) and the carry's name
+within the block (``Loop.state_names``, given at lowering: ``h``, or ``fwd.h`` when the block
+holds several scans). docs/language.md, "State in and out", states the rule for users.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from ncd.errors import NcdError
+from ncd.ops.base import SelfAttr, leaves
+
+
+class StateSpec(NamedTuple):
+    """One state: its carry's core axes and per-example sizes (None: a free axis). A call's
+    tensor has the carry's lifted dims (batch, heads) first: ``[*lead, *shape]``."""
+
+    axes: tuple[str, ...]
+    shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class StateEntry:
+    name: str  # the full state name
+    path: str  # the module holding the scan, relative to the module asked ('' for itself)
+    module: Any  # that CompiledModule
+    loop: Any  # the scan statement (backends/pytorch/program.py Loop)
+    carry: int  # which of its carries
+
+    @property
+    def spec(self) -> StateSpec:
+        return StateSpec(self.loop.state_axes[self.carry], self.loop.state_shapes[self.carry])
+
+
+def entries(module: Any) -> list[StateEntry]:
+    """Every state of ``module`` (a CompiledModule), in the order its scans run."""
+    out: list[StateEntry] = []
+    _walk(module, "", out)
+    return out
+
+
+def holders(module: Any) -> list[str]:
+    """The module paths whose scans hold states (what ``rt.state_begin`` opens)."""
+    return list(dict.fromkeys(e.path for e in entries(module)))
+
+
+def state_spec(module: Any) -> dict[str, StateSpec]:
+    return {e.name: e.spec for e in entries(module)}
+
+
+def _walk(module: Any, path: str, out: list[StateEntry]) -> None:
+    from ncd.backends.pytorch.program import Assign, Loop, _exprs
+
+    program = module._ncd_program
+    instances = {name: repeat for name, _, repeat in program.instances}
+    total = _count_calls(list(_exprs(program.body)) + list(program.results), instances)
+    visited: set[str] = set()
+
+    def enter(name: str) -> None:
+        if total[name] != 1 or name in visited:
+            return  # called more than once per call (shared weights), or inside a loop: no state
+        visited.add(name)
+        child = getattr(module, name)
+        layers = [(f"{name}.{k}", c) for k, c in enumerate(child)] if instances[name] else [(name, child)]
+        for sub, layer in layers:
+            _walk(layer, _join(path, sub), out)
+
+    for stmt in program.body:
+        if isinstance(stmt, Loop):
+            if stmt.kind == "scan":
+                for i, local in enumerate(stmt.state_names):
+                    out.append(StateEntry(_join(path, local), path, module, stmt, i))
+            continue
+        assert isinstance(stmt, Assign)
+        for name in _called(stmt.expr, instances):
+            enter(name)
+    for expr in program.results:  # `return cell(x)`: a call folded into the results
+        for name in _called(expr, instances):
+            enter(name)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _called(expr: Any, instances: Mapping[str, Any]) -> Iterator[str]:
+    seen: set[str] = set()
+    for leaf in leaves(expr):
+        if isinstance(leaf, SelfAttr) and leaf.path in instances and leaf.path not in seen:
+            seen.add(leaf.path)
+            yield leaf.path
+
+
+def _count_calls(exprs: list[Any], instances: Mapping[str, Any]) -> dict[str, int]:
+    counts = dict.fromkeys(instances, 0)
+    for expr in exprs:
+        for leaf in leaves(expr):
+            if isinstance(leaf, SelfAttr) and leaf.path in counts:
+                counts[leaf.path] += 1
+    return counts
+
+
+def check_initial(module: Any, initial_state: Mapping[str, Any] | None, like: torch.Tensor | None) -> None:
+    """An NcdError naming the state for an unknown name, a non-tensor, a wrong per-example
+    shape, or a dtype/device other than the call's (``like``: its float input or parameter)."""
+    if not initial_state:
+        return
+    if not isinstance(initial_state, Mapping):
+        raise NcdError(f"initial_state must be a mapping of state name to tensor, got {type(initial_state).__name__}",
+                       hint="initial_state=final_state from a previous call, or module.initial_state(B)")
+    specs = state_spec(module)
+    for name, value in initial_state.items():
+        if name not in specs:
+            from difflib import get_close_matches
+
+            close = get_close_matches(str(name), list(specs), n=1)
+            known = ", ".join(specs) or "none: this module has no scan that runs once per call"
+            raise NcdError(f"initial_state names {name!r}, which is not a state of this module (its states: {known})",
+                           hint=f"did you mean {close[0]!r}?" if close else "module.state_spec() lists the names")
+        spec = specs[name]
+        want = ", ".join("?" if n is None else str(n) for n in spec.shape)
+        if not isinstance(value, torch.Tensor):
+            raise NcdError(f"initial state {name} must be a tensor of shape (*lead, {want}), got {type(value).__name__}",
+                           hint=f"module.initial_state(B)[{name!r}] has the right shape and dtype")
+        rank = len(spec.shape)
+        core = tuple(value.shape[value.dim() - rank:]) if rank else ()
+        fits = value.dim() >= rank and all(n is None or n == c for n, c in zip(spec.shape, core))
+        if not fits:
+            raise NcdError(f"initial state {name} has shape {tuple(value.shape)}; state {name} over axes "
+                           f"[{', '.join(spec.axes)}] has shape (*lead, {want}), the lifted (batch) dims first",
+                           hint=f"module.initial_state(B)[{name!r}] has the right shape")
+        if like is not None and value.is_floating_point() and (value.dtype != like.dtype or value.device != like.device):
+            raise NcdError(f"initial state {name} is {value.dtype} on {value.device}, but this call runs in "
+                           f"{like.dtype} on {like.device}", hint=f"initial_state[{name!r}].to(x) for an input x")
+
+
+def initial_state(module: Any, lead: tuple[int, ...], dtype: torch.dtype | None = None,
+                  device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """Every state at the spec's own initial value (``= 0``, a learned ``h0``), ``[*lead, *shape]``."""
+    from ncd.backends.pytorch.module import compile_expr
+
+    like = next((p for p in module.parameters() if p.is_floating_point()), None)
+    dtype = dtype or (like.dtype if like is not None else torch.get_default_dtype())
+    device = device or (like.device if like is not None else "cpu")
+    out: dict[str, torch.Tensor] = {}
+    for e in entries(module):
+        spec = e.spec
+        if not e.loop.state_fixed[e.carry]:
+            raise NcdError(f"state {e.name} starts from a value the spec computes from the inputs; "
+                           f"initial_state() cannot give it without them",
+                           hint=f"pass initial_state={{{e.name!r}: ...}} to the call, or leave it out to use the spec's")
+        if any(n is None for n in spec.shape):
+            free = next(a for a, n in zip(spec.axes, spec.shape) if n is None)
+            raise NcdError(f"state {e.name} has axis {free}, whose size is not bound",
+                           hint=f"bind it at load: ncd.load(spec, {free}=...)")
+        env: dict[str, Any] = {}
+        anchor = torch.zeros((), dtype=dtype, device=device)
+        for var, _, axes, sizes in e.module._ncd_program.inputs:
+            env[var] = anchor.expand(*(n or 1 for n in sizes))
+        value = compile_expr(e.loop.inits[e.carry])(env, e.module)
+        value = torch.as_tensor(value).to(dtype=dtype, device=device)
+        out[e.name] = value.expand(*lead, *spec.shape).clone()
+    return out

@@ -1,0 +1,185 @@
+"""State in and out (docs/language.md): a sequence run in segments, each from the previous
+segment's final state, equals the whole sequence — outputs, final states and every gradient
+(inputs, parameters, the initial state) — for every scan backend."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import ncd
+
+SIZES = {"gru": dict(E=5, D=6), "lstm": dict(E=5, D=6), "rnn_tanh": dict(E=5, D=6), "rnn_relu": dict(E=5, D=6),
+         "paragru": dict(E=6, D=6, H=2), "paralstm": dict(E=6, D=6, H=2), "mamba_negeig": dict(D=4, N=3),
+         "lssl": dict(H=3, N=4), "gla": dict(D=8, K=4, V=4, H=2), "deltanet": dict(D=8, K=4, V=4, H=2),
+         "sparse_gru": dict(E=5, D=6), "leaky_rnn": dict(E=5, D=6)}
+
+
+def load(spec, backend: str = "auto", **sizes):
+    torch.manual_seed(0)
+    return ncd.load(spec, scan_backend=backend, **sizes).double()
+
+
+def splits(T: int, rng: random.Random) -> list[int]:
+    """Random segment lengths summing to T, with a length-1 segment among them."""
+    cuts = sorted(rng.sample(range(1, T), k=min(3, T - 1)))
+    bounds = [0, *cuts, T]
+    return [b - a for a, b in zip(bounds, bounds[1:])]
+
+
+def time_dims(module) -> list[int]:
+    return [axes.index("T") - len(axes) for _, _, axes, _ in module._ncd_program.inputs]
+
+
+def random_state(module, inputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A random initial state of the shapes this call's carries have (lifted dims included)."""
+    with torch.no_grad():
+        _, final = module(*inputs, return_state=True)
+    return {name: (torch.randn_like(value) * 0.5).requires_grad_() for name, value in final.items()}
+
+
+def carry_equals_whole(module, inputs: list[torch.Tensor], lengths: list[int], h0: dict[str, torch.Tensor] | None,
+                       atol: float = 1e-10) -> None:
+    """Run whole and in segments (each from the last one's final state); compare everything."""
+    dims = time_dims(module)
+    leaves = [*(x for x in inputs if x.requires_grad), *(h0 or {}).values(), *module.parameters()]
+    whole, final = module(*inputs, initial_state=h0, return_state=True)
+    parts, state, start = [], h0, 0
+    for n in lengths:
+        seg = [x.narrow(d, start, n) for x, d in zip(inputs, dims)]
+        y, state = module(*seg, initial_state=state, return_state=True)
+        parts.append(y)
+        start += n
+    out_axes = module._ncd_spec.blocks[module._ncd_block].outputs[0].axes
+    pieced = torch.cat(parts, dim=out_axes.index("T") - len(out_axes))
+    torch.testing.assert_close(pieced, whole, rtol=0, atol=atol)
+    assert list(state) == list(final) == list(module.state_spec())
+    for name in final:
+        torch.testing.assert_close(state[name], final[name], rtol=0, atol=atol)
+    weights = torch.randn_like(whole)
+
+    def loss(y, st):
+        return (y * weights).sum() + sum((v.sin()).sum() for v in st.values())
+
+    g_whole = torch.autograd.grad(loss(whole, final), leaves, allow_unused=True)
+    g_parts = torch.autograd.grad(loss(pieced, state), leaves, allow_unused=True)
+    for a, b in zip(g_parts, g_whole):
+        if a is None or b is None:
+            assert a is None and b is None or (a if b is None else b).abs().max() == 0
+            continue
+        torch.testing.assert_close(a, b, rtol=0, atol=atol * 100)
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm", "sparse_gru", "leaky_rnn"])
+def test_sequential_segments_equal_the_whole(name):
+    module = load(name, "sequential", **SIZES[name])
+    rng = random.Random(name)
+    for T in (2, 7):
+        x = torch.randn(2, T, SIZES[name]["E"], dtype=torch.float64, requires_grad=True)
+        carry_equals_whole(module, [x], splits(T, rng), None)
+        carry_equals_whole(module, [x], splits(T, rng), random_state(module, [x]))
+
+
+def test_state_names_follow_the_module_paths():
+    assert list(load("lstm", E=5, D=6).state_spec()) == ["l1.h", "l1.c"]
+    assert list(load("bilstm", E=5, D=6).state_spec()) == ["l1.fwd.h", "l1.fwd.c", "l1.bwd.h", "l1.bwd.c"]
+    spec = load("lstm", E=5, D=6).state_spec()["l1.c"]
+    assert spec.axes == ("D",) and spec.shape == (6,)
+    stacked = ncd.load("""
+axis T, E = 3
+block Cell(x: [T, E]) -> [T, E] {
+    param W: [E', E] init normal(0, 0.5)
+    return scan t over T carry (h: [E] = 0) {
+        h = tanh(x[t] + h[E as E'] @[E'] W)
+        emit h
+    }
+}
+block Net(x: [T, E]) -> [T, E] {
+    use layers = Cell * 3
+    return layers(x)
+}
+""")
+    assert list(stacked.state_spec()) == ["layers.0.h", "layers.1.h", "layers.2.h"]
+    assert set(stacked.state_spec()) <= {f"{p}.h" for p, _ in stacked.named_modules()}
+
+
+def test_a_spec_without_scans_returns_an_empty_state():
+    module = load("mlp_relu")
+    x = torch.randn(2, module._ncd_program.inputs[0][3][-1] or 4, dtype=torch.float64)
+    y, state = module(x, return_state=True)
+    assert state == {} and module.state_spec() == {}
+    torch.testing.assert_close(y, module(x))
+
+
+def test_initial_state_gives_the_spec_values_and_missing_names_start_there():
+    module = load("lstm", E=5, D=6)
+    zero = module.initial_state(3)
+    assert {k: tuple(v.shape) for k, v in zero.items()} == {"l1.h": (3, 6), "l1.c": (3, 6)}
+    assert all(v.dtype == torch.float64 and not v.any() for v in zero.values())
+    x = torch.randn(3, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(module(x, initial_state=zero), module(x))
+    h = torch.randn(3, 6, dtype=torch.float64)
+    torch.testing.assert_close(module(x, initial_state={"l1.h": h}),
+                               module(x, initial_state={"l1.h": h, "l1.c": zero["l1.c"]}))
+
+
+def test_bad_initial_states_are_errors_naming_the_state():
+    module = load("gru", E=5, D=6)
+    x = torch.randn(2, 4, 5, dtype=torch.float64)
+    with pytest.raises(ncd.NcdError, match="l1.hh.*not a state.*l1.h") as info:
+        module(x, initial_state={"l1.hh": torch.zeros(2, 6, dtype=torch.float64)})
+    assert "l1.h" in str(info.value.hint)
+    with pytest.raises(ncd.NcdError, match=r"l1.h has shape \(2, 5\).*\(\*lead, 6\)"):
+        module(x, initial_state={"l1.h": torch.zeros(2, 5, dtype=torch.float64)})
+    with pytest.raises(ncd.NcdError, match="l1.h is torch.float32"):
+        module(x, initial_state={"l1.h": torch.zeros(2, 6)})
+    with pytest.raises(ncd.NcdError, match="l1.h"):
+        module(x, initial_state={"l1.h": torch.zeros(3, 6, dtype=torch.float64)})
+    with pytest.raises(ncd.NcdError, match="must be a tensor"):
+        module(x, initial_state={"l1.h": [0.0] * 6})
+
+
+BACKENDS = [("gru", "fused_rnn"), ("lstm", "fused_rnn"), ("rnn_tanh", "fused_rnn"), ("rnn_relu", "fused_rnn"),
+            ("paragru", "newton"), ("paralstm", "newton"), ("mamba_negeig", "scan"), ("lssl", "fft"),
+            ("gla", "gla"), ("deltanet", "delta")]
+
+
+def inputs_for(module, B: int, T: int) -> list[torch.Tensor]:
+    out = []
+    for _, _, axes, sizes in module._ncd_program.inputs:
+        shape = [T if a == "T" else n for a, n in zip(axes, sizes)]
+        out.append(torch.randn(B, *shape, dtype=torch.float64, requires_grad=True))
+    return out
+
+
+@pytest.mark.parametrize("name,backend", BACKENDS, ids=[f"{n}-{b}" for n, b in BACKENDS])
+def test_every_backend_carries_state_across_segments(name, backend):
+    module = load(name, backend, **SIZES[name])
+    assert [p.backend for p in module.scan_plans] == [backend]
+    rng = random.Random(name)
+    for T in (1, 2, 9):
+        xs = inputs_for(module, 2, T)
+        if T > 1:
+            carry_equals_whole(module, xs, splits(T, rng), None, atol=1e-9)
+        carry_equals_whole(module, xs, [T] if T == 1 else splits(T, rng), random_state(module, xs), atol=1e-9)
+
+
+@pytest.mark.parametrize("name,backend", BACKENDS, ids=[f"{n}-{b}" for n, b in BACKENDS])
+def test_every_backend_agrees_with_the_loop_on_states(name, backend):
+    """The same weights, the same initial state: the parallel backend's outputs, final states and
+    gradients with respect to the initial state are the sequential loop's."""
+    seq, par = load(name, "sequential", **SIZES[name]), load(name, backend, **SIZES[name])
+    par.load_state_dict(seq.state_dict())
+    xs = inputs_for(seq, 3, 6)
+    h0 = random_state(seq, xs)
+    ys, fs = seq(*xs, initial_state=h0, return_state=True)
+    yp, fp = par(*xs, initial_state=h0, return_state=True)
+    torch.testing.assert_close(yp, ys, rtol=0, atol=1e-9)
+    assert list(fp) == list(fs)
+    for k in fs:
+        torch.testing.assert_close(fp[k], fs[k], rtol=0, atol=1e-9)
+    loss_s = ys.square().sum() + sum(v.sin().sum() for v in fs.values())
+    loss_p = yp.square().sum() + sum(v.sin().sum() for v in fp.values())
+    for a, b in zip(torch.autograd.grad(loss_p, list(h0.values())), torch.autograd.grad(loss_s, list(h0.values()))):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
