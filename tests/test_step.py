@@ -190,3 +190,125 @@ def test_cli_emit_step_error_is_located():
                          capture_output=True, text=True)
     assert run.returncode != 0
     assert "bilstm.ncd:" in run.stderr and "reverse scan" in run.stderr and "Traceback" not in run.stderr
+
+
+CAUSAL_DECODER = """# A pre-LN decoder layer with causal self-attention
+axis T, D = 8, H = 2, F = 16
+axis K = D / H
+
+block LayerNorm[A](x: [A]) -> [A] {
+  param gamma: [A] init normal(1, 0.1)
+  param beta: [A] init normal(0, 0.1)
+  return layernorm(x, over = A) * gamma + beta
+}
+
+block CausalAttention(x: [T, D]) -> [T, D] {
+  param Wq, Wk, Wv: [D, H, K] init normal(0, D^-0.5)
+  param Wo: [H, K, D] init normal(0, D^-0.5)
+  q = x @[D] Wq
+  k = (x @[D] Wk)[T as T']
+  v = (x @[D] Wv)[T as T']
+  s = q @[K] k / sqrt(K)
+  a = softmax(where(idx(T') <= idx(T), s, -inf), over = T')
+  return (a @[T'] v) @[H, K] Wo
+}
+
+block FFN(x: [D]) -> [D] {
+  param W1: [D, F] init normal(0, D^-0.5)
+  param W2: [F, D] init normal(0, F^-0.5)
+  return relu(x @[D] W1) @[F] W2
+}
+
+block Decoder(x: [T, D]) -> [T, D] {
+  use attn = CausalAttention, ffn = FFN, n1 = LayerNorm[D], n2 = LayerNorm[D]
+  y = x + attn(n1(x))
+  return y + ffn(n2(y))
+}
+"""
+
+HYBRID = CAUSAL_DECODER.replace("""block Decoder(x: [T, D]) -> [T, D] {
+  use attn = CausalAttention, ffn = FFN, n1 = LayerNorm[D], n2 = LayerNorm[D]
+  y = x + attn(n1(x))
+  return y + ffn(n2(y))
+}""", """block Recurrent(x: [T, D]) -> [T, D] {
+  param A: [D, D'] init normal(0, D^-0.5)
+  param h0: [D] init normal(0, 1)
+  u = (x @[D] A)[D' as D]
+  return scan t over T carry (h: [D] = h0) {
+    h = tanh(u[t] + 0.5 * h)
+    emit h
+  }
+}
+
+block Hybrid(x: [T, D]) -> [T, D] {
+  use attn = CausalAttention, rec = Recurrent, n1 = LayerNorm[D]
+  y = x + attn(n1(x))
+  return y + rec(y)
+}""")
+
+
+def test_causal_attention_steps_with_a_kv_cache_as_sdpa_is_causal():
+    torch.manual_seed(5)
+    full = ncd.load(CAUSAL_DECODER).double()
+    step = full.step_module()
+    assert step.state_spec() == {"attn.k": (("T'", "H", "K"), (None, 2, 4)), "attn.v": (("T'", "H", "K"), (None, 2, 4))}
+    x = torch.randn(3, 7, 8, dtype=torch.float64)
+    got, state = stepped(step, [x])
+    torch.testing.assert_close(got, full(x), rtol=1e-9, atol=1e-9)
+    assert state["attn.k"].shape == (3, 7, 2, 4)  # the cache holds every position so far
+    # torch's own causal attention on the spec's weights, written plainly
+    a = full.attn
+    n1 = torch.nn.functional.layer_norm(x, (8,), full.n1.gamma, full.n1.beta)
+    q, k, v = (torch.einsum("btd,dhk->bhtk", n1, w) for w in (a.Wq, a.Wk, a.Wv))
+    o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    y = x + torch.einsum("bhtk,hkd->btd", o, a.Wo)
+    n2 = torch.nn.functional.layer_norm(y, (8,), full.n2.gamma, full.n2.beta)
+    want = y + torch.relu(n2 @ full.ffn.W1) @ full.ffn.W2
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_attention_and_a_scan_in_one_spec_step_together():
+    torch.manual_seed(6)
+    full = ncd.load(HYBRID).double()
+    step = full.step_module()
+    assert list(step.state_spec()) == ["attn.k", "attn.v", "rec.h"]
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    got, state = stepped(step, [x])
+    torch.testing.assert_close(got, full(x), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(step.initial_state(2)["rec.h"], full.rec.h0.expand(2, 8))
+
+
+@pytest.mark.parametrize("scores, message", [
+    ("softmax(s, over = T')", "softmax runs along T'"),
+    ("softmax(where(idx(T') < idx(T), s, -inf), over = T')", r"idx\(T\), the position"),
+    ("softmax(where(idx(T') >= idx(T), s, -inf), over = T')", r"idx\(T\), the position"),
+    ("softmax(where(idx(T) >= idx(T'), s, -inf) + 0 * sum(s, over = T'), over = T')", "sum runs along T'"),
+    ("softmax(where(idx(T') <= idx(T), s, 0), over = T')", "softmax runs along T'"),
+])
+def test_attention_that_sees_later_positions_has_no_step_form(scores, message):
+    spec = CAUSAL_DECODER.replace("softmax(where(idx(T') <= idx(T), s, -inf), over = T')", scores)
+    ncd.load(spec)(torch.randn(2, 3, 8))
+    with pytest.raises(ncd.NcdError, match=message) as info:
+        ncd.load(spec).step_module()
+    assert info.value.span.line == spec.count("\n", 0, spec.index("a = softmax")) + 1
+    assert "where(idx(T') <= idx(T)" in info.value.hint
+
+
+def test_emitted_step_module_with_a_kv_cache(tmp_path):
+    path = tmp_path / "decoder.ncd"
+    path.write_text(CAUSAL_DECODER)
+    out = tmp_path / "decoder_step.py"
+    run = subprocess.run([sys.executable, "-m", "ncd.cli", "compile", str(path), "--emit", "step", "-o", str(out),
+                          "--class-name", "DecoderStep"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    spec = importlib.util.spec_from_file_location("decoder_step", out)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(7)
+    full = ncd.load(str(path)).double()
+    emitted = mod.DecoderStep().double()
+    emitted.load_state_dict(full.state_dict())
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    got, state = stepped(emitted, [x])
+    torch.testing.assert_close(got, full(x), rtol=1e-9, atol=1e-9)
+    assert state["attn.v"].shape == (2, 6, 2, 4)

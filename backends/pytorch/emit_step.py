@@ -30,7 +30,7 @@ def emit_step(plan: StepPlan, passes: Passes, class_name: str | None = None) -> 
     sizes = SizeTable(plan.ir)
     rows = []
     for slot in plan.states:
-        shape = tuple(int(sizes.bound(a) or 0) for a in slot.axes)
+        shape = tuple(None if a == slot.grow else int(sizes.bound(a) or 0) for a in slot.axes)
         init = float(_number(slot.init)) if slot.init_weight is None else None
         rows.append((slot.name, slot.axes, shape, init, slot.init_weight, slot.dtype))
     lines = [
@@ -38,7 +38,7 @@ def emit_step(plan: StepPlan, passes: Passes, class_name: str | None = None) -> 
         f"class {name}({core}):",
         f'{INDENT}"""One position of {core}: ``outputs, state = step(*inputs_t, state=state)``; the states by name."""',
         "",
-        f"{INDENT}STATES = {literal(tuple(rows))}  # (name, axes, per-example shape, initial number, initial weight, dtype)",
+        f"{INDENT}STATES = {literal(tuple(rows))}  # (name, axes, per-example shape (None: a cache's length), initial number, initial weight, dtype)",
         f"{INDENT}N_INPUTS = {plan.n_inputs}",
         f"{INDENT}N_OUTPUTS = {plan.n_outputs}",
         f"{INDENT}INPUT_RANKS = {literal(tuple(len(p.type.axes) for p in plan.ir.entry_block.inputs[:plan.n_inputs]))}",
@@ -61,7 +61,8 @@ def emit_step(plan: StepPlan, passes: Passes, class_name: str | None = None) -> 
         f"{INDENT * 3}for part in weight.split('.'):",
         f"{INDENT * 4}owner = getattr(owner, part)",
         f"{INDENT * 3}return owner.to(device=like.device, dtype=dtype).expand(lead + tuple(shape))",
-        f"{INDENT * 2}return torch.full(lead + tuple(shape), number, dtype=dtype, device=like.device)",
+        f"{INDENT * 2}return torch.full(lead + tuple(0 if d is None else d for d in shape), number, dtype=dtype, "
+        f"device=like.device)",
         "",
         f"{INDENT}def forward(self, *inputs, state=None):",
         f"{INDENT * 2}if len(inputs) != self.N_INPUTS:",

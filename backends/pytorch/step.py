@@ -23,7 +23,7 @@ class StepModule(CompiledModule):
     ``forward`` takes the states as a mapping and returns ``(outputs, new_state)``."""
 
     _ncd_step: StepPlan
-    _ncd_state_shapes: dict[str, tuple[int, ...]]
+    _ncd_state_shapes: dict[str, tuple[int | None, ...]]  # None: a cache's length, the positions so far
 
     def forward(self, *inputs: torch.Tensor, state: Mapping[str, torch.Tensor] | None = None) -> Any:  # type: ignore[override]
         plan = self._ncd_step
@@ -52,8 +52,9 @@ class StepModule(CompiledModule):
         new = dict(zip((s.name for s in plan.states), results[plan.n_outputs:]))
         return (outs[0] if len(outs) == 1 else tuple(outs)), new
 
-    def state_spec(self) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
-        """State name → (core axes, per-example shape), in the order the step takes them."""
+    def state_spec(self) -> dict[str, tuple[tuple[str, ...], tuple[int | None, ...]]]:
+        """State name → (core axes, per-example shape), in the order the step takes them; a
+        cache's length (the positions so far) is None."""
         return {s.name: (s.axes, self._ncd_state_shapes[s.name]) for s in self._ncd_step.states}
 
     def initial_state(self, *lead: int, dtype: torch.dtype | None = None,
@@ -73,7 +74,7 @@ class StepModule(CompiledModule):
         return ()
 
     def _start(self, slot: StateSlot, lead: tuple[int, ...], like: torch.Tensor | None) -> torch.Tensor:
-        shape = lead + self._ncd_state_shapes[slot.name]
+        shape = lead + tuple(0 if d is None else d for d in self._ncd_state_shapes[slot.name])
         if like is None:
             like = next((p for p in self.parameters() if p.is_floating_point()), torch.zeros(()))
         dtype = like.dtype if slot.dtype == "float" else (torch.int64 if slot.dtype == "int" else torch.bool)
@@ -90,7 +91,8 @@ class StepModule(CompiledModule):
         if not isinstance(value, torch.Tensor):
             raise NcdError(f"state {slot.name} must be a tensor, got {type(value).__name__}",
                            hint=f"its axes are [..., {', '.join(slot.axes)}]")
-        if value.dim() < len(want) or tuple(value.shape[value.dim() - len(want):]) != want:
+        tail = tuple(value.shape[value.dim() - len(want):]) if value.dim() >= len(want) else ()
+        if len(tail) != len(want) or any(w is not None and w != g for w, g in zip(want, tail)):
             raise NcdError(f"state {slot.name} has shape {tuple(value.shape)}, but its axes {axes} have sizes "
                            f"{want} (lifted axes lead)", hint="step.initial_state(batch) gives one of each")
 
@@ -121,10 +123,13 @@ def build_step_module(module: CompiledModule, axis: str | None = None) -> StepMo
     assert isinstance(step, StepModule)
     step._ncd_step = plan
     sizes = SizeTable(plan.ir)
-    shapes: dict[str, tuple[int, ...]] = {}
+    shapes: dict[str, tuple[int | None, ...]] = {}
     for slot in plan.states:
-        dims = []
+        dims: list[int | None] = []
         for a in slot.axes:
+            if a == slot.grow:
+                dims.append(None)
+                continue
             bound = sizes.bound(a)
             if bound is None:
                 raise NcdError(f"state {slot.name} has axis {a}, whose size is not bound",

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ncd.errors import NcdError
-from ncd.ir import BlockIR, Node, Port, Region, SpecIR, WireType, walk
+from ncd.ir import AxisDef, BlockIR, Node, Port, Region, SpecIR, WireType, walk
 
 LOOPS = ("scan", "repeat", "halting")
 _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*\Z")
@@ -35,14 +35,16 @@ _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*\Z")
 class StateSlot(BaseModel):
     """One state of the step module: its name, its core axes at the entry (heads a call lifts
     over lead) and how it starts: a number (``init``), or a weight of the module (``init_weight``,
-    its dotted path)."""
+    its dotted path). A ``cache`` (attention's keys or values so far) grows by one along
+    ``grow`` each step and starts empty."""
 
     name: str
     axes: tuple[str, ...]
-    kind: Literal["carry"] = "carry"
+    kind: Literal["carry", "cache"] = "carry"
     init: str | None = None
     init_weight: str | None = None
     dtype: Literal["float", "bool", "int"] = "float"
+    grow: str | None = None  # cache: the axis it grows along (T'; its size is the positions so far)
 
 
 class StepPlan(BaseModel):
@@ -85,9 +87,14 @@ def step_plan(ir: SpecIR, axis: str | None = None) -> StepPlan:
     blocks.update(stepper.done)
     primes = {a for a in ir.axes if a == t or a.rstrip("'") == t}
     bindings = {k: v for k, v in ir.bindings.items() if k not in primes}
-    step_ir = ir.model_copy(update={"blocks": blocks, "entries": [], "bindings": bindings})
+    axes = dict(ir.axes)
+    if stepper.cache_axes_used:
+        axes[stepper.cache_axis] = AxisDef(name=stepper.cache_axis)
+        axes[stepper.unit_axis] = AxisDef(name=stepper.unit_axis, size="1")
+    step_ir = ir.model_copy(update={"blocks": blocks, "entries": [], "bindings": bindings, "axes": axes})
     entry = ir.entry_block
-    states = [StateSlot(name=s.name, axes=s.axes, init=s.init, init_weight=s.init_weight, dtype=s.dtype)
+    states = [StateSlot(name=s.name, axes=s.out_axes, kind=s.kind, init=s.init, init_weight=s.init_weight,  # type: ignore[arg-type]
+                        dtype=s.dtype, grow=s.grow)  # type: ignore[arg-type]
               for s in slots]
     return StepPlan(ir=step_ir, axis=t, n_inputs=len(entry.inputs), n_outputs=len(entry.outputs), states=states)
 
@@ -97,9 +104,11 @@ class _Slot:
     input node and of the value that leaves as its output."""
 
     def __init__(self, name: str, axes: tuple[str, ...], init: str | None, init_weight: str | None,
-                 dtype: str, in_id: str, out_id: str) -> None:
+                 dtype: str, in_id: str, out_id: str, kind: str = "carry",
+                 out_axes: tuple[str, ...] | None = None, grow: str | None = None) -> None:
         self.name, self.axes, self.init, self.init_weight, self.dtype = name, axes, init, init_weight, dtype
-        self.in_id, self.out_id = in_id, out_id
+        self.in_id, self.out_id, self.kind, self.grow = in_id, out_id, kind, grow
+        self.out_axes = axes if out_axes is None else out_axes  # a cache leaves one longer, along the prime
 
 
 def _err(message: str, node: Node | None, hint: str) -> NcdError:
@@ -108,6 +117,12 @@ def _err(message: str, node: Node | None, hint: str) -> NcdError:
 
 NONCAUSAL_HINT = ("a step module advances one position at a time, so each output may depend only on this "
                   "and earlier positions; run this spec whole (module(x)) instead")
+MASK_HINT = ("mask the scores causally, so position t sees t' <= t only: "
+             "softmax(where(idx(T') <= idx(T), s, -inf), over = T')")
+# reductions along the cache axis that a causal mask makes exact: op -> the mask value it needs
+# (softmax / log_softmax / max / logsumexp ignore -inf entries; sum / contract ignore zeros)
+_MASKED_REDUCE = {"softmax": "-oo", "log_softmax": "-oo", "max": "-oo", "logsumexp": "-oo", "sum": "0",
+                  "contract": "0"}
 
 
 class _Stepper:
@@ -117,6 +132,9 @@ class _Stepper:
         self.done: dict[str, BlockIR] = {}
         self.slots: dict[str, list[_Slot]] = {}
         self.active: set[str] = set()
+        self.cache_axis = _free_name(ir, f"{axis}_cache")  # a cache's length before this step
+        self.unit_axis = _free_name(ir, f"{axis}_now")  # size 1: this step's entry of a cache
+        self.cache_axes_used = False
 
     def mentions(self, key: str) -> bool:
         """Whether block ``key`` has the step axis on one of its own wires."""
@@ -158,6 +176,11 @@ class _BlockStep:
         for n in walk(block.nodes):
             if n.op == "call":
                 self.called[n.attrs["instance"]] = self.called.get(n.attrs["instance"], 0) + 1
+        self.types: dict[str, list[WireType]] = {}  # the step types of what is emitted so far
+        self.taint: dict[str, str] = {}  # values along a cache axis: "open" (later positions too), "-oo" / "0" (masked)
+        self.primes: set[str] = set()  # the cache axes (T', T'') made so far
+        self.masks, self.dead = _causal_masks(block, self.t)
+        self.cache_count = 0
 
     # ------------------------------------------------------------------ helpers
     def drop(self, ty: WireType) -> WireType:
@@ -199,7 +222,7 @@ class _BlockStep:
         nodes = inputs + self.state_nodes + rest
         results = [self.ref(r) for r in block.results] + [s.out_id for s in self.slots]
         outputs = [self.drop(o) for o in block.outputs] + [
-            WireType(axes=s.axes, lifted=True, dtype=s.dtype) for s in self.slots]  # type: ignore[arg-type]
+            WireType(axes=s.out_axes, lifted=True, dtype=s.dtype) for s in self.slots]  # type: ignore[arg-type]
         stepped = block.model_copy(update={
             "inputs": [Port(name=p.name, type=self.drop(p.type)) for p in block.inputs] + self.state_ports,
             "outputs": outputs, "nodes": nodes, "results": results})
@@ -213,7 +236,51 @@ class _BlockStep:
         return out
 
     def node(self, node: Node, in_loop: bool) -> list[Node]:
+        if node.id in self.dead:
+            return []
+        made = self.node_(node, in_loop)
+        for n in made:
+            self.types[n.id] = n.types
+        if node.id not in self.taint:
+            self.track(node)
+        return made
+
+    def track(self, node: Node) -> None:
+        """Whether a value along a cache axis still holds later positions' entries (``open``), or is
+        masked to a value the reduction that consumes it ignores; a reduction of an open one is an
+        error (a non-causal attention)."""
+        inputs = [self.taint.get(i) for i in node.inputs]
+        if not any(inputs):
+            return
+        op, attrs = node.op, node.attrs
+        along = [p for p in self.primes if _uses_axis(op, attrs, p)]
+        out_axes = {a for ty in node.types for a in ty.axes}
+        if along:
+            need = _MASKED_REDUCE.get(op)
+            ok = need is not None and (need in inputs if op == "contract" else inputs[0] == need)
+            if not ok:
+                raise _err(f"{_what(op)} runs along {along[0]} over every position, later ones too: a step has "
+                           "not seen them", node, MASK_HINT)
+            if op in ("softmax", "log_softmax"):
+                self.taint[node.id] = "0" if op == "softmax" else "-oo"
+            return
+        if not (out_axes & self.primes):
+            return
+        if (op == "exp" and inputs[0] == "-oo") or (op == "mul" and "0" in inputs) or (op == "div" and inputs[0] == "0"):
+            self.taint[node.id] = "0"
+        elif op in ("add", "sub") and "-oo" in inputs and "0" not in inputs:
+            self.taint[node.id] = "-oo"
+        elif op in ("annotate", "rename") and inputs[0]:
+            self.taint[node.id] = inputs[0]
+        else:
+            self.taint[node.id] = "open"
+
+    def node_(self, node: Node, in_loop: bool) -> list[Node]:
         op, t = node.op, self.t
+        if node.id in self.masks:
+            return self.mask(node)
+        if op == "rename" and node.attrs.get("src") == t:
+            return self.cache(node, in_loop)
         if op == "scan" and node.attrs.get("axis") == t:
             return self.inline_scan(node, in_loop)
         inputs = [self.ref(i) for i in node.inputs]
@@ -239,6 +306,10 @@ class _BlockStep:
             return self.call(node, inputs, types, attrs, in_loop)
         elif op == "scan" and node.attrs.get("reverse") and t in _axes_of(node):
             raise _err(f"a reverse scan reads positions of {t} after this one", node, NONCAUSAL_HINT)
+        elif op == "idx" and attrs.get("axis") == t:
+            raise _err(f"idx({t}), the position along {t}: a step module knows it only inside a causal mask "
+                       f"(it does not count positions)", node,
+                       MASK_HINT + f"; a position signal can be an input of the spec instead")
         elif _uses_axis(op, attrs, t):
             raise _err(f"{_what(op)} acts along {t}, which reads positions of {t} after this one", node,
                        NONCAUSAL_HINT)
@@ -250,6 +321,53 @@ class _BlockStep:
         stepped = region.model_copy(update={"nodes": nodes, "results": [self.ref(r) for r in region.results]})
         stepped.__dict__.pop("graph", None)
         return stepped
+
+    # ------------------------------------------------------------------ attention: caches and masks
+    def cache(self, node: Node, in_loop: bool) -> list[Node]:
+        """``v[T as T']``: the values of every position so far, a state that grows by this step's."""
+        t, dst = self.t, node.attrs["dst"]
+        if dst == t or dst.rstrip("'") != t:
+            raise _err(f"this renames the step axis {t} to {dst}, which holds every position at once", node,
+                       NONCAUSAL_HINT)
+        if in_loop:
+            raise _err(f"a second wire {dst} of the step axis inside a loop has no single cache to carry", node,
+                       "compute it at the block's top level")
+        s = self.s
+        s.cache_axes_used = True
+        src = self.ref(node.inputs[0])
+        out = node.types[0]
+        grown = tuple(out.axes)
+        cached = tuple(s.cache_axis if a == dst else a for a in grown)
+        now = tuple(s.unit_axis if a == dst else a for a in grown)
+        what = node.name if node.name and _SEGMENT.match(node.name) else f"cache{self.cache_count}"
+        self.cache_count += 1
+        in_id = self.state_input(cached, out.dtype, what, node.loc)
+        unit_id = self.fresh(f"{node.id}_now")
+        self.primes.add(dst)
+        self.taint[node.id] = "open"
+        made = [Node(id=unit_id, op="broadcast", inputs=[src], attrs={"axes": list(now)},
+                     types=[out.model_copy(update={"axes": now})], loc=node.loc),
+                Node(id=node.id, op="concat", inputs=[in_id, unit_id],
+                     attrs={"over": {"src": [s.cache_axis, s.unit_axis], "dst": [dst]}}, types=[out], loc=node.loc,
+                     name=node.name)]
+        self.slots.append(_Slot(what, cached, None, None, out.dtype, in_id, node.id, kind="cache", out_axes=grown,
+                                grow=dst))
+        return made
+
+    def mask(self, node: Node) -> list[Node]:
+        """``where(idx(T') <= idx(T), s, m)``: every cached position is at most this one, so the
+        step takes ``s``; what the mask puts at later positions says which reductions ignore them."""
+        cond, a, b = node.inputs
+        ty = self.drop(node.types[0])
+        kept = self.ref(a)
+        kept_ty = self.types.get(kept) or [self.drop(self.nodes[a].types[0])]
+        if set(kept_ty[0].axes) != set(ty.axes) or kept_ty[0].dtype != ty.dtype:
+            raise _err("a causal mask must keep a value with all the where's axes (the scores)", node, MASK_HINT)
+        fill = self.nodes.get(b)
+        value = fill.attrs["value"] if fill is not None and fill.op == "number" else None
+        self.taint[node.id] = value if value in ("-oo", "0") else "open"
+        return [Node(id=node.id, op="annotate", inputs=[kept], attrs={"axes": list(ty.axes)}, types=[ty],
+                     loc=node.loc, name=node.name)]
 
     # ------------------------------------------------------------------ scans over the step axis
     def inline_scan(self, node: Node, in_loop: bool) -> list[Node]:
@@ -325,7 +443,7 @@ class _BlockStep:
             state_ids.append(in_id)
         n_out = len(node.types)
         call_id = node.id if n_out > 1 else self.fresh(node.id)
-        out_types = types + [WireType(axes=lift + s.axes, lifted=True, dtype=s.dtype) for s in slots]  # type: ignore[arg-type]
+        out_types = types + [WireType(axes=lift + s.out_axes, lifted=True, dtype=s.dtype) for s in slots]  # type: ignore[arg-type]
         made = [node.model_copy(update={"id": call_id, "inputs": inputs + state_ids, "types": out_types,
                                         "attrs": attrs, "name": node.name if n_out > 1 else None})]
         if n_out == 1:
@@ -337,7 +455,8 @@ class _BlockStep:
                              types=[out_types[n_out + k]], loc=node.loc))
             weight = f"{instance}.{slot.init_weight}" if slot.init_weight else None
             self.slots.append(_Slot(f"{instance}.{slot.name}", lift + slot.axes, slot.init, weight, slot.dtype,
-                                    state_ids[k], out_id))
+                                    state_ids[k], out_id, kind=slot.kind, out_axes=lift + slot.out_axes,
+                                    grow=slot.grow))
         return made
 
 
@@ -382,3 +501,58 @@ def _uses_axis(op: str, attrs: dict[str, Any], axis: str) -> bool:
 def _what(op: str) -> str:
     return {"idx": "idx", "rename": "this rename", "reshape": "this reshape", "contract": "this contraction",
             "concat": "this concat", "slice": "this slice"}.get(op, f"{op}")
+
+
+def _free_name(ir: SpecIR, base: str) -> str:
+    names = set(ir.axes) | {a for b in ir.blocks.values() for n in walk(b.nodes) for ty in n.types for a in ty.axes}
+    name, n = base, 2
+    while name in names:
+        name, n = f"{base}{n}", n + 1
+    return name
+
+
+_CAUSAL = {("prime", "<="), ("step", ">=")}  # idx(T') <= idx(T), idx(T) >= idx(T')
+
+
+def _causal_masks(block: BlockIR, t: str) -> tuple[dict[str, Node], set[str]]:
+    """The ``where(idx(T') <= idx(T), a, b)`` nodes of a block, and the mask nodes only they read
+    (the step drops them: every cached position passes the mask)."""
+    nodes = {n.id: n for n in walk(block.nodes)}
+    uses: dict[str, int] = dict.fromkeys(nodes, 0)
+    for n in walk(block.nodes):
+        for i in n.inputs:
+            uses[i] = uses.get(i, 0) + 1
+        for r in n.regions:
+            for i in r.results:
+                uses[i] = uses.get(i, 0) + 1
+    for r in block.results:
+        uses[r] = uses.get(r, 0) + 1
+    masks: dict[str, Node] = {}
+    for n in walk(block.nodes):
+        cond = nodes.get(n.inputs[0]) if n.op == "where" else None
+        if cond is None or cond.op != "compare":
+            continue
+        left, right = (nodes.get(i) for i in cond.inputs)
+        if left is None or right is None or left.op != "idx" or right.op != "idx":
+            continue
+        sides = [_side(x.attrs.get("axis"), t) for x in (left, right)]
+        if None not in sides and sides[0] != sides[1] and (sides[0], cond.attrs.get("cmp")) in _CAUSAL:
+            masks[n.id] = n
+    dead: set[str] = set()
+    conds = [nodes[m.inputs[0]] for m in masks.values()]
+    for cond in conds:
+        if uses[cond.id] == sum(1 for m in masks.values() if m.inputs[0] == cond.id):
+            dead.add(cond.id)
+    for cond in conds:
+        for i in cond.inputs:
+            if uses[i] == sum(nodes[d].inputs.count(i) for d in dead):
+                dead.add(i)
+    return masks, dead
+
+
+def _side(axis: str | None, t: str) -> str | None:
+    if axis == t:
+        return "step"
+    if axis and axis.rstrip("'") == t:
+        return "prime"
+    return None
