@@ -45,27 +45,29 @@ class DeltaRuleFunction(torch.autograd.Function):
     """Triton forward and backward; the backward reuses M, W, U and the chunk-start states."""
 
     @staticmethod
-    def forward(ctx, q, k, v, beta, h0, scale, chunk_size):
+    def forward(ctx, q, k, v, beta, h0, scale, chunk_size, cu_seqlens=None):
         q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
         h0 = h0.contiguous() if h0 is not None else None
-        o, hT, extras = delta_rule_fwd(q, k, v, beta, scale, h0, chunk_size)
+        o, hT, extras = delta_rule_fwd(q, k, v, beta, scale, h0, chunk_size,
+                                       cu_seqlens=cu_seqlens)
         ctx.save_for_backward(q, k, v, beta, h0, *(extras or ()))
-        ctx.cfg = (scale, chunk_size, extras is not None)
+        ctx.cfg = (scale, chunk_size, extras is not None, cu_seqlens)
         return o, hT
 
     @staticmethod
     def backward(ctx, do, dhT):
         q, k, v, beta, h0, *extras = ctx.saved_tensors
-        scale, chunk_size, has_extras = ctx.cfg
+        scale, chunk_size, has_extras, cu_seqlens = ctx.cfg
         do = torch.zeros_like(v, dtype=q.dtype) if do is None else do.contiguous()
         dhT = dhT.contiguous() if dhT is not None else None
         grads = delta_rule_bwd(q, k, v, beta, scale, h0, extras if has_extras else None, do,
-                               dhT, chunk_size)
-        return (*grads, None, None)
+                               dhT, chunk_size, cu_seqlens=cu_seqlens)
+        return (*grads, None, None, None)
 
 
 def delta_rule_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-                      scale: float, h0: torch.Tensor | None = None, chunk_size: int = 64
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unchecked entry to the Triton path (`delta_rule` validates and dispatches)."""
-    return DeltaRuleFunction.apply(q, k, v, beta, h0, scale, chunk_size)
+                      scale: float, h0: torch.Tensor | None = None, chunk_size: int = 64,
+                      cu_seqlens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unchecked entry to the Triton path (`delta_rule` validates and dispatches);
+    `cu_seqlens` checked packed offsets."""
+    return DeltaRuleFunction.apply(q, k, v, beta, h0, scale, chunk_size, cu_seqlens)

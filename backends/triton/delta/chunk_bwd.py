@@ -8,19 +8,22 @@ import triton.language as tl
 
 from ncd.backends.triton._common import acc_dtype, dot_precision, sm_count, store_dtype, tl_acc
 from ncd.backends.triton.delta.blocks import DeltaBlocks, launch_tiles, vtile, walk_vtile
+from ncd.backends.triton.packed import Packing
+from ncd.backends.triton.packed_jit import chunk_seq, walk_seq
 
 
 @triton.jit
-def _dv_local_kernel(q, k, do, du, T, H, K, V, C: tl.constexpr, BK: tl.constexpr,
-                     BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr):
+def _dv_local_kernel(q, k, do, du, cu, cseq, co, T, H, K, V, NT, C: tl.constexpr,
+                     BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+                     VARLEN: tl.constexpr):
     """dU = tril(Q K^T)^T dO, unscaled (_dstate multiplies by scale when it adds K dS):
     the pseudo-values' gradient through the chunk's own outputs."""
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = (i_bh // H).to(tl.int64), i_bh % H
+    tok, T, n, _ = chunk_seq(i_n, i_bh, H, T, NT, cu, cseq, co, VARLEN)
     rows = tl.arange(0, C)
-    offs_t = i_n * C + rows
+    offs_t = n * C + rows
     mt = offs_t < T
-    base = (i_b * T + offs_t) * H + i_h
+    base = tok + offs_t * H
     A = tl.zeros([C, C], dtype=ACC)
     for k0 in range(0, K, BK):
         offs_k = k0 + tl.arange(0, BK)
@@ -58,10 +61,10 @@ def _dstate_step(q, k, w, base, mt, dS, doc, dU, k0, K, scale, BK: tl.constexpr,
 
 
 @triton.jit
-def _dstate_kernel(q, k, w, do, dhs, du, dhT, dh0, scale, T, H, K, V, NT,
+def _dstate_kernel(q, k, w, do, dhs, du, dhT, dh0, cu, co, scale, T, H, K, V,
                    HAS_DHT: tl.constexpr, HAS_H0: tl.constexpr, C: tl.constexpr,
                    BK: tl.constexpr, NKB: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
-                   PREC: tl.constexpr):
+                   PREC: tl.constexpr, VARLEN: tl.constexpr):
     """Walk the chunks backwards with dS = gradient of the state at the chunk's end:
          dU   = scale tril(Q K^T)^T dO + K dS    (du holds the first term from _dv_local;
                                                    the sum is stored in place)
@@ -70,7 +73,7 @@ def _dstate_kernel(q, k, w, do, dhs, du, dhT, dh0, scale, T, H, K, V, NT,
     NKB <= 4 row blocks of BK (dS1..dS4), so the [C, K] operands load a block at a time.
     """
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = (i_bh // H).to(tl.int64), i_bh % H
+    tok, T, NT, s0, ss = walk_seq(i_bh, H, T, C, cu, co, VARLEN)
     offs_k = tl.arange(0, BK)
     offs_v = i_v * BV + tl.arange(0, BV)
     mv = offs_v < V
@@ -95,7 +98,7 @@ def _dstate_kernel(q, k, w, do, dhs, du, dhT, dh0, scale, T, H, K, V, NT,
             dS4 = tl.load(p_dht + 3 * BK * V, mask=m4, other=0.0).to(ACC)
     for i in range(NT):
         n = NT - 1 - i
-        p_dhs = dhs + (i_bh.to(tl.int64) * NT + n) * K * V + kv_off
+        p_dhs = dhs + (s0 + n * ss) * K * V + kv_off
         tl.store(p_dhs, dS1, mask=m1)
         if NKB > 1:
             tl.store(p_dhs + BK * V, dS2, mask=m2)
@@ -105,7 +108,7 @@ def _dstate_kernel(q, k, w, do, dhs, du, dhT, dh0, scale, T, H, K, V, NT,
             tl.store(p_dhs + 3 * BK * V, dS4, mask=m4)
         offs_t = n * C + rows
         mt = offs_t < T
-        base = (i_b * T + offs_t) * H + i_h
+        base = tok + offs_t * H
         rv = base[:, None] * V + offs_v[None, :]
         mv2 = mt[:, None] & mv[None, :]
         doc = tl.load(do + rv, mask=mv2, other=0.0).to(ACC)
@@ -139,9 +142,9 @@ def _dstate_kernel(q, k, w, do, dhs, du, dhT, dh0, scale, T, H, K, V, NT,
 
 
 @triton.jit
-def _dqkw_kernel(q, k, hs, dhs, un, du, do, dq, dk1, dw, scale, T, H, K, V, NT,
+def _dqkw_kernel(q, k, hs, dhs, un, du, do, dq, dk1, dw, cu, cseq, co, scale, T, H, K, V, NT,
                  C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
-                 PREC: tl.constexpr):
+                 PREC: tl.constexpr, VARLEN: tl.constexpr):
     """Per chunk and K-tile, with S = state at the chunk's start, dS = gradient at its end,
     accumulated over V-tiles:
          dAo = tril(dO U^T) scale
@@ -150,13 +153,13 @@ def _dqkw_kernel(q, k, hs, dhs, un, du, do, dq, dk1, dw, scale, T, H, K, V, NT,
          dW  = -dU S^T                            (stored in float32)
     """
     i_k, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = (i_bh // H).to(tl.int64), i_bh % H
+    tok, T, n, srow = chunk_seq(i_n, i_bh, H, T, NT, cu, cseq, co, VARLEN)
     rows = tl.arange(0, C)
-    offs_t = i_n * C + rows
+    offs_t = n * C + rows
     offs_k = i_k * BK + tl.arange(0, BK)
     mt, mk = offs_t < T, offs_k < K
-    base = (i_b * T + offs_t) * H + i_h
-    st = (i_bh.to(tl.int64) * NT + i_n) * K * V
+    base = tok + offs_t * H
+    st = srow * K * V
     dqc = tl.zeros([C, BK], dtype=ACC)
     dkc = tl.zeros([C, BK], dtype=ACC)
     dwc = tl.zeros([C, BK], dtype=ACC)
@@ -190,8 +193,9 @@ def _dqkw_kernel(q, k, hs, dhs, un, du, do, dq, dk1, dw, scale, T, H, K, V, NT,
 
 
 @triton.jit
-def _wy_bwd_kernel(k, v, beta, Mi, du, dw, dk1, dk, dv, dbeta, T, H, K, V, C: tl.constexpr,
-                   BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr):
+def _wy_bwd_kernel(k, v, beta, Mi, du, dw, dk1, dk, dv, dbeta, cu, cseq, co, T, H, K, V, NT,
+                   C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
+                   PREC: tl.constexpr, VARLEN: tl.constexpr):
     """Per chunk, through W = M Kb, U0 = M Vb (Kb = beta K, Vb = beta V), M = (I + L)^-1,
     L = tril(beta K K^T, -1):
          dVb = M^T dU,  dKb = M^T dW,  dM = dW Kb^T + dU Vb^T
@@ -202,11 +206,11 @@ def _wy_bwd_kernel(k, v, beta, Mi, du, dw, dk1, dk, dv, dbeta, T, H, K, V, C: tl
     V-tiles first (dv, dbeta's V part, dU Vb^T), then K-tiles for dW Kb^T, then K-tiles for dk.
     """
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = (i_bh // H).to(tl.int64), i_bh % H
+    tok, T, n, _ = chunk_seq(i_n, i_bh, H, T, NT, cu, cseq, co, VARLEN)
     rows = tl.arange(0, C)
-    offs_t = i_n * C + rows
+    offs_t = n * C + rows
     mt = offs_t < T
-    base = (i_b * T + offs_t) * H + i_h
+    base = tok + offs_t * H
     bc = tl.load(beta + base, mask=mt, other=0.0).to(ACC)
     Mt = tl.trans(tl.load(Mi + base[:, None] * C + rows[None, :], mask=mt[:, None], other=0.0))
     dM = tl.zeros([C, C], dtype=ACC)
@@ -246,7 +250,7 @@ def _wy_bwd_kernel(k, v, beta, Mi, du, dw, dk1, dk, dv, dbeta, T, H, K, V, C: tl
 
 
 def delta_rule_bwd(q, k, v, beta, scale, h0, extras, do, dhT, chunk_size: int = 64,
-                   blocks: DeltaBlocks | None = None):
+                   blocks: DeltaBlocks | None = None, cu_seqlens: torch.Tensor | None = None):
     """Triton backward from the forward's (M, U, hs, W). Returns (dq, dk, dv, dbeta, dh0)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -263,28 +267,34 @@ def delta_rule_bwd(q, k, v, beta, scale, h0, extras, do, dhT, chunk_size: int = 
             dh0.copy_(dhT if dhT is not None else torch.zeros_like(dh0))
         return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), dbeta.to(beta.dtype), dh0
     M, un, hs, w = extras
+    pk = Packing(cu_seqlens, C) if cu_seqlens is not None else None
+    N = pk.seqs if pk else B
+    NT = pk.chunks if pk else triton.cdiv(T, C)
+    GB = 1 if pk else B
+    cu, cseq, co = (pk.cu, pk.cseq, pk.co) if pk else (q, q, q)
+    VARLEN = pk is not None
     b, BK, BV, BKF = launch_tiles(blocks, q.dtype, K, V)
     BVS = vtile(b.bv_dstate, V)
     if blocks is None:
-        BVS = walk_vtile(BVS, B * H, V, sm_count(q.device))
+        BVS = walk_vtile(BVS, N * H, V, sm_count(q.device))
     BKS = max(BKF // 4, min(b.bk_dstate, BKF))
-    NT = triton.cdiv(T, C)
     dhs = torch.empty_like(hs)
     du = torch.empty(B, T, H, V, device=q.device, dtype=dt)
-    _dv_local_kernel[(NT, B * H)](q, k, do, du, T, H, K, V, C=C, BK=BK, BV=BV, ACC=ACC,
-                                  PREC=PREC, num_warps=b.num_warps)
-    _dstate_kernel[(triton.cdiv(V, BVS), B * H)](
+    _dv_local_kernel[(NT, GB * H)](q, k, do, du, cu, cseq, co, T, H, K, V, NT, C=C, BK=BK,
+                                   BV=BV, ACC=ACC, PREC=PREC, VARLEN=VARLEN,
+                                   num_warps=b.num_warps)
+    _dstate_kernel[(triton.cdiv(V, BVS), N * H)](
         q, k, w, do, dhs, du, dhT if dhT is not None else hs, dh0 if dh0 is not None else hs,
-        scale, T, H, K, V, NT, HAS_DHT=dhT is not None, HAS_H0=h0 is not None, C=C, BK=BKS,
-        NKB=triton.cdiv(K, BKS), BV=BVS, ACC=ACC, PREC=PREC, num_warps=b.dstate_warps,
-        num_stages=b.state_stages)
+        cu, co, scale, T, H, K, V, HAS_DHT=dhT is not None, HAS_H0=h0 is not None, C=C,
+        BK=BKS, NKB=triton.cdiv(K, BKS), BV=BVS, ACC=ACC, PREC=PREC, VARLEN=VARLEN,
+        num_warps=b.dstate_warps, num_stages=b.state_stages)
     dk1 = torch.empty(B, T, H, K, device=q.device, dtype=dt)
     dw = torch.empty(B, T, H, K, device=q.device, dtype=dt)
-    _dqkw_kernel[(triton.cdiv(K, BK), NT, B * H)](
-        q, k, hs, dhs, un, du, do, dq, dk1, dw, scale, T, H, K, V, NT, C=C, BK=BK, BV=BV,
-        ACC=ACC, PREC=PREC, num_warps=b.num_warps)
-    _wy_bwd_kernel[(NT, B * H)](
-        k, v, beta, M, du, dw, dk1, dk, dv, dbeta, T, H, K, V, C=C, BK=BK, BV=BV, ACC=ACC,
-        PREC=PREC, num_warps=b.inv_warps)
+    _dqkw_kernel[(triton.cdiv(K, BK), NT, GB * H)](
+        q, k, hs, dhs, un, du, do, dq, dk1, dw, cu, cseq, co, scale, T, H, K, V, NT, C=C,
+        BK=BK, BV=BV, ACC=ACC, PREC=PREC, VARLEN=VARLEN, num_warps=b.num_warps)
+    _wy_bwd_kernel[(NT, GB * H)](
+        k, v, beta, M, du, dw, dk1, dk, dv, dbeta, cu, cseq, co, T, H, K, V, NT, C=C, BK=BK,
+        BV=BV, ACC=ACC, PREC=PREC, VARLEN=VARLEN, num_warps=b.inv_warps)
     dh0 = dh0.to(h0.dtype) if dh0 is not None else None
     return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), dbeta.to(beta.dtype), dh0

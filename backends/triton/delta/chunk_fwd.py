@@ -7,17 +7,20 @@ import triton.language as tl
 
 from ncd.backends.triton._common import acc_dtype, dot_precision, sm_count, store_dtype, tl_acc
 from ncd.backends.triton.delta.blocks import DeltaBlocks, launch_tiles, vtile, walk_vtile
+from ncd.backends.triton.packed import Packing
+from ncd.backends.triton.packed_jit import chunk_seq, walk_seq
 
 
 @triton.jit
-def _prep_kernel(k, v, beta, w, u, m_out, T, H, K, V, C: tl.constexpr, BK: tl.constexpr,
-                 BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr):
+def _prep_kernel(k, v, beta, w, u, m_out, cu, cseq, co, T, H, K, V, NT, C: tl.constexpr,
+                 BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+                 VARLEN: tl.constexpr):
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = (i_bh // H).to(tl.int64), i_bh % H
+    tok, T, n, _ = chunk_seq(i_n, i_bh, H, T, NT, cu, cseq, co, VARLEN)
     rows = tl.arange(0, C)
-    offs_t = i_n * C + rows
+    offs_t = n * C + rows
     mt = offs_t < T
-    base = (i_b * T + offs_t) * H + i_h
+    base = tok + offs_t * H
     bc = tl.load(beta + base, mask=mt, other=0.0).to(ACC)
     A = tl.zeros([C, C], dtype=ACC)
     for k0 in range(0, K, BK):
@@ -49,11 +52,11 @@ def _prep_kernel(k, v, beta, w, u, m_out, T, H, K, V, C: tl.constexpr, BK: tl.co
 
 
 @triton.jit
-def _state_kernel(k, w, u, un, hs, h0, hT, T, H, K, V, NT, HAS_H0: tl.constexpr,
+def _state_kernel(k, w, u, un, hs, h0, hT, cu, co, T, H, K, V, HAS_H0: tl.constexpr,
                   C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
-                  PREC: tl.constexpr):
+                  PREC: tl.constexpr, VARLEN: tl.constexpr):
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = (i_bh // H).to(tl.int64), i_bh % H
+    tok, T, NT, s0, ss = walk_seq(i_bh, H, T, C, cu, co, VARLEN)
     offs_k = tl.arange(0, BK)
     offs_v = i_v * BV + tl.arange(0, BV)
     mk, mv = offs_k < K, offs_v < V
@@ -64,10 +67,10 @@ def _state_kernel(k, w, u, un, hs, h0, hT, T, H, K, V, NT, HAS_H0: tl.constexpr,
     else:
         S = tl.zeros([BK, BV], dtype=ACC)
     for n in range(NT):
-        tl.store(hs + (i_bh.to(tl.int64) * NT + n) * K * V + kv_off, S, mask=mkv)
+        tl.store(hs + (s0 + n * ss) * K * V + kv_off, S, mask=mkv)
         offs_t = n * C + tl.arange(0, C)
         mt = offs_t < T
-        base = (i_b * T + offs_t) * H + i_h
+        base = tok + offs_t * H
         rk = base[:, None] * K + offs_k[None, :]
         rv = base[:, None] * V + offs_v[None, :]
         mk2 = mt[:, None] & mk[None, :]
@@ -81,16 +84,17 @@ def _state_kernel(k, w, u, un, hs, h0, hT, T, H, K, V, NT, HAS_H0: tl.constexpr,
 
 
 @triton.jit
-def _output_kernel(q, k, un, hs, o, scale, T, H, K, V, NT, C: tl.constexpr, BK: tl.constexpr,
-                   BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr):
+def _output_kernel(q, k, un, hs, o, cu, cseq, co, scale, T, H, K, V, NT, C: tl.constexpr,
+                   BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+                   VARLEN: tl.constexpr):
     i_v, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = (i_bh // H).to(tl.int64), i_bh % H
+    tok, T, n, srow = chunk_seq(i_n, i_bh, H, T, NT, cu, cseq, co, VARLEN)
     rows = tl.arange(0, C)
-    offs_t = i_n * C + rows
+    offs_t = n * C + rows
     offs_v = i_v * BV + tl.arange(0, BV)
     mt, mv = offs_t < T, offs_v < V
-    base = (i_b * T + offs_t) * H + i_h
-    s_base = hs + (i_bh.to(tl.int64) * NT + i_n) * K * V
+    base = tok + offs_t * H
+    s_base = hs + srow * K * V
     acc = tl.zeros([C, BV], dtype=ACC)
     A = tl.zeros([C, C], dtype=ACC)
     for k0 in range(0, K, BK):
@@ -113,8 +117,10 @@ def _output_kernel(q, k, un, hs, o, scale, T, H, K, V, NT, C: tl.constexpr, BK: 
 
 
 def delta_rule_fwd(q, k, v, beta, scale: float, h0, chunk_size: int = 64,
-                   blocks: DeltaBlocks | None = None):
-    """Triton forward. Inputs contiguous; `blocks` overrides the tile sizes (tests).
+                   blocks: DeltaBlocks | None = None, cu_seqlens: torch.Tensor | None = None):
+    """Triton forward. Inputs contiguous; `blocks` overrides the tile sizes (tests); with
+    ``cu_seqlens`` (checked offsets, B = 1) each packed sequence runs alone from its own
+    state, chunks restarting at its offset, and h0, S_T are [N, H, K, V].
 
     Returns (o in q.dtype, S_T float32, extras) where extras = (M, U, hs, W) -- the per-chunk
     inverse, the pseudo-values, the chunk-start states and W = M (beta K) -- are kept for the
@@ -125,7 +131,9 @@ def delta_rule_fwd(q, k, v, beta, scale: float, h0, chunk_size: int = 64,
     C = chunk_size
     dt = acc_dtype(q.dtype)
     ACC, PREC = tl_acc(q.dtype), dot_precision(q.dtype)
-    hT = torch.empty(B, H, K, V, device=q.device, dtype=dt)
+    pk = Packing(cu_seqlens, C) if cu_seqlens is not None else None
+    N = pk.seqs if pk else B
+    hT = torch.empty(N, H, K, V, device=q.device, dtype=dt)
     o = torch.empty_like(v, dtype=store_dtype(q.dtype, q.device))
     if T == 0:
         hT.copy_(h0 if h0 is not None else torch.zeros_like(hT))
@@ -133,20 +141,25 @@ def delta_rule_fwd(q, k, v, beta, scale: float, h0, chunk_size: int = 64,
     b, BK, BV, BKF = launch_tiles(blocks, q.dtype, K, V)
     BVS = vtile(b.bv_state, V)
     if blocks is None:
-        BVS = walk_vtile(BVS, B * H, V, sm_count(q.device))
-    NT = triton.cdiv(T, C)
+        BVS = walk_vtile(BVS, N * H, V, sm_count(q.device))
+    NT = pk.chunks if pk else triton.cdiv(T, C)
+    GB = 1 if pk else B                   # the chunk grids' batch: packed chunks are all in NT
+    cu, cseq, co = (pk.cu, pk.cseq, pk.co) if pk else (q, q, q)
+    VARLEN = pk is not None
     w = torch.empty(B, T, H, K, device=q.device, dtype=dt)
     u = torch.empty(B, T, H, V, device=q.device, dtype=dt)
     M = torch.empty(B, T, H, C, device=q.device, dtype=dt)
-    _prep_kernel[(NT, B * H)](k, v, beta, w, u, M, T, H, K, V, C=C, BK=BK, BV=BV, ACC=ACC,
-                              PREC=PREC, num_warps=b.inv_warps)
+    _prep_kernel[(NT, GB * H)](k, v, beta, w, u, M, cu, cseq, co, T, H, K, V, NT, C=C, BK=BK,
+                               BV=BV, ACC=ACC, PREC=PREC, VARLEN=VARLEN,
+                               num_warps=b.inv_warps)
     un = torch.empty_like(u)
-    hs = torch.empty(B, H, NT, K, V, device=q.device, dtype=dt)
-    _state_kernel[(triton.cdiv(V, BVS), B * H)](
-        k, w, u, un, hs, h0 if h0 is not None else hs, hT, T, H, K, V, NT,
-        HAS_H0=h0 is not None, C=C, BK=BKF, BV=BVS, ACC=ACC, PREC=PREC,
+    hs = (torch.empty(NT, H, K, V, device=q.device, dtype=dt) if pk else
+          torch.empty(B, H, NT, K, V, device=q.device, dtype=dt))
+    _state_kernel[(triton.cdiv(V, BVS), N * H)](
+        k, w, u, un, hs, h0 if h0 is not None else hs, hT, cu, co, T, H, K, V,
+        HAS_H0=h0 is not None, C=C, BK=BKF, BV=BVS, ACC=ACC, PREC=PREC, VARLEN=VARLEN,
         num_warps=b.state_warps, num_stages=b.state_stages)
-    _output_kernel[(triton.cdiv(V, BV), NT, B * H)](
-        q, k, un, hs, o, scale, T, H, K, V, NT, C=C, BK=BK, BV=BV, ACC=ACC, PREC=PREC,
-        num_warps=b.num_warps)
+    _output_kernel[(triton.cdiv(V, BV), NT, GB * H)](
+        q, k, un, hs, o, cu, cseq, co, scale, T, H, K, V, NT, C=C, BK=BK, BV=BV, ACC=ACC,
+        PREC=PREC, VARLEN=VARLEN, num_warps=b.num_warps)
     return o.to(q.dtype), hT, (M, un, hs, w)

@@ -53,29 +53,29 @@ class GLAFunction(torch.autograd.Function):
     """Triton forward and backward; the backward reuses the forward's b, hs and A."""
 
     @staticmethod
-    def forward(ctx, q, k, v, g, h0, scale, chunk_size, sub_chunk, tiles=None):
+    def forward(ctx, q, k, v, g, h0, scale, chunk_size, sub_chunk, tiles=None, cu_seqlens=None):
         q, k, v, g = (t.contiguous() for t in (q, k, v, g))
         h0 = h0.contiguous() if h0 is not None else None
-        o, hT, saved = gla_fwd(q, k, v, g, scale, h0, chunk_size, sub_chunk, tiles)
+        o, hT, saved = gla_fwd(q, k, v, g, scale, h0, chunk_size, sub_chunk, tiles, cu_seqlens)
         ctx.save_for_backward(q, k, v, g, h0, hT, *(saved or (None, None, None)))
-        ctx.cfg = (scale, chunk_size, sub_chunk, tiles)
+        ctx.cfg = (scale, chunk_size, sub_chunk, tiles, cu_seqlens)
         return o, hT
 
     @staticmethod
     def backward(ctx, do, dhT):
         q, k, v, g, h0, hT, *saved = ctx.saved_tensors
-        scale, chunk_size, sub_chunk, tiles = ctx.cfg
+        scale, chunk_size, sub_chunk, tiles, cu_seqlens = ctx.cfg
         do = torch.zeros_like(v, dtype=q.dtype) if do is None else do.contiguous()
         dhT = dhT.contiguous() if dhT is not None else None
         dq, dk, dv, dg, dh0 = gla_bwd(q, k, v, g, scale, h0, tuple(saved), hT, do, dhT,
-                                      chunk_size, sub_chunk, tiles)
-        return dq, dk, dv, dg, dh0, None, None, None, None
+                                      chunk_size, sub_chunk, tiles, cu_seqlens)
+        return dq, dk, dv, dg, dh0, None, None, None, None, None
 
 
 def gla_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
                scale: float, h0: torch.Tensor | None = None, chunk_size: int = 64,
-               sub_chunk: int = 16, tiles: GLATiles | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               sub_chunk: int = 16, tiles: GLATiles | None = None,
+               cu_seqlens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Unchecked entry to the Triton path (`gla` validates and dispatches); `tiles` picks
-    the state tile sizes (default `GLATiles()`)."""
-    return GLAFunction.apply(q, k, v, g, h0, scale, chunk_size, sub_chunk, tiles)
+    the state tile sizes (default `GLATiles()`); `cu_seqlens` checked packed offsets."""
+    return GLAFunction.apply(q, k, v, g, h0, scale, chunk_size, sub_chunk, tiles, cu_seqlens)

@@ -7,6 +7,8 @@ import triton
 import triton.language as tl
 
 from ncd.backends.triton._common import acc_dtype, dot_precision, sm_count, store_dtype, tl_acc
+from ncd.backends.triton.packed import Packing
+from ncd.backends.triton.packed_jit import chunk_seq, walk_seq
 from ncd.backends.triton.gated_linear.tiles import (
     GLATiles,
     check_sizes,
@@ -18,9 +20,10 @@ from ncd.backends.triton.gated_linear.tiles import (
 
 
 @triton.jit
-def _dstate_kernel(q, do, b, dhs, dhT, dh0, scale, T, H, K, V, NT, HAS_DHT: tl.constexpr,
-                   HAS_H0: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                   ACC: tl.constexpr, PREC: tl.constexpr):
+def _dstate_kernel(q, do, b, dhs, dhT, dh0, cu, co, scale, T, H, K, V,
+                   HAS_DHT: tl.constexpr, HAS_H0: tl.constexpr, C: tl.constexpr,
+                   BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+                   VARLEN: tl.constexpr):
     """Walk the chunks backwards: dS_n = exp(b_C) dS_{n+1} + sum_t (q_t exp b_t)^T do_t.
 
     Stores the gradient at every chunk's END (dhs[n]) and, at the start, dS_0 = dh0.
@@ -28,9 +31,8 @@ def _dstate_kernel(q, do, b, dhs, dhT, dh0, scale, T, H, K, V, NT, HAS_DHT: tl.c
     i_kv, i_bh = tl.program_id(0), tl.program_id(1)
     NV = tl.cdiv(V, BV)
     i_k, i_v = i_kv // NV, i_kv % NV
-    tok = (i_bh // H).to(tl.int64) * T * H + i_bh % H
+    tok, T, NT, s0, ss = walk_seq(i_bh, H, T, C, cu, co, VARLEN)
     q, b, do = q + tok * K, b + tok * K, do + tok * V
-    dhs = dhs + i_bh.to(tl.int64) * NT * K * V
     offs_k = i_k * BK + tl.arange(0, BK)
     offs_v = i_v * BV + tl.arange(0, BV)
     mk, mv = offs_k < K, offs_v < V
@@ -42,7 +44,7 @@ def _dstate_kernel(q, do, b, dhs, dhT, dh0, scale, T, H, K, V, NT, HAS_DHT: tl.c
         dS = tl.zeros([BK, BV], dtype=ACC)
     for i in range(NT):
         n = NT - 1 - i
-        tl.store(dhs + n * K * V + kv_off, dS, mask=mkv)
+        tl.store(dhs + (s0 + n * ss) * K * V + kv_off, dS, mask=mkv)
         offs_t = n * C + tl.arange(0, C)
         mt = offs_t < T
         rk = offs_t[:, None] * (H * K) + offs_k[None, :]
@@ -61,11 +63,11 @@ def _dstate_kernel(q, do, b, dhs, dhT, dh0, scale, T, H, K, V, NT, HAS_DHT: tl.c
 
 
 @triton.jit
-def _dA_kernel(v, do, dA, T, H, V, C: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
-               PREC: tl.constexpr):
+def _dA_kernel(v, do, dA, cu, cseq, co, T, H, V, NT, C: tl.constexpr, BV: tl.constexpr,
+               ACC: tl.constexpr, PREC: tl.constexpr, VARLEN: tl.constexpr):
     """dA_ts = do_t . v_s for s <= t in chunk n (0 above the diagonal)."""
-    n, i_bh = tl.program_id(0), tl.program_id(1)
-    tok = (i_bh // H).to(tl.int64) * T * H + i_bh % H
+    i_n, i_bh = tl.program_id(0), tl.program_id(1)
+    tok, T, n, _ = chunk_seq(i_n, i_bh, H, T, NT, cu, cseq, co, VARLEN)
     v, do, dA = v + tok * V, do + tok * V, dA + tok * C
     offs_t = n * C + tl.arange(0, C)
     cols = tl.arange(0, C)
@@ -83,13 +85,14 @@ def _dA_kernel(v, do, dA, T, H, V, C: tl.constexpr, BV: tl.constexpr, ACC: tl.co
 
 
 @triton.jit
-def _dv_kernel(k, b, do, A, dhs, dv, T, H, K, V, NT, C: tl.constexpr, BK: tl.constexpr,
-               BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr):
+def _dv_kernel(k, b, do, A, dhs, dv, cu, cseq, co, T, H, K, V, NT, C: tl.constexpr,
+               BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+               VARLEN: tl.constexpr):
     """dv_s = sum_{t >= s} A_ts do_t + (k_s exp(b_C - b_s)) dS_{n+1}, chunk n, one V tile."""
-    i_v, n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    tok = (i_bh // H).to(tl.int64) * T * H + i_bh % H
+    i_v, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    tok, T, n, srow = chunk_seq(i_n, i_bh, H, T, NT, cu, cseq, co, VARLEN)
     k, b, do, A, dv = k + tok * K, b + tok * K, do + tok * V, A + tok * C, dv + tok * V
-    dhs = dhs + (i_bh.to(tl.int64) * NT + n) * K * V
+    dhs = dhs + srow * K * V
     offs_t = n * C + tl.arange(0, C)
     offs_v = i_v * BV + tl.arange(0, BV)
     cols = tl.arange(0, C)
@@ -116,9 +119,9 @@ def _dv_kernel(k, b, do, A, dhs, dv, T, H, K, V, NT, C: tl.constexpr, BK: tl.con
 
 
 @triton.jit
-def _dqk_intra_kernel(q, k, b, dA, dq, dk, scale, T, H, K, C: tl.constexpr,
-                      BC: tl.constexpr, BK: tl.constexpr, ACC: tl.constexpr,
-                      PREC: tl.constexpr):
+def _dqk_intra_kernel(q, k, b, dA, dq, dk, cu, cseq, co, scale, T, H, K, NT,
+                      C: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, ACC: tl.constexpr,
+                      PREC: tl.constexpr, VARLEN: tl.constexpr):
     """Intra-chunk parts of dq, dk for the rows of sub-chunk i, one K tile:
 
       dq_t = scale sum_{s <= t} dA_ts k_s exp(b_t - b_s)
@@ -127,11 +130,11 @@ def _dqk_intra_kernel(q, k, b, dA, dq, dk, scale, T, H, K, C: tl.constexpr,
     sub-chunk's last row (all exponents <= 0); the own sub-chunk one row at a time.
     """
     i_k, i_c, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    tok = (i_bh // H).to(tl.int64) * T * H + i_bh % H
+    NS: tl.constexpr = C // BC
+    tok, T, n, _ = chunk_seq(i_c // NS, i_bh, H, T, NT, cu, cseq, co, VARLEN)
+    i = i_c % NS
     q, k, b, dA = q + tok * K, k + tok * K, b + tok * K, dA + tok * C
     dq, dk = dq + tok * K, dk + tok * K
-    NS: tl.constexpr = C // BC
-    n, i = i_c // NS, i_c % NS
     t0 = n * C + i * BC
     if t0 >= T:
         return
@@ -187,9 +190,9 @@ def _dqk_intra_kernel(q, k, b, dA, dq, dk, scale, T, H, K, C: tl.constexpr,
 
 
 @triton.jit
-def _dqkg_kernel(q, k, v, b, hs, dhs, do, dq_in, dk_in, dq, dk, dg, scale, T, H, K, V, NT,
-                 C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
-                 PREC: tl.constexpr):
+def _dqkg_kernel(q, k, v, b, hs, dhs, do, dq_in, dk_in, dq, dk, dg, cu, cseq, co, scale, T, H,
+                 K, V, NT, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                 ACC: tl.constexpr, PREC: tl.constexpr, VARLEN: tl.constexpr):
     """Chunk n, one K tile; adds the inter-chunk terms to the intra parts dq_in, dk_in:
 
       dq_t += scale exp(b_t) (do_t S_n^T),   dk_s += exp(b_C - b_s) (v_s dS_{n+1}^T)
@@ -197,12 +200,12 @@ def _dqkg_kernel(q, k, v, b, hs, dhs, do, dq_in, dk_in, dq, dk, dg, scale, T, H,
     reverse cumsum plus the carry of all later chunks and of S_T, rowsum(S_end * dS_end)
     = exp(b_C) rowsum(S_n * dS_{n+1}) + sum_s k_s dk_s(inter).
     """
-    i_k, n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    tok = (i_bh // H).to(tl.int64) * T * H + i_bh % H
+    i_k, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    tok, T, n, srow = chunk_seq(i_n, i_bh, H, T, NT, cu, cseq, co, VARLEN)
     q, k, b, v, do = q + tok * K, k + tok * K, b + tok * K, v + tok * V, do + tok * V
     dq_in, dk_in, dq, dk, dg = (dq_in + tok * K, dk_in + tok * K, dq + tok * K,
                                 dk + tok * K, dg + tok * K)
-    st = (i_bh.to(tl.int64) * NT + n) * K * V
+    st = srow * K * V
     hs, dhs = hs + st, dhs + st
     offs_t = n * C + tl.arange(0, C)
     offs_k = i_k * BK + tl.arange(0, BK)
@@ -243,7 +246,8 @@ def _dqkg_kernel(q, k, v, b, hs, dhs, do, dq_in, dk_in, dq, dk, dg, scale, T, H,
 
 
 def gla_bwd(q, k, v, g, scale, h0, saved, hT, do, dhT, chunk_size: int = 64,
-            sub_chunk: int = 16, tiles: GLATiles | None = None):
+            sub_chunk: int = 16, tiles: GLATiles | None = None,
+            cu_seqlens: torch.Tensor | None = None):
     """Triton backward from the forward's saved (b, hs, A). Returns (dq, dk, dv, dg, dh0)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -262,30 +266,35 @@ def gla_bwd(q, k, v, g, scale, h0, saved, hT, do, dhT, chunk_size: int = 64,
         return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), dg.to(q.dtype), dh0
     check_sizes(T, H, K, V, C)
     b, hs, A = saved
-    NT = triton.cdiv(T, C)
+    pk = Packing(cu_seqlens, C) if cu_seqlens is not None else None
+    N = pk.seqs if pk else B
+    NT = pk.chunks if pk else triton.cdiv(T, C)
+    GB = 1 if pk else B
+    cu, cseq, co = (pk.cu, pk.cseq, pk.co) if pk else (q, q, q)
+    VARLEN = pk is not None
     BK, BV = tile_width(K, tiles.BK), tile_width(V, tiles.BV)
     NK, NV = triton.cdiv(K, BK), triton.cdiv(V, BV)
     dhs = torch.empty_like(hs)
-    WK, WV = walk_tiles(B * H, K, V, BK, BV, sm_count(q.device)) if tuned else (BK, BV)
-    _dstate_kernel[(triton.cdiv(K, WK) * triton.cdiv(V, WV), B * H)](
-        q, do, b, dhs, dhT if dhT is not None else hs, dh0 if dh0 is not None else hs, scale,
-        T, H, K, V, NT, HAS_DHT=dhT is not None, HAS_H0=h0 is not None, C=C, BK=WK, BV=WV,
-        ACC=ACC, PREC=PREC, num_warps=4, num_stages=2)
+    WK, WV = walk_tiles(N * H, K, V, BK, BV, sm_count(q.device)) if tuned else (BK, BV)
+    _dstate_kernel[(triton.cdiv(K, WK) * triton.cdiv(V, WV), N * H)](
+        q, do, b, dhs, dhT if dhT is not None else hs, dh0 if dh0 is not None else hs, cu, co,
+        scale, T, H, K, V, HAS_DHT=dhT is not None, HAS_H0=h0 is not None, C=C, BK=WK,
+        BV=WV, ACC=ACC, PREC=PREC, VARLEN=VARLEN, num_warps=4, num_stages=2)
     dA = torch.empty(B, T, H, C, device=q.device, dtype=dt)
-    _dA_kernel[(NT, B * H)](v, do, dA, T, H, V, C=C, BV=BV, ACC=ACC, PREC=PREC, num_warps=4,
-                            num_stages=2)
-    _dv_kernel[(NV, NT, B * H)](k, b, do, A, dhs, dv, T, H, K, V, NT, C=C, BK=BK, BV=BV,
-                                ACC=ACC, PREC=PREC, num_warps=4, num_stages=2)
+    _dA_kernel[(NT, GB * H)](v, do, dA, cu, cseq, co, T, H, V, NT, C=C, BV=BV, ACC=ACC,
+                             PREC=PREC, VARLEN=VARLEN, num_warps=4, num_stages=2)
+    _dv_kernel[(NV, NT, GB * H)](k, b, do, A, dhs, dv, cu, cseq, co, T, H, K, V, NT, C=C,
+                                 BK=BK, BV=BV, ACC=ACC, PREC=PREC, VARLEN=VARLEN, num_warps=4,
+                                 num_stages=2)
     wide = wide_warps(PREC)
     dq_in = torch.empty(B, T, H, K, device=q.device, dtype=dt)
     dk_in = torch.empty(B, T, H, K, device=q.device, dtype=dt)
-    _dqk_intra_kernel[(NK, NT * (C // BC), B * H)](
-        q, k, b, dA, dq_in, dk_in, scale, T, H, K, C=C, BC=BC, BK=BK, ACC=ACC, PREC=PREC,
-        num_warps=4, num_stages=2)
-    _dqkg_kernel[(NK, NT, B * H)](
-        q, k, v, b, hs, dhs, do, dq_in, dk_in, dq, dk, dg, scale, T, H, K, V, NT, C=C, BK=BK,
-        BV=tile_width(V, tiles.BV_dqk), ACC=ACC, PREC=PREC, num_warps=wide,
-        num_stages=2)
+    _dqk_intra_kernel[(NK, NT * (C // BC), GB * H)](
+        q, k, b, dA, dq_in, dk_in, cu, cseq, co, scale, T, H, K, NT, C=C, BC=BC, BK=BK,
+        ACC=ACC, PREC=PREC, VARLEN=VARLEN, num_warps=4, num_stages=2)
+    _dqkg_kernel[(NK, NT, GB * H)](
+        q, k, v, b, hs, dhs, do, dq_in, dk_in, dq, dk, dg, cu, cseq, co, scale, T, H, K, V, NT,
+        C=C, BK=BK, BV=tile_width(V, tiles.BV_dqk), ACC=ACC, PREC=PREC, VARLEN=VARLEN,
+        num_warps=wide, num_stages=2)
     dh0 = dh0.to(h0.dtype) if dh0 is not None else None
     return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), dg.to(q.dtype), dh0
-

@@ -6,6 +6,8 @@ import triton
 import triton.language as tl
 
 from ncd.backends.triton._common import acc_dtype, dot_precision, sm_count, store_dtype, tl_acc
+from ncd.backends.triton.packed import Packing
+from ncd.backends.triton.packed_jit import chunk_seq, walk_seq
 from ncd.backends.triton.gated_linear.tiles import (
     GLATiles,
     check_sizes,
@@ -17,10 +19,11 @@ from ncd.backends.triton.gated_linear.tiles import (
 
 
 @triton.jit
-def _cumsum_kernel(g, b, T, H, K, C: tl.constexpr, BK: tl.constexpr, ACC: tl.constexpr):
+def _cumsum_kernel(g, b, cu, cseq, co, T, H, K, NT, C: tl.constexpr, BK: tl.constexpr,
+                   ACC: tl.constexpr, VARLEN: tl.constexpr):
     i_k, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    tok = (i_bh // H).to(tl.int64) * T * H + i_bh % H
-    offs_t = i_n * C + tl.arange(0, C)
+    tok, T, n, _ = chunk_seq(i_n, i_bh, H, T, NT, cu, cseq, co, VARLEN)
+    offs_t = n * C + tl.arange(0, C)
     offs_k = i_k * BK + tl.arange(0, BK)
     m = (offs_t < T)[:, None] & (offs_k < K)[None, :]
     off = offs_t[:, None] * (H * K) + offs_k[None, :]
@@ -29,27 +32,26 @@ def _cumsum_kernel(g, b, T, H, K, C: tl.constexpr, BK: tl.constexpr, ACC: tl.con
 
 
 @triton.jit
-def _state_kernel(k, v, b, hs, h0, hT, T, H, K, V, NT, HAS_H0: tl.constexpr,
+def _state_kernel(k, v, b, hs, h0, hT, cu, co, T, H, K, V, HAS_H0: tl.constexpr,
                   C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
-                  PREC: tl.constexpr):
+                  PREC: tl.constexpr, VARLEN: tl.constexpr):
     """One (BK, BV) tile of the state through all chunks: hs[n] = state at chunk n's start."""
     i_kv, i_bh = tl.program_id(0), tl.program_id(1)
     NV = tl.cdiv(V, BV)
     i_k, i_v = i_kv // NV, i_kv % NV
-    tok = (i_bh // H).to(tl.int64) * T * H + i_bh % H
+    tok, T, NT, s0, ss = walk_seq(i_bh, H, T, C, cu, co, VARLEN)
     k, b, v = k + tok * K, b + tok * K, v + tok * V
     offs_k = i_k * BK + tl.arange(0, BK)
     offs_v = i_v * BV + tl.arange(0, BV)
     mk, mv = offs_k < K, offs_v < V
     mkv = mk[:, None] & mv[None, :]
     kv_off = offs_k[:, None] * V + offs_v[None, :]
-    hs = hs + i_bh.to(tl.int64) * NT * K * V
     if HAS_H0:
         S = tl.load(h0 + i_bh.to(tl.int64) * K * V + kv_off, mask=mkv, other=0.0).to(ACC)
     else:
         S = tl.zeros([BK, BV], dtype=ACC)
     for n in range(NT):
-        tl.store(hs + n * K * V + kv_off, S, mask=mkv)
+        tl.store(hs + (s0 + n * ss) * K * V + kv_off, S, mask=mkv)
         offs_t = n * C + tl.arange(0, C)
         mt = offs_t < T
         rk = offs_t[:, None] * (H * K) + offs_k[None, :]
@@ -66,8 +68,9 @@ def _state_kernel(k, v, b, hs, h0, hT, T, H, K, V, NT, HAS_H0: tl.constexpr,
 
 
 @triton.jit
-def _intra_kernel(q, k, b, A, scale, T, H, K, C: tl.constexpr, BC: tl.constexpr,
-                  BK: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr):
+def _intra_kernel(q, k, b, A, cu, cseq, co, scale, T, H, K, NT, C: tl.constexpr,
+                  BC: tl.constexpr, BK: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+                  VARLEN: tl.constexpr):
     """Rows of sub-chunk i of chunk n against the whole chunk:
 
       A_ts = scale sum_k q_tk k_sk exp(b_tk - b_sk) for s <= t, else 0.
@@ -75,10 +78,10 @@ def _intra_kernel(q, k, b, A, scale, T, H, K, C: tl.constexpr, BC: tl.constexpr,
     (k exp(r - b_s)), both exponents <= 0; the own sub-chunk one column s at a time.
     """
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
-    tok = (i_bh // H).to(tl.int64) * T * H + i_bh % H
-    q, k, b, A = q + tok * K, k + tok * K, b + tok * K, A + tok * C
     NS: tl.constexpr = C // BC
-    n, i = i_c // NS, i_c % NS
+    tok, T, n, _ = chunk_seq(i_c // NS, i_bh, H, T, NT, cu, cseq, co, VARLEN)
+    i = i_c % NS
+    q, k, b, A = q + tok * K, k + tok * K, b + tok * K, A + tok * C
     t0 = n * C + i * BC
     if t0 >= T:
         return
@@ -116,13 +119,14 @@ def _intra_kernel(q, k, b, A, scale, T, H, K, C: tl.constexpr, BC: tl.constexpr,
 
 
 @triton.jit
-def _output_kernel(q, b, v, hs, A, o, scale, T, H, K, V, NT, C: tl.constexpr,
-                   BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr):
+def _output_kernel(q, b, v, hs, A, o, cu, cseq, co, scale, T, H, K, V, NT, C: tl.constexpr,
+                   BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+                   VARLEN: tl.constexpr):
     """o_t = scale (q_t exp b_t) hs[n] + sum_s A_ts v_s for chunk n, one V tile."""
-    i_v, n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    tok = (i_bh // H).to(tl.int64) * T * H + i_bh % H
+    i_v, i_n, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    tok, T, n, srow = chunk_seq(i_n, i_bh, H, T, NT, cu, cseq, co, VARLEN)
     q, b, v, A, o = q + tok * K, b + tok * K, v + tok * V, A + tok * C, o + tok * V
-    hs = hs + (i_bh.to(tl.int64) * NT + n) * K * V
+    hs = hs + srow * K * V
     offs_t = n * C + tl.arange(0, C)
     offs_v = i_v * BV + tl.arange(0, BV)
     cols = tl.arange(0, C)
@@ -149,12 +153,14 @@ def _output_kernel(q, b, v, hs, A, o, scale, T, H, K, V, NT, C: tl.constexpr,
 
 
 def gla_fwd(q, k, v, g, scale: float, h0, chunk_size: int = 64, sub_chunk: int = 16,
-            tiles: GLATiles | None = None):
-    """Triton forward. Inputs contiguous [B, T, H, *].
+            tiles: GLATiles | None = None, cu_seqlens: torch.Tensor | None = None):
+    """Triton forward. Inputs contiguous [B, T, H, *]; with ``cu_seqlens`` (checked offsets,
+    B = 1) each packed sequence runs alone, its chunks starting at its own offset, and h0, S_T
+    are [N, H, K, V].
 
     Returns (o in q.dtype, S_T float32, saved) where saved = (b, hs, A) is kept for the
-    backward: b the chunk-local gate cumsum, hs the chunk-start states, A the intra-chunk
-    weights (None when T = 0).
+    backward: b the chunk-local gate cumsum, hs the chunk-start states ([B, H, NT, K, V], or
+    [chunks, H, K, V] packed), A the intra-chunk weights (None when T = 0).
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -163,29 +169,35 @@ def gla_fwd(q, k, v, g, scale: float, h0, chunk_size: int = 64, sub_chunk: int =
     tiles = tiles or default_tiles(q.dtype)
     dt = acc_dtype(q.dtype)
     ACC, PREC = tl_acc(q.dtype), dot_precision(q.dtype)
-    hT = torch.empty(B, H, K, V, device=q.device, dtype=dt)
+    pk = Packing(cu_seqlens, C) if cu_seqlens is not None else None
+    N = pk.seqs if pk else B
+    hT = torch.empty(N, H, K, V, device=q.device, dtype=dt)
     o = torch.empty_like(v, dtype=store_dtype(q.dtype, q.device))
     if T == 0:
         hT.copy_(h0 if h0 is not None else torch.zeros_like(hT))
         return o.to(q.dtype), hT, None
     check_sizes(T, H, K, V, C)
-    NT = triton.cdiv(T, C)
+    NT = pk.chunks if pk else triton.cdiv(T, C)
+    GB = 1 if pk else B                   # the chunk grids' batch: packed chunks are all in NT
+    cu, cseq, co = (pk.cu, pk.cseq, pk.co) if pk else (q, q, q)
+    VARLEN = pk is not None
     BK, BV = tile_width(K, tiles.BK), tile_width(V, tiles.BV)
     NK, NV = triton.cdiv(K, BK), triton.cdiv(V, BV)
     b = torch.empty(B, T, H, K, device=q.device, dtype=dt)
-    _cumsum_kernel[(NK, NT, B * H)](g, b, T, H, K, C=C, BK=BK, ACC=ACC, num_warps=4)
-    hs = torch.empty(B, H, NT, K, V, device=q.device, dtype=dt)
-    WK, WV = walk_tiles(B * H, K, V, BK, BV, sm_count(q.device)) if tuned else (BK, BV)
-    _state_kernel[(triton.cdiv(K, WK) * triton.cdiv(V, WV), B * H)](
-        k, v, b, hs, h0 if h0 is not None else hs, hT, T, H, K, V, NT,
-        HAS_H0=h0 is not None, C=C, BK=WK, BV=WV, ACC=ACC, PREC=PREC, num_warps=4,
-        num_stages=2)
+    _cumsum_kernel[(NK, NT, GB * H)](g, b, cu, cseq, co, T, H, K, NT, C=C, BK=BK, ACC=ACC,
+                                     VARLEN=VARLEN, num_warps=4)
+    hs = (torch.empty(NT, H, K, V, device=q.device, dtype=dt) if pk else
+          torch.empty(B, H, NT, K, V, device=q.device, dtype=dt))
+    WK, WV = walk_tiles(N * H, K, V, BK, BV, sm_count(q.device)) if tuned else (BK, BV)
+    _state_kernel[(triton.cdiv(K, WK) * triton.cdiv(V, WV), N * H)](
+        k, v, b, hs, h0 if h0 is not None else hs, hT, cu, co, T, H, K, V,
+        HAS_H0=h0 is not None, C=C, BK=WK, BV=WV, ACC=ACC, PREC=PREC, VARLEN=VARLEN,
+        num_warps=4, num_stages=2)
     A = torch.empty(B, T, H, C, device=q.device, dtype=dt)
-    _intra_kernel[(NT * (C // BC), B * H)](
-        q, k, b, A, scale, T, H, K, C=C, BC=BC, BK=BK, ACC=ACC, PREC=PREC, num_warps=4,
-        num_stages=2)
-    _output_kernel[(NV, NT, B * H)](
-        q, b, v, hs, A, o, scale, T, H, K, V, NT, C=C, BK=BK, BV=BV, ACC=ACC, PREC=PREC,
-        num_warps=wide_warps(PREC), num_stages=2)
+    _intra_kernel[(NT * (C // BC), GB * H)](
+        q, k, b, A, cu, cseq, co, scale, T, H, K, NT, C=C, BC=BC, BK=BK, ACC=ACC, PREC=PREC,
+        VARLEN=VARLEN, num_warps=4, num_stages=2)
+    _output_kernel[(NV, NT, GB * H)](
+        q, b, v, hs, A, o, cu, cseq, co, scale, T, H, K, V, NT, C=C, BK=BK, BV=BV, ACC=ACC,
+        PREC=PREC, VARLEN=VARLEN, num_warps=wide_warps(PREC), num_stages=2)
     return o.to(q.dtype), hT, (b, hs, A)
-
