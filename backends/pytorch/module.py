@@ -421,10 +421,19 @@ class CompiledModule(nn.Module):
         return out
 
     def forward(self, *inputs: torch.Tensor, initial_state: Mapping[str, torch.Tensor] | None = None,
-                return_state: bool = False) -> Any:
+                return_state: bool = False, cu_seqlens: torch.Tensor | None = None) -> Any:
         """The block on ``inputs``. ``initial_state`` (state name -> tensor, ``state_spec()``)
         starts those scans from the given carries instead of the spec's initial values;
-        ``return_state=True`` returns ``(outputs, final_state)`` (docs/language.md, "State in and out")."""
+        ``return_state=True`` returns ``(outputs, final_state)`` (docs/language.md, "State in and out").
+        ``cu_seqlens`` ([N + 1] offsets) runs N sequences packed along the scanned axis, each alone,
+        states with a leading N (backends/pytorch/varlen.py)."""
+        if cu_seqlens is not None:
+            from ncd.backends.pytorch.varlen import run_packed
+
+            try:
+                return run_packed(self, inputs, cu_seqlens, initial_state, return_state)
+            except NcdError as exc:
+                raise exc.located(*self._ncd_source) from None
         if initial_state is None and not return_state:
             return self._run(inputs)
         return self._run_with_state(inputs, initial_state, return_state)

@@ -1,0 +1,148 @@
+"""Packed variable-length batches through a compiled module: ``module(x, cu_seqlens=offsets,
+initial_state=..., return_state=True)`` (docs/language.md, "Packed variable-length batches")
+equals each sequence run alone from its own initial state — outputs, final states and every
+gradient (inputs, initial states, parameters) — for every scan backend, with length-1 sequences
+and a single sequence; the outputs also equal a zero-padded batch run at once (a different path:
+the batched scan), and bad offsets are NcdErrors."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import ncd
+
+SIZES = {"gru": dict(E=5, D=6), "lstm": dict(E=5, D=6), "paragru": dict(E=6, D=6, H=2),
+         "mamba_negeig": dict(D=4, N=3), "lssl": dict(H=3, N=4), "gla": dict(D=8, K=4, V=4, H=2),
+         "deltanet": dict(D=8, K=4, V=4, H=2), "bilstm": dict(E=5, D=6)}
+BACKENDS = [("gru", "sequential"), ("gru", "fused_rnn"), ("lstm", "auto"), ("paragru", "newton"),
+            ("mamba_negeig", "scan"), ("lssl", "fft"), ("gla", "gla"), ("deltanet", "delta"),
+            ("bilstm", "sequential")]
+
+
+def load(name: str, backend: str):
+    torch.manual_seed(0)
+    return ncd.load(name, scan_backend=backend, **SIZES[name]).double()
+
+
+def random_lengths(rng: random.Random) -> list[int]:
+    """A few sequences, one of length 1."""
+    lens = [rng.randint(1, 7) for _ in range(rng.randint(2, 4))]
+    lens[rng.randrange(len(lens))] = 1
+    return lens
+
+
+def packed_input(module, total: int, batch: bool) -> torch.Tensor:
+    ((_, _, axes, sizes),) = module._ncd_program.inputs
+    shape = [total if a == "T" else n for a, n in zip(axes, sizes)]
+    return torch.randn(*([1] if batch else []), *shape, dtype=torch.float64, requires_grad=True)
+
+
+def per_sequence_states(module, x: torch.Tensor, n: int, batch: bool) -> dict[str, torch.Tensor]:
+    """Random initial states, one per sequence: [N, *the shape one call's carry has]."""
+    with torch.no_grad():
+        _, final = module(x.narrow(-2, 0, 1), return_state=True)
+    return {k: (torch.randn(n, *(v.shape[1:] if batch else v.shape), dtype=torch.float64) * 0.5).requires_grad_()
+            for k, v in final.items()}
+
+
+def offsets(lens: list[int]) -> torch.Tensor:
+    return torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()])
+
+
+def alone(module, x: torch.Tensor, h0: dict[str, torch.Tensor] | None, lens: list[int], batch: bool):
+    """Each sequence through the plain module call, from its own initial state; joined by hand."""
+    ys, finals, start = [], [], 0
+    for i, n in enumerate(lens):
+        state = None if h0 is None else {k: (v[i:i + 1] if batch else v[i]) for k, v in h0.items()}
+        y, f = module(x.narrow(-2, start, n), initial_state=state, return_state=True)
+        ys.append(y)
+        finals.append(f)
+        start += n
+    join = (lambda p: torch.cat(p, 0)) if batch else (lambda p: torch.stack(p, 0))
+    return torch.cat(ys, -2), {k: join([f[k] for f in finals]) for k in finals[0]}
+
+
+def grads(module, y, final, leaves, seed: int = 3):
+    gen = torch.Generator().manual_seed(seed)
+    loss = (y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum() + sum(
+        (v * torch.randn(v.shape, generator=gen, dtype=v.dtype)).sum() for v in final.values())
+    got = torch.autograd.grad(loss, leaves, allow_unused=True)
+    return [torch.zeros_like(w) if g is None else g for g, w in zip(got, leaves)]
+
+
+def check_packed(module, lens: list[int], batch: bool, with_state: bool) -> None:
+    x = packed_input(module, sum(lens), batch)
+    h0 = per_sequence_states(module, x, len(lens), batch) if with_state else None
+    cu = offsets(lens)
+    y, final = module(x, cu_seqlens=cu, initial_state=h0, return_state=True)
+    y_ref, final_ref = alone(module, x, h0, lens, batch)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-10)
+    assert list(final) == list(final_ref) == list(module.state_spec())
+    for k in final:
+        assert final[k].shape[0] == len(lens)
+        torch.testing.assert_close(final[k], final_ref[k], rtol=0, atol=1e-10)
+    leaves = [x, *(h0 or {}).values(), *module.parameters()]
+    for a, b in zip(grads(module, y, final, leaves), grads(module, y_ref, final_ref, leaves)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+    torch.testing.assert_close(module(x, cu_seqlens=cu, initial_state=h0), y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,backend", BACKENDS, ids=[f"{n}-{b}" for n, b in BACKENDS])
+def test_packed_equals_each_sequence_alone(name, backend):
+    module = load(name, backend)
+    rng = random.Random(name + backend)
+    check_packed(module, random_lengths(rng), batch=True, with_state=True)
+    check_packed(module, random_lengths(rng), batch=True, with_state=False)
+    check_packed(module, [1], batch=True, with_state=True)                 # one sequence of one step
+    check_packed(module, [rng.randint(2, 6)], batch=False, with_state=True)  # one sequence, no batch dim
+
+
+@pytest.mark.parametrize("name,backend", [("gru", "sequential"), ("gla", "gla"), ("mamba_negeig", "scan")])
+def test_packed_equals_a_padded_batch(name, backend):
+    """Outputs of a causal scan at a sequence's own positions do not depend on what follows, so a
+    zero-padded [N, T_max] batch (one batched call) must give the packed outputs there."""
+    module = load(name, backend)
+    lens = [3, 1, 6]
+    x = packed_input(module, sum(lens), batch=True).detach()
+    h0 = per_sequence_states(module, x, len(lens), batch=True)
+    y = module(x, cu_seqlens=offsets(lens), initial_state=h0)
+    padded = torch.zeros(len(lens), max(lens), x.shape[-1], dtype=torch.float64)
+    start = 0
+    for i, n in enumerate(lens):
+        padded[i, :n] = x[0, start:start + n]
+        start += n
+    y_pad = module(padded, initial_state=h0)
+    start = 0
+    for i, n in enumerate(lens):
+        torch.testing.assert_close(y[0, start:start + n], y_pad[i, :n], rtol=0, atol=1e-10)
+        start += n
+
+
+BAD = [(torch.tensor([0.0, 2.0, 5.0]), "integers"), ([0, 2, 5], "torch.Tensor"),
+       (torch.tensor([1, 2, 5]), "start at 0"), (torch.tensor([0, 2, 2, 5]), "strictly increase"),
+       (torch.tensor([0, 3, 2, 5]), "strictly increase"), (torch.tensor([0, 2, 4]), "end at the packed length 5"),
+       (torch.tensor([[0, 5]]), "1-D")]
+
+
+@pytest.mark.parametrize("cu,msg", BAD, ids=[m for _, m in BAD])
+def test_bad_offsets_are_ncd_errors(cu, msg):
+    module = load("gru", "sequential")
+    with pytest.raises(ncd.NcdError, match=msg) as info:
+        module(torch.randn(1, 5, 5, dtype=torch.float64), cu_seqlens=cu)
+    assert info.value.hint
+
+
+def test_packed_shapes_are_ncd_errors():
+    module = load("gru", "sequential")
+    cu = torch.tensor([0, 2, 5])
+    with pytest.raises(ncd.NcdError, match="batch of 1"):
+        module(torch.randn(2, 5, 5, dtype=torch.float64), cu_seqlens=cu)
+    with pytest.raises(ncd.NcdError, match=r"l1.h needs one state per sequence: shape \(2, 6\)"):
+        module(torch.randn(1, 5, 5, dtype=torch.float64), cu_seqlens=cu,
+               initial_state={"l1.h": torch.zeros(1, 6, dtype=torch.float64)})
+    mlp = ncd.load("mlp_relu").double()
+    ((_, _, axes, sizes),) = mlp._ncd_program.inputs
+    with pytest.raises(ncd.NcdError, match="scanned axis"):
+        mlp(torch.randn(1, *(n or 4 for n in sizes), dtype=torch.float64), cu_seqlens=torch.tensor([0, 1]))
