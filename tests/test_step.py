@@ -44,15 +44,49 @@ def test_step_equals_the_whole_sequence_position_by_position(name):
     torch.testing.assert_close(got, full(*xs), rtol=1e-7, atol=1e-7)
     assert list(state) == list(step.state_spec())
     for name_, (axes, shape) in step.state_spec().items():
-        assert state[name_].shape == (2, *shape), name_
+        assert state[name_].shape[-len(shape):] == shape and state[name_].shape[0] == 2, name_
+
+
+@pytest.mark.parametrize("name", RECURRENT + ["bilstm_fwd"])
+def test_prefill_with_the_full_module_then_continue_with_the_step_module(name):
+    torch.manual_seed(8)
+    spec = BIDIRECTIONAL_NAMED if name == "bilstm_fwd" else name
+    full = ncd.load(spec).double()
+    step = full.step_module()
+    assert {k: v for k, v in step.state_spec().items()} == full.state_spec()  # the same names and shapes
+    xs = inputs(full, 2, 7)
+    _, state = full(*[x[:, :4] for x in xs], return_state=True)
+    rest, _ = stepped(step, [x[:, 4:] for x in xs], state=state)
+    torch.testing.assert_close(rest, full(*xs)[:, 4:], rtol=1e-7, atol=1e-7)
+
+
+# two named forward scans in one block: states fwd.h and slow.h, as the full module names them
+BIDIRECTIONAL_NAMED = """axis T, E = 3, D = 4, D2 = 8
+
+block Two(x: [T, E]) -> [T, D2] {
+    param W, W2: [E, D] init normal(0, 0.5)
+    param U, U2: [D', D] init normal(0, 0.5)
+    fwd = scan t over T carry (h: [D] = 0) {
+        h = tanh(x[t] @[E] W + h[D as D'] @[D'] U)
+        emit h
+    }
+    slow = scan t over T carry (h: [D] = 0) {
+        h = 0.5 * h + 0.5 * tanh(x[t] @[E] W2 + h[D as D'] @[D'] U2)
+        emit h
+    }
+    return concat(fwd, slow, over = D -> D2)
+}
+"""
 
 
 def test_state_names_follow_the_module_path_and_the_carry():
+    assert list(ncd.load(BIDIRECTIONAL_NAMED).step_module().state_spec()) == ["fwd.h", "slow.h"]
     assert list(ncd.load("gla").step_module().state_spec()) == ["recurrence._GLAHead_0.S"]
     assert list(ncd.load("lstm").step_module().state_spec()) == ["l1.h", "l1.c"]
     assert list(ncd.load("paragru").step_module().state_spec()) == ["h"]
-    spec = ncd.load("gla", D=8, H=2, K=2, V=4).step_module().state_spec()
-    assert spec["recurrence._GLAHead_0.S"] == (("H", "K", "V"), (2, 2, 4))  # the heads the call lifts over lead
+    step = ncd.load("gla", D=8, H=2, K=2, V=4).step_module()
+    assert step.state_spec()["recurrence._GLAHead_0.S"] == (("K", "V"), (2, 4))  # the carry's own axes
+    assert step.initial_state(3)["recurrence._GLAHead_0.S"].shape == (3, 2, 2, 4)  # the heads it is lifted over lead
 
 
 def test_the_step_module_shares_the_full_modules_weights():

@@ -32,19 +32,20 @@ def emit_step(plan: StepPlan, passes: Passes, class_name: str | None = None) -> 
     for slot in plan.states:
         shape = tuple(None if a == slot.grow else int(sizes.bound(a) or 0) for a in slot.axes)
         init = float(_number(slot.init)) if slot.init_weight is None else None
-        rows.append((slot.name, slot.axes, shape, init, slot.init_weight, slot.dtype))
+        rows.append((slot.name, slot.axes, shape, init, slot.init_weight, slot.dtype, slot.own))
     lines = [
         "", "",
         f"class {name}({core}):",
         f'{INDENT}"""One position of {core}: ``outputs, state = step(*inputs_t, state=state)``; the states by name."""',
         "",
-        f"{INDENT}STATES = {literal(tuple(rows))}  # (name, axes, per-example shape (None: a cache's length), initial number, initial weight, dtype)",
+        f"{INDENT}STATES = {literal(tuple(rows))}  # (name, axes, per-example shape (None: a cache's length), initial number, initial weight, dtype, own axes)",
         f"{INDENT}N_INPUTS = {plan.n_inputs}",
         f"{INDENT}N_OUTPUTS = {plan.n_outputs}",
         f"{INDENT}INPUT_RANKS = {literal(tuple(len(p.type.axes) for p in plan.ir.entry_block.inputs[:plan.n_inputs]))}",
         "",
         f"{INDENT}def state_spec(self):",
-        f"{INDENT * 2}return {{row[0]: (row[1], row[2]) for row in self.STATES}}",
+        f"{INDENT * 2}return {{row[0]: (row[1][len(row[1]) - row[6]:], tuple(row[2])[len(row[2]) - row[6]:]) "
+        f"for row in self.STATES}}",
         "",
         f"{INDENT}def initial_state(self, *lead, dtype=None, device=None):",
         f"{INDENT * 2}like = next((p for p in self.parameters() if p.is_floating_point()), None)",
@@ -54,7 +55,7 @@ def emit_step(plan: StepPlan, passes: Passes, class_name: str | None = None) -> 
         f"{INDENT * 2}return {{row[0]: self._start(row, tuple(lead), like) for row in self.STATES}}",
         "",
         f"{INDENT}def _start(self, row, lead, like):",
-        f"{INDENT * 2}name, axes, shape, number, weight, kind = row",
+        f"{INDENT * 2}name, axes, shape, number, weight, kind, own = row",
         f"{INDENT * 2}dtype = like.dtype if kind == 'float' else (torch.int64 if kind == 'int' else torch.bool)",
         f"{INDENT * 2}if weight is not None:",
         f"{INDENT * 3}owner = self",

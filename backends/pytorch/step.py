@@ -53,9 +53,11 @@ class StepModule(CompiledModule):
         return (outs[0] if len(outs) == 1 else tuple(outs)), new
 
     def state_spec(self) -> dict[str, tuple[tuple[str, ...], tuple[int | None, ...]]]:
-        """State name → (core axes, per-example shape), in the order the step takes them; a
-        cache's length (the positions so far) is None."""
-        return {s.name: (s.axes, self._ncd_state_shapes[s.name]) for s in self._ncd_step.states}
+        """State name → (the carry's own axes, their sizes), in the order the step takes them, as
+        the full module's ``state_spec()``: heads a call lifts the carry over lead the tensor with
+        the batch (``initial_state`` includes them); a cache's length (positions so far) is None."""
+        return {s.name: (s.axes[len(s.axes) - s.own:], self._ncd_state_shapes[s.name][len(s.axes) - s.own:])
+                for s in self._ncd_step.states}
 
     def initial_state(self, *lead: int, dtype: torch.dtype | None = None,
                       device: torch.device | str | None = None) -> dict[str, torch.Tensor]:

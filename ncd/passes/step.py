@@ -45,6 +45,7 @@ class StateSlot(BaseModel):
     init_weight: str | None = None
     dtype: Literal["float", "bool", "int"] = "float"
     grow: str | None = None  # cache: the axis it grows along (T'; its size is the positions so far)
+    own: int = 0  # how many of ``axes`` are the carry's own (the rest: heads a call lifts it over)
 
 
 class StepPlan(BaseModel):
@@ -94,7 +95,7 @@ def step_plan(ir: SpecIR, axis: str | None = None) -> StepPlan:
     step_ir = ir.model_copy(update={"blocks": blocks, "entries": [], "bindings": bindings, "axes": axes})
     entry = ir.entry_block
     states = [StateSlot(name=s.name, axes=s.out_axes, kind=s.kind, init=s.init, init_weight=s.init_weight,  # type: ignore[arg-type]
-                        dtype=s.dtype, grow=s.grow)  # type: ignore[arg-type]
+                        dtype=s.dtype, grow=s.grow, own=s.own)  # type: ignore[arg-type]
               for s in slots]
     return StepPlan(ir=step_ir, axis=t, n_inputs=len(entry.inputs), n_outputs=len(entry.outputs), states=states)
 
@@ -108,6 +109,7 @@ class _Slot:
                  out_axes: tuple[str, ...] | None = None, grow: str | None = None) -> None:
         self.name, self.axes, self.init, self.init_weight, self.dtype = name, axes, init, init_weight, dtype
         self.in_id, self.out_id, self.kind, self.grow = in_id, out_id, kind, grow
+        self.own = len(axes)
         self.out_axes = axes if out_axes is None else out_axes  # a cache leaves one longer, along the prime
 
 
@@ -454,9 +456,10 @@ class _BlockStep:
             made.append(Node(id=out_id, op="tuple_get", inputs=[call_id], attrs={"index": n_out + k},
                              types=[out_types[n_out + k]], loc=node.loc))
             weight = f"{instance}.{slot.init_weight}" if slot.init_weight else None
-            self.slots.append(_Slot(f"{instance}.{slot.name}", lift + slot.axes, slot.init, weight, slot.dtype,
-                                    state_ids[k], out_id, kind=slot.kind, out_axes=lift + slot.out_axes,
-                                    grow=slot.grow))
+            made_slot = _Slot(f"{instance}.{slot.name}", lift + slot.axes, slot.init, weight, slot.dtype,
+                              state_ids[k], out_id, kind=slot.kind, out_axes=lift + slot.out_axes, grow=slot.grow)
+            made_slot.own = slot.own
+            self.slots.append(made_slot)
         return made
 
 
@@ -469,7 +472,7 @@ def _prefixes(scans: list[Node], instances: set[str]) -> dict[str, str]:
     out = {}
     for i, scan in enumerate(scans):
         name = scan.name
-        ok = name and bound.count(name) == 1 and name not in instances and _SEGMENT.match(name)
+        ok = name and bound.count(name) == 1 and name not in instances and name.isidentifier() and name.isascii()
         out[scan.id] = f"{name}." if ok else f"scan{i}."
     return out
 
