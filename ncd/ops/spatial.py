@@ -389,9 +389,33 @@ def _conv_cost(transposed: bool):
         else:
             flops = 2 * numel(node.type, size) * _prod(size, c_in) * _prod(size, kernel)
         return {"matmul": flops, "matmul_bwd": (flops, flops * _prod(size, groups)),
-                "saves": [Save("in", 0, when=1), Save("in", 1, when=0)]}
+                "saves": [*_conv_input_saves(node, x, size, kernel, transposed), Save("in", 1, when=0)]}
 
     return cost
+
+
+def _conv_input_saves(node: Node, x: WireType, size: Size, kernel: list[str], transposed: bool) -> list[Save]:
+    """What is kept of x: for the weight gradient, x itself, or, where the lowering pads x first
+    (padding_mode reflect / replicate / circular, padding = causal; see _pad_lowering), the padded
+    copy, which is then the conv's input; torch's reflection and replication pads also keep x
+    for their own backward (constant and circular pads keep nothing)."""
+    attrs = node.attrs
+    src = list(attrs["over"]["src"])
+    causal = attrs.get("padding") == "causal"
+    mode = attrs.get("padding_mode") or "zeros"
+    if transposed or (not causal and mode == "zeros"):
+        return [Save("in", 0, when=1)]
+    if causal:
+        dilation = _values(attrs, "dilation", 1, len(src))
+        grow = [dilation[0] * (size(kernel[0]) - 1)]
+    else:
+        grow = [2 * p for p in _values(attrs, "padding", 0, len(src))]
+    spatial = _prod(size, src)
+    padded = sympy.Mul(*[size(a) + g for a, g in zip(src, grow)])
+    saves = [Save("new", numel=numel(x, size) / spatial * padded, when=1)]
+    if mode in ("reflect", "replicate"):
+        saves.append(Save("in", 0, when=0))
+    return saves
 
 
 def _pool_cost(kind: str):
