@@ -8,6 +8,7 @@ same weights) is evaluated on fresh instances beside the optimum. Vinyals et al.
 list 2.12 for the optimal mean tour length at n = 5.
 
 Usage: python examples/tsp5_pointer_net.py [--steps 400] [--hidden 64] [--seed 0]
+       python examples/tsp5_pointer_net.py --quick  # a smoke run, seconds
 """
 from __future__ import annotations
 
@@ -41,14 +42,18 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test", type=int, default=2000, help="test instances")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 4 steps, small sizes")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.hidden, args.batch, args.test = 4, 16, 16, 64
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
     n = 5
     model = ncd.load("pointer_net", T=n, D=args.hidden, K=args.hidden)
     greedy = model.entry("Greedy")                                   # the same Parameter tensors
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    test = torch.rand(2000, n, 2)
+    test = torch.rand(args.test, n, 2)
     _, test_optimum = optimal_tours(test)
     start = time.time()
     for step in range(1, args.steps + 1):
