@@ -2,8 +2,9 @@
 
 --calibrate: time paragru's sequential loop and Newton on a calibration grid (forward under
 no_grad, and forward+backward), fit the models of ncd/backends/pytorch/scan_cost.py by
-least squares on relative error (non-negative coefficients), and print the constants to paste
-into CPU there.
+least squares on relative error (non-negative coefficients) with a load factor per point
+(``fit_with_load``), and print the constants to paste into CPU there (``--from-log FILE``
+refits from an earlier run's printed times).
 --calibrate-fused: the same for fused_rnn (torch's fused RNN operator), one model per cell,
 timing the compiled `rnn_tanh`, `gru` and `lstm` specs (auto runs them as fused_rnn).
 --table (default): on an evaluation grid (B, T, D, fwd / fwd+bwd), time sequential, newton
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import statistics
 import time
@@ -88,28 +90,62 @@ def fit(rows: list[tuple[tuple[float, ...], float]]) -> tuple[float, ...]:
         active = [i for i, c in zip(active, sol) if c >= 0]
 
 
-def _print_constants(samples: dict[tuple[str, str], list], backends: tuple[str, ...]) -> None:
-    constants = {mode: {b: fit(samples[(mode, b)]) for b in backends} for mode in ("fwd", "fwd+bwd")}
+def fit_with_load(points: list[dict[str, tuple[tuple[float, ...], float]]],
+                  backends: tuple[str, ...]) -> dict[str, tuple[float, ...]]:
+    """Fit each backend's model when every point's times carry a common factor of their own.
+
+    The backends of one point are timed interleaved, so they share that moment's load; between
+    points the load drifts (by 2x on the shared machine). Model: t[p, b] = L[p] · f_b(p), with
+    L[p] the point's load factor (geometric mean 1). Alternate: fit each f_b to t / L by ``fit``,
+    then set L[p] to the geometric mean of t[p, b] / f_b(p) over the backends; a few rounds.
+    """
+    load = [1.0] * len(points)
+    constants: dict[str, tuple[float, ...]] = {}
+    for _ in range(20):
+        constants = {b: fit([(p[b][0], p[b][1] / load[i]) for i, p in enumerate(points)]) for b in backends}
+        ratios = []
+        for p in points:
+            logs = [math.log(p[b][1] / max(sum(c * f for c, f in zip(constants[b], p[b][0])), 1e-12))
+                    for b in backends]
+            ratios.append(sum(logs) / len(logs))
+        mean = sum(ratios) / len(ratios)
+        load = [math.exp(r - mean) for r in ratios]
+    return constants
+
+
+def _print_constants(samples: dict[str, list[dict]], backends: tuple[str, ...]) -> None:
+    constants = {mode: fit_with_load(samples[mode], backends) for mode in ("fwd", "fwd+bwd")}
     print("CPU =", {m: {b: tuple(float(f"{c:.3g}") for c in cs) for b, cs in v.items()} for m, v in constants.items()})
 
 
-def calibrate(repeats: int) -> None:
-    samples: dict[tuple[str, str], list] = {}
+def calibrate(repeats: int, log: str | None = None) -> None:
+    samples: dict[str, list[dict]] = {"fwd": [], "fwd+bwd": []}
+    if log is not None:  # refit from an earlier run's printed times (lines "B1 T128 D16 fwd newton: 1.2 ms")
+        found: dict[tuple, dict] = {}
+        for line in open(log):
+            parts = line.replace(":", "").split()
+            if len(parts) == 7 and parts[0][0] == "B" and parts[4] in ("sequential", "newton"):
+                B, T, D = int(parts[0][1:]), int(parts[1][1:]), int(parts[2][1:])
+                point = found.setdefault((B, T, D, parts[3]), {})
+                point[parts[4]] = (scan_cost.features(parts[4], B, T, D), float(parts[5]) / 1e3)
+        for (_, _, _, mode), point in found.items():
+            samples[mode].append(point)
+        return _print_constants(samples, ("sequential", "newton"))
     for B, T, D in itertools.product((1, 8), (128, 512), (16, 128)):
         ms = modules(D)
         x = torch.randn(B, T, E)
         for backward in (False, True):
             mode = "fwd+bwd" if backward else "fwd"
             times = interleaved({b: runner(ms[b], x, backward) for b in ("sequential", "newton")}, repeats)
+            samples[mode].append({b: (scan_cost.features(b, B, T, D), t) for b, t in times.items()})
             for backend, t in times.items():
-                samples.setdefault((mode, backend), []).append((scan_cost.features(backend, B, T, D), t))
                 print(f"B{B} T{T} D{D} {mode} {backend}: {t * 1e3:.2f} ms", flush=True)
     _print_constants(samples, ("sequential", "newton"))
 
 
 def calibrate_fused(repeats: int) -> None:
     """One model per cell: torch's operator runs each on its own kernels (their per-step costs differ)."""
-    samples: dict[tuple[str, str], list] = {}
+    samples: dict[str, list[dict]] = {"fwd": [], "fwd+bwd": []}
     for B, T, D in itertools.product((1, 8), (128, 512), (32, 128)):
         ms = {cell: ncd.load(f"specs/{cell}.ncd", E=E, D=D) for cell in CELLS}
         assert all(m.scan_plans[0].backend == "fused_rnn" for m in ms.values())
@@ -117,9 +153,9 @@ def calibrate_fused(repeats: int) -> None:
         for backward in (False, True):
             mode = "fwd+bwd" if backward else "fwd"
             times = interleaved({cell: runner(m, x, backward) for cell, m in ms.items()}, repeats)
+            samples[mode].append({f"fused_rnn.{cell}": (scan_cost.features("fused_rnn", B, T, D), t)
+                                  for cell, t in times.items()})
             for cell, t in times.items():
-                samples.setdefault((mode, f"fused_rnn.{cell}"), []).append(
-                    (scan_cost.features("fused_rnn", B, T, D), t))
                 print(f"{cell} B{B} T{T} D{D} {mode}: {t * 1e3:.2f} ms", flush=True)
     _print_constants(samples, tuple(f"fused_rnn.{cell}" for cell in CELLS))
 
@@ -153,13 +189,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--calibrate-fused", action="store_true")
+    parser.add_argument("--from-log", metavar="FILE", help="with --calibrate: refit from an earlier run's output")
     parser.add_argument("--table", action="store_true", help="the evaluation table (the default)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.calibrate:
-        calibrate(args.repeats)
+        calibrate(args.repeats, args.from_log)
     elif args.calibrate_fused:
         calibrate_fused(args.repeats)
     else:

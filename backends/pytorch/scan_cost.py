@@ -31,14 +31,15 @@ from typing import Any
 
 from ncd import scan_backends
 
-# bench/scan_auto.py --calibrate (B 1, 8; T 128, 512; D 16, 128), 2026-12-02 00:25 UTC, this 2-core
-# CPU under heavy load (8 sessions), one thread, float32
+# bench/scan_auto.py --calibrate (B 1, 8; T 128, 512; D 16, 128; median of 3 interleaved repeats; fitted
+# with a load factor per point), 2026-12-02 03:00 UTC, this 2-core CPU under heavy load (8 sessions, load
+# average 11-13), one thread, float32
 CPU: dict[str, dict[str, tuple[float, ...]]] = {
-    "fwd": {"sequential": (0.0015, 0.0), "newton": (0.0, 0.0494, 4.86e-06, 0.0),
+    "fwd": {"sequential": (0.00127, 4.5e-07), "newton": (0.419, 0.00118, 2.32e-07, 5.52e-07),
             # bench/scan_auto.py --calibrate-fused (B 1, 8; T 128, 512; D 32, 128), 2026-12-02 02:40 UTC, loaded
             "fused_rnn.rnn_tanh": (1.36e-05, 2.38e-09), "fused_rnn.gru": (6.52e-05, 6.28e-09),
             "fused_rnn.lstm": (1.93e-05, 1.45e-09)},
-    "fwd+bwd": {"sequential": (0.00349, 8.32e-06), "newton": (0.361, 0.0, 4.42e-06, 0.0),
+    "fwd+bwd": {"sequential": (0.00714, 0.0), "newton": (1.04, 0.0, 5.52e-07, 0.0),
                 "fused_rnn.rnn_tanh": (0.000259, 8.59e-09), "fused_rnn.gru": (0.000898, 2.34e-08),
                 "fused_rnn.lstm": (2.83e-05, 6.5e-09)},
 }
