@@ -31,7 +31,6 @@ class StateSpec(NamedTuple):
 class StateEntry:
     name: str  # the full state name
     path: str  # the module holding the scan, relative to the module asked ('' for itself)
-    module: Any  # that CompiledModule
     loop: Any  # the scan statement (backends/pytorch/program.py Loop)
     carry: int  # which of its carries
 
@@ -39,28 +38,40 @@ class StateEntry:
     def spec(self) -> StateSpec:
         return StateSpec(self.loop.state_axes[self.carry], self.loop.state_shapes[self.carry])
 
+    @property
+    def init(self) -> float | str | None:
+        """The spec's initial value: a number, a weight's name in the holding block, or None
+        (computed from the inputs)."""
+        return self.loop.state_inits[self.carry]
+
 
 def entries(module: Any) -> list[StateEntry]:
     """Every state of ``module`` (a CompiledModule), in the order its scans run."""
+    programs = {m._ncd_block: m._ncd_program for m in module.modules() if hasattr(m, "_ncd_program")}
+    return walk(programs, module._ncd_block)
+
+
+def walk(programs: Mapping[str, Any], key: str, path: str = "") -> list[StateEntry]:
+    """The states of block ``key`` among the lowered ``programs``, its instances' under ``path``."""
     out: list[StateEntry] = []
-    _walk(module, "", out)
+    _walk(programs, key, path, out)
     return out
 
 
-def holders(module: Any) -> list[str]:
-    """The module paths whose scans hold states (what ``rt.state_begin`` opens)."""
-    return list(dict.fromkeys(e.path for e in entries(module)))
+def table(states: list[StateEntry]) -> tuple[tuple[str, str, tuple[int | None, ...], float | str | None], ...]:
+    """Plain data for ``rt.initial_states``: (name, holder path, per-example shape, initial value)."""
+    return tuple((e.name, e.path, e.spec.shape, e.init) for e in states)
 
 
 def state_spec(module: Any) -> dict[str, StateSpec]:
     return {e.name: e.spec for e in entries(module)}
 
 
-def _walk(module: Any, path: str, out: list[StateEntry]) -> None:
+def _walk(programs: Mapping[str, Any], key: str, path: str, out: list[StateEntry]) -> None:
     from ncd.backends.pytorch.program import Assign, Loop, _exprs
 
-    program = module._ncd_program
-    instances = {name: repeat for name, _, repeat in program.instances}
+    program = programs[key]
+    instances = {name: (block, repeat) for name, block, repeat in program.instances}
     total = _count_calls(list(_exprs(program.body)) + list(program.results), instances)
     visited: set[str] = set()
 
@@ -68,16 +79,15 @@ def _walk(module: Any, path: str, out: list[StateEntry]) -> None:
         if total[name] != 1 or name in visited:
             return  # called more than once per call (shared weights), or inside a loop: no state
         visited.add(name)
-        child = getattr(module, name)
-        layers = [(f"{name}.{k}", c) for k, c in enumerate(child)] if instances[name] else [(name, child)]
-        for sub, layer in layers:
-            _walk(layer, _join(path, sub), out)
+        block, repeat = instances[name]
+        for sub in [f"{name}.{k}" for k in range(repeat)] if repeat else [name]:
+            _walk(programs, block, _join(path, sub), out)
 
     for stmt in program.body:
         if isinstance(stmt, Loop):
             if stmt.kind == "scan":
                 for i, local in enumerate(stmt.state_names):
-                    out.append(StateEntry(_join(path, local), path, module, stmt, i))
+                    out.append(StateEntry(_join(path, local), path, stmt, i))
             continue
         assert isinstance(stmt, Assign)
         for name in _called(stmt.expr, instances):
@@ -145,27 +155,9 @@ def check_initial(module: Any, initial_state: Mapping[str, Any] | None, like: to
 def initial_state(module: Any, lead: tuple[int, ...], dtype: torch.dtype | None = None,
                   device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """Every state at the spec's own initial value (``= 0``, a learned ``h0``), ``[*lead, *shape]``."""
-    from ncd.backends.pytorch.module import compile_expr
+    from ncd.backends.pytorch import runtime
 
-    like = next((p for p in module.parameters() if p.is_floating_point()), None)
-    dtype = dtype or (like.dtype if like is not None else torch.get_default_dtype())
-    device = device or (like.device if like is not None else "cpu")
-    out: dict[str, torch.Tensor] = {}
-    for e in entries(module):
-        spec = e.spec
-        if not e.loop.state_fixed[e.carry]:
-            raise NcdError(f"state {e.name} starts from a value the spec computes from the inputs; "
-                           f"initial_state() cannot give it without them",
-                           hint=f"pass initial_state={{{e.name!r}: ...}} to the call, or leave it out to use the spec's")
-        if any(n is None for n in spec.shape):
-            free = next(a for a, n in zip(spec.axes, spec.shape) if n is None)
-            raise NcdError(f"state {e.name} has axis {free}, whose size is not bound",
-                           hint=f"bind it at load: ncd.load(spec, {free}=...)")
-        env: dict[str, Any] = {}
-        anchor = torch.zeros((), dtype=dtype, device=device)
-        for var, _, axes, sizes in e.module._ncd_program.inputs:
-            env[var] = anchor.expand(*(n or 1 for n in sizes))
-        value = compile_expr(e.loop.inits[e.carry])(env, e.module)
-        value = torch.as_tensor(value).to(dtype=dtype, device=device)
-        out[e.name] = value.expand(*lead, *spec.shape).clone()
-    return out
+    try:
+        return runtime.initial_states(module, table(entries(module)), lead, dtype, device)
+    except ValueError as exc:
+        raise NcdError(str(exc), hint=getattr(exc, "hint", None)) from None

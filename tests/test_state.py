@@ -40,9 +40,11 @@ def random_state(module, inputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def carry_equals_whole(module, inputs: list[torch.Tensor], lengths: list[int], h0: dict[str, torch.Tensor] | None,
-                       atol: float = 1e-10) -> None:
-    """Run whole and in segments (each from the last one's final state); compare everything."""
-    dims = time_dims(module)
+                       atol: float = 1e-10, compiled=None) -> None:
+    """Run whole and in segments (each from the last one's final state); compare everything.
+    ``compiled``: the in-process module whose layout ``module`` (emitted Python) has."""
+    compiled = compiled or module
+    dims = time_dims(compiled)
     leaves = [*(x for x in inputs if x.requires_grad), *(h0 or {}).values(), *module.parameters()]
     whole, final = module(*inputs, initial_state=h0, return_state=True)
     parts, state, start = [], h0, 0
@@ -51,7 +53,7 @@ def carry_equals_whole(module, inputs: list[torch.Tensor], lengths: list[int], h
         y, state = module(*seg, initial_state=state, return_state=True)
         parts.append(y)
         start += n
-    out_axes = module._ncd_spec.blocks[module._ncd_block].outputs[0].axes
+    out_axes = compiled._ncd_spec.blocks[compiled._ncd_block].outputs[0].axes
     pieced = torch.cat(parts, dim=out_axes.index("T") - len(out_axes))
     torch.testing.assert_close(pieced, whole, rtol=0, atol=atol)
     assert list(state) == list(final) == list(module.state_spec())
@@ -183,3 +185,103 @@ def test_every_backend_agrees_with_the_loop_on_states(name, backend):
     loss_p = yp.square().sum() + sum(v.sin().sum() for v in fp.values())
     for a, b in zip(torch.autograd.grad(loss_p, list(h0.values())), torch.autograd.grad(loss_s, list(h0.values()))):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+
+
+def emitted(name: str, module, tmp_path, backend: str = "auto", **sizes):
+    """The emitted Python of ``name`` (needs no ncd) holding ``module``'s weights."""
+    import importlib.util
+
+    from ncd.backends.pytorch.emit import emit_python
+
+    text = emit_python(ncd.check(name, **sizes))
+    assert "import ncd" not in text and "from ncd" not in text
+    path = tmp_path / f"{name}_emitted.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(f"{name}_emitted", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = getattr(mod, mod.__all__[0])().double()
+    out.load_state_dict(module.state_dict())
+    return out
+
+
+EMITTED = ["lstm", "bilstm", "paragru", "gla", "mlp_relu"]
+
+
+@pytest.mark.parametrize("name", EMITTED)
+def test_emitted_python_has_the_same_state_interface(name, tmp_path):
+    sizes = {**SIZES.get(name, {}), **({"E": 5, "D": 6} if name == "bilstm" else {})}
+    module = load(name, **sizes)
+    out = emitted(name, module, tmp_path, **sizes)
+    assert out.state_spec() == module.state_spec()
+    assert {k: v.shape for k, v in out.initial_state(2).items()} == {k: v.shape for k, v in module.initial_state(2).items()}
+    xs = [x.detach() for x in inputs_for(module, 2, 5)]
+    h0 = random_state(module, xs) if module.state_spec() else None
+    y, final = module(*xs, initial_state=h0, return_state=True)
+    ye, final_e = out(*xs, initial_state=h0, return_state=True)
+    torch.testing.assert_close(ye, y, rtol=0, atol=1e-12)
+    assert list(final_e) == list(final) == list(module.state_spec())
+    for k in final:
+        torch.testing.assert_close(final_e[k], final[k], rtol=0, atol=1e-12)
+    if name in ("lstm", "paragru", "gla"):  # and in segments, as the whole
+        carry_equals_whole(out, [x.clone().requires_grad_() for x in xs], [2, 1, 2], h0, compiled=module)
+    with pytest.raises(ValueError, match="no state named"):
+        out(*xs, initial_state={"nope": torch.zeros(1)})
+
+
+TRITON = [("gla", "gla"), ("deltanet", "delta"), ("mamba_negeig", "scan")]
+
+
+@pytest.mark.parametrize("name,backend", TRITON, ids=[f"{n}-{b}" for n, b in TRITON])
+def test_triton_kernels_carry_state_in_float32(name, backend, monkeypatch):
+    """The Triton kernels (their CPU interpreter here) take the initial state and return the final
+    one: segments equal the whole in float32, and both equal the PyTorch twins."""
+    pytest.importorskip("triton")
+    from ncd.backends.pytorch import implementations, parallel
+
+    torch.manual_seed(1)
+    module = ncd.load(name, scan_backend=backend, **SIZES[name])
+    xs = [x.detach().float().requires_grad_() for x in inputs_for(module, 2, 5)]
+    with torch.no_grad():
+        _, final = module(*xs, return_state=True)
+    h0 = {k: (torch.randn_like(v) * 0.5).requires_grad_() for k, v in final.items()}
+    y_twin, f_twin = module(*xs, initial_state=h0, return_state=True)
+    monkeypatch.setattr(parallel, "kernel_backend", lambda *_: "triton")  # what runs, and what is reported
+    monkeypatch.setattr(implementations, "kernel_backend", lambda *_: "triton")
+    y, f = module(*xs, initial_state=h0, return_state=True)
+    ran = [s.implementation for sub in module.modules() if hasattr(sub, "parallel_scans") for s in sub.parallel_scans()]
+    assert ran and all("Triton" in r for r in ran), ran
+    torch.testing.assert_close(y, y_twin, rtol=1e-4, atol=1e-4)
+    for k in f:
+        torch.testing.assert_close(f[k], f_twin[k], rtol=1e-4, atol=1e-4)
+    parts, state, start = [], h0, 0
+    for n in (2, 1, 2):
+        seg = [x.narrow(d, start, n) for x, d in zip(xs, time_dims(module))]
+        out, state = module(*seg, initial_state=state, return_state=True)
+        parts.append(out)
+        start += n
+    torch.testing.assert_close(torch.cat(parts, dim=-2), y, rtol=1e-4, atol=1e-4)
+    for k in f:
+        torch.testing.assert_close(state[k], f[k], rtol=1e-4, atol=1e-4)
+    weights = torch.randn_like(y)
+    leaves = [*xs, *h0.values(), *module.parameters()]
+    loss_whole = (y * weights).sum() + sum(v.sin().sum() for v in f.values())
+    loss_parts = (torch.cat(parts, dim=-2) * weights).sum() + sum(v.sin().sum() for v in state.values())
+    for a, b in zip(torch.autograd.grad(loss_parts, leaves, allow_unused=True),
+                    torch.autograd.grad(loss_whole, leaves, allow_unused=True)):
+        if a is not None and b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name,backend", [("gru", "fused_rnn"), ("paragru", "newton"), ("gla", "gla"),
+                                          ("lssl", "fft"), ("lstm", "sequential")])
+def test_unbatched_and_single_sequences_carry_state(name, backend):
+    """No lead at all ([T, E]: the states have none) and a batch of one."""
+    module = load(name, backend, **SIZES[name])
+    for xs in (inputs_for(module, 1, 4), [x[0].detach().requires_grad_() for x in inputs_for(module, 1, 4)]):
+        carry_equals_whole(module, xs, [1, 3], random_state(module, xs), atol=1e-9)
+        _, final = module(*xs, return_state=True)
+        lead = tuple(xs[0].shape[: xs[0].dim() - 2])
+        for k, spec in module.state_spec().items():
+            assert tuple(final[k].shape[-len(spec.shape):]) == spec.shape
+            assert tuple(final[k].shape[: len(lead)]) == lead

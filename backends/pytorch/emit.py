@@ -132,6 +132,7 @@ def local_names(programs: dict[str, Program]) -> set[str]:
                 out.update(f"{stmt.target}_{s}" for s in ("halting", "remainders", "updates"))
                 out.update(f"{stmt.target}_steps{k}" for k in range(len(stmt.results)))
                 out.update(f"{stmt.target}_acc{k}" for k in range(len(stmt.args)))
+                out.add(f"{stmt.target}_final")
                 visit(stmt.body)
 
     for program in programs.values():
@@ -244,9 +245,16 @@ def _loop_lines(loop: Loop, depth: int) -> list[str]:
     target, args = local(loop.target), [local(a) for a in loop.args]
     index = local(loop.index) if loop.index is not None else None
     out = [f"{pad}{arg} = {code(init)}" for arg, init in zip(args, loop.inits)]
+    states = list(loop.state_names) if loop.kind == "scan" else []
+    out += [f"{pad}{arg} = rt.state_in(self, {literal(str(name))}, {arg}, {len(axes)})"
+            for arg, name, axes in zip(args, states, loop.state_axes)]
     carry_results = loop.results[: loop.n_carry]
     if loop.kind == "scan" and loop.backend == "fused_rnn" and loop.cell_values:
-        return [*out, f"{pad}{target} = {_fused_rnn_call(loop)}"]
+        if not states:
+            return [*out, f"{pad}{target} = {_fused_rnn_call(loop)}"]
+        final = f"{target}_final"
+        return [*out, f"{pad}{target}, {final} = {_fused_rnn_call(loop, with_state=True)}",
+                *(f"{pad}rt.state_out(self, {literal(str(name))}, {final}[{k}])" for k, name in enumerate(states))]
     if loop.kind == "scan":
         outs = [f"{target}_steps{k}" for k in range(len(loop.results) - loop.n_carry)]
         out += [f"{pad}{name} = []" for name in outs]
@@ -259,6 +267,7 @@ def _loop_lines(loop: Loop, depth: int) -> list[str]:
         stacked = [f"rt.stack_steps({name}, {int(d)}, {bool(loop.reverse)})" for name, d in zip(outs, loop.emit_dims)]
         value = stacked[0] if len(stacked) == 1 else f"({', '.join(stacked)},)"
         out.append(f"{pad}{target} = {value}")
+        out += [f"{pad}rt.state_out(self, {literal(str(name))}, {arg})" for arg, name in zip(args, states)]
     elif loop.kind == "repeat":
         out.append(f"{pad}for _ in range({code(loop.length)}):")
         out += body_lines(loop.body, depth + 1)
@@ -289,7 +298,7 @@ def _loop_lines(loop: Loop, depth: int) -> list[str]:
     return out
 
 
-def _fused_rnn_call(loop: Loop) -> str:
+def _fused_rnn_call(loop: Loop, with_state: bool = False) -> str:
     """The call the in-process module makes for a scan proved to be a standard cell
     (ncd/backends/pytorch/fused_rnn.py), with the same plain data, so both agree bit for bit."""
     from ncd.backends.pytorch.fused_rnn import cell_slots, input_dims
@@ -304,7 +313,8 @@ def _fused_rnn_call(loop: Loop) -> str:
                         for gate in slot) + "]" for slot in slots) + "]"
     inits = ", ".join(local(a) for a in loop.args)
     return (f"rt.fused_rnn({literal(cell.cell)}, {value[cell.input]}, {literal(input_dims(cell, loop.plan.axis))}, "
-            f"[{inits}], {int(cell.hidden)}, {literal(cell.cell_carry)}, {bool(loop.reverse)}, self.training, {text})")
+            f"[{inits}], {int(cell.hidden)}, {literal(cell.cell_carry)}, {bool(loop.reverse)}, self.training, {text}"
+            f"{', with_state=True' if with_state else ''})")
 
 
 def _carry_update(args: list[str], results: list[Expr], pad: str) -> list[str]:
@@ -323,10 +333,34 @@ SEEDING = [f"{INDENT}_ncd_generator = None  # what draws use: torch's global gen
            f"{INDENT * 2}return rt.seed_modules(self, seed)", ""]
 
 
-def class_source(program: Program, name: str, names: dict[str, str], top: bool, seeding: bool = False) -> str:
-    """``seeding``: the spec draws random numbers, so the class gets its generator and manual_seed."""
+def state_lines(states: list[Any]) -> list[str]:
+    """An entry class's carried states (docs/language.md, "State in and out") as plain data, and
+    the in-process module's ``state_spec()`` and ``initial_state()``."""
+    from ncd.state import table
+
+    spec = {e.name: (tuple(e.spec.axes), tuple(e.spec.shape)) for e in states}
+    paths = tuple(dict.fromkeys(e.path for e in states))
+    for row in table(states):
+        if not isinstance(row[3], (float, str, type(None))):
+            raise _unsafe("state initial value", row[3], "is not a number or a weight's name")
+    return [f"{INDENT}_ncd_states = {{{', '.join(f'{literal(k)}: {literal(v)}' for k, v in spec.items())}}}"
+            "  # name -> (axes, per-example shape)",
+            f"{INDENT}_ncd_state_paths = {literal(paths)}",
+            f"{INDENT}_ncd_state_table = {literal(table(states))}  # (name, holder, shape, initial value)", "",
+            f"{INDENT}def state_spec(self):",
+            f'{INDENT * 2}"""Every carried state, in the order the scans run: name -> (axes, per-example shape)."""',
+            f"{INDENT * 2}return dict(self._ncd_states)", "",
+            f"{INDENT}def initial_state(self, *lead, dtype=None, device=None):",
+            f'{INDENT * 2}"""Every state at the spec\'s own initial value, [*lead, *shape]."""',
+            f"{INDENT * 2}return rt.initial_states(self, self._ncd_state_table, lead, dtype, device)", ""]
+
+
+def class_source(program: Program, name: str, names: dict[str, str], top: bool, seeding: bool = False,
+                 states: list[Any] | None = None) -> str:
+    """``seeding``: the spec draws random numbers, so the class gets its generator and manual_seed;
+    ``states``: an entry class's carried states (ncd/state.py), which its forward takes and returns."""
     lines = [f"class {name}(nn.Module):", f'{INDENT}"""Block {doc_text(program.key)}."""', "",
-             *(SEEDING if seeding else []),
+             *(SEEDING if seeding else []), *(state_lines(states) if top else []),
              f"{INDENT}def __init__(self):", f"{INDENT * 2}super().__init__()"]
     start = len(lines)
     for inst, block_key, repeat in program.instances:
@@ -374,7 +408,16 @@ def class_source(program: Program, name: str, names: dict[str, str], top: bool, 
                   f"{INDENT * 3}setattr(self, name, master.to(device=current.device, dtype=current.dtype))",
                   f"{INDENT * 2}return out"]
     args = ", ".join(["self", *(local(var, "input id") for var, *_ in program.inputs)])
-    lines += ["", f"{INDENT}def forward({args}):"]
+    if top:
+        inputs = ", ".join(local(var, "input id") for var, *_ in program.inputs)
+        lines += ["", f"{INDENT}def forward({args}, *, initial_state=None, return_state=False):",
+                  f'{INDENT * 2}"""initial_state: state name -> tensor (state_spec()); return_state: also return '
+                  'the final states."""',
+                  f"{INDENT * 2}if initial_state is not None or return_state:",
+                  f"{INDENT * 3}return rt.run_with_state(self, self._ncd_state_paths, self._ncd_states, "
+                  f"initial_state, return_state, self._ncd_forward, ({inputs}{',' if inputs else ''}))",
+                  f"{INDENT * 2}return self._ncd_forward({inputs})"]
+    lines += ["", f"{INDENT}def {'_ncd_forward' if top else 'forward'}({args}):"]
     if top:
         kinds = program.input_kinds or ["float"] * len(program.inputs)
         for (var, port, axes, sizes), kind in zip(program.inputs, kinds):
@@ -442,6 +485,9 @@ def emit_python(ir: SpecIR, class_name: str | None = None, passes: Passes | None
         "",
     ]
     seeding = any(draws(block.nodes, None) for block in ir.blocks.values())
-    classes = [class_source(p, names[k], names, top=(k in entries), seeding=seeding) for k, p in programs.items()]
+    from ncd.state import walk
+
+    classes = [class_source(p, names[k], names, top=(k in entries), seeding=seeding,
+                            states=walk(programs, k) if k in entries else None) for k, p in programs.items()]
     footer = [f"\n\n__all__ = [{', '.join(repr(names[k]) for k in entries)}]\n"]
     return "\n".join(header) + runtime_source() + "\n\n" + "\n\n\n".join(classes) + "\n".join(footer)

@@ -63,12 +63,12 @@ class Loop:
     cell_values: dict[str, Expr] = field(default_factory=dict)  # fused_rnn: the input and weights it reads
     cell_axes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # their core axes
     # scan at a block's top level: each carry's state name within the block (ncd/state.py), its
-    # core axes and per-example sizes (None: free), and whether its initial value is fixed by the
-    # spec (a number or a weight) rather than computed from the inputs; empty: no state
+    # core axes and per-example sizes (None: free), and its initial value when the spec fixes it
+    # (a number, or a weight's name; None: computed from the inputs); empty: no state
     state_names: list[str] = field(default_factory=list)
     state_axes: list[tuple[str, ...]] = field(default_factory=list)
     state_shapes: list[tuple[int | None, ...]] = field(default_factory=list)
-    state_fixed: list[bool] = field(default_factory=list)
+    state_inits: list[float | str | None] = field(default_factory=list)
 
 
 Stmt = Union[Assign, Loop]
@@ -223,8 +223,15 @@ class Lowering:
             loop.state_names = [f"{prefix}{c}" for c in node.attrs["carries"]]
             loop.state_axes = [tuple(a.type.axes) for a in carries]
             loop.state_shapes = [tuple(self.sizes.bound(x) for x in a.type.axes) for a in carries]
-            loop.state_fixed = [self.nodes[i].op in ("number", "param", "buffer", "const")
-                                for i in node.inputs[: len(carries)]]
+            loop.state_inits = [self._state_init(self.nodes[i]) for i in node.inputs[: len(carries)]]
+
+    def _state_init(self, src: Node) -> float | str | None:
+        """A carry's initial value as plain data: a number, a weight's name, or None (computed)."""
+        if src.op == "number":
+            return float(self.sizes.number(src.attrs["value"], src))
+        if src.op in ("param", "buffer", "const"):
+            return str(src.attrs["name"])
+        return None
 
     def init(self, param: ParamDef) -> Init:
         assert param.init is not None

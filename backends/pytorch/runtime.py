@@ -678,6 +678,20 @@ def state_begin(module, paths, names, initial_state):
     return session
 
 
+def run_with_state(module, paths, names, initial_state, return_state, run, inputs):
+    """``run(*inputs)`` with the carried states of ``module`` opened (state_begin .. state_end);
+    returns the outputs, and with ``return_state`` also the final states by name."""
+    session = state_begin(module, paths, names, initial_state)
+    try:
+        outputs = run(*inputs)
+    finally:
+        state_end(module, paths)
+    if not return_state:
+        return outputs
+    final = session["final"]
+    return outputs, {name: final[name] for name in names if name in final}
+
+
 def state_error(message):
     error = ValueError(message)
     error.hint = "pass a previous call's final_state, or module.initial_state(B): [*lead, *state_spec() shape]"
@@ -724,3 +738,31 @@ def state_out(module, name, value):
         raise state_error(f"initial state {key} has shape {tuple(given.shape)}; this call's state {key} "
                           f"has shape {tuple(value.shape)}")
     session["final"][key] = value
+
+
+def initial_states(module, table, lead, dtype=None, device=None):
+    """Every state at the spec's own initial value, ``[*lead, *shape]``: ``table`` rows are
+    (name, holder path, per-example shape, initial value), the value a number or the name of a
+    weight of the holder (None: the spec computes it from the inputs). Default dtype and device:
+    the module's parameters'."""
+    like = next((p for p in module.parameters() if p.is_floating_point()), None)
+    dtype = dtype or (like.dtype if like is not None else torch.get_default_dtype())
+    device = device or (like.device if like is not None else "cpu")
+    inner = dict(module.named_modules())
+    out = {}
+    for name, path, shape, init in table:
+        if init is None:
+            error = ValueError(f"state {name} starts from a value the spec computes from the inputs; "
+                               f"initial_state() cannot give it without them")
+            error.hint = "leave it out of initial_state to start from the spec's value, or give a tensor"
+            raise error
+        if any(n is None for n in shape):
+            error = ValueError(f"state {name} has an axis whose size is not bound")
+            error.hint = "bind its size when loading the spec"
+            raise error
+        size = (*lead, *shape)
+        if isinstance(init, str):
+            out[name] = getattr(inner[path], init).to(dtype=dtype, device=device).expand(size).clone()
+        else:
+            out[name] = torch.full(size, float(init), dtype=dtype, device=device)
+    return out
