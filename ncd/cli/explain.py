@@ -23,7 +23,9 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None,
 
     sizes = AxisSizes.of(ir)
 
-    plans = (passes if passes is not None else run_passes(ir, scan_backend)).scan_plans()
+    passes = passes if passes is not None else run_passes(ir, scan_backend)
+    plans = passes.scan_plans()
+    states = _state_names(ir, passes)
     for block in ir.blocks.values():
         for node in walk(block.nodes):
             if node.op != "scan":
@@ -54,7 +56,29 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None,
                 "reason": reason,
                 "requested": node.attrs.get("backend"),
                 "predictions": _predictions(plan, rows, T, N, hidden),
+                "states": None if states is None else states.get((block.key, node.id), []),
             }
+
+
+def _state_names(ir: Any, passes: Any) -> dict[tuple[str, str], list[str]] | None:
+    """(block key, scan node id) -> the state names its carries have in the entry's module
+    (docs/language.md, "State in and out"); None where the spec cannot be lowered yet (free sizes)."""
+    from ncd import state
+    from ncd.backends.pytorch.program import lower_spec
+    from ncd.errors import NcdError
+
+    try:
+        programs = lower_spec(ir, passes.scan_plans(), passes.fusion)
+    except NcdError:
+        return None
+    out: dict[tuple[str, str], list[str]] = {}
+    key_of = {}
+    for key, program in programs.items():
+        for stmt in program.body:
+            key_of[id(stmt)] = key
+    for entry in state.walk(programs, ir.entry):
+        out.setdefault((key_of[id(entry.loop)], entry.loop.node_id), []).append(entry.name)
+    return out
 
 
 def _elements(sizes: Any, axes: list[list[str] | None]) -> int | None:
@@ -106,6 +130,13 @@ def explain_text(ir: Any, scan_backend: str = "auto", emitted: bool = False, pas
         lines.append(f"    backend: {rec['backend']}")
         lines.append(f"    runs here as: {rec['implementation']}")
         lines.append(f"    why: {rec['reason']}")
+        if rec["states"] is None:
+            lines.append("    state: bind the free sizes (--set) to name its states")
+        elif rec["states"]:
+            lines.append(f"    state: {', '.join(rec['states'])} (initial_state= / return_state=)")
+        else:
+            lines.append("    state: none (it runs inside another loop, or in an instance called more than once, "
+                         "or outside the entry)")
         lines.extend(_prediction_lines(rec["predictions"]))
     if records and emitted and not _emitter_runs_plans():
         lines.append("note: the emitted Python runs every scan as the sequential loop, except fused_rnn ones "
