@@ -346,3 +346,48 @@ def test_emitted_step_module_with_a_kv_cache(tmp_path):
     got, state = stepped(emitted, [x])
     torch.testing.assert_close(got, full(x), rtol=1e-9, atol=1e-9)
     assert state["attn.v"].shape == (2, 6, 2, 4)
+
+
+SHORT_CONV = """# A short causal convolution (as Mamba's and fla's) before a scan
+axis T, C = 4, K = 3, G = 2
+block A(x: [T, C]) -> [T, C] {
+  param w: [C, K] init normal(0, 0.5)
+  param w2: [C, C', G] init normal(0, 0.5)
+  y = conv(x, w, over = T, kernel = [K], groups = [C], padding = causal, dilation = 2)
+  z = conv(silu(y), w2, over = T, kernel = [G], padding = causal)
+  return scan t over T carry (h: [C'] = 0) {
+    h = tanh(z[t] + 0.5 * h)
+    emit h
+  }[C' as C] + y
+}
+"""
+
+
+def test_causal_convolutions_step_with_a_window_state():
+    torch.manual_seed(9)
+    full = ncd.load(SHORT_CONV).double()
+    step = full.step_module()
+    spec = step.state_spec()
+    assert list(spec) == ["y.window", "z.window", "h"]
+    assert spec["y.window"][1] == (4, 4) and spec["z.window"][1] == (1, 4)  # dilation·(k - 1) inputs held
+    x = torch.randn(2, 7, 4, dtype=torch.float64)
+    got, state = stepped(step, [x])
+    torch.testing.assert_close(got, full(x), rtol=1e-10, atol=1e-10)
+    # the window holds the last inputs of the conv: y's is x's last 4 positions
+    torch.testing.assert_close(state["y.window"], x[:, -4:])
+    # and it equals torch's Conv1d with left padding, stepped by hand
+    conv = torch.nn.Conv1d(4, 4, 3, groups=4, dilation=2, bias=False).double()
+    with torch.no_grad():
+        conv.weight.copy_(full.w[:, None, :])
+    want = conv(torch.nn.functional.pad(x.transpose(1, 2), (4, 0))).transpose(1, 2)
+    y_only = ncd.load(SHORT_CONV.replace("}[C' as C] + y", "}[C' as C] * 0 + y")).double()
+    y_only.load_state_dict(full.state_dict())
+    torch.testing.assert_close(stepped(y_only.step_module(), [x])[0], want, rtol=1e-10, atol=1e-10)
+
+
+def test_a_centred_convolution_has_no_step_form():
+    spec = SHORT_CONV.replace("padding = causal, dilation = 2)", "padding = 2, dilation = 2)")
+    ncd.load(spec)(torch.randn(2, 5, 4))
+    with pytest.raises(ncd.NcdError, match="conv acts along T") as info:
+        ncd.load(spec).step_module()
+    assert info.value.span.line == spec.count("\n", 0, spec.index("y = conv")) + 1 and info.value.hint

@@ -36,11 +36,12 @@ class StateSlot(BaseModel):
     """One state of the step module: its name, its core axes at the entry (heads a call lifts
     over lead) and how it starts: a number (``init``), or a weight of the module (``init_weight``,
     its dotted path). A ``cache`` (attention's keys or values so far) grows by one along
-    ``grow`` each step and starts empty."""
+    ``grow`` each step and starts empty; a ``window`` (a causal convolution's last inputs) starts
+    at zeros, as the convolution's left padding."""
 
     name: str
     axes: tuple[str, ...]
-    kind: Literal["carry", "cache"] = "carry"
+    kind: Literal["carry", "cache", "window"] = "carry"
     init: str | None = None
     init_weight: str | None = None
     dtype: Literal["float", "bool", "int"] = "float"
@@ -92,6 +93,8 @@ def step_plan(ir: SpecIR, axis: str | None = None) -> StepPlan:
     if stepper.cache_axes_used:
         axes[stepper.cache_axis] = AxisDef(name=stepper.cache_axis)
         axes[stepper.unit_axis] = AxisDef(name=stepper.unit_axis, size="1")
+    for name, size in stepper.extra_axes.items():
+        axes[name] = AxisDef(name=name, size=size)
     step_ir = ir.model_copy(update={"blocks": blocks, "entries": [], "bindings": bindings, "axes": axes})
     entry = ir.entry_block
     states = [StateSlot(name=s.name, axes=s.out_axes, kind=s.kind, init=s.init, init_weight=s.init_weight,  # type: ignore[arg-type]
@@ -137,6 +140,17 @@ class _Stepper:
         self.cache_axis = _free_name(ir, f"{axis}_cache")  # a cache's length before this step
         self.unit_axis = _free_name(ir, f"{axis}_now")  # size 1: this step's entry of a cache
         self.cache_axes_used = False
+        self.extra_axes: dict[str, str] = {}  # causal convolutions' window axes → their sizes
+        from ncd.sizes import AxisSizes
+
+        self.sizes = AxisSizes.of(ir)
+
+    def axis(self, base: str, size: int) -> str:
+        name = _free_name(self.ir, base)
+        while name in self.extra_axes:
+            name = _free_name(self.ir, name + "_")
+        self.extra_axes[name] = str(size)
+        return name
 
     def mentions(self, key: str) -> bool:
         """Whether block ``key`` has the step axis on one of its own wires."""
@@ -285,6 +299,8 @@ class _BlockStep:
             return self.cache(node, in_loop)
         if op == "scan" and node.attrs.get("axis") == t:
             return self.inline_scan(node, in_loop)
+        if op == "conv" and node.attrs.get("padding") == "causal" and node.attrs["over"]["src"] == [t]:
+            return self.window(node, in_loop)
         inputs = [self.ref(i) for i in node.inputs]
         types = [self.drop(ty) for ty in node.types]
         attrs = dict(node.attrs)
@@ -370,6 +386,62 @@ class _BlockStep:
         self.taint[node.id] = value if value in ("-oo", "0") else "open"
         return [Node(id=node.id, op="annotate", inputs=[kept], attrs={"axes": list(ty.axes)}, types=[ty],
                      loc=node.loc, name=node.name)]
+
+    # ------------------------------------------------------------------ causal convolutions
+    def window(self, node: Node, in_loop: bool) -> list[Node]:
+        """``conv(x, w, over = T, padding = causal)``: the last (k-1)·dilation inputs are a state
+        (zeros at first: the causal padding); each step convolves them and this input."""
+        t, s, attrs = self.t, self.s, node.attrs
+        if in_loop:
+            raise _err("a causal convolution inside a loop has no single window to carry", node,
+                       "compute it at the block's top level")
+        if attrs["over"]["dst"] != [t] or (attrs.get("padding_mode") or "zeros") != "zeros" or \
+                _single(attrs.get("stride", 1)) != 1:
+            raise _err(f"this causal convolution maps {t} to {attrs['over']['dst']} with a stride or padding mode "
+                       "other than 1 and zeros, which the step module does not step", node,
+                       "a stride-1 zero-padded causal conv over T steps with a window")
+        k = s.sizes.bound(attrs["kernel"][0])
+        dilation = _single(attrs.get("dilation", 1))
+        if k is None or dilation is None:
+            raise _err("the kernel size of this causal convolution is not bound", node, "bind it when loading")
+        width = int(dilation * (k - 1))
+        x_full = self.nodes[node.inputs[0]].types[0]
+        if width == 0:  # a window of one: the conv of this position alone
+            raise _err("a causal convolution with a kernel of 1 has no window; write it as a contraction", node,
+                       "x @[C] w instead of conv(x, w, over = T, kernel = [K], ...) with K = 1")
+        label = node.name if node.name and _SEGMENT.match(node.name) else f"conv{self.cache_count}"
+        self.cache_count += 1
+        held = s.axis(f"{t}_{label}_held", width)  # the window so far
+        whole = s.axis(f"{t}_{label}_all", width + 1)  # and this position
+        one = s.axis(f"{t}_{label}_out", 1)
+        s.cache_axes_used = True
+        held_axes = tuple(held if a == t else a for a in x_full.axes)
+        now_axes = tuple(s.unit_axis if a == t else a for a in x_full.axes)
+        whole_axes = tuple(whole if a == t else a for a in x_full.axes)
+        in_id = self.state_input(held_axes, x_full.dtype, f"{label}.window", node.loc)
+        now_id, whole_id, conv_id, next_id = (self.fresh(f"{node.id}_{w}") for w in ("now", "all", "conv", "next"))
+        out = self.drop(node.types[0])
+        conv_axes = tuple(one if a == t else a for a in node.types[0].axes)
+        conv_attrs = {k_: v for k_, v in attrs.items() if k_ not in ("padding", "over")}
+        conv_attrs["over"] = {"src": [whole], "dst": [one]}
+        ty = x_full.model_copy(update={"axes": now_axes})
+        made = [
+            Node(id=now_id, op="broadcast", inputs=[self.ref(node.inputs[0])], attrs={"axes": list(now_axes)},
+                 types=[ty], loc=node.loc),
+            Node(id=whole_id, op="concat", inputs=[in_id, now_id],
+                 attrs={"over": {"src": [held, s.unit_axis], "dst": [whole]}},
+                 types=[x_full.model_copy(update={"axes": whole_axes})], loc=node.loc),
+            Node(id=conv_id, op="conv", inputs=[whole_id, self.ref(node.inputs[1])], attrs=conv_attrs,
+                 types=[node.types[0].model_copy(update={"axes": conv_axes})], loc=node.loc),
+            Node(id=node.id, op="select", inputs=[conv_id], attrs={"axis": one, "index": 0}, types=[out],
+                 loc=node.loc, name=node.name),
+            Node(id=next_id, op="slice", inputs=[whole_id],
+                 attrs={"axis": whole, "dst": held, "start": "1", "stop": str(width + 1)},
+                 types=[x_full.model_copy(update={"axes": held_axes})], loc=node.loc),
+        ]
+        self.slots.append(_Slot(f"{label}.window", held_axes, "0", None, x_full.dtype, in_id, next_id,
+                                kind="window"))
+        return made
 
     # ------------------------------------------------------------------ scans over the step axis
     def inline_scan(self, node: Node, in_loop: bool) -> list[Node]:
@@ -559,3 +631,10 @@ def _side(axis: str | None, t: str) -> str | None:
     if axis and axis.rstrip("'") == t:
         return "prime"
     return None
+
+
+def _single(value: Any) -> Any:
+    """A per-axis option given once or as a one-item list (a conv over one axis)."""
+    if isinstance(value, (list, tuple)):
+        return value[0] if len(value) == 1 else None
+    return value
