@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ncd.backends.pararnn.jacobian import JacobianKind, value_and_jacobian
+from ncd.backends.pararnn.jacobian import JacobianKind, value_and_jacobian_deferred
 from ncd.backends.pararnn.naive import acc_dtype, sequential_loop
 from ncd.backends.pararnn.scan import InnerScan, linear_scan
 
@@ -146,13 +146,15 @@ class NewtonSolver:
         """All states h [B, T, N] from h0 [B, N] and xs [B, T, ...]; differentiable w.r.t.
         h0, xs and params by the adjoint method (first order only)."""
         self._check(h0, xs)
-        return _NewtonScanFn.apply(self, cell, h0, xs, *params)
+        grad = torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in (h0, xs, *params))
+        # with a backward to come, the converged J is kept for the adjoint (one sequence of J)
+        return _NewtonScanFn.apply(self, cell, grad, h0, xs, *params)
 
     def solve(self, cell: Cell, h0: Tensor, xs: Tensor, *params: Tensor) -> Tensor:
         """Forward only, no autograd graph."""
         self._check(h0, xs)
         with torch.no_grad():
-            return self._forward(cell, h0, xs, params)
+            return self._forward(cell, h0, xs, params)[0]
 
     # ---------------------------------------------------------------- internals
     def _check(self, h0: Tensor, xs: Tensor) -> None:
@@ -169,40 +171,60 @@ class NewtonSolver:
             )
 
     def _eval(self, cell: Cell, h_prev: Tensor, xs: Tensor, params: Sequence[Tensor],
-              dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """f and J at rows (h_{t-1}, x_t) for all t: h_prev [B, T, N] -> f [B, T, N], J [B, T, ...]."""
+              dtype: torch.dtype) -> tuple[Tensor, Callable[[], Tensor]]:
+        """f and a thunk for J at rows (h_{t-1}, x_t) for all t: h_prev [B, T, N] -> f [B, T, N],
+        J [B, T, ...]. Eagerly J is reverse mode on the cell's graph, paid only when asked for;
+        fused (traced by torch.compile) it is `torch.func.jvp`."""
         B, T, N = h_prev.shape
         k = N if self.jacobian == "dense" else self.block
         rows_h, rows_x = h_prev.reshape(B * T, N).to(dtype), xs.reshape(B * T, *xs.shape[2:])
         if self.jac_fn is not None:
             fh, J = self.jac_fn(rows_h, rows_x, *params)
+            jac: Callable[[], Tensor] = lambda: J
         else:
-            fh, J = value_and_jacobian(cell, rows_h, rows_x, params, self.jacobian, k)
+            fh, jac = value_and_jacobian_deferred(cell, rows_h, rows_x, params, self.jacobian, k,
+                                                  method="jvp" if self.fuse else "vjp")
         if fh.shape != (B * T, N):
             raise ValueError(
                 f"cell returned shape {tuple(fh.shape)} for {B * T} rows of state size {N}; "
                 f"it must map h [M, {N}] and x [M, ...] to [M, {N}]"
             )
-        return fh.view(B, T, N), J.reshape(B, T, *J.shape[1:])
+        return fh.view(B, T, N), lambda: (lambda J: J.reshape(B, T, *J.shape[1:]))(jac())
 
     def _system(self, cell: Cell, h: Tensor, delta: Tensor | None, h0a: Tensor, xs: Tensor,
                 params: Sequence[Tensor], dtype: torch.dtype
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The part of a Newton step that is one pass over the sequence: the previous step's
-        update h - δ (none before the first), then J and the residual r = h - f(h_prev) at the
-        new iterate, and [max|r|, max|f|] for the stopping test. Returns (h, J, r, norms)."""
+        """The part of a Newton step that is one pass over the sequence (the fused path traces
+        it whole): the previous step's update h - δ (none before the first), then J and the
+        residual r = h - f(h_prev) at the new iterate, and [max|r|, max|f|] for the stopping
+        test. Returns (h, J, r, norms)."""
         if delta is not None:
             h = h - delta
         h_prev = torch.cat([h0a, h[:, :-1]], dim=1)
-        fh, J = self._eval(cell, h_prev, xs, params, dtype)
+        fh, jac = self._eval(cell, h_prev, xs, params, dtype)
         r = h - fh.to(h.dtype)
-        return h, J.to(h.dtype), r, torch.stack([r.abs().amax(), fh.abs().amax().to(r.dtype)])
+        return h, jac().to(h.dtype), r, torch.stack([r.abs().amax(), fh.abs().amax().to(r.dtype)])
+
+    def _system_deferred(self, cell: Cell, h: Tensor, h0a: Tensor, xs: Tensor, params: Sequence[Tensor],
+                         dtype: torch.dtype) -> tuple[Tensor, Callable[[], Tensor], Tensor]:
+        """`_system` eagerly, at the iterate h: (r, a thunk for J, norms). J is only computed
+        when the step is taken (or kept for the adjoint), not on the converged iterate."""
+        h_prev = torch.cat([h0a, h[:, :-1]], dim=1)
+        fh, jac = self._eval(cell, h_prev, xs, params, dtype)
+        del h_prev
+        fmax = fh.abs().amax().to(h.dtype)
+        r = h - fh.to(h.dtype)  # not in place: fh may be saved in the graph J comes from
+        return r, lambda: jac().to(h.dtype), torch.stack([r.abs().amax(), fmax])
 
     def _reverse_coefficients(self, cell: Cell, h_prev: Tensor, xs: Tensor,
                               params: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
-        """The adjoint scan's coefficients at the converged states: a_t = J_{t+1}^T for
-        t < T-1, zero after the last step (nothing flows back from beyond the sequence)."""
-        _, J = self._eval(cell, h_prev, xs, params, dtype)
+        """The adjoint scan's coefficients at the converged states (see `_adjoint_coefficients`)."""
+        _, jac = self._eval(cell, h_prev, xs, params, dtype)
+        return self._adjoint_coefficients(jac(), dtype)
+
+    def _adjoint_coefficients(self, J: Tensor, dtype: torch.dtype) -> Tensor:
+        """a_t = J_{t+1}^T for t < T-1, zero after the last step (nothing flows back from beyond
+        the sequence), from J_t = ∂f/∂h at (h_{t-1}, x_t) on the converged states."""
         J = J.to(acc_dtype(dtype))
         nxt = J[:, 1:] if self.jacobian == "diag" else J[:, 1:].transpose(-1, -2)
         return torch.cat([nxt, torch.zeros_like(J[:, :1])], dim=1)
@@ -211,7 +233,8 @@ class NewtonSolver:
     def _cell_vjp(cell: Cell, args: tuple[Tensor, ...], slots: tuple[int, ...],
                   cotangent: Tensor) -> tuple[Tensor, ...]:
         """One VJP of the cell over all rows: the gradients of the arguments at `slots`
-        (h_prev, x, params) for the cotangent λ; the others are held constant."""
+        (h_prev, x, params) for the cotangent λ; the others are held constant (traceable by
+        torch.compile: `torch.func.vjp`)."""
         def partial(*diff: Tensor) -> Tensor:
             full = list(args)
             for i, d in zip(slots, diff):
@@ -221,6 +244,19 @@ class NewtonSolver:
         out, pull = torch.func.vjp(partial, *(args[i] for i in slots))
         return pull(cotangent.to(out.dtype))
 
+    @staticmethod
+    def _cell_vjp_eager(cell: Cell, args: tuple[Tensor, ...], slots: tuple[int, ...],
+                        cotangent: Tensor) -> tuple[Tensor, ...]:
+        """`_cell_vjp` by eager autograd (C++ engine, no functorch layers): the fast one."""
+        with torch.enable_grad():
+            full = [a.detach().requires_grad_(True) if i in slots else a for i, a in enumerate(args)]
+            out = cell(*full)
+            wrt = [full[i] for i in slots]
+            if not out.requires_grad:
+                return tuple(torch.zeros_like(w) for w in wrt)
+            grads = torch.autograd.grad(out, wrt, cotangent.to(out.dtype), allow_unused=True)
+        return tuple(torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt))
+
     def _compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """`fn` (a method of this solver) through torch.compile, built once per solver; the
         cell, an argument, is inlined into the graph."""
@@ -229,7 +265,12 @@ class NewtonSolver:
             self._fused[name] = torch.compile(fn, dynamic=False)
         return self._fused[name]
 
-    def _forward(self, cell: Cell, h0: Tensor, xs: Tensor, params: Sequence[Tensor]) -> Tensor:
+    def _forward(self, cell: Cell, h0: Tensor, xs: Tensor, params: Sequence[Tensor],
+                 keep_jacobian: bool = False) -> tuple[Tensor, Tensor | None]:
+        """The states h [B, T, N] (h0's dtype) and, when `keep_jacobian` and Newton converged
+        with no rounding of the iterate, J at the converged states (what the adjoint needs:
+        kept, it is not recomputed). The iteration builds no autograd graph that outlives one
+        Jacobian: each step's tensors are freed before the next."""
         dtype, acc = h0.dtype, acc_dtype(h0.dtype)
         B, T, N = xs.shape[0], xs.shape[1], h0.shape[1]
         tol = self.tol if self.tol is not None else default_tol(dtype)
@@ -246,10 +287,17 @@ class NewtonSolver:
         h = h.view(B, T, N).to(acc)
         h0a = h0.to(acc).unsqueeze(1)
         res0, reason, it = None, None, 0
-        system = self._compiled(self._system) if self.fuse else self._system
+        J_kept: Tensor | None = None
         delta = None
         while True:
-            h, J, r, norms = system(cell, h, delta, h0a, xs, params, dtype)
+            if self.fuse:
+                h, J, r, norms = self._compiled(self._system)(cell, h, delta, h0a, xs, params, dtype)
+                jac: Callable[[], Tensor] = lambda J=J: J
+            else:
+                if delta is not None:
+                    h = h - delta
+                delta = None
+                r, jac, norms = self._system_deferred(cell, h, h0a, xs, params, dtype)
             res, fmax = norms.tolist()            # the one host sync of a Newton step
             scale = max(1.0, fmax) if math.isfinite(res) else 1.0
             st.last_residual = res
@@ -257,6 +305,8 @@ class NewtonSolver:
                 reason = f"non-finite residual after {it} Newton steps"
                 break
             if res <= tol * scale:
+                if keep_jacobian and dtype == acc and not self.fuse:  # fused: the adjoint's own graph
+                    J_kept = jac()
                 break
             if res0 is None:
                 res0 = res
@@ -266,15 +316,17 @@ class NewtonSolver:
             if it >= self.max_iter:
                 reason = f"not converged in {self.max_iter} Newton steps (residual {res:.3g}, tol {tol * scale:.3g})"
                 break
-            a, b, kind = _scan_layout(J, r, self.jacobian)
+            a, b, kind = _scan_layout(jac(), r, self.jacobian)
+            del jac, r
             delta = linear_scan(a, b, kind, backend=self.inner_scan).reshape(B, T, N)
+            del a, b
             it += 1
         st.last_iterations = it
         st.iterations_total += it
         st.last_converged = reason is None
         st.last_fallback_reason = reason
         if reason is None:
-            return h.to(dtype)
+            return h.to(dtype), J_kept
         if self.on_failure == "raise":
             raise NewtonFailedError(f"newton_scan: {reason} (B={B}, T={T}, N={N})")
         st.fallbacks += 1
@@ -284,24 +336,30 @@ class NewtonSolver:
             NewtonFallbackWarning,
             stacklevel=2,
         )
-        return sequential_loop(cell, h0, xs, *params).to(dtype)
+        return sequential_loop(cell, h0, xs, *params).to(dtype), None
 
     def _backward(self, cell: Cell, h0: Tensor, xs: Tensor, h: Tensor, params: Sequence[Tensor],
-                  g: Tensor, needs: Sequence[bool]) -> list[Tensor | None]:
-        """Adjoint: one reverse scan for λ, one batched VJP of the cell. needs = (h0, xs, *params)."""
+                  g: Tensor, needs: Sequence[bool], J: Tensor | None = None) -> list[Tensor | None]:
+        """Adjoint: one reverse scan for λ, one batched VJP of the cell. needs = (h0, xs, *params);
+        J: the forward's Jacobian at the converged states, if it kept it (else recomputed)."""
         dtype, acc = h0.dtype, acc_dtype(h0.dtype)
         B, T, N = h.shape
         h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
         with torch.no_grad():
-            coefficients = (self._compiled(self._reverse_coefficients) if self.fuse
-                            else self._reverse_coefficients)
-            a = coefficients(cell, h_prev, xs, params, dtype)
+            if J is not None:
+                a = self._adjoint_coefficients(J, dtype)
+                del J
+            elif self.fuse:
+                a = self._compiled(self._reverse_coefficients)(cell, h_prev, xs, params, dtype)
+            else:
+                a = self._reverse_coefficients(cell, h_prev, xs, params, dtype)
             _, gb, kind = _scan_layout(a, g.to(acc), self.jacobian)
             lam = linear_scan(a, gb, kind, reverse=True, backend=self.inner_scan).reshape(B, T, N)
+            del a, gb
         args = (h_prev.detach().reshape(B * T, N), xs.detach().reshape(B * T, *xs.shape[2:]),
                 *(p.detach() for p in params))
         slots = tuple(i for i, n in enumerate(needs) if n)
-        pullback = self._compiled(self._cell_vjp) if self.fuse else self._cell_vjp
+        pullback = self._compiled(self._cell_vjp) if self.fuse else self._cell_vjp_eager
         grads = pullback(cell, args, slots, lam.reshape(B * T, N)) if slots else ()
         result: list[Tensor | None] = [None] * (2 + len(params))
         for i, gr in zip(slots, grads):
@@ -317,19 +375,20 @@ class _NewtonScanFn(torch.autograd.Function):
     """Forward: Newton (or the fallback). Backward: the adjoint at the converged states."""
 
     @staticmethod
-    def forward(ctx, solver: NewtonSolver, cell: Cell, h0: Tensor, xs: Tensor, *params: Tensor):
-        h = solver._forward(cell, h0, xs, params)
+    def forward(ctx, solver: NewtonSolver, cell: Cell, keep_jacobian: bool, h0: Tensor, xs: Tensor,
+                *params: Tensor):
+        h, J = solver._forward(cell, h0, xs, params, keep_jacobian)
         ctx.solver, ctx.cell = solver, cell
-        ctx.save_for_backward(h0, xs, h, *params)
+        ctx.save_for_backward(h0, xs, h, J, *params)
         return h
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: Tensor):
-        h0, xs, h, *params = ctx.saved_tensors
-        needs = ctx.needs_input_grad[2:]
-        grads = ctx.solver._backward(ctx.cell, h0, xs, h, params, g, needs)
-        return (None, None, *grads)
+        h0, xs, h, J, *params = ctx.saved_tensors
+        needs = ctx.needs_input_grad[3:]
+        grads = ctx.solver._backward(ctx.cell, h0, xs, h, params, g, needs, J)
+        return (None, None, None, *grads)
 
 
 def newton_scan(

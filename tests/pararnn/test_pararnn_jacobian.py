@@ -66,3 +66,37 @@ def test_ones_tangent_on_coupled_cell_is_wrong():
     full = jacrev(lambda hh: m.step(hh[None], x[:1], *m.cell_params())[0])(h[0])
     torch.testing.assert_close(J[0], full.sum(1))
     assert not torch.allclose(J[0], full.diagonal())
+
+
+VJP_CLAIMS = [c for c in TRUE_CLAIMS if c[1] != "dense"]
+
+
+@pytest.mark.parametrize("cls,kind,block", VJP_CLAIMS,
+                         ids=[f"{c.__name__}-{k}{b}" for c, k, b in VJP_CLAIMS])
+def test_vjp_jacobians_equal_jacrev(cls, kind, block):
+    """method="vjp" (reverse mode, what the eager solver uses) gives the same structured J."""
+    m, h, x = _point(cls)
+    params = m.cell_params()
+    f, J = P.value_and_jacobian(m.step, h, x, params, kind, block, method="vjp")
+    torch.testing.assert_close(f, m.step(h, x, *params))
+    full = torch.stack([jacrev(lambda hh: m.step(hh[None], x[i:i + 1], *params)[0])(h[i])
+                        for i in range(h.shape[0])])
+    dense = torch.diag_embed(J) if kind == "diag" else torch.stack([torch.block_diag(*Jb) for Jb in J])
+    torch.testing.assert_close(dense, full, rtol=1e-12, atol=1e-12)
+
+
+def test_ones_cotangent_on_coupled_cell_is_wrong():
+    """The reverse-mode twin of the row-sum test: "diag" by VJP on DenseGRU gives column sums."""
+    m, h, x = _point(P.DenseGRU)
+    _, J = P.value_and_jacobian(m.step, h, x, m.cell_params(), "diag", method="vjp")
+    full = jacrev(lambda hh: m.step(hh[None], x[:1], *m.cell_params())[0])(h[0])
+    torch.testing.assert_close(J[0], full.sum(0))
+    assert not torch.allclose(J[0], full.diagonal())
+
+
+def test_vjp_jacobian_of_a_cell_that_ignores_h_is_zero():
+    h = torch.randn(3, 4, dtype=torch.float64)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    f, J = P.value_and_jacobian(lambda hh, xx: torch.tanh(xx), h, x, (), "diag", method="vjp")
+    torch.testing.assert_close(f, torch.tanh(x))
+    assert torch.equal(J, torch.zeros_like(h))
