@@ -47,6 +47,12 @@ class ParallelScan:
         self.n_carry = loop.n_carry
         self.sizes = loop.carry_sizes
         self.k = self.n_carry if loop.plan.structure == "block" else 1
+        # an emitted value that is a carry's new value is read off the solved states, without
+        # evaluating the step once more (paragru, gru: `emit h` after `h = ...`)
+        carries = loop.results[: self.n_carry]
+        emits = loop.results[self.n_carry:]
+        self.emit_carry = ([carries.index(e) for e in emits] if all(e in carries for e in emits)
+                           else None)
         if any(p.startswith("taps.") for p in loop.self_reads):
             raise NcdError(f"scan {loop.node_id} has a tap inside its step; only the sequential backend runs it "
                            f"step by step", hint="use scan_backend='sequential'")
@@ -183,8 +189,12 @@ class ParallelScan:
         if loop.state_names:  # the carries after the last step (of a reverse scan: after position 0)
             last = states[..., -1, :] if T else h0_rows.reshape(*batch, -1).to(states.dtype)
             carry_finals(loop, self.unpack(last, tuple(batch)), m)
-        shifted = torch.cat([h0_rows.reshape(*batch, 1, -1), states[..., :-1, :]], dim=-2)
-        _, emitted = self.step_all(env, m, self.unpack(shifted, lead), rebuild(params))
+        if self.emit_carry is not None:
+            new = self.unpack(states, lead)
+            emitted = [new[i] for i in self.emit_carry]
+        else:
+            shifted = torch.cat([h0_rows.reshape(*batch, 1, -1), states[..., :-1, :]], dim=-2)
+            _, emitted = self.step_all(env, m, self.unpack(shifted, lead), rebuild(params))
         outs = []
         for value, dim in zip(emitted, loop.emit_dims):
             value = value.flip(dim) if loop.reverse else value
