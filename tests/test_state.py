@@ -285,3 +285,53 @@ def test_unbatched_and_single_sequences_carry_state(name, backend):
         for k, spec in module.state_spec().items():
             assert tuple(final[k].shape[-len(spec.shape):]) == spec.shape
             assert tuple(final[k].shape[: len(lead)]) == lead
+
+
+REVERSE = """
+axis T, E = 3, D = 4
+block Lin(x: [T, E]) -> [T, D] {
+    param Wa, Wb: [E, D] init normal(0, 0.5)
+    return scan t over T reverse carry (h: [D] = 0) {
+        h = sigmoid(x[t] @[E] Wa) * h + x[t] @[E] Wb
+        emit h * 2
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("backend", ["sequential", "scan", "newton"])
+def test_a_reverse_scan_runs_in_segments_from_the_last(backend):
+    """A reverse scan's final state is the carry after position 0: the later segment runs first."""
+    module = load(REVERSE, backend)
+    x = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
+    h0 = {"h": torch.randn(2, 4, dtype=torch.float64, requires_grad=True)}
+    whole, final = module(x, initial_state=h0, return_state=True)
+    late, state = module(x[:, 4:], initial_state=h0, return_state=True)
+    early, state = module(x[:, :4], initial_state=state, return_state=True)
+    torch.testing.assert_close(torch.cat([early, late], 1), whole, rtol=0, atol=1e-10)
+    torch.testing.assert_close(state["h"], final["h"], rtol=0, atol=1e-10)
+    g_whole = torch.autograd.grad(whole.sum() + final["h"].sum(), [x, h0["h"]])
+    g_parts = torch.autograd.grad(torch.cat([early, late], 1).sum() + state["h"].sum(), [x, h0["h"]])
+    for a, b in zip(g_parts, g_whole):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_repeated_layers_of_a_parallel_backend_carry_one_state_each():
+    spec = """
+axis T, D = 4
+block Layer(x: [T, D]) -> [T, D] {
+    param Wa, Wb: [D, D'] init normal(0, 0.5)
+    return scan t over T carry (h: [D'] = 0) {
+        h = sigmoid(x[t] @[D] Wa) * h + x[t] @[D] Wb
+        emit h
+    }[D' as D]
+}
+block Stack(x: [T, D]) -> [T, D] {
+    use layers = Layer * 2
+    return layers(x)
+}
+"""
+    module = load(spec, "scan")
+    assert list(module.state_spec()) == ["layers.0.h", "layers.1.h"]
+    x = torch.randn(2, 6, 4, dtype=torch.float64, requires_grad=True)
+    carry_equals_whole(module, [x], [3, 1, 2], random_state(module, [x]))
