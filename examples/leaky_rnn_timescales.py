@@ -7,7 +7,7 @@ single-head curriculum (one readout, retrained on each new N) the single-unit ti
 grow with N, while under the multi-head curriculum (a head per task n = 1 .. N, all trained at
 once) the network keeps short τ and builds its long timescales through the recurrence.
 
-Here, small: `leaky_rnn` (D units, τ initialised at 2), N = 2 … 4, each stage trained until its
+Here, small: `leaky_rnn` (D units, τ initialised at --tau0), N = 2 … 4 (--Ns), each stage trained until its
 accuracy on fresh sequences reaches --criterion or --steps run out, then the next N starts from
 the trained weights. `--curricula single` uses the entry `LeakyRNN` (one head, the head re-used
 across stages); `multi` uses `LeakyRNNTasks` (head n reads the parity of the last n + 1 bits,
@@ -57,6 +57,8 @@ def run(curriculum: str, args: argparse.Namespace) -> None:
     top = max(args.Ns)
     model = ncd.load("leaky_rnn", block="LeakyRNNTasks" if multi else "LeakyRNN", D=args.D,
                      **({"N": top} if multi else {}))
+    with torch.no_grad():
+        model.tau.fill_(args.tau0)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     start = time.time()
     for N in args.Ns:
@@ -93,12 +95,13 @@ def main() -> None:
     p.add_argument("--T", type=int, default=30, help="sequence length")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--tau0", type=float, default=2.0, help="initial τ of every unit (the spec's default is 2)")
     args = p.parse_args()
     if args.quick:
         args.steps, args.D, args.T, args.eval_every = 3, 8, 8, 3
     torch.set_num_threads(1)
     print(f"# seed={args.seed} D={args.D} T={args.T} batch={args.batch} lr={args.lr} "
-          f"steps<={args.steps} per stage, criterion {args.criterion}; τ initialised at 2")
+          f"steps<={args.steps} per stage, criterion {args.criterion}; τ initialised at {args.tau0}")
     print("| curriculum | N | accuracy | steps | mean τ | median τ | 90th pct τ | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for curriculum in args.curricula:
