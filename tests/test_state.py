@@ -335,3 +335,28 @@ block Stack(x: [T, D]) -> [T, D] {
     assert list(module.state_spec()) == ["layers.0.h", "layers.1.h"]
     x = torch.randn(2, 6, 4, dtype=torch.float64, requires_grad=True)
     carry_equals_whole(module, [x], [3, 1, 2], random_state(module, [x]))
+
+
+def test_initial_state_leaves_out_a_state_computed_from_the_inputs():
+    spec = """
+axis T, E = 3, D = 4
+block R(x: [T, E]) -> [T, D] {
+    param W: [E, D] init normal(0, 0.5)
+    param h0: [D] init normal(0, 1)
+    a = scan t over T carry (h: [D] = h0) {
+        h = tanh(x[t] @[E] W + h)
+        emit h
+    }
+    return scan t over T carry (g: [D] = a[T = 0]) {
+        g = tanh(a[t] + g)
+        emit g
+    }
+}
+"""
+    module = load(spec)
+    assert list(module.state_spec()) == ["a.h", "scan1.g"]
+    start = module.initial_state(2)
+    assert list(start) == ["a.h"]
+    torch.testing.assert_close(start["a.h"], module.h0.detach().expand(2, 4))
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    torch.testing.assert_close(module(x, initial_state=start), module(x))

@@ -743,8 +743,8 @@ def state_out(module, name, value):
 def initial_states(module, table, lead, dtype=None, device=None):
     """Every state at the spec's own initial value, ``[*lead, *shape]``: ``table`` rows are
     (name, holder path, per-example shape, initial value), the value a number or the name of a
-    weight of the holder (None: the spec computes it from the inputs). Default dtype and device:
-    the module's parameters'."""
+    weight of the holder (None: the spec computes it from the inputs; left out, so a call given
+    this dict starts it from the spec's value). Default dtype and device: the module's parameters'."""
     like = next((p for p in module.parameters() if p.is_floating_point()), None)
     dtype = dtype or (like.dtype if like is not None else torch.get_default_dtype())
     device = device or (like.device if like is not None else "cpu")
@@ -752,10 +752,7 @@ def initial_states(module, table, lead, dtype=None, device=None):
     out = {}
     for name, path, shape, init in table:
         if init is None:
-            error = ValueError(f"state {name} starts from a value the spec computes from the inputs; "
-                               f"initial_state() cannot give it without them")
-            error.hint = "leave it out of initial_state to start from the spec's value, or give a tensor"
-            raise error
+            continue  # computed from the inputs: a call without it starts from the spec's value
         if any(n is None for n in shape):
             error = ValueError(f"state {name} has an axis whose size is not bound")
             error.hint = "bind its size when loading the spec"
