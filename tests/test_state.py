@@ -360,3 +360,18 @@ block R(x: [T, E]) -> [T, D] {
     torch.testing.assert_close(start["a.h"], module.h0.detach().expand(2, 4))
     x = torch.randn(2, 5, 3, dtype=torch.float64)
     torch.testing.assert_close(module(x, initial_state=start), module(x))
+
+
+def test_the_compiled_modules_own_names_are_reserved_in_a_spec():
+    """A param named like a method of the module (initial_state, state_spec, entry) would stop
+    the load (torch refuses to register it over the method): the checker refuses it at the name."""
+    from torch import nn
+
+    from ncd.backends.pytorch.module import CompiledModule
+    from ncd.frontend.common import RESERVED
+
+    own = {n for n in dir(CompiledModule) if not n.startswith("_")} - set(dir(nn.Module))
+    assert own <= RESERVED
+    for name in ("initial_state", "state_spec", "entry"):
+        with pytest.raises(ncd.NcdError, match=f"{name} is a reserved name"):
+            ncd.check(f"axis D = 2\nblock A(x: [D]) -> [D] {{\n    param {name}: [D] init zeros\n    return x + {name}\n}}\n")
