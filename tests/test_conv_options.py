@@ -280,3 +280,30 @@ def test_flop_counter_counts_a_grouped_weight_gradient_g_times():
         counts[g] = (fwd.get_total_flops(), bwd.get_total_flops())
     for g, (f, b) in counts.items():
         assert f * g == counts[1][0] and b == counts[1][1] == g * f
+
+
+@pytest.mark.parametrize("padding", ["1, padding_mode = zeros", "1, padding_mode = reflect", "2, padding_mode = replicate",
+                                     "1, padding_mode = circular", "causal"])
+def test_saved_activations_match_saved_tensors_hooks(padding):
+    """What the analyzer says autograd keeps equals what saved_tensors_hooks sees (5 %, as
+    tests/test_cost.py): an explicitly padded input keeps the padded copy, reflect / replicate
+    pads keep their input too."""
+    spec = ("axis C = 3, D = 4, K = 3, T, T2\n"
+            "block Net(x: [C, T]) -> [D, T2] {\n  param W: [D, C, K] init normal(0, 1)\n"
+            f"  return tanh(conv(x, W, over = T -> T2, kernel = [K], padding = {padding}))\n}}\n")
+    report = analyze(ncd.check(spec, T=16), {"B": 2}, input_grad=True)
+    m = ncd.load(spec, T=16)
+    x = torch.randn(2, 3, 16, requires_grad=True)
+    params = {p.untyped_storage().data_ptr() for p in m.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in params:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = m(x)
+    y.sum().backward()
+    want = sum(saved.values())
+    assert abs(report.number(report.total["activation_bytes"]) / want - 1) <= 0.05, (report.total, saved)
