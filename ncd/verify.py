@@ -452,20 +452,28 @@ def _call(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> None:
            f"instance {name}'s block {inst.block!r}")
     v.need(node.attrs.get("repeat") == inst.repeat, "attribute 'repeat' differs from the instance's")
     callee = v.ir.blocks[inst.block]
-    _arity(v, node, inputs, len(callee.inputs))
+    # a step module (ncd/passes/step.py) passes each layer of a repeated instance its states too
+    states = node.attrs.get("states", 0)
+    v.need(isinstance(states, int) and not isinstance(states, bool) and 0 <= states < len(callee.inputs)
+           and (not states or inst.repeat), f"attribute 'states' = {states!r} is not a repeated callee's state count")
+    layers = inst.repeat if states else 1
+    in_ports = callee.inputs[: len(callee.inputs) - states] + callee.inputs[len(callee.inputs) - states:] * layers
+    out_types = callee.outputs[: len(callee.outputs) - states] + callee.outputs[len(callee.outputs) - states:] * layers
+    _arity(v, node, inputs, len(in_ports))
     ports = node.attrs.get("ports")
     v.need(ports == [list(p.type.axes) for p in callee.inputs], "attribute 'ports' differs from the callee's inputs")
     lifted: list[str] = []
-    for src, port in zip(inputs, callee.inputs):
+    for src, port in zip(inputs, in_ports):
         got = src.types[0]
         missing = [a for a in port.type.axes if a not in got.axes]
         v.need(not missing, f"input {src.id} lacks the axes {missing} of {callee.name}'s input {port.name}")
         lifted += [a for a in got.axes if a not in port.type.axes and a not in lifted]
     v.need(list(node.attrs.get("lift") or []) == lifted, f"attribute 'lift' should be {lifted}")
     if inst.repeat:
-        v.need(len(callee.inputs) == 1 and len(callee.outputs) == 1, "a repeated block has one input and one output")
+        v.need(len(callee.inputs) == 1 + states and len(callee.outputs) == 1 + states,
+               "a repeated block has one input and one output (and in a step module its states in and out)")
     outs = [WireType(axes=tuple(lifted) + o.axes, lifted=True) if o.lifted else WireType(axes=o.axes, lifted=False)
-            for o in callee.outputs]
+            for o in out_types]
     v.need([(t.axes, t.lifted) for t in node.types] == [(t.axes, t.lifted) for t in outs],
            f"its stored types {[str(t) for t in node.types]} differ from the call's {[str(t) for t in outs]}")
 

@@ -391,3 +391,62 @@ def test_a_centred_convolution_has_no_step_form():
     with pytest.raises(ncd.NcdError, match="conv acts along T") as info:
         ncd.load(spec).step_module()
     assert info.value.span.line == spec.count("\n", 0, spec.index("y = conv")) + 1 and info.value.hint
+
+
+STACK = """# Three recurrent layers as one repeated instance
+axis T, D = 6
+block Layer(x: [T, D]) -> [T, D] {
+  param W: [D, D'] init normal(0, 0.4)
+  param h0: [D] init normal(0, 1)
+  u = (x @[D] W)[D' as D]
+  return x + scan t over T carry (h: [D] = h0) {
+    h = tanh(u[t] + 0.5 * h)
+    emit h
+  }
+}
+block Stack(x: [T, D]) -> [T, D] {
+  use layers = Layer × 3
+  return layers(x)
+}
+"""
+
+
+def test_repeated_instances_step_each_layer_with_its_own_state(tmp_path):
+    torch.manual_seed(10)
+    full = ncd.load(STACK).double()
+    step = full.step_module()
+    assert list(step.state_spec()) == ["layers.0.h", "layers.1.h", "layers.2.h"] == list(full.state_spec())
+    torch.testing.assert_close(step.initial_state(2)["layers.1.h"], full.layers[1].h0.expand(2, 6))
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    got, _ = stepped(step, [x])
+    torch.testing.assert_close(got, full(x), rtol=1e-10, atol=1e-10)
+    _, state = full(x[:, :2], return_state=True)
+    rest, _ = stepped(step, [x[:, 2:]], state=state)
+    torch.testing.assert_close(rest, full(x)[:, 2:], rtol=1e-10, atol=1e-10)
+    path = tmp_path / "stack.ncd"
+    path.write_text(STACK)
+    out = tmp_path / "stack_step.py"
+    run = subprocess.run([sys.executable, "-m", "ncd.cli", "compile", str(path), "--emit", "step", "-o", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    spec = importlib.util.spec_from_file_location("stack_step", out)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    emitted = mod.StackStep().double()
+    emitted.load_state_dict(full.state_dict())
+    torch.testing.assert_close(stepped(emitted, [x])[0], full(x), rtol=1e-10, atol=1e-10)
+
+
+def test_a_stack_of_causal_decoder_layers_gets_a_cache_per_layer():
+    torch.manual_seed(11)
+    spec = CAUSAL_DECODER + """
+block Decoders(x: [T, D]) -> [T, D] {
+  use layers = Decoder × 2
+  return layers(x)
+}
+"""
+    full = ncd.load(spec).double()
+    step = full.step_module()
+    assert list(step.state_spec()) == ["layers.0.attn.k", "layers.0.attn.v", "layers.1.attn.k", "layers.1.attn.v"]
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    torch.testing.assert_close(stepped(step, [x])[0], full(x), rtol=1e-9, atol=1e-9)

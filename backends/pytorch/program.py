@@ -351,9 +351,15 @@ class Lowering:
     def call_block(self, node: Node, refs: list[Ref]) -> Expr:
         lift = list(node.attrs["lift"])
         args = []
-        for ref, got, port in zip(refs, self.in_types(node), node.attrs["ports"]):
+        ports = list(node.attrs["ports"])
+        states = int(node.attrs.get("states", 0))  # a step module's repeated layers: each one's states
+        if states:
+            ports = ports[: len(ports) - states] + ports[len(ports) - states:] * int(node.attrs["repeat"])
+        for ref, got, port in zip(refs, self.in_types(node), ports):
             args.append(align(ref, got, lift + list(port)))
         target = SelfAttr(node.attrs["instance"])
+        if states:
+            return call("rt.chain_states", target, lit(states), *args)
         if node.attrs.get("repeat"):
             return call("rt.chain", target, *args)
         return Call(target, tuple(args))

@@ -88,6 +88,15 @@ def chain(layers, x):
     return x
 
 
+def chain_states(layers, k, x, *states):
+    """A step module's repeated layers: each takes x and its own k states, gives x and k new ones."""
+    new = []
+    for i, layer in enumerate(layers):
+        x, *mine = layer(x, *states[i * k:(i + 1) * k])
+        new.extend(mine)
+    return (x, *new)
+
+
 def stack_steps(outs, dim, reverse):
     # A step's value may not yet carry the caller's lifted dims (an emit that reads only the
     # initial carry at step 0): broadcast them, leading dims, before stacking at dim < 0.

@@ -506,14 +506,16 @@ class _BlockStep:
             raise _err(f"instance {instance} holds scan states and is called more than once per call "
                        "(shared weights, or inside a loop): each call would need its own state", node,
                        "use one instance per call (use a = B, b = B) to step it")
-        if attrs.get("repeat"):
-            raise _err(f"the repeated instance {instance} holds scan states; the step module does not step "
-                       "repeated instances yet", node, "write the layers as separate instances to step them")
         lift = tuple(attrs["lift"])
+        layers = [f"{instance}.{i}" for i in range(int(attrs["repeat"]))] if attrs.get("repeat") else [instance]
+        if attrs.get("repeat"):
+            attrs["states"] = len(slots)  # each layer of the chain takes and gives its own
+        slots = [slot for _ in layers for slot in slots]
+        paths = [path for path in layers for _ in range(len(slots) // len(layers))]
         state_ids = []
-        for slot in slots:
+        for slot, path in zip(slots, paths):
             axes = lift + slot.axes
-            in_id = self.state_input(axes, slot.dtype, f"{instance}.{slot.name}", node.loc)
+            in_id = self.state_input(axes, slot.dtype, f"{path}.{slot.name}", node.loc)
             state_ids.append(in_id)
         n_out = len(node.types)
         call_id = node.id if n_out > 1 else self.fresh(node.id)
@@ -527,8 +529,8 @@ class _BlockStep:
             out_id = self.fresh(f"{instance}_state")
             made.append(Node(id=out_id, op="tuple_get", inputs=[call_id], attrs={"index": n_out + k},
                              types=[out_types[n_out + k]], loc=node.loc))
-            weight = f"{instance}.{slot.init_weight}" if slot.init_weight else None
-            made_slot = _Slot(f"{instance}.{slot.name}", lift + slot.axes, slot.init, weight, slot.dtype,
+            weight = f"{paths[k]}.{slot.init_weight}" if slot.init_weight else None
+            made_slot = _Slot(f"{paths[k]}.{slot.name}", lift + slot.axes, slot.init, weight, slot.dtype,
                               state_ids[k], out_id, kind=slot.kind, out_axes=lift + slot.out_axes, grow=slot.grow)
             made_slot.own = slot.own
             self.slots.append(made_slot)
