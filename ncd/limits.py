@@ -25,6 +25,7 @@ MAX_SIZE_DEPTH = 200  # nesting (a sum of n terms nests n deep)
 MAX_REPEAT = 4096  # `use l = B × N` and `repeat N { }`: beyond this it is a typo, not a model
 MAX_CONST_LIST = 65_536  # numbers in one `const a[P] = [...]`: a table, not a data set
 MAX_BLOCK_NESTING = 64  # blocks using blocks: the in-process module recurses once per level
+MAX_BODY_NESTING = 64  # loop bodies inside loop bodies (repeat, scan, halting): the builder and the module recurse per level
 MAX_EXPR_DEPTH = 128  # an expression's nesting (tanh(tanh(...)), a + b + ... chains): the builder recurses per level
 # Imports (ncd/frontend/imports.py): a spec reads other spec files, so reading is bounded too.
 MAX_IMPORT_DEPTH = 16  # files importing files

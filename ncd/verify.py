@@ -27,7 +27,7 @@ import sympy
 from ncd import sizes as sz
 from ncd.errors import NcdError, Span
 from ncd.frontend.common import RESERVED
-from ncd.limits import MAX_CONST_LIST
+from ncd.limits import MAX_BLOCK_NESTING, MAX_BODY_NESTING, MAX_CONST_LIST, MAX_REPEAT
 from ncd.ops.init import INITIALISERS
 from ncd.ir import ACT_MIXES, BlockIR, Node, ParamDef, Region, SpecIR, WireType
 from ncd.names import COMPARE_OPS, MODULE_INTERNALS, is_spec_name, value_id_problem
@@ -79,6 +79,8 @@ class _Verifier:
     def __init__(self, ir: SpecIR) -> None:
         self.ir = ir
         self._size_cache: dict[str, sympy.Expr] = {}
+        self._sizes: dict[str, str | None] | None = None
+        self.depth = 0  # regions entered
         self.block: BlockIR | None = None
         self.where: Any = "spec"
         self.span: Span | None = None
@@ -95,8 +97,9 @@ class _Verifier:
     def size(self, name: str) -> sympy.Expr:
         base = name.rstrip("'")
         if base not in self._size_cache:
-            sizes = {k: v.size for k, v in self.ir.axes.items()}
-            self._size_cache[base] = sz.resolve(base, sizes, self.ir.bindings)
+            if self._sizes is None:  # built once: per call it made checking n axes quadratic
+                self._sizes = {k: v.size for k, v in self.ir.axes.items()}
+            self._size_cache[base] = sz.resolve(base, self._sizes, self.ir.bindings)
         return self._size_cache[base]
 
     def unify(self, axis: str, size: Any, what: str) -> None:
@@ -128,8 +131,41 @@ class _Verifier:
             raise self.fail(f"the entry {ir.entry!r} is not one of the blocks")
         if len(set(ir.entries)) != len(ir.entries) or any(k not in ir.blocks for k in ir.entries):
             raise self.fail(f"entries {ir.entries!r} must be distinct blocks of the spec")
+        self.block_graph()
         for key, block in ir.blocks.items():
             self.block_ir(key, block)
+        self.where, self.span = "spec", None
+        from ncd.frontend.unrolled import check_unrolled
+
+        try:  # the builder's cap on loops composed through block calls, re-checked on the IR
+            check_unrolled(ir)
+        except NcdError as exc:
+            raise VerifyError(f"IR: {exc.message}", exc.span, hint=exc.hint) from None
+
+    def block_graph(self) -> None:
+        """Blocks use blocks without a cycle and at most MAX_BLOCK_NESTING deep (as the builder
+        refuses recursion and deeper nesting): the module recurses once per level."""
+        uses = {k: [i.block for i in b.instances if i.block in self.ir.blocks] for k, b in self.ir.blocks.items()}
+        depth: dict[str, int] = {}
+        for root in uses:
+            stack, on_path = [(root, iter(uses[root]))], {root}
+            while stack:
+                key, children = stack[-1]
+                child = next(children, None)
+                if child is None:
+                    stack.pop()
+                    on_path.discard(key)
+                    depth[key] = 1 + max((depth[c] for c in uses[key]), default=0)
+                    if depth[key] > MAX_BLOCK_NESTING:
+                        self.where, self.span = f"block {key!r}", None
+                        raise self.fail(f"blocks using blocks nest {depth[key]} deep from here, more than the limit "
+                                        f"of {MAX_BLOCK_NESTING} (ncd.limits.MAX_BLOCK_NESTING)")
+                elif child in on_path:
+                    self.where, self.span = f"block {key!r}", None
+                    raise self.fail(f"it uses block {child!r}, which uses it in turn: a block cannot use itself")
+                elif child not in depth:
+                    stack.append((child, iter(uses[child])))
+                    on_path.add(child)
 
     # ---------------------------------------------------------------- blocks
     def block_ir(self, key: str, block: BlockIR) -> None:
@@ -155,8 +191,8 @@ class _Verifier:
         for inst in block.instances:
             if inst.block not in self.ir.blocks:
                 raise self.fail(f"instance {inst.name!r} uses the unknown block {inst.block!r}")
-            if inst.repeat is not None and inst.repeat < 1:
-                raise self.fail(f"instance {inst.name!r} repeats {inst.repeat} times")
+            if inst.repeat is not None and not 1 <= inst.repeat <= MAX_REPEAT:
+                raise self.fail(f"instance {inst.name!r} repeats {inst.repeat} times, not 1 to {MAX_REPEAT}")
         top = _Scope()
         self.nodes(block.nodes, top, f"block {key!r}")
         self.where, self.span = f"block {key!r}", block.loc.span if block.loc else None
@@ -338,8 +374,13 @@ class _Verifier:
                   f"its region's arguments must be its first {n_args} nodes")
         self.need(len(region.results) == n_results, f"its region gives {len(region.results)} results, not {n_results}")
         where, span = self.where, self.span
+        self.depth += 1
+        if self.depth > MAX_BODY_NESTING:
+            raise self.fail(f"regions nest {self.depth} deep, more than the limit of {MAX_BODY_NESTING} "
+                            f"(ncd.limits.MAX_BODY_NESTING)")
         inner = _Scope(scope)
         self.nodes(region.nodes, inner, f"{where}, region")
+        self.depth -= 1
         self.where, self.span = where, span
         self.results(region.results, inner, "its region's results")
         return region, inner
@@ -524,8 +565,8 @@ def _scan(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> None:
 
 def _repeat(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> None:
     count, names = node.attrs.get("count"), node.attrs.get("names")
-    v.need(isinstance(count, int) and not isinstance(count, bool) and count >= 1,
-           f"attribute 'count' = {count!r} is not a positive count")
+    v.need(isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= MAX_REPEAT,
+           f"attribute 'count' = {count!r} is not a count from 1 to {MAX_REPEAT}")
     v.need(isinstance(names, list) and len(names) == len(inputs), "attribute 'names' names one value per input")
     v.region(node, scope, len(inputs), len(inputs))
     v.need([(t.axes, t.lifted) for t in node.types] == [(n.types[0].axes, n.types[0].lifted) for n in inputs],
@@ -534,8 +575,8 @@ def _repeat(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> None
 
 def _halting(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> None:
     steps, eps, halt_axes = node.attrs.get("max"), node.attrs.get("eps"), node.attrs.get("halt_axes")
-    v.need(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
-           f"attribute 'max' = {steps!r} is not a positive count")
+    v.need(isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= MAX_REPEAT,
+           f"attribute 'max' = {steps!r} is not a count from 1 to {MAX_REPEAT}")
     v.need(isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 < eps < 1,
            f"attribute 'eps' = {eps!r} is not a number in (0, 1)")
     v.need(node.attrs.get("mix") in ACT_MIXES, f"attribute 'mix' = {node.attrs.get('mix')!r} is not one of {ACT_MIXES}")

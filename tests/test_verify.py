@@ -219,3 +219,133 @@ def test_ir_from_json_of_broken_ir_exits_1_without_a_traceback(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "nowhere_99" in err and "not defined" in err and "Traceback" not in err
     assert f"{path} (IR of '<spec>'):" in err
+
+
+# ---------------------------------------------------------------- loop caps and block graph (issue 9)
+LOOPS_SPEC = """axis D = 4
+block L(x: [D]) -> [D] {
+  repeat 2 {
+    repeat 3 { x = tanh(x) }
+  }
+  return x
+}
+block M(x: [D]) -> [D] {
+  use l = L × 5
+  return l(x)
+}
+"""
+
+
+def loops_data() -> dict:
+    return json.loads(ncd.check(LOOPS_SPEC).model_dump_json())
+
+
+def repeats_of(d: dict) -> tuple[dict, dict]:
+    outer = node(d, "repeat", "L")
+    inner = next(n for n in outer["regions"][0]["nodes"] if n["op"] == "repeat")
+    return outer, inner
+
+
+def test_loops_example_is_sound():
+    verify(SpecIR.model_validate(loops_data()))
+
+
+def test_a_tampered_repeat_count_beyond_the_cap():
+    d = loops_data()
+    repeats_of(d)[1]["attrs"]["count"] = 10**9
+    broken(d, "attribute 'count' = 1000000000 is not a count from 1 to 4096")
+
+
+def test_nested_repeats_composing_beyond_the_cap():
+    """Each count is within the cap, their product (the times the body runs) is not."""
+    d = loops_data()
+    outer, inner = repeats_of(d)
+    outer["attrs"]["count"], inner["attrs"]["count"] = 100, 100
+    err = broken(d, "a loop body would run 10000 times in all")
+    assert err.span is not None and err.span.line == inner["loc"]["line"]
+
+
+def test_repeats_composed_through_a_block_call_beyond_the_cap():
+    """L's loops run 2 × 3 times; 1000 chained copies of it in M run 6000 times: the builder's
+    cap on loops composed across blocks (ncd/frontend/unrolled.py), re-checked on the IR."""
+    d = loops_data()
+    d["blocks"]["M"]["instances"][0]["repeat"] = 1000
+    node(d, "call", "M")["attrs"]["repeat"] = 1000
+    err = broken(d, "would run 6000 times in all: 1000 chained copies of block L")
+    assert err.span is not None and err.span.line == node(d, "call", "M")["loc"]["line"]
+
+
+def test_a_tampered_instance_repeat_beyond_the_cap():
+    d = loops_data()
+    d["blocks"]["M"]["instances"][0]["repeat"] = 10**6
+    broken(d, "instance 'l' repeats 1000000 times, not 1 to 4096")
+
+
+def test_a_tampered_halting_max_beyond_the_cap():
+    ir = ncd.check("axis D = 4\nblock H(x: [D]) -> [D] {\n  param w: [D] init zeros\n"
+                   "  y, p = halting n max 8 eps 0.01 mix graves carry (s: [D] = x) {\n    s = tanh(s)\n"
+                   "    halt sigmoid(s @[D] w)\n  }\n  return y\n}\n")
+    d = json.loads(ir.model_dump_json())
+    node(d, "halting", "H")["attrs"]["max"] = 10**7
+    broken(d, "attribute 'max' = 10000000 is not a count from 1 to 4096")
+
+
+def test_a_block_using_itself():
+    d = loops_data()
+    d["blocks"]["M"]["instances"][0]["block"] = "M"
+    node(d, "call", "M")["attrs"]["block"] = "M"
+    broken(d, "block 'M'.*uses block 'M', which uses it in turn")
+
+
+def test_blocks_nested_beyond_the_limit(monkeypatch):
+    d = loops_data()
+    monkeypatch.setattr("ncd.verify.MAX_BLOCK_NESTING", 1)
+    broken(d, "nest 2 deep from here, more than the limit of 1")
+
+
+def test_regions_nested_beyond_the_limit(monkeypatch):
+    d = loops_data()
+    monkeypatch.setattr("ncd.verify.MAX_BODY_NESTING", 1)
+    broken(d, "regions nest 2 deep, more than the limit of 1")
+
+
+def test_ir_from_json_refuses_a_tampered_count(tmp_path, capsys):
+    d = loops_data()
+    repeats_of(d)[0]["attrs"]["count"] = 5000
+    path = tmp_path / "ir.json"
+    path.write_text(json.dumps(d), encoding="utf-8")
+    assert main(["ir", "--from-json", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "4096" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- where's numbers (the typing rule's range path)
+WHERE_SPEC = """axis D = 4
+block W(x: [D]) -> [D] {
+  return where(x > 0, x, 2)
+}
+"""
+
+
+def where_number(d: dict) -> dict:
+    where = node(d, "where", "W")
+    ids = {n["id"]: n for n in d["blocks"]["W"]["nodes"]}
+    return ids[where["inputs"][2]]
+
+
+def test_where_with_a_number_verifies():
+    verify(SpecIR.model_validate(json.loads(ncd.check(WHERE_SPEC).model_dump_json())))
+
+
+def test_where_with_a_number_beyond_float32():
+    d = json.loads(ncd.check(WHERE_SPEC).model_dump_json())
+    where_number(d)["attrs"]["value"] = "1e300"
+    err = broken(d, "out of float32's range")
+    assert err.span is not None and err.span.line == 3
+
+
+def test_where_with_a_number_beyond_int64_on_an_integer_wire():
+    ir = ncd.check("axis D = 4\nblock W(x: [D] int) -> [D] int {\n  return where(x > 0, x, 2)\n}\n")
+    d = json.loads(ir.model_dump_json())
+    where_number(d)["attrs"]["value"] = str(10**30)
+    broken(d, "beyond an integer wire's range")

@@ -52,6 +52,7 @@ class SpecBuilder:
         self.own_blocks: list[str] = []  # this file's blocks, in order (the last is the default entry)
         self.origins: dict[str, Origin] = {}  # imported block → the file its text (and its errors) are in
         self._size_cache: dict[tuple[str, int, int], sympy.Expr] = {}
+        self._sizes_text: tuple[int, dict[str, str | None]] = (-1, {})  # (len(axes) when built, name -> size)
         self._collect()
 
     # ---------------------------------------------------------------- declarations
@@ -283,9 +284,10 @@ class SpecBuilder:
             return cached
         if base in self.bindings:
             return sympy.Integer(self.bindings[base])
-        sizes = {k: v.size for k, v in self.axes.items()}
+        if self._sizes_text[0] != len(self.axes):  # rebuilt only when an axis is added (else quadratic)
+            self._sizes_text = (len(self.axes), {k: v.size for k, v in self.axes.items()})
         try:
-            expr = sz.resolve(base, sizes, self.bindings)
+            expr = sz.resolve(base, self._sizes_text[1], self.bindings)
             if base in self.inferred and expr == sz.symbol(base):
                 expr = self.inferred[base]
             subs = {s: self.inferred[s.name] for s in expr.free_symbols

@@ -152,12 +152,18 @@ class Frame:
 
 
 def assigned_names(stmts: list[Any]) -> list[str]:
+    """Names the statements assign, those of nested `repeat` bodies included (a repeat reassigns
+    the enclosing scope's names), in order of first assignment."""
     out: list[str] = []
-    for stmt in stmts:
+    pending = list(reversed(stmts))
+    while pending:
+        stmt = pending.pop()
         if isinstance(stmt, Tree) and stmt.data == "assign":
             for target in stmt.children[:-1]:
                 if str(target) not in out:
                     out.append(str(target))
+        elif isinstance(stmt, Tree) and stmt.data == "repeat_stmt":
+            pending.extend(reversed(stmt.children[1:]))
     return out
 
 

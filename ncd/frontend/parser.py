@@ -1,6 +1,7 @@
 """Text → Lark parse tree, with syntax errors turned into located, helpful NcdErrors."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -13,6 +14,7 @@ from lark.exceptions import (
 )
 
 from ncd.errors import NcdError, Span, source_lines
+from ncd.limits import MAX_BODY_NESTING
 
 # Terminal names Lark generates for the grammar's literals, said the way a user would.
 _PRETTY = {
@@ -33,9 +35,37 @@ def parser() -> Lark:
 
 def parse(source: str, filename: str | None = None) -> Tree:
     try:
+        check_nesting(source)
         return parser().parse(source)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, source).located(source, filename) from None
+    except NcdError as exc:
+        raise exc.located(source, filename) from None
+
+
+# A brace, a line break or a comment: braces delimit bodies and nothing else in the grammar (a
+# block's body, and inside it the bodies of repeat, scan and halting), comments run to the line's end.
+_BRACES = re.compile(r"[{}\n]|#[^\n]*")
+
+
+def check_nesting(source: str) -> None:
+    """Refuse loop bodies (repeat, scan, halting) nested more than MAX_BODY_NESTING deep, at the
+    first body too deep. It reads the text's braces before Lark parses it: a spec of 10⁴ nested
+    loops is megabytes that parsing would take a minute over, and the builder recurses per level."""
+    depth, line, line_start = 0, 1, 0
+    for match in _BRACES.finditer(source):
+        char = match[0]
+        if char == "\n":  # Lark counts lines by \n alone
+            line, line_start = line + 1, match.end()
+        elif char == "{":
+            depth += 1
+            if depth - 1 > MAX_BODY_NESTING:  # the outermost brace is the block's own body
+                raise NcdError(f"this body is nested {depth - 1} loops deep (repeat, scan and halting bodies "
+                               f"inside each other), more than the limit of {MAX_BODY_NESTING} "
+                               f"(ncd.limits.MAX_BODY_NESTING)", Span(line, match.start() - line_start + 1),
+                               hint="move the inner loops into a block of their own and `use` it")
+        elif char == "}":
+            depth = max(depth - 1, 0)
 
 
 def _syntax_error(exc: UnexpectedInput, source: str) -> NcdError:

@@ -40,6 +40,11 @@ def check_unrolled(ir: SpecIR) -> None:
                                    f"{MAX_REPEAT}", node.loc.span if node.loc else None,
                                    hint="the same cap as `use l = B × N` and `repeat N` (docs/limits.md)")
                 most = max(most, total)
+            if outer * count > MAX_REPEAT:  # within one block (the builder refuses it as it goes; an IR JSON may not)
+                raise NcdError(f"a loop body would run {outer * count} times in all: a loop of {count} inside loops "
+                               f"that run {outer} times; the limit is {MAX_REPEAT}",
+                               node.loc.span if node.loc else None,
+                               hint="the same cap as `use l = B × N` and `repeat N` (docs/limits.md)")
             for region in node.regions:
                 most = max(most, scope(block, region.nodes, outer * count))
         return most
