@@ -430,13 +430,15 @@ def class_source(program: Program, name: str, names: dict[str, str], top: bool, 
 
 
 def _runtime_functions() -> list[Any]:
-    functions = [obj for _, obj in inspect.getmembers(runtime, inspect.isfunction) if obj.__module__ == runtime.__name__]
-    functions.sort(key=lambda f: f.__code__.co_firstlineno)
-    return functions
+    """The runtime's functions and its exception class (InputError), in source order."""
+    members = [obj for _, obj in inspect.getmembers(runtime, lambda o: inspect.isfunction(o) or inspect.isclass(o))
+               if obj.__module__ == runtime.__name__]
+    members.sort(key=lambda f: inspect.getsourcelines(f)[1])
+    return members
 
 
 def runtime_names() -> list[str]:
-    """The module-level functions an emitted file defines (copied from the runtime)."""
+    """The module-level names an emitted file defines (copied from the runtime)."""
     return [f.__name__ for f in _runtime_functions()]
 
 

@@ -127,7 +127,11 @@ def _index_item(item: Any) -> Thunk:
 
 
 def compile_body(body: list[Stmt]) -> Callable[[Env, nn.Module], None]:
-    steps = [_compile_stmt(s) for s in body]
+    return run_steps([_compile_stmt(s) for s in body])
+
+
+def run_steps(steps: list[Callable[[Env, nn.Module], None]]) -> Callable[[Env, nn.Module], None]:
+    """Compiled statements run in order (``run.steps`` holds them, one per statement)."""
 
     def run(env: Env, m: nn.Module) -> None:
         for step in steps:
@@ -135,6 +139,15 @@ def compile_body(body: list[Stmt]) -> Callable[[Env, nn.Module], None]:
 
     run.steps = steps  # type: ignore[attr-defined]
     return run
+
+
+def select_steps(loop: Loop, body: Callable[[Env, nn.Module], None],
+                 keep: Callable[[Stmt], bool]) -> Callable[[Env, nn.Module], None]:
+    """The statements of ``loop.body`` that ``keep`` admits, taken from the already compiled
+    ``body``: a runner that splits a step reuses its compiled statements rather than compiling
+    them again (each nested loop would otherwise be compiled once per runner of each loop around
+    it, exponentially many times in the nesting)."""
+    return run_steps([step for stmt, step in zip(loop.body, body.steps, strict=True) if keep(stmt)])
 
 
 def _compile_stmt(stmt: Stmt) -> Callable[[Env, nn.Module], None]:
@@ -155,13 +168,17 @@ def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
     return scan_backends.runner(loop.backend)(loop, body, inits, results, length)
 
 
-def _hoisted(loop: Loop) -> tuple[Callable[[Env, nn.Module], None], Callable[[Env, nn.Module], None]]:
+def _hoisted(loop: Loop, body: Callable[[Env, nn.Module], None]
+             ) -> tuple[Callable[[Env, nn.Module], None], Callable[[Env, nn.Module], None]]:
     """(what runs once before the loop, what runs every step): the step's statements that depend
     on neither the state nor the step (the recurrence pass's ``invariant``) move out of the loop.
     Statements are in dependency order and an invariant one reads only invariant ones, so the
-    order within each part stays valid."""
-    before = [s for s in loop.body if isinstance(s, Assign) and s.target in loop.invariant]
-    return compile_body(before), compile_body(_each_step(loop))
+    order within each part stays valid. ``body`` is the compiled step (compile_body of loop.body)."""
+
+    def invariant(s: Stmt) -> bool:
+        return isinstance(s, Assign) and s.target in loop.invariant
+
+    return select_steps(loop, body, invariant), select_steps(loop, body, lambda s: not invariant(s))
 
 
 def _each_step(loop: Loop) -> list[Stmt]:
@@ -216,7 +233,7 @@ def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env
     from ncd.backends.pytorch.compiled_step import CompiledStep
 
     carry_results, emit_results = results[: loop.n_carry], results[loop.n_carry:]
-    before, body = _hoisted(loop)
+    before, body = _hoisted(loop, body)
     compiled = CompiledStep(loop, _each_step(loop), body, carry_results, emit_results)
 
     def run_exported(env: Env, m: nn.Module) -> None:
@@ -506,7 +523,7 @@ class CompiledModule(nn.Module):
                 try:
                     runtime.check_input(x, port, axes, sizes, kind)
                     self._check_float_dtype(x, port, kind)
-                except (TypeError, ValueError) as exc:
+                except (TypeError, runtime.InputError) as exc:
                     hint = ("lifted (batch) axes lead; the block's own axes come last" if isinstance(exc, ValueError)
                             else None)
                     raise NcdError(str(exc), self._ncd_port_spans.get(var), hint=hint
@@ -525,8 +542,8 @@ class CompiledModule(nn.Module):
                 raise
             raise NcdError(f"ran out of memory while running block {program.key}: {str(exc).splitlines()[0][:200]}",
                            self._ncd_block_span, hint=call_checks.MEMORY_HINT).located(*self._ncd_source) from None
-        except ValueError as exc:  # the runtime's shape checks (rt.check_window): the input's sizes
-            if isinstance(exc, NcdError) or not self._ncd_top:
+        except runtime.InputError as exc:  # the runtime's input checks (rt.check_window, ids): the input's sizes
+            if not self._ncd_top:
                 raise
             raise NcdError(str(exc), self._ncd_block_span,
                            hint=getattr(exc, "hint", None)

@@ -62,10 +62,9 @@ class ParallelScan:
             if not loop.kernel:
                 raise NcdError(f"scan {loop.node_id} is not in the form the {loop.backend} kernel takes",
                                hint="see `ncd compile --explain`; use scan_backend='sequential'")
-            from ncd.backends.pytorch.module import compile_body, compile_expr
+            from ncd.backends.pytorch.module import compile_expr, select_steps
 
-            free = [s for s in loop.body if getattr(s, "target", None) in loop.state_free]
-            self.free_body = compile_body(free)
+            self.free_body = select_steps(loop, body, lambda s: getattr(s, "target", None) in loop.state_free)
             self.kernel_values = {name: compile_expr(e) for name, e in loop.kernel.items()}
 
         self.stats = SolverStats()
@@ -262,8 +261,8 @@ class ParallelScan:
         q, k, v = lay("q", layout.key), lay("k", layout.key), lay("v", layout.value)
         state0 = core(h0, layout.state, [*layout.heads, layout.key, layout.value])
         state0 = state0.expand(*batch, *heads, K, V).reshape(rows, n_heads, K, V).to(q)
-        kernel = kernel_backend(loop.backend, q.device, q.dtype)
-        self.implementation = implementation(loop.backend, q.device, q.dtype)
+        kernel = kernel_backend(loop.backend, q.device, q.dtype, max(K, V))
+        self.implementation = implementation(loop.backend, q.device, q.dtype, max(K, V))
         if loop.backend == "gla":
             from ncd.backends.triton.gated_linear import gla
 

@@ -9,6 +9,15 @@ from __future__ import annotations
 import torch
 
 
+class InputError(ValueError):
+    """A call's inputs do not fit the spec (a shape, a window, an id out of range): the module
+    reports it as a located NcdError. Any other exception from a run is a bug and surfaces as itself."""
+
+    def __init__(self, message, hint=None):
+        super().__init__(message)
+        self.hint = hint
+
+
 def permute_core(x, perm):
     """Reorder the last len(perm) dims; leading (lifted) dims stay put."""
     lead = x.dim() - len(perm)
@@ -169,11 +178,11 @@ def check_input(x, name, core, sizes, kind="float"):
     if kind == "bool" and x.dtype != torch.bool:
         raise TypeError(f"input {name} {axes} must be a boolean tensor, {got}")
     if x.dim() < len(core):
-        raise ValueError(f"input {name} has {x.dim()} dims but its axes are {axes}: {got}")
+        raise InputError(f"input {name} has {x.dim()} dims but its axes are {axes}: {got}")
     tail = x.shape[x.dim() - len(core):]
     for axis, want, size in zip(core, sizes, tail):
         if want is not None and want != size:
-            raise ValueError(f"input {name}: axis {axis} has size {size} but the spec binds it to {want} "
+            raise InputError(f"input {name}: axis {axis} has size {size} but the spec binds it to {want} "
                              f"(axes [..., {', '.join(core)}], {got})")
 
 
@@ -181,7 +190,7 @@ def _conv_operands(x, w, n_in, n_out, n_sp):
     """x [..., *c_in, *spatial] and w [*c_out, *c_in, *kernel] as torch's conv layouts:
     (leading dims, c_out shape, x [N, C_in, *spatial], w [C_out, C_in, *kernel])."""
     if w.dim() != n_out + n_in + n_sp:
-        raise ValueError(f"conv weights have {w.dim()} dims but {n_out + n_in + n_sp} axes: they cannot be lifted")
+        raise InputError(f"conv weights have {w.dim()} dims but {n_out + n_in + n_sp} axes: they cannot be lifted")
     lead = tuple(x.shape[: x.dim() - n_in - n_sp])
     c_in = 1
     for s in x.shape[x.dim() - n_in - n_sp : x.dim() - n_sp]:
@@ -201,12 +210,12 @@ def _each(value, n):
 
 def check_window(x, n_sp, window, stride, padding, dilation):
     """A sliding window must fit its (padded) input: an input whose free spatial axis is too small
-    for the kernel is refused by name (a ValueError the module reports as a located error).
+    for the kernel is refused by name (an InputError the module reports as a located error).
     Each option is one int for every spatial dim or a tuple of one each."""
     window, padding, dilation = _each(window, n_sp), _each(padding, n_sp), _each(dilation, n_sp)
     for i, (n, k, p, d) in enumerate(zip(x.shape[x.dim() - n_sp :], window, padding, dilation)):
         if n + 2 * p < d * (k - 1) + 1:
-            raise ValueError(f"spatial dim {i - n_sp} of an input has size {n}, too small for a window of {k} "
+            raise InputError(f"spatial dim {i - n_sp} of an input has size {n}, too small for a window of {k} "
                              f"(padding {p}, dilation {d}): the output would be empty")
 
 
@@ -219,7 +228,7 @@ def pad_spatial(x, n_sp, pads, mode):
         most = max(left, right)
         if (mode == "reflect" and most >= n) or (mode == "circular" and most > n):
             need = "more than" if mode == "reflect" else "at least"
-            raise ValueError(f"spatial dim {i - n_sp} of an input has size {n}: {mode} padding by {most} needs "
+            raise InputError(f"spatial dim {i - n_sp} of an input has size {n}: {mode} padding by {most} needs "
                              f"{need} {most} positions")
     flat = [p for pair in reversed(list(pads)) for p in pair]  # F.pad lists the last dim first
     lead = tuple(x.shape[: x.dim() - n_sp])
@@ -385,11 +394,8 @@ def trailing_shape(w, n):
 
 
 def range_error(message, hint):
-    """A ValueError carrying a ``hint`` the module reports it with, located (a function, not a
-    class: an emitted file carries the runtime's functions)."""
-    exc = ValueError(message)
-    exc.hint = hint
-    return exc
+    """An InputError carrying a ``hint`` the module reports it with, located."""
+    return InputError(message, hint)
 
 
 def check_ids(idx, n, what):

@@ -52,12 +52,24 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None,
                 "carries": carries,
                 "class": kind,
                 "backend": backend,
-                "implementation": implementation(backend),
+                "implementation": implementation(backend, head_dim=_head_dim(ir, plan)),
                 "reason": reason,
                 "requested": node.attrs.get("backend"),
                 "predictions": _predictions(plan, rows, T, N, hidden),
                 "states": None if states is None else states.get((block.key, node.id), []),
             }
+
+
+def _head_dim(ir: Any, plan: Any) -> int | None:
+    """max(K, V) of a gla / delta scan where the sizes are bound (wider heads run the PyTorch twin)."""
+    from ncd.sizes import resolve
+
+    layout = plan.kernel_layout
+    if layout is None:
+        return None
+    sizes = {name: axis.size for name, axis in ir.axes.items()}
+    dims = [resolve(axis, sizes, ir.bindings) for axis in (layout.key, layout.value)]
+    return max(int(d) for d in dims) if all(d.is_Integer for d in dims) else None
 
 
 def _state_names(ir: Any, passes: Any) -> dict[tuple[str, str], list[str]] | None:
