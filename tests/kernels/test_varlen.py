@@ -102,9 +102,8 @@ def test_delta_rule_packed(lens, h0, backend):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kernel", ["gla", "delta"])
-def test_packed_chunk64_multi_tile(kernel):
-    """Chunk 64 and 16-wide state tiles at K = V = 32 (several tiles per walk), sequences
-    crossing chunk boundaries."""
+def test_packed_chunk64(kernel):
+    """Chunk 64 at K = V = 32, sequences crossing chunk boundaries."""
     lens = (65, 1, 130)
     (q, k, v), s = qkv(lens, H=1, K=32, V=32)
     cu = offsets(lens)
@@ -119,6 +118,22 @@ def test_packed_chunk64_multi_tile(kernel):
         check(lambda *t: delta_mod.delta_rule(*t[:4], None, t[4], backend="triton", cu_seqlens=cu),
               lambda *t: delta_mod.naive_delta_rule(*t[:4], None, t[4]), [q, k, v, beta], s, lens,
               ["o", "S_T", "dq", "dk", "dv", "dbeta", "dh0"])
+
+
+@pytest.mark.slow
+def test_packed_gla_several_state_tiles():
+    """16-wide tiles at K = V = 32: every state walk and per-chunk kernel loops over tiles."""
+    import importlib
+
+    chunk = importlib.import_module(f"{gla_mod.__name__}.chunk")
+    lens = (20, 1, 40)
+    (q, k, v), s = qkv(lens, H=1, K=32, V=32)
+    g = F.logsigmoid(torch.randn(q.shape)).to(DEVICE)
+    cu = offsets(lens)
+    tiles = chunk.GLATiles(BK=16, BV=16, BV_dqk=16)
+    check(lambda *t: chunk.gla_triton(*t[:4], 32 ** -0.5, t[4], 16, 16, tiles, cu_seqlens=cu),
+          lambda *t: gla_mod.naive_gla(*t[:4], None, t[4]), [q, k, v, g], s, lens,
+          ["o", "S_T", "dq", "dk", "dv", "dg", "dh0"])
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
