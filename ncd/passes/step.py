@@ -76,8 +76,11 @@ def step_axis(ir: SpecIR, axis: str | None = None) -> str:
         return scanned[0]
     if not scanned and "T" in entry_axes:
         return "T"
+    axes = ", ".join(sorted(entry_axes)) or "none"
     raise NcdError(f"cannot tell which axis the step module advances along (scanned: {', '.join(scanned) or 'none'})",
-                   entry.loc.span if entry.loc else None, hint="name it: module.step_module(axis='T')")
+                   entry.loc.span if entry.loc else None,
+                   hint=f"name one of the entry's input axes ({axes}): module.step_module(axis=...) or --step-axis; "
+                        "a spec with no sequence axis has nothing to step")
 
 
 def step_plan(ir: SpecIR, axis: str | None = None) -> StepPlan:
