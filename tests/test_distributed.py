@@ -203,7 +203,6 @@ def test_fully_shard_two_processes_equal_one_process_on_the_whole_batch(spawned,
         torch.testing.assert_close(sharded[name], value, rtol=0, atol=1e-12)
 
 
-
 @pytest.mark.parametrize("name", list(SPLIT))
 def test_a_sequence_split_across_ranks_by_carried_state_equals_the_whole_sequence(spawned, name):
     model = split_model(name)
