@@ -108,7 +108,8 @@ def main() -> None:
         args.positions, args.repeats = [64, 256], 20
     torch.set_num_threads(args.threads)
     lo, hi = args.positions
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch 1, float32, {args.repeats} steps at each position")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), batch 1, float32, "
+          f"{args.repeats} steps at each position")
     print("best = the fastest call (what the work costs; load only adds), median = the typical call")
     print(f"{'spec':10} {'state@lo':>8} {f'best µs @ {lo}':>16} {f'best µs @ {hi}':>16} {'ratio':>6} "
           f"{f'median @ {lo}':>14} {f'median @ {hi}':>14} {'ratio':>6} {'max |step - full|':>18}")
