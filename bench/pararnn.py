@@ -16,7 +16,8 @@ size (a dense GRU: more FLOPs per step, but the standard fast baseline), plus pe
 --vs-pararnn-torch: the compiled `paragru` spec (ncd.load, Newton and sequential backends)
 beside pararnn-torch's ParaGRU(mix='diag') in its ParaRNN layer (solver 'newton' and
 'sequential'), same sizes, CPU, forward (no_grad) and forward+backward (`pip install
-pararnn-torch==0.17.4`, the `test` extra). --memory: peak resident memory of a Newton forward
+pararnn-torch==0.17.4`, the `test` extra), medians of interleaved rounds of CPU time. --memory: peak
+resident memory of a Newton forward
 (and forward+backward) of the compiled spec at each T, each T in a fresh process.
 """
 from __future__ import annotations
@@ -226,7 +227,8 @@ def bench_vs_pararnn_torch(args) -> None:
         sys.path = saved
 
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), B={args.B} E={args.E} N={args.N}, "
-          f"median of {args.repeat}; ratio = ncd / pararnn-torch")
+          f"median of {args.repeat} interleaved rounds of CPU time (time.thread_time: one torch thread, so "
+          f"steady on a loaded machine); ratio = ncd / pararnn-torch")
     print("| pass | T | ncd newton ms | pararnn-torch newton ms | ratio | ncd loop ms | pararnn-torch loop ms | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     ours = {b: ncd.load("specs/paragru.ncd", scan_backend=b, E=args.E, D=args.N, H=4) for b in ("newton", "sequential")}
@@ -244,11 +246,26 @@ def bench_vs_pararnn_torch(args) -> None:
                         with torch.no_grad():
                             m(xs)
                 return once
-            t = {f"{side}-{b}": _time_ms(run(mods[b]), "cpu", args.repeat)
-                 for side, mods in (("ncd", ours), ("pt", theirs)) for b in ("newton", "sequential")}
+            runs = {f"{side}-{b}": run(mods[b]) for side, mods in (("ncd", ours), ("pt", theirs))
+                    for b in ("newton", "sequential")}
+            t = _interleaved_cpu_ms(runs, args.repeat)
             print(f"| {'fwd+bwd' if backward else 'fwd'} | {T} | {t['ncd-newton']:.1f} | {t['pt-newton']:.1f} | "
                   f"{t['ncd-newton'] / t['pt-newton']:.2f} | {t['ncd-sequential']:.1f} | {t['pt-sequential']:.1f} | "
                   f"{t['ncd-sequential'] / t['pt-sequential']:.2f} |", flush=True)
+
+
+def _interleaved_cpu_ms(runs: dict, repeat: int) -> dict:
+    """name -> median CPU ms of each run, one warm-up each, then `repeat` rounds that run every
+    variant once in turn (so load on a shared machine hits all of them alike)."""
+    for fn in runs.values():
+        fn()
+    times: dict = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, fn in runs.items():
+            t0 = time.thread_time()
+            fn()
+            times[name].append((time.thread_time() - t0) * 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 _MEMORY_CHILD = """
@@ -270,6 +287,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
 def bench_memory(args) -> None:
     """Peak RSS growth (KiB → MiB) of one Newton call, each T in a fresh process; the state
     sequence itself is B·T·N·4 bytes."""
+    import os
     import subprocess
 
     print(f"# peak resident memory above the loaded module, B={args.B} E={args.E} N={args.N}, float32")
@@ -277,8 +295,11 @@ def bench_memory(args) -> None:
     print("|---|---|---|---|---|")
     for backward in (0, 1):
         for T in args.T:
+            # fixed mmap threshold: every large tensor is its own mapping, returned when freed, so
+            # peak RSS is the peak of live tensors (glibc's sliding threshold keeps freed blocks)
+            env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
             out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(args.B), str(T), str(args.E), str(args.N),
-                                  str(backward)], capture_output=True, text=True, check=True)
+                                  str(backward)], capture_output=True, text=True, check=True, env=env)
             peak = int(out.stdout.split()[-1]) / 1024
             state = args.B * T * args.N * 4 / 2**20
             print(f"| {'fwd+bwd' if backward else 'fwd'} | {T} | {peak:.1f} | {state:.2f} | {peak / state:.1f} |",

@@ -11,7 +11,8 @@ least h_0..h_{i-1} exact; on contractive cells convergence is quadratic and take
 steps. The cell only has to work on a batch of rows: every evaluation flattens [B, T] into
 B·T rows, which is what "the cell is vectorised over time" means here.
 
-Backward is the adjoint, not autograd through the iterations: with g_t = ∂L/∂h_t,
+Backward is the adjoint, not autograd through the iterations (no graph outlives one Newton
+step's Jacobian; the forward keeps only the states and the converged J): with g_t = ∂L/∂h_t,
 
     λ_t = g_t + J_{t+1}ᵀ λ_{t+1},  λ_{T-1} = g_{T-1}         (one reverse scan)
 
@@ -100,8 +101,10 @@ class NewtonSolver:
     stats: a `SolverStats` to update (a fresh one by default), read it as `solver.stats`.
     jac_fn: optional closed-form replacement for the JVPs, (h [M, N], x [M, ...], *params) ->
       (f [M, N], J) with J laid out as `jacobian.value_and_jacobian` returns it for this
-      `jacobian`/`block` (dense: [M, 1, N, N]). A compiler can emit one from the IR; JVPs cost
-      ~4 cell evaluations each on the CPU.
+      `jacobian`/`block` (dense: [M, 1, N, N]). A compiler can emit one from the IR. Without it,
+      "diag"/"block" take J by reverse mode on one graph of the cell (k backward passes, paid
+      only when a Newton step is taken; ~2.5 cell evaluations for "diag"), and the converged
+      J is kept for the adjoint when a backward will follow.
     fuse: evaluate each Newton step's shift, cell, Jacobian, residual and norms as one
       `torch.compile`d graph. Eagerly that is ~20 separate passes over the B·T·N state sequence
       per step, which is where the time goes on a GPU; fused, a few. The first call compiles
