@@ -13,7 +13,8 @@ import ncd
 SIZES = {"gru": dict(E=5, D=6), "lstm": dict(E=5, D=6), "rnn_tanh": dict(E=5, D=6), "rnn_relu": dict(E=5, D=6),
          "paragru": dict(E=6, D=6, H=2), "paralstm": dict(E=6, D=6, H=2), "mamba_negeig": dict(D=4, N=3),
          "lssl": dict(H=3, N=4), "gla": dict(D=8, K=4, V=4, H=2), "deltanet": dict(D=8, K=4, V=4, H=2),
-         "sparse_gru": dict(E=5, D=6), "leaky_rnn": dict(E=5, D=6)}
+         "sparse_gru": dict(E=5, D=6), "leaky_rnn": dict(E=5, D=6), "sparse_lstm": dict(E=5, D=6),
+         "sparse_rnn_tanh": dict(E=5, D=6)}
 
 
 def load(spec, backend: str = "auto", **sizes):
@@ -73,7 +74,7 @@ def carry_equals_whole(module, inputs: list[torch.Tensor], lengths: list[int], h
         torch.testing.assert_close(a, b, rtol=0, atol=atol * 100)
 
 
-@pytest.mark.parametrize("name", ["gru", "lstm", "sparse_gru", "leaky_rnn"])
+@pytest.mark.parametrize("name", ["gru", "lstm", "sparse_gru", "sparse_lstm", "sparse_rnn_tanh", "leaky_rnn"])
 def test_sequential_segments_equal_the_whole(name):
     module = load(name, "sequential", **SIZES[name])
     rng = random.Random(name)
