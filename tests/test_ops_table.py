@@ -206,3 +206,39 @@ def test_every_op_costs_what_torch_counts(name):
         f"{name}: forward + backward FLOPs {cost['matmul_flops_fwd'] + cost['matmul_flops_bwd']} != {total}"
     assert cost["activation_bytes"] == saved, \
         f"{name}: the cost rule saves {cost['activation_bytes']} B, torch's autograd saved {saved} B"
+
+
+# ------------------------------------------------------------------ what a scan may hoist
+def test_hoistable_ops_are_derived_from_the_rows_flags():
+    """The recurrence pass hoists a step-invariant statement out of the loop only when its row
+    neither draws random numbers nor updates buffers: the set follows the rows, not a list."""
+    from ncd.passes.recurrence import HOISTABLE, PURE_STRUCTURAL
+
+    pure = {name for name, row in OPS.items() if not (row.random or row.stateful)}
+    assert HOISTABLE == pure | PURE_STRUCTURAL
+    assert not {name for name, row in OPS.items() if row.random or row.stateful} & HOISTABLE
+    assert not PURE_STRUCTURAL & set(OPS)  # structural kinds are no op rows
+
+
+HOIST_SPEC = """axis T = 5, D = 3
+block R(x: [T, D]) -> [T, D] {
+  param w: [D] init normal(0, 1)
+  return scan t over T carry (h: [D] = 0) {
+    a = tanh(w)
+    m = dropout(w, p = 0.5)
+    h = h * a + x[t] + m
+    emit h
+  }
+}
+"""
+
+
+def test_a_step_invariant_pure_op_is_hoisted_and_a_random_one_is_not():
+    from ncd.pipeline import run_passes
+
+    ir = ncd.check(HOIST_SPEC)
+    (plan,) = run_passes(ir).scan_plans().values()
+    scan = next(n for n in ir.blocks["R"].nodes if n.op == "scan")
+    ops = {n.id: n.op for n in scan.regions[0].nodes}
+    hoisted = {ops[i] for i in plan.invariant}
+    assert "tanh" in hoisted and "dropout" not in hoisted, hoisted

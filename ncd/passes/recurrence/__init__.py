@@ -11,6 +11,7 @@ from __future__ import annotations
 from ncd import scan_backends
 from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, SpecIR, walk
+from ncd.ops import OPS
 from ncd.ops.random import in_order
 from ncd.passes.recurrence.cells import match_cell
 from ncd.passes.recurrence.choose import choose_backend
@@ -19,15 +20,12 @@ from ncd.passes.recurrence.match import match_delta, match_gla
 from ncd.passes.recurrence.plan import KernelLayout, ScanPlan, Structure
 
 
-# Ops whose value depends on nothing but their inputs: a step-invariant one is computed once,
-# before the loop. Anything else (a random draw, a tap's hook, a call, a nested loop) stays in the step.
-HOISTABLE = frozenset({
-    "abs", "add", "annotate", "as_float", "broadcast", "clamp", "compare", "concat", "contract", "cos", "cumsum",
-    "div", "erf", "exp", "gelu", "gelu_tanh", "inv", "l2norm", "layernorm", "leaky_relu", "log", "log_softmax",
-    "logsigmoid", "logsumexp", "materialize", "max", "maximum", "mean", "min", "minimum", "mul", "neg", "number",
-    "pow", "relu", "rename", "reshape", "rmsnorm", "rsqrt", "select", "sigmoid", "sign", "silu", "sin", "softmax",
-    "softplus", "sqrt", "step", "sub", "sum", "swish", "tanh", "where",
-})
+# IR node kinds outside the op table whose value is a function of their inputs alone.
+PURE_STRUCTURAL = frozenset({"broadcast", "materialize", "number"})
+# What a step-invariant statement may be to be computed once, before the loop: every op-table
+# row that neither draws random numbers nor updates buffers (OpDef.random / OpDef.stateful), and
+# the pure structural kinds. Anything else (a tap's hook, a call, a nested loop) stays in the step.
+HOISTABLE = frozenset(name for name, row in OPS.items() if not (row.random or row.stateful)) | PURE_STRUCTURAL
 
 
 def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | None = None) -> ScanPlan:
