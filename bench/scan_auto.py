@@ -1,7 +1,7 @@
 """`auto` against the fastest backend on the CPU: calibrate the cost model, then check it.
 
 --calibrate: time paragru's sequential loop and Newton on a calibration grid (forward under
-no_grad, and forward+backward), fit the models of ncd/backends/pytorch/scan_cost.py by
+no_grad, and forward+backward), fit the models of backends/pytorch/scan_cost.py by
 least squares on relative error (non-negative coefficients) with a load factor per point
 (``fit_with_load``), and print the constants to paste into CPU there (``--from-log FILE``
 refits from an earlier run's printed times).

@@ -207,7 +207,7 @@ def parallel_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, 
 
 def _loop_is_cheaper(parallel: Any, env: Env, m: nn.Module) -> bool:
     """`auto` chose Newton by the step's class; at this call's sizes, is the loop predicted
-    faster (ncd/backends/pytorch/scan_cost.py)? Only where the device kind and dtype are calibrated."""
+    faster (backends/pytorch/scan_cost.py)? Only where the device kind and dtype are calibrated."""
     from ncd.backends.pytorch.scan_cost import cheaper
 
     h0 = [init(env, m) for init in parallel.inits]
