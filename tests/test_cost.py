@@ -304,3 +304,64 @@ def test_contraction_patterns_match_torch(case):
     assert total["matmul_flops_fwd"] == fwd
     assert total["matmul_flops_fwd"] + total["matmul_flops_bwd"] == counter.get_total_flops()
     assert total["activation_bytes"] == sum(saved.values())
+
+
+# a scan's first step from a state of core axes only (a number, a parameter, a formula of
+# parameters) runs unlifted in torch, also where the step is a sub-block's call or the scan sits
+# in a sub-block lifted over an axis; FLOPs exact against FlopCounterMode
+FIRST_STEP = {
+    "sub-block scan": """
+axis T, H = 2, D = 4, E = 3
+block Cell(x: [T, E]) -> [T, D] {
+  param W_ih: [E, D] init normal(0, 0.5)
+  param W_hh: [D', D] init normal(0, 0.5)
+  param h0: [D] init normal(0, 0.5)
+  u = x @[E] W_ih
+  return scan t over T carry (h: [D] = INIT) {
+    h = tanh(u[t] + h[D as D'] @[D'] W_hh)
+    emit h
+  }
+}
+block Top(x: [H, T, E]) -> [H, T, D] {
+  use cell = Cell
+  return cell(x)
+}
+""",
+    "sub-block step": """
+axis T, D = 4, E = 3
+block Cell(h: [D], u: [D]) -> [D] {
+  param W_hh: [D', D] init normal(0, 0.5)
+  return tanh(u + h[D as D'] @[D'] W_hh)
+}
+block Top(x: [T, E]) -> [T, D] {
+  param W_ih: [E, D] init normal(0, 0.5)
+  param h0: [D] init normal(0, 0.5)
+  use cell = Cell
+  u = x @[E] W_ih
+  return scan t over T carry (h: [D] = INIT) {
+    h = cell(h, u[t])
+    emit h
+  }
+}
+""",
+}
+
+
+@pytest.mark.parametrize("init", ["0", "h0", "0 * h0 + 1"])
+@pytest.mark.parametrize("case", FIRST_STEP, ids=lambda c: c.replace(" ", "_"))
+@pytest.mark.parametrize("input_grad", [False, True], ids=["no_input_grad", "input_grad"])
+def test_first_scan_step_from_an_unlifted_state_matches_torch(case, init, input_grad):
+    spec = FIRST_STEP[case].replace("INIT", init)
+    ir = ncd.check(spec, T=5)
+    module = ncd.load(spec, scan_backend="sequential", T=5)
+    report = analyze(ir, {"B": 3}, input_grad=input_grad)
+    env = SizeEnv(ir, {"B": 3})
+    (port,) = ir.entry_block.inputs
+    x = torch.randn([3] + [int(env.number(env(a))) for a in port.type.axes], requires_grad=input_grad)
+    with FlopCounterMode(display=False) as counter:
+        out = module(x)
+        fwd = counter.get_total_flops()
+        out.sum().backward()
+    total = report.numbers(report.total)
+    assert total["matmul_flops_fwd"] == fwd
+    assert total["matmul_flops_fwd"] + total["matmul_flops_bwd"] == counter.get_total_flops()

@@ -300,11 +300,18 @@ class Analyzer:
         inner = Context(path, block, lift, ctx.mult * repeat)
         callee_args = []
         for v, port in zip(args, block.inputs):
-            layout = _enter_layout(v.layout, lift_axes) if port.type.lifted else v.layout
-            callee_args.append(Val(port.type, v.token, layout, v.grad, v.param))
+            t = port.type
+            if t.lifted and not v.type.lifted and not lift_axes:
+                # a tensor of core axes only (a parameter, a scan's first state from a number):
+                # the callee runs on it unlifted, as torch does
+                t = WireType(axes=t.axes, lifted=False, dtype=t.dtype)
+            layout = _enter_layout(v.layout, lift_axes) if t.lifted else v.layout
+            callee_args.append(Val(t, v.token, layout, v.grad, v.param))
         results = self.block(inner, callee_args)
         outs = []
         for r, t in zip(results, node.types):
+            if t.lifted and not r.type.lifted and not lift_axes:
+                t = WireType(axes=t.axes, lifted=False, dtype=t.dtype)
             layout = _leave_layout(r.layout, lift_axes) if t.lifted and r.layout is not None else r.layout
             outs.append(Val(t, r.token, layout, r.grad, r.param))
         return outs if len(node.types) > 1 else outs[0]
@@ -379,8 +386,9 @@ class Analyzer:
                 continue
             t = node.type
             if inits is not None and inits[i].token is not None:
-                init = inits[i]
-                value = Val(t, init.token, init.layout, init.grad, init.param)
+                init = inits[i]  # a parameter's (or a formula of parameters') state has no lifted dims
+                value = Val(WireType(axes=t.axes, lifted=t.lifted and init.type.lifted, dtype=t.dtype),
+                            init.token, init.layout, init.grad, init.param)
             elif inits is not None:
                 value = self.new(WireType(axes=t.axes, lifted=False, dtype=t.dtype), inner, grad=False)
             else:
