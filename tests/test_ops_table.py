@@ -242,3 +242,35 @@ def test_a_step_invariant_pure_op_is_hoisted_and_a_random_one_is_not():
     ops = {n.id: n.op for n in scan.regions[0].nodes}
     hoisted = {ops[i] for i in plan.invariant}
     assert "tanh" in hoisted and "dropout" not in hoisted, hoisted
+
+
+def _op_name_literals(path: Path) -> list[tuple[int, str]]:
+    """Where ``path`` compares a node's op (``node.op == "x"``, ``op in ("x", ...)``) with the name
+    of an op-table row: knowledge of that op outside its row."""
+    import ast
+
+    def names_op(expr: ast.AST) -> bool:
+        return any((isinstance(n, ast.Attribute) and n.attr == "op") or (isinstance(n, ast.Name) and n.id == "op")
+                   for n in ast.walk(expr))
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Compare) and any(names_op(e) for e in (node.left, *node.comparators)):
+            found += [(node.lineno, c.value) for e in (node.left, *node.comparators) for c in ast.walk(e)
+                      if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value in OPS]
+    return found
+
+
+@pytest.mark.parametrize("path", ["backends/graphviz/draw.py", "ncd/analysis/op_costs.py"])
+def test_the_renderer_and_the_analyzer_ask_the_row_not_the_op_name(path):
+    """Titles (``title``) and views' memory order (``view_layout``) live in the rows, so adding an
+    op is one row: these modules never single out a row by its name."""
+    assert _op_name_literals(ROOT / path) == []
+
+
+def test_the_op_name_literal_scan_finds_a_comparison(tmp_path):
+    """The scan above is not vacuous: the renderer's old title chain is what it catches."""
+    sample = tmp_path / "sample.py"
+    sample.write_text('def f(node, op):\n    if node.op == "rename":\n        pass\n'
+                      '    return op in ("reshape", "input")\n', encoding="utf-8")
+    assert _op_name_literals(sample) == [(2, "rename"), (4, "reshape")]

@@ -384,21 +384,15 @@ class Drawer:
         return node.types[0] if node is not None and node.types else None
 
     def op_title(self, scope: Scope, node: Node, opdef) -> str:
+        """The box's title: the row's ``title`` parts where it has one, else its glyph (or name),
+        the axes it works over, its options' note and its number operands."""
+        from ncd.ops.base import AxisList
+
         numbers = [scope.numbers[i] for i in node.inputs if i in scope.numbers]
         a = node.attrs
-        if node.op == "contract":
-            return f"@[{self.axes_html(a.get('axes') or [], sizes=False)}{CLOSE}"
-        if node.op == "rename":
-            return f"{_esc(a['src'])} as {_esc(a['dst'])}"
-        if node.op == "reshape":
-            return f"{_esc(' '.join(a['src']))} → {_esc(' '.join(a['dst']))}"
-        if node.op == "select":
-            index = numbers[0] if numbers else a.get("index")
-            return f"[{_esc(a['axis'])} = {_esc(index)}]"
-        if node.op == "annotate":
-            return f": [{self.axes_html(a['axes'], sizes=False)}{CLOSE}"
-        if node.op == "compare":
-            return _esc(a.get("cmp", "cmp")) + (f" {_esc(numbers[0])}" if numbers else "")
+        if opdef is not None and opdef.title is not None:
+            return "".join(f"[{self.axes_html(p.axes, sizes=False)}{CLOSE}" if isinstance(p, AxisList) else _esc(p)
+                           for p in opdef.title(a, numbers))
         title = _esc(opdef.draw or node.op) if opdef is not None else _esc(node.op)
         over = a.get("over")
         if isinstance(over, dict):
@@ -409,7 +403,7 @@ class Drawer:
         note = opdef.label(a) if opdef is not None and opdef.label is not None else ""
         if note:  # the options that change what the op computes (groups, padding mode, ceil_mode)
             title += f'<br/><font point-size="9">{_esc(note)}</font>'
-        if numbers and node.op not in ("where",):
+        if numbers:
             title += f" {_esc(', '.join(numbers))}"
         return title
 

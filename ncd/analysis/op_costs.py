@@ -208,24 +208,14 @@ class Analyzer:
         return [self.new(t, ctx, grad=grad) for t in node.types]
 
     def view(self, node: Node, src: Val, t: WireType) -> Val:
-        """rename, annotate, select, split, reshape: the source's storage, its memory order updated."""
+        """A view row's value: the source's storage, its memory order updated by the row's
+        ``view_layout`` (a fresh storage where that says the view copies)."""
         layout = src.layout
-        if layout is not None:
-            if node.op == "rename":
-                layout = tuple(node.attrs["dst"] if a == node.attrs["src"] else a for a in layout)
-            elif node.op == "select":
-                layout = tuple(a for a in layout if a != node.attrs["axis"])
-            elif node.op == "split":
-                src_axis = node.attrs["over"]["src"][0]
-                new = [a for a in t.axes if a not in src.type.axes]
-                layout = tuple(new[0] if a == src_axis else a for a in layout) if new else layout
-            elif node.op == "reshape":
-                src_axes, dst_axes = list(node.attrs["src"]), list(node.attrs["dst"])
-                at = [layout.index(a) for a in src_axes]
-                if at == list(range(at[0], at[0] + len(at))):
-                    layout = layout[: at[0]] + tuple(dst_axes) + layout[at[-1] + 1:]
-                else:  # torch.flatten of a permuted tensor copies: a fresh, contiguous storage
-                    return Val(t, f"s{next(self._fresh)}", (("...",) if t.lifted else ()) + t.axes, src.grad)
+        row = OPS.get(node.op)
+        if layout is not None and row is not None and row.view_layout is not None:
+            layout = row.view_layout(layout, node.attrs, src.type.axes, t.axes)
+            if layout is None:
+                return Val(t, f"s{next(self._fresh)}", (("...",) if t.lifted else ()) + t.axes, src.grad)
         return Val(t, src.token, layout, src.grad, src.param)
 
     def account(self, ctx: Context, node: Node, ins: list[Val], out: list[Val], rule: dict,

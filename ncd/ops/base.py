@@ -271,6 +271,24 @@ JOINT = Algebra("joint")
 
 
 @dataclass(frozen=True)
+class AxisList:
+    """A part of a drawn title that is a list of axes: the renderer draws it in brackets, each axis
+    in its colour (a contraction's ``@[X]``, an annotation's ``: [A, B]``)."""
+
+    axes: tuple[str, ...]
+
+
+# A drawn title's parts: text (the renderer escapes it) and axis lists.
+TitlePart = Union[str, AxisList]
+# attrs, the numbers among the op's inputs (as text) -> the title; None: the name/glyph, then the
+# op's ``over`` axes, its ``label`` note and its number operands
+TitleFn = Callable[[Mapping[str, Any], Sequence[str]], tuple[TitlePart, ...]]
+# a view's memory order from its source's (source layout, attrs, source axes, result axes);
+# None: this view copies after all (a fresh, contiguous storage)
+ViewLayoutFn = Callable[[tuple[str, ...], Mapping[str, Any], tuple[str, ...], tuple[str, ...]], "tuple[str, ...] | None"]
+
+
+@dataclass(frozen=True)
 class OpDef:
     """Everything the compiler knows about one primitive, in one place.
 
@@ -278,7 +296,8 @@ class OpDef:
     interpreter and the emitter read one thing); ``cost``: FLOPs, gradients' FLOPs and the
     saved-activation rule (``saves``) as sympy in axis sizes — every row has one, the op-table
     test fails a row without; ``draw``: the renderer's glyph (defaults to the name); ``view``:
-    the output shares the input's storage (no copy, no memory traffic, drawn dashed);
+    the output shares the input's storage (no copy, no memory traffic, drawn dashed), its memory
+    order given by ``view_layout`` (unchanged without one);
     ``algebra``: what the recurrence pass may assume; ``fold``: the exact value of the op on
     numbers known at check time (None: never folded); ``doc``: the one-line reference,
     also in docs/language.md's op reference; ``syntax``: how a spec writes an op that is no
@@ -286,7 +305,8 @@ class OpDef:
     spec of one block using the op (``example_spec``), for the op-table test (elementwise and
     reduce rows without one get a default there, see tests/test_ops_table.py); ``dtypes``: which
     element types it takes and gives (a rule of ncd.ops.dtypes); ``label``: the note the drawing
-    puts under the box for the options that change what it computes; ``random``: it draws
+    puts under the box for the options that change what it computes; ``title``: the whole drawn
+    title when the op writes its options into it (``x[A as B]``, ``@[X]``, ``< 0``); ``random``: it draws
     from the module's generator (ncd.ops.random); ``stateful``: it updates buffers (ncd.ops.stats).
     """
 
@@ -306,6 +326,9 @@ class OpDef:
     example: str | None = None
     dtypes: str = "float"  # the element-type rule (ncd.ops.dtypes): float, arith, compare, where, same, any
     label: Callable[[Mapping[str, Any]], str] | None = None  # the drawing's note of the options (attrs -> text)
+    title: TitleFn | None = None  # the drawing's whole title (attrs, number operands -> parts)
+    # a view row's memory order from its source's, for the analyzer's traffic (None: unchanged)
+    view_layout: ViewLayoutFn | None = None
     # draws random numbers from the module's generator: never folded, and a scan whose step draws
     # runs as the sequential loop (the draw order is then the emitted Python's)
     random: bool = False

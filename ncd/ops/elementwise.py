@@ -195,10 +195,12 @@ OPS: tuple[OpDef, ...] = (
     OpDef("neg", "elementwise", _infer_union, _neg_lower, (1, 1), cost=elementwise(1), doc="-x",
           algebra=JOINT, fold=lambda a: -a, dtypes=ARITH),
     OpDef("compare", "elementwise", _infer_compare, _compare_lower, (2, 2), cost=elementwise(1, 0),
+          title=lambda a, numbers: (a.get("cmp", "cmp") + (f" {numbers[0]}" if numbers else ""),),
           doc="x < y etc. (< <= > >= == !=), a boolean wire", syntax="x < y",
           example=example_spec("A = 3, B = 4", "x: [A, B], y: [B]", "[A, B]", "return where(x < y, x, y)"), dtypes=COMPARE),
     OpDef("where", "elementwise", lambda c, ins, a: [WireType(axes=union_axes(ins), lifted=any(t.lifted for t in ins))],
           _where_lower, (3, 3), cost=elementwise(1, saves=(Save("in", 0),)), doc="where(cond, a, b)",
+          title=lambda a, numbers: ("where",),  # the name alone: its number branches are not drawn
           example=example_spec("A = 3, B = 4", "x: [A, B], y: [B]", "[A, B]", "return where(x > 0, x, y)"), dtypes=WHERE),
     OpDef("clamp", "elementwise", _infer_clamp, _clamp_lower, (1, 1),
           {"min": Kw(NUMBER), "max": Kw(NUMBER)}, cost=elementwise(1, saves=(_IN,)), doc="clamp(x, min = a, max = b)",

@@ -1,13 +1,14 @@
 """Ops that move axes rather than numbers: rename, reshape, select, reorder, concat, split, idx."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sympy
 
 from ncd import sizes as sz
 from ncd.ir import Node, WireType
-from ncd.ops.base import AXIS, AXIS_MAP, JOINT, VALUES, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.base import AXIS, AXIS_MAP, JOINT, VALUES, Algebra, AxisList, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.base import example_spec as _spec
 from ncd.ops.costing import copy, free
 from ncd.ops.dtypes import ANY, SAME
@@ -189,17 +190,48 @@ def _lower_values(node: Node, ctx: LowerCtx) -> Expr:
 VIEW_LINEAR = Algebra("joint", "view")  # a view that may hide an axis of the state (see recurrence.py)
 LINEAR_OVER = Algebra("joint", "over")
 
+def _rename_layout(layout: tuple[str, ...], a: Mapping[str, Any], src_axes: tuple[str, ...],
+                   out_axes: tuple[str, ...]) -> tuple[str, ...] | None:
+    return tuple(a["dst"] if x == a["src"] else x for x in layout)
+
+
+def _select_layout(layout: tuple[str, ...], a: Mapping[str, Any], src_axes: tuple[str, ...],
+                   out_axes: tuple[str, ...]) -> tuple[str, ...] | None:
+    return tuple(x for x in layout if x != a["axis"])
+
+
+def _split_layout(layout: tuple[str, ...], a: Mapping[str, Any], src_axes: tuple[str, ...],
+                  out_axes: tuple[str, ...]) -> tuple[str, ...] | None:
+    src_axis = a["over"]["src"][0]
+    new = [x for x in out_axes if x not in src_axes]
+    return tuple(new[0] if x == src_axis else x for x in layout) if new else layout
+
+
+def _reshape_layout(layout: tuple[str, ...], a: Mapping[str, Any], src_axes: tuple[str, ...],
+                    out_axes: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Merged or split axes in place where they are adjacent in memory; else torch.flatten of a
+    permuted tensor copies (None)."""
+    at = [layout.index(x) for x in a["src"]]
+    if at != list(range(at[0], at[0] + len(at))):
+        return None
+    return layout[: at[0]] + tuple(a["dst"]) + layout[at[-1] + 1:]
+
+
 OPS: tuple[OpDef, ...] = (
     OpDef("rename", "view", _infer_rename, _lower_identity, cost=free, view=True, algebra=VIEW_LINEAR,
+          title=lambda a, numbers: (f"{a['src']} as {a['dst']}",), view_layout=_rename_layout,
           doc="x[A as B]: the same wire, its axis renamed", syntax="x[A as B]",
           example=_spec("A = 3, B = 4, C", "x: [A, B]", "[A, C]", "return x[B as C]"), dtypes=ANY),
     OpDef("reshape", "view", _infer_reshape, _lower_reshape, cost=free, view=True, algebra=VIEW_LINEAR,
+          title=lambda a, numbers: (f"{' '.join(a['src'])} → {' '.join(a['dst'])}",), view_layout=_reshape_layout,
           doc="x[D -> H K] splits an axis; x[H K -> D] merges", syntax="x[D -> H K] or x[H K -> D]",
           example=_spec("A = 3, B = 4, C = 2, R", "x: [A, B, C]", "[A, R]", "return x[B C -> R]"), dtypes=ANY),
     OpDef("select", "view", _infer_select, _lower_select, (1, 2), cost=free, view=True, algebra=VIEW_LINEAR,
+          title=lambda a, numbers: (f"[{a['axis']} = {numbers[0] if numbers else a.get('index')}]",), view_layout=_select_layout,
           doc="x[A = i] or x[t]: one slice, axis dropped", syntax="x[A = i] or x[t]",
           example=_spec("A = 3, B = 4", "x: [A, B]", "[B]", "return x[A = 1]"), dtypes=ANY),
     OpDef("annotate", "view", _infer_annotate, _lower_annotate, cost=free, view=True, algebra=JOINT,
+          title=lambda a, numbers: (": ", AxisList(tuple(a["axes"]))),
           doc="x : [A, B] checks the axes and orders them", syntax="x : [A, B]",
           example=_spec("A = 3, B = 4", "x: [A, B]", "[B, A]", "return x : [B, A]"), dtypes=ANY),
     OpDef("concat", "structural", _infer_concat, _lower_concat, (1, 64), {"over": Kw(AXIS_MAP, required=True)},
@@ -207,7 +239,7 @@ OPS: tuple[OpDef, ...] = (
           example=_spec("A = 3, B = 4, C = 2, R", "x: [A, B], y: [A, C]", "[A, R]",
                         "return concat(x, y, over = [B, C] -> R)"), dtypes=SAME),
     OpDef("split", "structural", _infer_split, _lower_split, (1, 1), {"over": Kw(AXIS_MAP, required=True)},
-          cost=free, view=True, algebra=LINEAR_OVER, doc="a, b = split(x, over = R -> [A1, A2])",
+          cost=free, view=True, algebra=LINEAR_OVER, doc="a, b = split(x, over = R -> [A1, A2])", view_layout=_split_layout,
           example=_spec("A = 3, B = 4, C = 2, R = 6", "x: [A, R]", "[A, C]",
                         "b, c = split(x, over = R -> [B, C])\n  return c * 2 + b[B = 0]"), dtypes=SAME),
     OpDef("idx", "source", _infer_idx, _lower_idx, (0, 0), {"axis": Kw(AXIS, required=True)},
