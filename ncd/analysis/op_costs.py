@@ -328,13 +328,16 @@ class Analyzer:
             before = Context(ctx.path, ctx.block, ctx.lift, ctx.mult, ctx.values, ctx.fusions)
             self.scope(before, [n for n in region.nodes if n.id in invariant])
         inner = Context(ctx.path, ctx.block, ctx.lift, ctx.mult * length, ctx.values, ctx.fusions)
-        # a carry needs a gradient if its start does or if the step makes it depend on a parameter
-        grads = [v.grad for v in inits]
+        # Which carries need a gradient from the second step on: step t's state is step t-1's
+        # result, so start from what the first step (state = the initial values) makes, then
+        # widen to a fixed point (an upper bound of every later step's). A carry whose start
+        # needs a gradient but which the step re-binds to one that does not (a decoder's input
+        # fed from the data after a learned start) needs none after the first step.
         self.muted += 1
-        for _ in range(2):
-            self._bind_args(inner, region, arg_nodes, grads, n_carry)
-            self.scope(inner, step_nodes)
-            new = [g or _first(inner.values[r]).grad for g, r in zip(grads, region.results[:n_carry])]
+        grads = self._carry_grads(inner, region, arg_nodes, [v.grad for v in inits], n_carry, step_nodes)
+        for _ in range(n_carry + 1):
+            new = [g or r for g, r in
+                   zip(grads, self._carry_grads(inner, region, arg_nodes, grads, n_carry, step_nodes))]
             if new == grads:
                 break
             grads = new
@@ -366,6 +369,13 @@ class Analyzer:
         else:
             outs = [self.new(t, ctx, grad=True) for t in node.types]
         return outs if len(node.types) > 1 else (outs[0] if outs else None)
+
+    def _carry_grads(self, inner: Context, region, arg_nodes, grads: list[bool], n_carry: int,
+                     step_nodes: list[Node]) -> list[bool]:
+        """Which of a step's carried results need a gradient, given which of its carries do."""
+        self._bind_args(inner, region, arg_nodes, grads, n_carry)
+        self.scope(inner, step_nodes)
+        return [_first(inner.values[r]).grad for r in region.results[:n_carry]]
 
     def _bind_args(self, inner: Context, region, arg_nodes, grads, n_carry, inits=None) -> list[Val]:
         args = []
