@@ -583,18 +583,7 @@ class CompiledModule(nn.Module):
         other = compile_module(spec.model_copy(update={"entry": by_name[name]}),
                                scan_backend=getattr(self, "_ncd_scan_backend", "auto"))
         other.locate_errors(*self._ncd_source)  # type: ignore[arg-type]
-        mine = dict(self.named_parameters(remove_duplicate=False))
-        held = dict(self.named_buffers(remove_duplicate=False))
-        for path, _ in list(other.named_parameters(remove_duplicate=False)):
-            owner, leaf = _owner(other, path)
-            owner._parameters[leaf] = mine[path]
-        for path, _ in list(other.named_buffers(remove_duplicate=False)):
-            owner, leaf = _owner(other, path)
-            if leaf in owner._non_persistent_buffers_set:
-                continue  # constants and anchors are recomputed, not state
-            owner._buffers[leaf] = held[path]
-        for inner in other.modules():  # and the same generator: draws go on from where they are
-            inner._ncd_generator = self._ncd_generator
+        share_weights(self, other)
         return other
 
     def step_module(self, axis: str | None = None) -> "CompiledModule":
@@ -642,3 +631,21 @@ def _owner(module: nn.Module, path: str) -> tuple[nn.Module, str]:
     for part in parents:
         module = module.get_submodule(part)
     return module, leaf
+
+
+def share_weights(source: CompiledModule, target: CompiledModule) -> None:
+    """Point ``target``'s parameters and persistent buffers at ``source``'s tensors (the same
+    tensors: training one trains the other) and give it the same generator, so draws go on from
+    where they are. Non-persistent buffers (constants, anchors) are recomputed, not state."""
+    mine = dict(source.named_parameters(remove_duplicate=False))
+    held = dict(source.named_buffers(remove_duplicate=False))
+    for path, _ in list(target.named_parameters(remove_duplicate=False)):
+        owner, leaf = _owner(target, path)
+        owner._parameters[leaf] = mine[path]
+    for path, _ in list(target.named_buffers(remove_duplicate=False)):
+        owner, leaf = _owner(target, path)
+        if leaf in owner._non_persistent_buffers_set or path not in held:
+            continue
+        owner._buffers[leaf] = held[path]
+    for inner in target.modules():
+        inner._ncd_generator = source._ncd_generator

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ncd.backends.pytorch.module import CompiledModule, _owner
+from ncd.backends.pytorch.module import CompiledModule, _owner, share_weights
 from ncd.errors import NcdError
 from ncd.passes.step import StateSlot, StepPlan, step_plan
 
@@ -147,18 +147,3 @@ def build_step_module(module: CompiledModule, axis: str | None = None) -> StepMo
     share_weights(module, step)
     return step
 
-
-def share_weights(full: CompiledModule, step: CompiledModule) -> None:
-    """Point the step module's parameters and persistent buffers at the full module's tensors."""
-    mine = dict(full.named_parameters(remove_duplicate=False))
-    held = dict(full.named_buffers(remove_duplicate=False))
-    for path, _ in list(step.named_parameters(remove_duplicate=False)):
-        owner, leaf = _owner(step, path)
-        owner._parameters[leaf] = mine[path]
-    for path, _ in list(step.named_buffers(remove_duplicate=False)):
-        owner, leaf = _owner(step, path)
-        if leaf in owner._non_persistent_buffers_set or path not in held:
-            continue
-        owner._buffers[leaf] = held[path]
-    for inner in step.modules():
-        inner._ncd_generator = full._ncd_generator
