@@ -7,14 +7,8 @@ FLOPs and saved tensors come from its op-table entry (``OpDef.cost``, see ncd/op
 op_costs.py adds them up over blocks, lifted (broadcast) axes, scans and repeats, scan_costs.py
 costs each way to run a scan, report.py sums it all up. This module is the entry: ``analyze``.
 
-Everything is a sympy expression in the axis symbols (``SizeEnv``); numbers come from
-substituting the bound sizes. The entry block is lifted over the batch axis ``B``.
-
-Conventions: a multiply-add is 2 FLOPs; ``matmul_*`` counts contractions only (exactly what
-``torch.utils.flop_counter.FlopCounterMode`` counts for the compiled module), ``flops_*`` is
-everything; the backward pass computes the gradient of every parameter and, where
-``input_grad``, of the entry's inputs; activation bytes are the distinct non-parameter storages
-autograd saves, as ``torch.autograd.graph.saved_tensors_hooks`` sees them on the eager module.
+The size symbols and the counting conventions (what a FLOP and a saved byte are, what
+``FlopCounterMode`` agrees with) are written once, in op_costs.py's docstring.
 """
 from __future__ import annotations
 
