@@ -78,6 +78,20 @@ class Packing:
         self.cseq, self.co, self.chunks = chunk_layout(cu_seqlens, chunk)
 
 
+class ChunkGrid:
+    """The launch layout a chunked backward needs, packed or padded: `seqs` states (N), `chunks`
+    chunks in all (NT), `batch` grid rows (GB: 1 when packed), the offset tables (`cu`, `cseq`,
+    `co`; `placeholder` stands in for them when padded) and `varlen`, the kernels' switch."""
+
+    def __init__(self, cu_seqlens: Tensor | None, chunk: int, B: int, T: int, placeholder: Tensor) -> None:
+        pk = Packing(cu_seqlens, chunk) if cu_seqlens is not None else None
+        self.varlen = pk is not None
+        self.seqs = pk.seqs if pk else B
+        self.chunks = pk.chunks if pk else -(-T // chunk)
+        self.batch = 1 if pk else B
+        self.cu, self.cseq, self.co = (pk.cu, pk.cseq, pk.co) if pk else (placeholder,) * 3
+
+
 def segmented(fn, packed: list[Tensor], h0: Tensor | None, cu_seqlens: Tensor
               ) -> tuple[Tensor, Tensor]:
     """Run fn(*inputs of one sequence [1, T_i, ...], h0 [1, ...] or None) -> (y, y_T) on each

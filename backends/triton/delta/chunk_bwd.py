@@ -8,7 +8,7 @@ import triton.language as tl
 
 from ncd.backends.triton._common import acc_dtype, dot_precision, sm_count, store_dtype, tl_acc
 from ncd.backends.triton.delta.blocks import DeltaBlocks, launch_tiles, vtile, walk_vtile
-from ncd.backends.triton.packed import Packing
+from ncd.backends.triton.packed import ChunkGrid
 from ncd.backends.triton.packed_jit import chunk_seq, walk_seq
 
 
@@ -267,12 +267,9 @@ def delta_rule_bwd(q, k, v, beta, scale, h0, extras, do, dhT, chunk_size: int = 
             dh0.copy_(dhT if dhT is not None else torch.zeros_like(dh0))
         return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), dbeta.to(beta.dtype), dh0
     M, un, hs, w = extras
-    pk = Packing(cu_seqlens, C) if cu_seqlens is not None else None
-    N = pk.seqs if pk else B
-    NT = pk.chunks if pk else triton.cdiv(T, C)
-    GB = 1 if pk else B
-    cu, cseq, co = (pk.cu, pk.cseq, pk.co) if pk else (q, q, q)
-    VARLEN = pk is not None
+    grid = ChunkGrid(cu_seqlens, C, B, T, q)
+    N, NT, GB, VARLEN = grid.seqs, grid.chunks, grid.batch, grid.varlen
+    cu, cseq, co = grid.cu, grid.cseq, grid.co
     b, BK, BV, BKF = launch_tiles(blocks, q.dtype, K, V)
     BVS = vtile(b.bv_dstate, V)
     if blocks is None:

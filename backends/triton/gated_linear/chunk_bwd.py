@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from ncd.backends.triton._common import acc_dtype, dot_precision, sm_count, store_dtype, tl_acc
-from ncd.backends.triton.packed import Packing
+from ncd.backends.triton.packed import ChunkGrid
 from ncd.backends.triton.packed_jit import chunk_seq, walk_seq
 from ncd.backends.triton.gated_linear.tiles import (
     GLATiles,
@@ -266,12 +266,9 @@ def gla_bwd(q, k, v, g, scale, h0, saved, hT, do, dhT, chunk_size: int = 64,
         return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), dg.to(q.dtype), dh0
     check_sizes(T, H, K, V, C)
     b, hs, A = saved
-    pk = Packing(cu_seqlens, C) if cu_seqlens is not None else None
-    N = pk.seqs if pk else B
-    NT = pk.chunks if pk else triton.cdiv(T, C)
-    GB = 1 if pk else B
-    cu, cseq, co = (pk.cu, pk.cseq, pk.co) if pk else (q, q, q)
-    VARLEN = pk is not None
+    grid = ChunkGrid(cu_seqlens, C, B, T, q)
+    N, NT, GB, VARLEN = grid.seqs, grid.chunks, grid.batch, grid.varlen
+    cu, cseq, co = grid.cu, grid.cseq, grid.co
     BK, BV = tile_width(K, tiles.BK), tile_width(V, tiles.BV)
     NK, NV = triton.cdiv(K, BK), triton.cdiv(V, BV)
     dhs = torch.empty_like(hs)
