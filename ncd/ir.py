@@ -22,6 +22,13 @@ from ncd.errors import Span
 # mixture Σ pₙ·sₙ with the remainder at the halting step, or tensor2tensor's interpolation.
 ACT_MIXES = ("graves", "interpolate")
 
+# Node kinds the builder makes that are no op-table rows (ncd.ops.OPS), named once here for the
+# passes that single them out: a number known at check time, the sources of a module's weights,
+# and the loop constructs (each holds a region).
+NUMBER_NODE = "number"
+WEIGHT_SOURCES = frozenset({"param", "buffer", "const"})
+LOOPS = frozenset({"scan", "repeat", "halting"})
+
 
 class Loc(BaseModel):
     model_config = ConfigDict(frozen=True)

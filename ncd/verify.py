@@ -29,12 +29,11 @@ from ncd.errors import NcdError, Span
 from ncd.frontend.common import RESERVED
 from ncd.limits import MAX_BLOCK_NESTING, MAX_BODY_NESTING, MAX_CONST_LIST, MAX_REPEAT
 from ncd.ops.init import INITIALISERS
-from ncd.ir import ACT_MIXES, BlockIR, Node, ParamDef, Region, SpecIR, WireType
+from ncd.ir import ACT_MIXES, LOOPS, BlockIR, Node, ParamDef, Region, SpecIR, WireType
 from ncd.names import COMPARE_OPS, MODULE_INTERNALS, is_spec_name, value_id_problem
 from ncd.ops import OPS, dtypes
 from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, VALUES, TypeCtx
 
-LOOPS = ("scan", "repeat", "halting")
 PLAIN = (str, int, float, bool, type(None))
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ncd.ops.base import Expr, call, lit
+from ncd.ops import OPS
+from ncd.ops.base import DIV, Expr, call, lit
 from ncd.passes.fusion import Fusion
 
 
@@ -18,15 +19,16 @@ def build(fusion: Fusion, ref: Callable[[str], Expr], number: Callable[[str], ob
         bias = ops[2] if fusion.kind == "linear_bias" else lit(None)
         return call("rt.linear", ops[0], ops[1], bias, lit(fusion.contracted))
     if fusion.kind == "norm_affine":
+        affine = OPS[fusion.norm or ""].affine
+        assert affine is not None, "a norm_affine fusion of a norm with no fused affine"
         args = [ops[0], call("rt.trailing_shape", ops[1], lit(len(fusion.over))), ops[1]]
-        if fusion.norm == "layernorm":
+        if affine.bias:
             args.append(ops[2] if len(ops) > 2 else lit(None))
-            return call("F.layer_norm", *args, eps=lit(fusion.eps))
-        return call("F.rms_norm", *args, eps=lit(fusion.eps))
+        return call(affine.fn, *args, eps=lit(fusion.eps))
     scale: Expr = lit(1.0)
     if fusion.scale is not None:
-        op, number_id = fusion.scale
+        by, number_id = fusion.scale
         value = float(number(number_id))
-        scale = lit(1.0 / value if op == "div" else value)
+        scale = lit(1.0 / value if by == DIV else value)
     perms = [lit(tuple(p)) for p in fusion.perms]
     return call("rt.attention", *ops, *perms, scale)

@@ -269,6 +269,37 @@ class Algebra:
 NONLINEAR = Algebra()
 JOINT = Algebra("joint")
 
+# ``OpDef.arith``: the arithmetic an op is, for the passes that match patterns of ops (the fusion
+# pass's bias, scale and contractions; the step pass's masks; the recurrence pass's cells)
+ADD, SUB, MUL, DIV, POW, NEG, CONTRACT = "+", "-", "*", "/", "**", "-x", "@"
+
+
+@dataclass(frozen=True)
+class Affine:
+    """A norm torch computes together with its affine in one call (the fusion pass's ``norm_affine``:
+    ``norm(x) * γ (+ β)``): ``fn`` the call, ``bias`` whether it takes the shift β too, ``eps`` the
+    row's default eps (docs/language.md)."""
+
+    fn: str
+    bias: bool
+    eps: float
+
+
+@dataclass(frozen=True)
+class Masked:
+    """What an op makes of the entries a causal mask set along a cache axis (the step pass's
+    attention over a key/value cache; each value is ``"-oo"`` or ``"0"``).
+
+    ``ignores``: along the masked axis the op is exact when the masked entries hold this value
+    (sum and contract ignore zeros; max, logsumexp and softmax ignore -inf); ``gives``: the value
+    masked entries have in the output where the op keeps the axis (softmax: 0, log_softmax: -inf);
+    ``maps``: for an op that does not act along the axis, (value of its first input's masked
+    entries, value of its output's): exp maps -inf to 0."""
+
+    ignores: str | None = None
+    gives: str | None = None
+    maps: tuple[str, str] | None = None
+
 
 @dataclass(frozen=True)
 class AxisList:
@@ -308,6 +339,9 @@ class OpDef:
     puts under the box for the options that change what it computes; ``title``: the whole drawn
     title when the op writes its options into it (``x[A as B]``, ``@[X]``, ``< 0``); ``random``: it draws
     from the module's generator (ncd.ops.random); ``stateful``: it updates buffers (ncd.ops.stats).
+    The pattern facts (``arith``, ``affine``, ``attention_weights``, ``masked``, ``relabels``) are what
+    the passes that match patterns of ops ask (docs/architecture.md, "The op table"), so an op with
+    the same role needs only its row.
     """
 
     name: str
@@ -335,6 +369,17 @@ class OpDef:
     # updates module buffers when run (batchnorm's running statistics): a scan whose step does
     # runs as the sequential loop, one update per step
     stateful: bool = False
+    # the arithmetic the op is (ADD, SUB, MUL, DIV, POW, NEG, CONTRACT above; None: none of these):
+    # pattern-matching passes ask it, never the op's name
+    arith: str | None = None
+    # a norm with a fused-affine torch call (the fusion pass's norm_affine)
+    affine: Affine | None = None
+    # the op is attention's weights, softmax along ``over`` (the fusion pass's attention)
+    attention_weights: bool = False
+    # how it carries causally masked entries (the step pass; None: a masked input makes it unknown)
+    masked: Masked | None = None
+    # the output holds the input's entries unchanged, its axes only renamed or reordered (rename, annotate)
+    relabels: bool = False
 
 
 def example_spec(axes: str, inputs: str, output: str, body: str) -> str:

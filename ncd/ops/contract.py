@@ -7,7 +7,7 @@ from typing import Any
 import sympy
 
 from ncd.ir import Node, WireType
-from ncd.ops.base import Algebra, AxisList, Expr, LowerCtx, OpDef, TypeCtx, call, example_spec, lit
+from ncd.ops.base import CONTRACT, Algebra, AxisList, Expr, LowerCtx, Masked, OpDef, TypeCtx, call, example_spec, lit
 from ncd.ops.costing import Save, Size
 
 _LETTERS = string.ascii_lowercase + string.ascii_uppercase
@@ -95,6 +95,7 @@ def _cost(node: Node, ins, size: Size) -> dict[str, Any]:
 
 OPS: tuple[OpDef, ...] = (
     OpDef("contract", "contract", _infer, _lower, (2, 2), cost=_cost, draw="@", algebra=Algebra("product", "axes"),
+          arith=CONTRACT, masked=Masked(ignores="0"),
           title=lambda a, numbers: ("@", AxisList(tuple(a.get("axes") or ()))),
           doc="a @[X] b: sum over the named axes; shared unnamed axes are kept (batch-like)", syntax="a @[X] b",
           example=example_spec("A = 3, B = 4, C = 5", "x: [A, B], y: [B, C]", "[A, C]", "return x @[B] y")),

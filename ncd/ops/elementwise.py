@@ -11,6 +11,7 @@ import sympy
 from ncd.ir import Node, WireType
 from ncd.ops.base import (
     JOINT,
+    NEG,
     NONLINEAR,
     NUMBER,
     Algebra,
@@ -19,6 +20,7 @@ from ncd.ops.base import (
     FoldError,
     Kw,
     LowerCtx,
+    Masked,
     OpDef,
     TypeCtx,
     UnaryOp,
@@ -142,6 +144,7 @@ class Unary:
     options: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
     fold: Any = None
     positive: bool = False
+    masked: Masked | None = None
 
 
 # cost: (FLOPs per element, what autograd saves); arithmetic is 1 FLOP, transcendentals 4
@@ -159,7 +162,8 @@ UNARY: dict[str, Unary] = {
     "relu": Unary("torch.relu", "max(x, 0)", elementwise(1, saves=(_OUT,))),
     "tanh": Unary("torch.tanh", "hyperbolic tangent", elementwise(4, 2, (_OUT,))),
     "sigmoid": Unary("torch.sigmoid", "1 / (1 + exp(-x))", elementwise(4, 2, (_OUT,)), positive=True),
-    "exp": Unary("torch.exp", "e^x", elementwise(4, 1, (_OUT,)), fold=sympy.exp, positive=True),
+    "exp": Unary("torch.exp", "e^x", elementwise(4, 1, (_OUT,)), fold=sympy.exp, positive=True,
+                 masked=Masked(maps=("-oo", "0"))),
     "log": Unary("torch.log", "natural logarithm", elementwise(4, 1, (_IN,)), fold=sympy.log),
     "sqrt": Unary("torch.sqrt", "square root", elementwise(4, 2, (_OUT,)), fold=sympy.sqrt),
     "rsqrt": Unary("torch.rsqrt", "1 / sqrt(x)", elementwise(4, 3, (_OUT,))),
@@ -184,16 +188,16 @@ def _unary_entry(name: str, row: Unary) -> OpDef:
     options = {spec: Kw(NUMBER, default) for spec, (_, default) in row.options.items()}
     fold = (lambda a, _f=row.fold: _f(a)) if row.fold is not None else None
     return OpDef(name, "elementwise", _infer_union, _unary(row.fn, row.fixed, row.options), (1, 1), options,
-                 cost=row.cost, doc=row.doc, algebra=Algebra(positive=row.positive), fold=fold)
+                 cost=row.cost, doc=row.doc, algebra=Algebra(positive=row.positive), fold=fold, masked=row.masked)
 
 
 OPS: tuple[OpDef, ...] = (
     *(OpDef(name, "elementwise", _infer_union, _binary(sym), (2, 2), cost=BINARY_COST[name], doc=f"x {sym} y",
             draw=GLYPHS[name], algebra=_BINARY_ALGEBRA[name], fold=_FOLD[name],
-            dtypes=ARITH if name in ("add", "sub", "mul") else "float")
+            dtypes=ARITH if name in ("add", "sub", "mul") else "float", arith=sym)
       for name, sym in BINARY.items()),
     OpDef("neg", "elementwise", _infer_union, _neg_lower, (1, 1), cost=elementwise(1), doc="-x",
-          algebra=JOINT, fold=lambda a: -a, dtypes=ARITH),
+          algebra=JOINT, fold=lambda a: -a, dtypes=ARITH, arith=NEG),
     OpDef("compare", "elementwise", _infer_compare, _compare_lower, (2, 2), cost=elementwise(1, 0),
           title=lambda a, numbers: (a.get("cmp", "cmp") + (f" {numbers[0]}" if numbers else ""),),
           doc="x < y etc. (< <= > >= == !=), a boolean wire", syntax="x < y",

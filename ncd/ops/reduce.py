@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ncd.ir import Node, WireType
-from ncd.ops.base import AXES, AXIS, NUMBER, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.base import AXES, AXIS, NUMBER, Affine, Algebra, Expr, Kw, LowerCtx, Masked, OpDef, TypeCtx, call, lit
 from ncd.ops.costing import Save, normalise, reduction
 from ncd.ops.dtypes import ARITH
 from ncd.ops.layout import neg_dim
@@ -93,29 +93,37 @@ MIXES_OVER = Algebra(mixes="over")  # nonlinear, combines values along `over`
 # default eps of each norm (docs/language.md says so): torch's own defaults for layer_norm and
 # normalize; 1e-6 for rms_norm, as LLaMA/T5 use (torch's F.rms_norm defaults to the dtype's eps)
 EPS = {"layernorm": 1e-5, "rmsnorm": 1e-6, "l2norm": 1e-12}
+# along a causally masked cache axis: the sum ignores zero entries, the max-like ones -inf entries
+_IGNORES_ZERO, _IGNORES_NEG_INF = Masked(ignores="0"), Masked(ignores="-oo")
 
 OPS: tuple[OpDef, ...] = (
-    OpDef("sum", "reduce", _infer_reduce, _reduce("torch.sum"), kwargs=OVER, cost=reduction(), doc="Σ over the named axes", algebra=LINEAR_OVER),
+    OpDef("sum", "reduce", _infer_reduce, _reduce("torch.sum"), kwargs=OVER, cost=reduction(), doc="Σ over the named axes", algebra=LINEAR_OVER,
+          masked=_IGNORES_ZERO),
     OpDef("mean", "reduce", _infer_reduce, _reduce("torch.mean"), kwargs=OVER, cost=reduction(), doc="mean over the named axes", algebra=LINEAR_OVER),
     OpDef("max", "reduce", _infer_reduce, _reduce("torch.amax"), kwargs=OVER,
           cost=reduction(saves=(Save("in", 0), Save("out", 0))), doc="max over the named axes",
-          algebra=MIXES_OVER, dtypes=ARITH),
+          algebra=MIXES_OVER, dtypes=ARITH, masked=_IGNORES_NEG_INF),
     OpDef("min", "reduce", _infer_reduce, _reduce("torch.amin"), kwargs=OVER,
           cost=reduction(saves=(Save("in", 0), Save("out", 0))), doc="min over the named axes",
           algebra=MIXES_OVER, dtypes=ARITH),
     OpDef("logsumexp", "reduce", _infer_reduce, _reduce("torch.logsumexp"), kwargs=OVER,
-          cost=reduction(4, 5, saves=(Save("in", 0), Save("out", 0))), doc="log Σ exp over the named axes", algebra=MIXES_OVER),
+          cost=reduction(4, 5, saves=(Save("in", 0), Save("out", 0))), doc="log Σ exp over the named axes", algebra=MIXES_OVER,
+          masked=_IGNORES_NEG_INF),
     OpDef("softmax", "normalise", _infer_keep(True), _along("torch.softmax"), kwargs=OVER1,
-          cost=normalise(5, 4, (Save("out", 0),)), doc="softmax along one axis", algebra=MIXES_OVER),
+          cost=normalise(5, 4, (Save("out", 0),)), doc="softmax along one axis", algebra=MIXES_OVER,
+          attention_weights=True, masked=Masked(ignores="-oo", gives="0")),
     OpDef("log_softmax", "normalise", _infer_keep(True), _along("torch.log_softmax"), kwargs=OVER1,
-          cost=normalise(5, 4, (Save("out", 0),)), doc="log-softmax along one axis", algebra=MIXES_OVER),
+          cost=normalise(5, 4, (Save("out", 0),)), doc="log-softmax along one axis", algebra=MIXES_OVER,
+          masked=Masked(ignores="-oo", gives="-oo")),
     OpDef("cumsum", "normalise", _infer_keep(True), _along("torch.cumsum"), kwargs=OVER1,
           cost=normalise(1, 1), doc="running sum along one axis", algebra=LINEAR_OVER),
     OpDef("layernorm", "normalise", _infer_keep(False), _norm("F.layer_norm", "rt.layer_norm", EPS["layernorm"]),
           kwargs=OVER_EPS, cost=normalise(7, 10, (Save("in", 0),), stats=True), algebra=MIXES_OVER,
+          affine=Affine("F.layer_norm", bias=True, eps=EPS["layernorm"]),
           doc="(x - mean) / sqrt(var + eps) over the named axes (biased variance, eps = 1e-5), no affine"),
     OpDef("rmsnorm", "normalise", _infer_keep(False), _norm("F.rms_norm", "rt.rms_norm", EPS["rmsnorm"]),
           kwargs=OVER_EPS, cost=normalise(4, 7, (Save("in", 0), Save("new", numel="rows"))), algebra=MIXES_OVER,
+          affine=Affine("F.rms_norm", bias=False, eps=EPS["rmsnorm"]),
           doc="x / sqrt(mean(x²) + eps) over the named axes (eps = 1e-6), no affine"),
     OpDef("l2norm", "normalise", _infer_keep(True), _l2norm_lower,
           kwargs={"over": Kw(AXIS, required=True), "eps": Kw(NUMBER)},

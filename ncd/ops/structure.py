@@ -218,7 +218,7 @@ def _reshape_layout(layout: tuple[str, ...], a: Mapping[str, Any], src_axes: tup
 
 
 OPS: tuple[OpDef, ...] = (
-    OpDef("rename", "view", _infer_rename, _lower_identity, cost=free, view=True, algebra=VIEW_LINEAR,
+    OpDef("rename", "view", _infer_rename, _lower_identity, cost=free, view=True, algebra=VIEW_LINEAR, relabels=True,
           title=lambda a, numbers: (f"{a['src']} as {a['dst']}",), view_layout=_rename_layout,
           doc="x[A as B]: the same wire, its axis renamed", syntax="x[A as B]",
           example=_spec("A = 3, B = 4, C", "x: [A, B]", "[A, C]", "return x[B as C]"), dtypes=ANY),
@@ -230,7 +230,7 @@ OPS: tuple[OpDef, ...] = (
           title=lambda a, numbers: (f"[{a['axis']} = {numbers[0] if numbers else a.get('index')}]",), view_layout=_select_layout,
           doc="x[A = i] or x[t]: one slice, axis dropped", syntax="x[A = i] or x[t]",
           example=_spec("A = 3, B = 4", "x: [A, B]", "[B]", "return x[A = 1]"), dtypes=ANY),
-    OpDef("annotate", "view", _infer_annotate, _lower_annotate, cost=free, view=True, algebra=JOINT,
+    OpDef("annotate", "view", _infer_annotate, _lower_annotate, cost=free, view=True, algebra=JOINT, relabels=True,
           title=lambda a, numbers: (": ", AxisList(tuple(a["axes"]))),
           doc="x : [A, B] checks the axes and orders them", syntax="x : [A, B]",
           example=_spec("A = 3, B = 4", "x: [A, B]", "[B, A]", "return x : [B, A]"), dtypes=ANY),

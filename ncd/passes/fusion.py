@@ -23,11 +23,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ncd.ir import BlockIR, Node, SpecIR, WireType, walk
-from ncd.ops.reduce import EPS
+from ncd.ir import NUMBER_NODE, WEIGHT_SOURCES, BlockIR, Node, SpecIR, WireType, walk
+from ncd.ops import OPS
+from ncd.ops.base import ADD, CONTRACT, DIV, MUL, Affine
 
 Kind = Literal["attention", "norm_affine", "linear_bias", "linear"]
-WEIGHTS = ("param", "buffer", "const")
 
 
 class Fusion(BaseModel):
@@ -39,10 +39,10 @@ class Fusion(BaseModel):
     operands: list[str]  # linear [x, W] (+ b), attention [q, k, v], norm_affine [x, γ] (+ β)
     contracted: int = 0  # linear: how many trailing axes of x (leading of W) the GEMM contracts
     perms: list[list[int]] = []  # attention: q, k, v to [heads, T|T', K|V], then out to the node's order
-    scale: tuple[Literal["mul", "div"], str] | None = None  # attention: logits · or / a number node
+    scale: tuple[Literal["*", "/"], str] | None = None  # attention: logits · or / a number node
     feature: str | None = None  # attention: the axis q and k are contracted over
     key: str | None = None  # attention: the axis softmax normalises over (T')
-    norm: Literal["layernorm", "rmsnorm"] | None = None  # norm_affine
+    norm: str | None = None  # norm_affine: the norm's op (its row's ``affine`` names the fused call)
     norm_node: str | None = None
     over: list[str] = []  # norm_affine: the normalised (trailing) axes
     eps: float | None = None
@@ -104,9 +104,10 @@ class Rules:
         self.nodes = nodes
         self.uses = uses
 
-    def single(self, node_id: str, op: str) -> Node | None:
+    def single(self, node_id: str, arith: str) -> Node | None:
+        """The node ``node_id`` when it is used once and its row's arithmetic is ``arith``."""
         node = self.nodes.get(node_id)
-        if node is None or node.op != op or self.uses[node_id] != 1:
+        if node is None or _arith(node) != arith or self.uses[node_id] != 1:
             return None
         return node
 
@@ -129,17 +130,17 @@ class Rules:
 
     def _is_weight(self, node_id: str) -> bool:
         node = self.nodes.get(node_id)
-        return node is not None and node.op in WEIGHTS
+        return node is not None and node.op in WEIGHT_SOURCES
 
     # ------------------------------------------------------------------ linear
     def linear_operands(self, node: Node) -> tuple[str, str, int] | None:
         """(x, W, number of contracted axes) when ``node`` is x @[in...] W with W a read of a
         parameter stored [in..., out...] and x's contracted axes trailing, in W's order."""
-        if node.op != "contract":
+        if _arith(node) != CONTRACT:
             return None
         x_id, w_id = node.inputs
         w_node = self.nodes.get(w_id)
-        if w_node is None or w_node.op not in WEIGHTS:
+        if w_node is None or not self._is_weight(w_id):
             return None
         x_t, w_t = self.type(x_id), w_node.types[0]
         named = tuple(node.attrs.get("axes") or ())
@@ -158,10 +159,10 @@ class Rules:
         return Fusion(kind="linear", node=node.id, absorbed=[], operands=[x_id, w_id], contracted=n)
 
     def linear_bias(self, node: Node) -> Fusion | None:
-        if node.op != "add":
+        if _arith(node) != ADD:
             return None
         for c_id, b_id in (node.inputs, node.inputs[::-1]):
-            contract = self.single(c_id, "contract")
+            contract = self.single(c_id, CONTRACT)
             if contract is None or not self._is_weight(b_id):
                 continue
             operands = self.linear_operands(contract)
@@ -176,15 +177,16 @@ class Rules:
 
     # ------------------------------------------------------------------ norms with affine
     def norm_affine(self, node: Node) -> Fusion | None:
-        """layernorm(x, over = A) * γ + β → F.layer_norm(x, |A|, γ, β); rmsnorm(x) * γ → F.rms_norm."""
-        if node.op not in ("add", "mul"):
+        """layernorm(x, over = A) * γ + β → F.layer_norm(x, |A|, γ, β); rmsnorm(x) * γ → F.rms_norm
+        (the norm's row's ``affine``: the call, and whether it takes β)."""
+        if _arith(node) not in (ADD, MUL):
             return None
         bias_id = None
         scaled_id = node.id
         absorbed: list[str] = []
-        if node.op == "add":
+        if _arith(node) == ADD:
             for s_id, b_id in (node.inputs, node.inputs[::-1]):
-                if self.single(s_id, "mul") is not None and self._is_weight(b_id):
+                if self.single(s_id, MUL) is not None and self._is_weight(b_id):
                     scaled_id, bias_id = s_id, b_id
                     absorbed.append(s_id)
                     break
@@ -193,41 +195,44 @@ class Rules:
         scaled = self.nodes[scaled_id]
         for n_id, w_id in (scaled.inputs, scaled.inputs[::-1]):
             norm = self.nodes.get(n_id)
-            if norm is None or norm.op not in ("layernorm", "rmsnorm") or self.uses[n_id] != 1:
+            affine = _affine(norm)
+            if norm is None or affine is None or self.uses[n_id] != 1:
                 continue
-            if bias_id is not None and norm.op != "layernorm":
+            if bias_id is not None and not affine.bias:
                 continue
             over = tuple(norm.attrs["over"])
             x_id = norm.inputs[0]
             x_axes = self.type(x_id).axes
             trailing = x_axes[-len(over):] == over
-            affine = [w_id] + ([bias_id] if bias_id else [])
-            if not trailing or not all(self._is_weight(a) and self.type(a).axes == over for a in affine):
+            weights = [w_id] + ([bias_id] if bias_id else [])
+            if not trailing or not all(self._is_weight(a) and self.type(a).axes == over for a in weights):
                 continue
             if node.types[0].axes != x_axes:
                 continue
-            eps = float(norm.attrs.get("eps", EPS[norm.op]))
-            return Fusion(kind="norm_affine", node=node.id, absorbed=absorbed + [n_id], operands=[x_id, *affine],
+            eps = float(norm.attrs.get("eps", affine.eps))
+            return Fusion(kind="norm_affine", node=node.id, absorbed=absorbed + [n_id], operands=[x_id, *weights],
                           norm=norm.op, norm_node=n_id, over=list(over), eps=eps)
         return None
 
     # ------------------------------------------------------------------ attention
     def attention(self, node: Node) -> Fusion | None:
-        if node.op != "contract" or len(node.attrs.get("axes") or ()) != 1:
+        if _arith(node) != CONTRACT or len(node.attrs.get("axes") or ()) != 1:
             return None
         a_id, v_id = node.inputs
         (key_axis,) = node.attrs["axes"]
-        soft = self.single(a_id, "softmax")
-        if soft is None or soft.attrs.get("over") != key_axis:
+        soft = self.nodes.get(a_id)
+        if (soft is None or self.uses[a_id] != 1 or not _row_says(soft, "attention_weights")
+                or soft.attrs.get("over") != key_axis):
             return None
         scores_id, scale, absorbed = soft.inputs[0], None, [a_id]
         scaled = self.nodes.get(scores_id)
-        if scaled is not None and scaled.op in ("div", "mul") and self.uses[scores_id] == 1:
+        by = _arith(scaled) if scaled is not None else None
+        if (by == DIV or by == MUL) and self.uses[scores_id] == 1:
             left, right = scaled.inputs
-            if self.nodes[right].op == "number":
-                scores_id, scale = left, (scaled.op, right)
+            if self.nodes[right].op == NUMBER_NODE:
+                scores_id, scale = left, (by, right)
                 absorbed.append(scaled.id)
-        qk = self.single(scores_id, "contract")
+        qk = self.single(scores_id, CONTRACT)
         if qk is None or len(qk.attrs.get("axes") or ()) != 1:
             return None
         absorbed.append(qk.id)
@@ -253,3 +258,19 @@ class Rules:
                  perm(v_t.axes, (*heads, key_axis, values[0])), perm(sdpa_out, out_axes)]
         return Fusion(kind="attention", node=node.id, absorbed=absorbed, operands=[q_id, k_id, v_id], perms=perms,
                       scale=scale, feature=feat, key=key_axis)
+
+
+def _arith(node: Node) -> str | None:
+    """The arithmetic of the node's op (its row's ``arith``; None for nodes that are no op)."""
+    row = OPS.get(node.op)
+    return row.arith if row is not None else None
+
+
+def _affine(node: Node | None) -> Affine | None:
+    row = OPS.get(node.op) if node is not None else None
+    return row.affine if row is not None else None
+
+
+def _row_says(node: Node, flag: str) -> bool:
+    row = OPS.get(node.op)
+    return row is not None and bool(getattr(row, flag))

@@ -26,9 +26,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ncd.errors import NcdError
-from ncd.ir import AxisDef, BlockIR, Node, Port, Region, SpecIR, WireType, walk
+from ncd.ir import LOOPS, AxisDef, BlockIR, Node, Port, Region, SpecIR, WireType, walk
 
-LOOPS = ("scan", "repeat", "halting")
 _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*\Z")
 
 
