@@ -273,6 +273,13 @@ JOINT = Algebra("joint")
 # pass's bias, scale and contractions; the step pass's masks; the recurrence pass's cells)
 ADD, SUB, MUL, DIV, POW, NEG, CONTRACT = "+", "-", "*", "/", "**", "-x", "@"
 
+# ``OpDef.role``: the language construct an op is, for the passes that single such a construct out
+# (the step and recurrence passes, the lowering, the checker):
+PICK = "pick"  # x[A = i], x[t]: one position along ``attrs["axis"]``, the position an operand or ``index``
+POSITION = "position"  # idx(A): each position along ``attrs["axis"]`` as a number
+CHOOSE = "choose"  # where(c, a, b): a where the boolean c holds, else b
+COMPARISON = "comparison"  # x < y: a boolean wire, the comparison ``attrs["cmp"]``
+
 
 @dataclass(frozen=True)
 class Affine:
@@ -339,7 +346,8 @@ class OpDef:
     puts under the box for the options that change what it computes; ``title``: the whole drawn
     title when the op writes its options into it (``x[A as B]``, ``@[X]``, ``< 0``); ``random``: it draws
     from the module's generator (ncd.ops.random); ``stateful``: it updates buffers (ncd.ops.stats).
-    The pattern facts (``arith``, ``affine``, ``attention_weights``, ``masked``, ``relabels``) are what
+    The pattern facts (``arith``, ``affine``, ``attention_weights``, ``masked``, ``relabels``, ``role``,
+    ``window``) are what
     the passes that match patterns of ops ask (docs/architecture.md, "The op table"), so an op with
     the same role needs only its row.
     """
@@ -380,6 +388,11 @@ class OpDef:
     masked: Masked | None = None
     # the output holds the input's entries unchanged, its axes only renamed or reordered (rename, annotate)
     relabels: bool = False
+    # the construct it is (PICK, POSITION, CHOOSE, COMPARISON above; None: none of them)
+    role: str | None = None
+    # with ``padding = causal`` its output at t reads the inputs up to t only: the step pass carries
+    # the last inputs as a window state (a causal convolution)
+    window: bool = False
 
 
 def example_spec(axes: str, inputs: str, output: str, body: str) -> str:

@@ -482,6 +482,7 @@ _MIXES_OVER = Algebra(mixes="over")
 
 OPS: tuple[OpDef, ...] = (
     OpDef("conv", "spatial", _infer_conv(False), _lower_conv(False), (2, 2), _CONV, cost=_conv_cost(False), algebra=_BILINEAR_MIXES_ALL, label=_label,
+          window=True,
           example=example_spec("C = 2, D = 3, Y = 6, X = 5, KY = 3, KX = 2, Y2, X2", "x: [C, Y, X]", "[D, Y2, X2]",
                                "param w: [D, C, KY, KX] init normal(0, 1)\n"
                                "  return conv(x, w, over = [Y, X] -> [Y2, X2], kernel = [KY, KX], padding = 1)"),

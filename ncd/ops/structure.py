@@ -8,7 +8,7 @@ import sympy
 
 from ncd import sizes as sz
 from ncd.ir import Node, WireType
-from ncd.ops.base import AXIS, AXIS_MAP, JOINT, VALUES, Algebra, AxisList, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
+from ncd.ops.base import AXIS, AXIS_MAP, JOINT, PICK, POSITION, VALUES, Algebra, AxisList, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.base import example_spec as _spec
 from ncd.ops.costing import copy, free
 from ncd.ops.dtypes import ANY, SAME
@@ -226,7 +226,7 @@ OPS: tuple[OpDef, ...] = (
           title=lambda a, numbers: (f"{' '.join(a['src'])} → {' '.join(a['dst'])}",), view_layout=_reshape_layout,
           doc="x[D -> H K] splits an axis; x[H K -> D] merges", syntax="x[D -> H K] or x[H K -> D]",
           example=_spec("A = 3, B = 4, C = 2, R", "x: [A, B, C]", "[A, R]", "return x[B C -> R]"), dtypes=ANY),
-    OpDef("select", "view", _infer_select, _lower_select, (1, 2), cost=free, view=True, algebra=VIEW_LINEAR,
+    OpDef("select", "view", _infer_select, _lower_select, (1, 2), cost=free, view=True, algebra=VIEW_LINEAR, role=PICK,
           title=lambda a, numbers: (f"[{a['axis']} = {numbers[0] if numbers else a.get('index')}]",), view_layout=_select_layout,
           doc="x[A = i] or x[t]: one slice, axis dropped", syntax="x[A = i] or x[t]",
           example=_spec("A = 3, B = 4", "x: [A, B]", "[B]", "return x[A = 1]"), dtypes=ANY),
@@ -242,7 +242,7 @@ OPS: tuple[OpDef, ...] = (
           cost=free, view=True, algebra=LINEAR_OVER, doc="a, b = split(x, over = R -> [A1, A2])", view_layout=_split_layout,
           example=_spec("A = 3, B = 4, C = 2, R = 6", "x: [A, R]", "[A, C]",
                         "b, c = split(x, over = R -> [B, C])\n  return c * 2 + b[B = 0]"), dtypes=SAME),
-    OpDef("idx", "source", _infer_idx, _lower_idx, (0, 0), {"axis": Kw(AXIS, required=True)},
+    OpDef("idx", "source", _infer_idx, _lower_idx, (0, 0), {"axis": Kw(AXIS, required=True)}, role=POSITION,
           cost=copy, doc="idx(A): 0, 1, ... along A (for formulas)",
           example=_spec("A = 3, B = 4", "x: [A, B]", "[A, B]", "return x * idx(B)"), dtypes=ANY),
     OpDef("values", "source", _infer_values, _lower_values, (0, 0),

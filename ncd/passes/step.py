@@ -26,7 +26,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ncd.errors import NcdError
-from ncd.ir import LOOPS, AxisDef, BlockIR, Node, Port, Region, SpecIR, WireType, walk
+from ncd.ir import NUMBER_NODE, WEIGHT_SOURCES, AxisDef, BlockIR, Node, Port, Region, SpecIR, WireType, walk
+from ncd.ops import OPS
+from ncd.ops.base import ADD, CHOOSE, COMPARISON, DIV, MUL, PICK, POSITION, SUB
 
 _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*\Z")
 
@@ -126,10 +128,6 @@ NONCAUSAL_HINT = ("a step module advances one position at a time, so each output
                   "and earlier positions; run this spec whole (module(x)) instead")
 MASK_HINT = ("mask the scores causally, so position t sees t' <= t only: "
              "softmax(where(idx(T') <= idx(T), s, -inf), over = T')")
-# reductions along the cache axis that a causal mask makes exact: op -> the mask value it needs
-# (softmax / log_softmax / max / logsumexp ignore -inf entries; sum / contract ignore zeros)
-_MASKED_REDUCE = {"softmax": "-oo", "log_softmax": "-oo", "max": "-oo", "logsumexp": "-oo", "sum": "0",
-                  "contract": "0"}
 
 
 class _Stepper:
@@ -271,46 +269,57 @@ class _BlockStep:
         if not any(inputs):
             return
         op, attrs = node.op, node.attrs
+        row = OPS.get(op)
+        masked = row.masked if row is not None else None
         along = [p for p in self.primes if _uses_axis(op, attrs, p)]
         out_axes = {a for ty in node.types for a in ty.axes}
         if along:
-            need = _MASKED_REDUCE.get(op)
-            ok = need is not None and (need in inputs if op == "contract" else inputs[0] == need)
+            # the row's masked.ignores: the mask value that leaves this reduction exact (a
+            # product, a contraction, ignores it in either factor)
+            need = masked.ignores if masked is not None else None
+            product = row is not None and row.algebra.linear == "product"
+            ok = need is not None and (need in inputs if product else inputs[0] == need)
             if not ok:
                 raise _err(f"{_what(op)} runs along {along[0]} over every position, later ones too: a step has "
                            "not seen them", node, MASK_HINT)
-            if op in ("softmax", "log_softmax"):
-                self.taint[node.id] = "0" if op == "softmax" else "-oo"
+            if masked is not None and masked.gives is not None:  # softmax keeps the axis: its masked entries
+                self.taint[node.id] = masked.gives
             return
         if not (out_axes & self.primes):
             return
-        if (op == "exp" and inputs[0] == "-oo") or (op == "mul" and "0" in inputs) or (op == "div" and inputs[0] == "0"):
+        arith = row.arith if row is not None else None
+        if masked is not None and masked.maps is not None and inputs[0] == masked.maps[0]:
+            self.taint[node.id] = masked.maps[1]  # exp(-inf) = 0
+        elif (arith == MUL and "0" in inputs) or (arith == DIV and inputs[0] == "0"):
             self.taint[node.id] = "0"
-        elif op in ("add", "sub") and "-oo" in inputs and "0" not in inputs:
+        elif arith in (ADD, SUB) and "-oo" in inputs and "0" not in inputs:
             self.taint[node.id] = "-oo"
-        elif op in ("annotate", "rename") and inputs[0]:
+        elif row is not None and row.relabels and inputs[0]:
             self.taint[node.id] = inputs[0]
         else:
             self.taint[node.id] = "open"
 
     def node_(self, node: Node, in_loop: bool) -> list[Node]:
         op, t = node.op, self.t
+        row = OPS.get(op)
         if node.id in self.masks:
             return self.mask(node)
-        if op == "rename" and node.attrs.get("src") == t:
+        if row is not None and row.relabels and node.attrs.get("src") == t:  # x[T as T']: the cache
             return self.cache(node, in_loop)
         if op == "scan" and node.attrs.get("axis") == t:
             return self.inline_scan(node, in_loop)
-        if op == "conv" and node.attrs.get("padding") == "causal" and node.attrs["over"]["src"] == [t]:
+        if (row is not None and row.window and node.attrs.get("padding") == "causal"
+                and node.attrs["over"]["src"] == [t]):
             return self.window(node, in_loop)
         inputs = [self.ref(i) for i in node.inputs]
         types = [self.drop(ty) for ty in node.types]
         attrs = dict(node.attrs)
-        if any(i in self.index_ids for i in node.inputs) and not (op == "select" and attrs.get("axis") == t):
+        picks_t = row is not None and row.role == PICK and attrs.get("axis") == t  # x[t]
+        if any(i in self.index_ids for i in node.inputs) and not picks_t:
             raise _err(f"the step index of the scan over {t} is used as a number here, which the step module "
                        "does not track yet", node, "compute it outside the scan (idx(T) is not steppable either) "
                        "or run the spec whole")
-        if op == "select" and attrs.get("axis") == t:
+        if picks_t:
             if len(node.inputs) == 2 and node.inputs[1] in self.index_ids:
                 return [Node(id=node.id, op="annotate", inputs=[inputs[0]], attrs={"axes": list(types[0].axes)},
                              types=types, loc=node.loc, name=node.name)]
@@ -320,13 +329,13 @@ class _BlockStep:
             src = self.emits[node.inputs[0]][attrs["index"]]
             return [Node(id=node.id, op="annotate", inputs=[src], attrs={"axes": list(types[0].axes)},
                          types=types, loc=node.loc, name=node.name)]
-        if op == "annotate":
+        if row is not None and row.relabels and "axes" in attrs:  # x : [T, D] lists the axes: T leaves
             attrs["axes"] = [a for a in attrs["axes"] if a != t]
         elif op == "call":
             return self.call(node, inputs, types, attrs, in_loop)
         elif op == "scan" and node.attrs.get("reverse") and t in _axes_of(node):
             raise _err(f"a reverse scan reads positions of {t} after this one", node, NONCAUSAL_HINT)
-        elif op == "idx" and attrs.get("axis") == t:
+        elif row is not None and row.role == POSITION and attrs.get("axis") == t:
             raise _err(f"idx({t}), the position along {t}: a step module knows it only inside a causal mask "
                        f"(it does not count positions)", node,
                        MASK_HINT + f"; a position signal can be an input of the spec instead")
@@ -384,7 +393,7 @@ class _BlockStep:
         if set(kept_ty[0].axes) != set(ty.axes) or kept_ty[0].dtype != ty.dtype:
             raise _err("a causal mask must keep a value with all the where's axes (the scores)", node, MASK_HINT)
         fill = self.nodes.get(b)
-        value = fill.attrs["value"] if fill is not None and fill.op == "number" else None
+        value = fill.attrs["value"] if fill is not None and fill.op == NUMBER_NODE else None
         self.taint[node.id] = value if value in ("-oo", "0") else "open"
         return [Node(id=node.id, op="annotate", inputs=[kept], attrs={"axes": list(ty.axes)}, types=[ty],
                      loc=node.loc, name=node.name)]
@@ -483,9 +492,9 @@ class _BlockStep:
     def start(self, scan: Node, init_id: str, carry: str) -> tuple[str | None, str | None]:
         """How a carry starts: a number's text, or a weight's name."""
         src = self.nodes.get(init_id)
-        if src is not None and src.op == "number":
+        if src is not None and src.op == NUMBER_NODE:
             return src.attrs["value"], None
-        if src is not None and src.op in ("param", "buffer", "const"):
+        if src is not None and src.op in WEIGHT_SOURCES:
             return None, src.attrs["name"]
         raise _err(f"carry {carry} starts from a value computed from the inputs, which a step module cannot "
                    "know before the first position", scan,
@@ -578,8 +587,10 @@ def _uses_axis(op: str, attrs: dict[str, Any], axis: str) -> bool:
 
 
 def _what(op: str) -> str:
-    return {"idx": "idx", "rename": "this rename", "reshape": "this reshape", "contract": "this contraction",
-            "concat": "this concat", "slice": "this slice"}.get(op, f"{op}")
+    """An op as an error message names it: by its name where a spec calls it so (``sum``), by its
+    syntax where the spec writes it as an operator (``this rename (x[A as B])``)."""
+    row = OPS.get(op)
+    return f"this {op} ({row.syntax})" if row is not None and row.syntax is not None else op
 
 
 def _free_name(ir: SpecIR, base: str) -> str:
@@ -608,11 +619,11 @@ def _causal_masks(block: BlockIR, t: str) -> tuple[dict[str, Node], set[str]]:
         uses[r] = uses.get(r, 0) + 1
     masks: dict[str, Node] = {}
     for n in walk(block.nodes):
-        cond = nodes.get(n.inputs[0]) if n.op == "where" else None
-        if cond is None or cond.op != "compare":
+        cond = nodes.get(n.inputs[0]) if _role(n) == CHOOSE else None
+        if cond is None or _role(cond) != COMPARISON:
             continue
         left, right = (nodes.get(i) for i in cond.inputs)
-        if left is None or right is None or left.op != "idx" or right.op != "idx":
+        if left is None or right is None or _role(left) != POSITION or _role(right) != POSITION:
             continue
         sides = [_side(x.attrs.get("axis"), t) for x in (left, right)]
         if None not in sides and sides[0] != sides[1] and (sides[0], cond.attrs.get("cmp")) in _CAUSAL:
@@ -627,6 +638,11 @@ def _causal_masks(block: BlockIR, t: str) -> tuple[dict[str, Node], set[str]]:
             if uses[i] == sum(nodes[d].inputs.count(i) for d in dead):
                 dead.add(i)
     return masks, dead
+
+
+def _role(node: Node) -> str | None:
+    row = OPS.get(node.op)
+    return row.role if row is not None else None
 
 
 def _side(axis: str | None, t: str) -> str | None:
