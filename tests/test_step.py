@@ -450,3 +450,85 @@ block Decoders(x: [T, D]) -> [T, D] {
     assert list(step.state_spec()) == ["layers.0.attn.k", "layers.0.attn.v", "layers.1.attn.k", "layers.1.attn.v"]
     x = torch.randn(2, 5, 8, dtype=torch.float64)
     torch.testing.assert_close(stepped(step, [x])[0], full(x), rtol=1e-9, atol=1e-9)
+
+
+DECODERS = CAUSAL_DECODER + """
+block Decoders(x: [T, D]) -> [T, D] {
+  use layers = Decoder × 2
+  return layers(x)
+}
+"""
+
+
+@pytest.mark.parametrize("spec, prompt", [
+    (CAUSAL_DECODER, 1), (CAUSAL_DECODER, 4), (HYBRID, 3), (SHORT_CONV, 1), (SHORT_CONV, 3), (SHORT_CONV, 6),
+    (DECODERS, 4), (STACK, 3),
+], ids=["decoder-1", "decoder-4", "hybrid-3", "conv-1", "conv-3", "conv-6", "decoders-4", "stack-3"])
+def test_prefill_in_parallel_then_step_equals_the_whole_sequence(spec, prompt):
+    torch.manual_seed(12)
+    full = ncd.load(spec).double()
+    step = full.step_module()
+    x, = inputs(full, 2, 8)
+    want = full(x)
+    head, state = step.prefill(x[:, :prompt])
+    assert list(state) == list(step.state_spec())  # every state: scans', caches, windows
+    torch.testing.assert_close(head, want[:, :prompt], rtol=1e-9, atol=1e-9)
+    rest, _ = stepped(step, [x[:, prompt:]], state=state)
+    torch.testing.assert_close(rest, want[:, prompt:], rtol=1e-9, atol=1e-9)
+    # the state the prompt leaves is the one stepping it leaves (a cache: every position so far)
+    _, walked = stepped(step, [x[:, :prompt]])
+    for name, value in walked.items():
+        torch.testing.assert_close(state[name], value, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_prefill_window_of_a_prompt_shorter_than_it_is_zeros_then_the_prompt():
+    full = ncd.load(SHORT_CONV).double()
+    x = torch.randn(3, 2, 4, dtype=torch.float64)
+    _, state = full.step_module().prefill(x)
+    assert state["y.window"].shape == (3, 4, 4)  # dilation 2 · (K - 1): 4 inputs held
+    torch.testing.assert_close(state["y.window"], torch.cat([torch.zeros(3, 2, 4, dtype=torch.float64), x], 1))
+
+
+def test_prefill_gradients_equal_the_whole_sequences():
+    torch.manual_seed(13)
+    full = ncd.load(HYBRID).double()
+    step = full.step_module()
+    x = torch.randn(2, 6, 8, dtype=torch.float64, requires_grad=True)
+    head, state = step.prefill(x[:, :4])
+    rest, _ = stepped(step, [x[:, 4:]], state=state)
+    got = torch.autograd.grad((torch.cat([head, rest], 1) ** 2).sum(), [x, *full.parameters()])
+    want = torch.autograd.grad((full(x) ** 2).sum(), [x, *full.parameters()])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10)
+
+
+def test_prefill_continues_scan_states_and_refuses_a_cache():
+    torch.manual_seed(14)
+    full = ncd.load(STACK).double()
+    step = full.step_module()
+    x = torch.randn(2, 7, 6, dtype=torch.float64)
+    _, first = full(x[:, :2], return_state=True)
+    mid, state = step.prefill(x[:, 2:5], state=first)  # a second chunk of prompt, from the first's state
+    torch.testing.assert_close(mid, full(x)[:, 2:5], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(stepped(step, [x[:, 5:]], state=state)[0], full(x)[:, 5:], rtol=1e-10, atol=1e-10)
+    decoder = ncd.load(CAUSAL_DECODER).step_module()
+    _, cache = decoder.prefill(torch.randn(1, 3, 8))
+    with pytest.raises(ncd.NcdError, match="prefill starts every cache empty") as info:
+        decoder.prefill(torch.randn(1, 2, 8), state=cache)
+    assert "step(" in info.value.hint
+    with pytest.raises(ncd.NcdError, match="unknown state 'attn.q'"):
+        decoder.prefill(torch.randn(1, 2, 8), state={"attn.q": torch.zeros(1)})
+
+
+def test_prefill_follows_the_full_modules_weights_and_dtype():
+    full = ncd.load(SHORT_CONV)
+    step = full.step_module()
+    x = torch.randn(2, 5, 4)
+    step.prefill(x)
+    with torch.no_grad():
+        full.w.mul_(2.0)  # training the full module changes what prefill computes
+    torch.testing.assert_close(step.prefill(x)[0], full(x))
+    full.double()
+    head, state = step.prefill(x.double())
+    assert head.dtype == state["y.window"].dtype == torch.float64
+    torch.testing.assert_close(head, full(x.double()))

@@ -4,6 +4,8 @@ It lowers from the pipeline's results (ncd/pipeline.py: the scan plans and the f
 it runs no pass of its own."""
 from __future__ import annotations
 
+from typing import Any
+
 from ncd import scan_backends
 from ncd.backends.pytorch.call_checks import CallContract
 from ncd.backends.pytorch.allocation import check_budget, check_values, load_tensors, wire_tensors
@@ -18,7 +20,8 @@ SCAN_BACKENDS = scan_backends.NAMES  # the registry's names (ncd/scan_backends.p
 
 def compile_module(ir: SpecIR, scan_backend: str = "auto", fuse_scans: bool = False,
                    passes: Passes | None = None, memory_limit: int | None = None,
-                   module_class: type[CompiledModule] = CompiledModule) -> CompiledModule:
+                   module_class: type[CompiledModule] = CompiledModule,
+                   records: dict[str, list[Any]] | None = None) -> CompiledModule:
     """The module of a checked IR, lowered from the pipeline's ``passes`` (None: the pipeline
     runs them here, with ``scan_backend`` overriding every scan's backend; "auto": the recurrence
     pass decides). ``fuse_scans`` runs each Newton step of every newton-backed scan as one
@@ -26,12 +29,14 @@ def compile_module(ir: SpecIR, scan_backend: str = "auto", fuse_scans: bool = Fa
     long sequences. ``memory_limit`` (bytes; default ``ncd.limits.default_memory_limit()``) caps
     what the parameters, buffers and constants may take, checked before any is allocated, and
     each value a call computes at its input's sizes, checked when it is called (docs/limits.md).
-    ``module_class``: the top module's class (the step module's, backends/pytorch/step.py)."""
+    ``module_class``: the top module's class (the step module's, backends/pytorch/step.py);
+    ``records``: the caches and windows a prefill module hands its state session
+    (ncd/passes/step.py StepPlan.records)."""
     if passes is None:
         from ncd.pipeline import run_passes
 
         passes = run_passes(ir, scan_backend)
-    programs = lower_spec(ir, passes.scan_plans(), passes.fusion)
+    programs = lower_spec(ir, passes.scan_plans(), passes.fusion, records)
     limit = default_memory_limit() if memory_limit is None else memory_limit
     check_budget(load_tensors(ir, programs, ir.entry), limit, f"loading {ir.entry}")
     check_values(wire_tensors(ir, SizeTable(ir).bound), limit)

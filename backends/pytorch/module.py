@@ -412,6 +412,7 @@ class CompiledModule(nn.Module):
             self._initialise(init)
         self._ncd_run = compile_body(program.body)
         self._ncd_results = [compile_expr(r) for r in program.results]
+        self._ncd_records = [(name, compile_expr(e), dim, width) for name, e, dim, width in program.records]
 
     def _initialise(self, init: Init) -> None:
         env: Env = {}
@@ -549,6 +550,8 @@ class CompiledModule(nn.Module):
                            hint=getattr(exc, "hint", None)
                            or "a free axis must be large enough for every window that slides over it"
                            ).located(*self._ncd_source) from None
+        for name, value, dim, width in self._ncd_records:  # a prefill module's caches and windows
+            runtime.state_record(self, name, value(env, self), dim, width)
         results = [r(env, self) for r in self._ncd_results]
         return results[0] if len(results) == 1 else tuple(results)
 

@@ -94,6 +94,9 @@ class Program:
     taps: list[str]
     input_kinds: list[str] = field(default_factory=list)  # each input's IR dtype: float, int or bool
     anchor_buffer: bool = False  # no float input: new float tensors follow an empty buffer `_ncd_anchor`
+    # a prefill module's caches and windows (ncd/passes/step.py Record): (state name in the block,
+    # the value, the step axis' dim in it, a window's width or 0), handed to rt.state_record after the body
+    records: list[tuple[str, Expr, int, int]] = field(default_factory=list)
 
 
 class SizeTable:
@@ -128,7 +131,11 @@ class Lowering:
     """Lowers one block specialisation."""
 
     def __init__(self, spec: SpecIR, block: BlockIR, sizes: SizeTable, plans: dict[str, Any] | None = None,
-                 fusions: dict[str, Fusion] | None = None) -> None:
+                 fusions: dict[str, Fusion] | None = None, records: list[Any] | None = None) -> None:
+        self.records = list(records or [])  # ncd/passes/step.py Record: values a prefill returns
+        if self.records:  # a recorded value must be computed, not absorbed into a fused call
+            kept = {r.node for r in self.records}
+            fusions = {k: f for k, f in (fusions or {}).items() if not kept & set(f.absorbed)}
         self.plans = plans or {}
         self.fusions = fusions or {}  # the fusion pass's plan for this block (fused node id → Fusion)
         self.fusing = False  # fusions apply to the block's body, not to initialisers
@@ -199,8 +206,10 @@ class Lowering:
         inits = [self.init(p) for p in self.block.params]
         self.anchor = saved_anchor
         instances = [(i.name, i.block, i.repeat) for i in self.block.instances]
+        records = [(r.name, self.result(r.node), r.dim, r.width) for r in self.records]
         return Program(self.block.key, inputs, body, results, inits, instances,
-                       list(self.block.taps), [n.type.dtype for n in self.inputs], bool(self.inputs) and not floats)
+                       list(self.block.taps), [n.type.dtype for n in self.inputs], bool(self.inputs) and not floats,
+                       records)
 
     def name_states(self, body: list[Stmt]) -> None:
         """Name the carries of the block's top-level scans (docs/language.md, "State in and out"):
@@ -553,10 +562,12 @@ class _Subst(Fold[Expr]):
 
 
 def lower_spec(spec: SpecIR, plans: dict[str, Any] | None = None,
-               fusion: FusionPlan | None = None) -> dict[str, Program]:
+               fusion: FusionPlan | None = None, records: dict[str, list[Any]] | None = None) -> dict[str, Program]:
     """``plans``: (block key, scan node id) → the recurrence pass's ScanPlan (None: every scan
-    sequential); ``fusion``: the fusion pass's plan (None: nothing fused)."""
+    sequential); ``fusion``: the fusion pass's plan (None: nothing fused); ``records``: block key →
+    the caches and windows a prefill module returns (ncd/passes/step.py StepPlan.records)."""
     sizes = SizeTable(spec)
     fusion = fusion or FusionPlan()
-    return {key: Lowering(spec, block, sizes, plans, fusion.of_block(key)).program()
+    records = records or {}
+    return {key: Lowering(spec, block, sizes, plans, fusion.of_block(key), records.get(key)).program()
             for key, block in spec.blocks.items()}

@@ -755,6 +755,23 @@ def state_out(module, name, value):
     session["final"][key] = value
 
 
+def state_record(module, name, value, dim, width):
+    """A prefill's cache or window (ncd/passes/step.py Record) as a final state: a cache is
+    ``value`` itself (every position so far along ``dim``); a window (``width`` > 0) its last
+    ``width`` positions along ``dim``, zeros before the first, as a causal convolution pads."""
+    if module.__dict__.get("_ncd_state_io") is None:
+        return
+    if width:
+        length = value.shape[dim]
+        if length >= width:
+            value = value.narrow(dim, length - width, width)
+        else:
+            pad = list(value.shape)
+            pad[dim] = width - length
+            value = torch.cat([value.new_zeros(pad), value], dim)
+    state_out(module, name, value)
+
+
 def initial_states(module, table, lead, dtype=None, device=None):
     """Every state at the spec's own initial value, ``[*lead, *shape]``: ``table`` rows are
     (name, holder path, per-example shape, initial value), the value a number or the name of a

@@ -5,6 +5,11 @@ full module and shares the full module's parameters and buffers (the same tensor
 one, decode with the other). ``outputs, state = step(*inputs_t, state=state)`` takes and returns
 the states by the names the full module's final state uses, so a prefill with the full module
 continues with the step module.
+
+``step.prefill(*prompt)`` runs a whole prompt in parallel and returns the step module's full
+state: the full module compiled once more with its caches and windows recorded
+(ncd/passes/step.py ``Record``, runtime.state_record) beside the scans' final states, on the same
+weights. The full module's own final state holds the scans' states only.
 """
 from __future__ import annotations
 
@@ -51,6 +56,64 @@ class StepModule(CompiledModule):
         outs = results[: plan.n_outputs]
         new = dict(zip((s.name for s in plan.states), results[plan.n_outputs:]))
         return (outs[0] if len(outs) == 1 else tuple(outs)), new
+
+    def prefill(self, *inputs: torch.Tensor, state: Mapping[str, torch.Tensor] | None = None) -> Any:
+        """The prompt ``inputs`` (whole sequences, as the full module takes them) run in parallel:
+        ``(outputs, state)``, the outputs the full module's and ``state`` every state of this step
+        module after the prompt (scans' carries, KV caches, convolution windows), ready for
+        ``step(*inputs_t, state=state)``. ``state``: scan states to start from (a previous call's);
+        a cache or window always starts empty."""
+        plan = self._ncd_step
+        kinds = {s.name: s.kind for s in plan.states}
+        given = dict(state or {})
+        for name in given:
+            if name not in kinds:
+                names = ", ".join(kinds) or "none"
+                raise NcdError(f"unknown state {name!r} (this step module's states: {names})",
+                               hint="step.state_spec() lists them")
+            if kinds[name] != "carry":
+                raise NcdError(f"prefill starts every {kinds[name]} empty, but state= holds {name}",
+                               hint="prefill the whole prompt in one call, or step the continuation: "
+                                    "step(*inputs_t, state=state)")
+        full = self._prefill_module()
+        from ncd import state as states
+        from ncd.backends.pytorch import runtime
+
+        like = next((x for x in inputs if isinstance(x, torch.Tensor) and x.is_floating_point()), None)
+        if like is None:
+            like = next((p for p in self.parameters() if p.is_floating_point()), None)
+        try:
+            states.check_initial(full, given, like)
+        except NcdError as exc:
+            raise exc.located(*self._ncd_source) if self._ncd_source[0] is not None else exc from None
+        paths = tuple(dict.fromkeys([e.path for e in states.entries(full)]
+                                    + [p for p, m in full.named_modules() if getattr(m, "_ncd_records", None)]))
+        session = runtime.state_begin(full, paths, tuple(kinds), given)
+        try:
+            outputs = full._run(inputs)
+        finally:
+            runtime.state_end(full, paths)
+        final = session["final"]  # a state whose holder never ran is left out: step() starts it
+        return outputs, {s.name: final[s.name] for s in plan.states if s.name in final}
+
+    def _prefill_module(self) -> CompiledModule:
+        """The full module with this step's caches and windows recorded, on these weights."""
+        from ncd.backends.pytorch import compile_module
+        from ncd.pipeline import run_passes
+
+        held = self.__dict__.get("_ncd_prefill")
+        if held is None:
+            spec, backend = self._ncd_full
+            held = compile_module(spec, passes=run_passes(spec, backend), records=self._ncd_step.records)
+            if self._ncd_source[0] is not None:
+                held.locate_errors(*self._ncd_source)  # type: ignore[arg-type]
+            self.__dict__["_ncd_prefill"] = held  # not a child: its weights are this module's
+        weight = next((p for p in self.parameters() if p.is_floating_point()), None)
+        anchor = next((b for b in held.buffers() if b.is_floating_point()), None)
+        if weight is not None and anchor is not None and (anchor.dtype, anchor.device) != (weight.dtype, weight.device):
+            held.to(device=weight.device, dtype=weight.dtype)  # constants and anchors as the weights
+        share_weights(self, held)  # again each call: .to() may have replaced a buffer
+        return held
 
     def state_spec(self) -> dict[str, tuple[tuple[str, ...], tuple[int | None, ...]]]:
         """State name → (the carry's own axes, their sizes), in the order the step takes them, as
@@ -124,6 +187,7 @@ def build_step_module(module: CompiledModule, axis: str | None = None) -> StepMo
         raise (exc.located(source, filename) if source is not None else exc) from None
     assert isinstance(step, StepModule)
     step._ncd_step = plan
+    step._ncd_full = (spec.model_copy(update={"entry": module._ncd_block}), getattr(module, "_ncd_scan_backend", "auto"))
     sizes = SizeTable(plan.ir)
     shapes: dict[str, tuple[int | None, ...]] = {}
     for slot in plan.states:

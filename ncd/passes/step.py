@@ -50,6 +50,18 @@ class StateSlot(BaseModel):
     own: int = 0  # how many of ``axes`` are the carry's own (the rest: heads a call lifts it over)
 
 
+class Record(BaseModel):
+    """Where the full module holds a cache's or a window's value after a whole prompt, so a
+    prefill (backends/pytorch/step.py) can return it: a top-level value of a block of the full
+    IR, along ``dim`` (negative, counted from its last axis) the step axis. A cache is the value
+    itself (every position so far); a window its last ``width`` positions, zeros before the first."""
+
+    name: str  # the state's name within its block (``k``, ``y.window``)
+    node: str  # the full IR's node whose value it is (a cache: the renamed wire; a window: the conv's input)
+    dim: int
+    width: int = 0  # 0: a cache; else a window's length
+
+
 class StepPlan(BaseModel):
     """The step IR and how its entry's extra ports map to named states."""
 
@@ -58,6 +70,7 @@ class StepPlan(BaseModel):
     n_inputs: int  # the spec's own inputs; the states follow, in ``states`` order
     n_outputs: int  # the spec's own outputs; the new states follow
     states: list[StateSlot] = Field(default_factory=list)
+    records: dict[str, list[Record]] = Field(default_factory=dict)  # full IR block key → its caches and windows
 
 
 def step_axis(ir: SpecIR, axis: str | None = None) -> str:
@@ -104,7 +117,9 @@ def step_plan(ir: SpecIR, axis: str | None = None) -> StepPlan:
     states = [StateSlot(name=s.name, axes=s.out_axes, kind=s.kind, init=s.init, init_weight=s.init_weight,  # type: ignore[arg-type]
                         dtype=s.dtype, grow=s.grow, own=s.own)  # type: ignore[arg-type]
               for s in slots]
-    return StepPlan(ir=step_ir, axis=t, n_inputs=len(entry.inputs), n_outputs=len(entry.outputs), states=states)
+    records = {key: rows for key, rows in stepper.records.items() if rows}
+    return StepPlan(ir=step_ir, axis=t, n_inputs=len(entry.inputs), n_outputs=len(entry.outputs), states=states,
+                    records=records)
 
 
 class _Slot:
@@ -136,6 +151,7 @@ class _Stepper:
         self.t = axis
         self.done: dict[str, BlockIR] = {}
         self.slots: dict[str, list[_Slot]] = {}
+        self.records: dict[str, list[Record]] = {}
         self.active: set[str] = set()
         self.cache_axis = _free_name(ir, f"{axis}_cache")  # a cache's length before this step
         self.unit_axis = _free_name(ir, f"{axis}_now")  # size 1: this step's entry of a cache
@@ -164,9 +180,10 @@ class _Stepper:
         if key in self.active:
             raise NcdError(f"block {key} calls itself")
         self.active.add(key)
-        stepped, slots = _BlockStep(self, self.ir.blocks[key]).run()
+        stepper = _BlockStep(self, self.ir.blocks[key])
+        stepped, slots = stepper.run()
         self.active.discard(key)
-        self.done[key], self.slots[key] = stepped, slots
+        self.done[key], self.slots[key], self.records[key] = stepped, slots, stepper.records
         return stepped, slots
 
 
@@ -185,6 +202,7 @@ class _BlockStep:
         self.state_ports: list[Port] = []
         self.state_nodes: list[Node] = []
         self.slots: list[_Slot] = []
+        self.records: list[Record] = []  # this block's own caches and windows, as the full module holds them
         self.port_names = {p.name for p in block.inputs}
         top_scans = [n for n in block.nodes if n.op == "scan"]
         self.scan_prefix = _prefixes(top_scans, {i.name for i in block.instances})
@@ -381,6 +399,7 @@ class _BlockStep:
                      name=node.name)]
         self.slots.append(_Slot(what, cached, None, None, out.dtype, in_id, node.id, kind="cache", out_axes=grown,
                                 grow=dst))
+        self.records.append(Record(name=what, node=node.inputs[0], dim=grown.index(dst) - len(grown)))
         return made
 
     def mask(self, node: Node) -> list[Node]:
@@ -452,6 +471,8 @@ class _BlockStep:
         ]
         self.slots.append(_Slot(f"{label}.window", held_axes, "0", None, x_full.dtype, in_id, next_id,
                                 kind="window"))
+        self.records.append(Record(name=f"{label}.window", node=node.inputs[0],
+                                   dim=x_full.axes.index(t) - len(x_full.axes), width=width))
         return made
 
     # ------------------------------------------------------------------ scans over the step axis
