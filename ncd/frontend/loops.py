@@ -38,6 +38,11 @@ class LoopBuilder:
             inits.append(init)
         return carries, inits
 
+    def expr_scan_via_first(self, tree: Tree) -> str:
+        """`scan t over T via gla carry (...)`: `via` written before `carry` means the same scan."""
+        var_tok, axis_tok, reverse, via, carry_tree, *body = tree.children
+        return self.expr_scan(Tree("scan", [var_tok, axis_tok, reverse, carry_tree, via, *body], meta=tree.meta))
+
     def expr_scan(self, tree: Tree) -> str:
         var_tok, axis_tok, reverse, carry_tree, via, *body = tree.children
         axis = self.axis_name(axis_tok)
