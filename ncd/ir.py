@@ -23,10 +23,16 @@ from ncd.errors import Span
 ACT_MIXES = ("graves", "interpolate")
 
 # Node kinds the builder makes that are no op-table rows (ncd.ops.OPS), named once here for the
-# passes that single them out: a number known at check time, the sources of a module's weights,
-# and the loop constructs (each holds a region).
+# passes that single them out: a number known at check time; a block's input port; a region's
+# arguments (carries, the loop index); a call of a block and one of its results; the module's own
+# weights (parameters, buffers) and with them the constants, all of them weight sources; and the
+# loop constructs (each holds a region).
 NUMBER_NODE = "number"
-WEIGHT_SOURCES = frozenset({"param", "buffer", "const"})
+INPUT = "input"
+REGION_ARGS = frozenset({"region_arg", "loop_index"})
+CALL, TUPLE_GET = "call", "tuple_get"
+MODULE_WEIGHTS = frozenset({"param", "buffer"})
+WEIGHT_SOURCES = MODULE_WEIGHTS | {"const"}
 LOOPS = frozenset({"scan", "repeat", "halting"})
 
 

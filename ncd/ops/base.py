@@ -280,6 +280,11 @@ POSITION = "position"  # idx(A): each position along ``attrs["axis"]`` as a numb
 CHOOSE = "choose"  # where(c, a, b): a where the boolean c holds, else b
 COMPARISON = "comparison"  # x < y: a boolean wire, the comparison ``attrs["cmp"]``
 
+# ``OpDef.gate``: the nonlinearities torch's fused RNN cells apply (nn.RNN's tanh or relu, the
+# sigmoid and tanh gates of nn.GRU and nn.LSTM): the recurrence pass matches a step against the
+# cells' equations written in these names
+SIGMOID, TANH, RELU = "sigmoid", "tanh", "relu"
+
 
 @dataclass(frozen=True)
 class Affine:
@@ -347,7 +352,7 @@ class OpDef:
     title when the op writes its options into it (``x[A as B]``, ``@[X]``, ``< 0``); ``random``: it draws
     from the module's generator (ncd.ops.random); ``stateful``: it updates buffers (ncd.ops.stats).
     The pattern facts (``arith``, ``affine``, ``attention_weights``, ``masked``, ``relabels``, ``role``,
-    ``window``) are what
+    ``window``, ``gate``) are what
     the passes that match patterns of ops ask (docs/architecture.md, "The op table"), so an op with
     the same role needs only its row.
     """
@@ -393,6 +398,8 @@ class OpDef:
     # with ``padding = causal`` its output at t reads the inputs up to t only: the step pass carries
     # the last inputs as a window state (a causal convolution)
     window: bool = False
+    # the fused-RNN nonlinearity the op is (SIGMOID, TANH, RELU above; None: not one of them)
+    gate: str | None = None
 
 
 def example_spec(axes: str, inputs: str, output: str, body: str) -> str:

@@ -14,6 +14,9 @@ from ncd.ops.base import (
     NEG,
     NONLINEAR,
     NUMBER,
+    RELU,
+    SIGMOID,
+    TANH,
     Algebra,
     CHOOSE,
     COMPARISON,
@@ -147,6 +150,7 @@ class Unary:
     fold: Any = None
     positive: bool = False
     masked: Masked | None = None
+    gate: str | None = None
 
 
 # cost: (FLOPs per element, what autograd saves); arithmetic is 1 FLOP, transcendentals 4
@@ -161,9 +165,9 @@ BINARY_COST = {
 }
 
 UNARY: dict[str, Unary] = {
-    "relu": Unary("torch.relu", "max(x, 0)", elementwise(1, saves=(_OUT,))),
-    "tanh": Unary("torch.tanh", "hyperbolic tangent", elementwise(4, 2, (_OUT,))),
-    "sigmoid": Unary("torch.sigmoid", "1 / (1 + exp(-x))", elementwise(4, 2, (_OUT,)), positive=True),
+    "relu": Unary("torch.relu", "max(x, 0)", elementwise(1, saves=(_OUT,)), gate=RELU),
+    "tanh": Unary("torch.tanh", "hyperbolic tangent", elementwise(4, 2, (_OUT,)), gate=TANH),
+    "sigmoid": Unary("torch.sigmoid", "1 / (1 + exp(-x))", elementwise(4, 2, (_OUT,)), positive=True, gate=SIGMOID),
     "exp": Unary("torch.exp", "e^x", elementwise(4, 1, (_OUT,)), fold=sympy.exp, positive=True,
                  masked=Masked(maps=("-oo", "0"))),
     "log": Unary("torch.log", "natural logarithm", elementwise(4, 1, (_IN,)), fold=sympy.log),
@@ -190,7 +194,8 @@ def _unary_entry(name: str, row: Unary) -> OpDef:
     options = {spec: Kw(NUMBER, default) for spec, (_, default) in row.options.items()}
     fold = (lambda a, _f=row.fold: _f(a)) if row.fold is not None else None
     return OpDef(name, "elementwise", _infer_union, _unary(row.fn, row.fixed, row.options), (1, 1), options,
-                 cost=row.cost, doc=row.doc, algebra=Algebra(positive=row.positive), fold=fold, masked=row.masked)
+                 cost=row.cost, doc=row.doc, algebra=Algebra(positive=row.positive), fold=fold, masked=row.masked,
+                 gate=row.gate)
 
 
 OPS: tuple[OpDef, ...] = (

@@ -17,7 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-from ncd.ir import BlockIR, Node, SpecIR
+from ncd.ir import (CALL, INPUT, LOOPS, MODULE_WEIGHTS, NUMBER_NODE, REGION_ARGS, TUPLE_GET, WEIGHT_SOURCES, BlockIR,
+                    Node, SpecIR)
+from ncd.ops import OPS
+from ncd.ops.base import ADD, CONTRACT, MUL, NEG, PICK, RELU, SIGMOID, SUB, TANH, OpDef
 from ncd.passes.recurrence.plan import CellMatch, GateWeights, WeightRef
 
 
@@ -46,14 +49,24 @@ class Lin:
 
 @dataclass(frozen=True)
 class Poly:
-    op: str  # add | mul | sub | fn
+    op: str  # ADD | MUL | SUB (the rows' arithmetic) | FN (a gate, ``fn`` its name)
     args: tuple["Sym", ...]
     fn: str = ""
 
 
 Sym = Lin | Poly
+FN = "fn"
+# torch's Elman cell by its nonlinearity (nn.RNN's nonlinearity = "tanh" | "relu")
+ELMAN = ((TANH, "rnn_tanh"), (RELU, "rnn_relu"))
 
-GATES = ("sigmoid", "tanh", "relu")
+
+def _row(node: Node) -> OpDef | None:
+    return OPS.get(node.op)
+
+
+def _arith(node: Node) -> str | None:
+    row = OPS.get(node.op)
+    return row.arith if row is not None else None
 
 
 def _number(node: Node) -> float | None:
@@ -84,22 +97,22 @@ class _Eval:
             raise Miss(f"the step reads {node_id}, which is not defined in the scan's block")
         axes = tuple(node.types[0].axes) if node.types else ()
         value: Sym
-        if node.op == "number":
+        if node.op == NUMBER_NODE:
             number = _number(node)
             if number is None:
                 raise Miss(f"the number {node.attrs.get('value')} has no fixed value")
             value = Lin((Term("const", (), weight=WeightRef(node=node_id, axes=[], value=number)),), ())
         elif self.scan_axis not in axes:
-            if node.types and node.types[0].lifted and node.op not in ("param", "buffer", "const"):
+            if node.types and node.types[0].lifted and node.op not in WEIGHT_SOURCES:
                 raise Miss(f"the step reads {node_id}, a value with batch axes that does not change over "
                            f"the steps; torch's RNN weights cannot carry batch axes")
             value = Lin((Term("const", axes, weight=WeightRef(node=node_id, axes=list(axes))),), axes)
-        elif node.op == "add" and len(node.inputs) == 2:
+        elif _arith(node) == ADD and len(node.inputs) == 2:
             a, b = (self.outer_value(i) for i in node.inputs)
             value = self.add(a, b, axes)
-        elif node.op == "contract" and len(node.inputs) == 2:
+        elif _arith(node) == CONTRACT and len(node.inputs) == 2:
             value = self.contract(node, [self.outer_value(i) for i in node.inputs], axes)
-        elif node.op == "annotate" and len(node.inputs) == 1:
+        elif _reorders(node) and len(node.inputs) == 1:
             value = self.outer_value(node.inputs[0])
         else:
             value = Lin((Term("seq", axes, source=node_id),), axes)
@@ -114,40 +127,42 @@ class _Eval:
 
     def run(self, nodes: list[Node]) -> None:
         for node in nodes:
-            if node.op in ("region_arg", "loop_index", "input"):
+            if node.op in REGION_ARGS or node.op == INPUT:
                 continue
             self.values[node.id] = self.transfer(node)
 
     def transfer(self, node: Node) -> Sym:
         op = node.op
+        row = _row(node)
+        arith = row.arith if row is not None else None
         axes = tuple(node.types[0].axes) if node.types else ()
-        if op == "number":
+        if op == NUMBER_NODE:
             return self.outer_value_of_number(node)
-        if op == "call":
+        if op == CALL:
             raise Miss("internal: a call's results are read through tuple_get")
-        if op == "select" and node.inputs:
+        if row is not None and row.role == PICK and node.inputs:
             return self.select(node, self.value(node.inputs[0]), axes)
         ins = [self.value(i) for i in node.inputs]
-        if op == "annotate" and len(ins) == 1:
+        if _reorders(node) and len(ins) == 1:
             return ins[0]
-        if op == "add" and len(ins) == 2:
+        if arith == ADD and len(ins) == 2:
             return self.add(ins[0], ins[1], axes)
-        if op == "sub" and len(ins) == 2:
+        if arith == SUB and len(ins) == 2:
             if isinstance(ins[0], Lin) and isinstance(ins[1], Lin):
                 return Lin(ins[0].terms + tuple(replace(t, coef=-t.coef) for t in ins[1].terms), axes)
-            return Poly("sub", (ins[0], ins[1]))
-        if op == "neg" and len(ins) == 1:
+            return Poly(SUB, (ins[0], ins[1]))
+        if arith == NEG and len(ins) == 1:
             if isinstance(ins[0], Lin):
                 return Lin(tuple(replace(t, coef=-t.coef) for t in ins[0].terms), axes)
-            return Poly("mul", (_constant(-1.0), ins[0]))
-        if op == "mul" and len(ins) == 2:
+            return Poly(MUL, (_constant(-1.0), ins[0]))
+        if arith == MUL and len(ins) == 2:
             return self.mul(ins[0], ins[1], axes)
-        if op == "contract" and len(ins) == 2:
+        if arith == CONTRACT and len(ins) == 2:
             return self.contract(node, ins, axes)
-        if op == "rename" and len(ins) == 1:
+        if row is not None and row.relabels and "src" in node.attrs and len(ins) == 1:  # x[A as B]
             return self.rename(node, ins[0], axes)
-        if op in GATES and len(ins) == 1:
-            return Poly("fn", (ins[0],), fn=op)
+        if row is not None and row.gate is not None and len(ins) == 1:
+            return Poly(FN, (ins[0],), fn=row.gate)
         if _state_free(ins):
             raise Miss(f"the step computes a step-invariant value with {op} inside the step "
                        f"(torch's RNN takes weights computed before the loop)")
@@ -163,7 +178,7 @@ class _Eval:
     def add(self, a: Sym, b: Sym, axes: tuple[str, ...]) -> Sym:
         if isinstance(a, Lin) and isinstance(b, Lin):
             return Lin(a.terms + b.terms, axes)
-        return Poly("add", (a, b))
+        return Poly(ADD, (a, b))
 
     def mul(self, a: Sym, b: Sym, axes: tuple[str, ...]) -> Sym:
         for x, y in ((a, b), (b, a)):
@@ -175,7 +190,7 @@ class _Eval:
                 if len(y.terms) == 1 and y.terms[0].kind == "state":
                     raise Miss("the state is multiplied elementwise by a weight (a diagonal recurrence); "
                                "torch's cells take a full matrix W_hh·h")
-        return Poly("mul", (a, b))
+        return Poly(MUL, (a, b))
 
     def contract(self, node: Node, ins: list[Sym], axes: tuple[str, ...]) -> Sym:
         over = list(node.attrs.get("axes") or [])
@@ -250,23 +265,23 @@ class _Eval:
         callee = self.spec.blocks.get(node.attrs.get("block", ""))
         if callee is None or self.depth >= 8:
             raise Miss("the step calls a block the matcher cannot read")
-        if any(n.op in ("param", "buffer", "scan", "repeat", "halting") for n in callee.nodes):
+        if any(n.op in MODULE_WEIGHTS or n.op in LOOPS for n in callee.nodes):
             raise Miss(f"the called block {callee.name} has its own weights or loops")
         inner = _Eval(self.spec, self.outer, self.scan_axis, self.carry_ids, self.index_id,
                       outer_values=self.outer_values, depth=self.depth + 1)
-        inputs = [n for n in callee.nodes if n.op == "input"]
+        inputs = [n for n in callee.nodes if n.op == INPUT]
         for port in inputs:
             inner.values[port.id] = self.value(node.inputs[port.attrs["index"]])
         for n in callee.nodes:
-            if n.op == "input":
+            if n.op == INPUT:
                 continue
             inner.values[n.id] = inner.transfer_call(n)
         return [inner.values[r] for r in callee.results]
 
     def transfer_call(self, node: Node) -> Sym:
-        if node.op == "tuple_get":
+        if node.op == TUPLE_GET:
             return self.calls[node.inputs[0]][node.attrs["index"]]
-        if node.op == "call":
+        if node.op == CALL:
             self.calls[node.id] = self.inline(node)
             return Lin((), ())
         return self.transfer(node)
@@ -294,6 +309,12 @@ def _as_number(x: Sym) -> float | None:
     return None
 
 
+def _reorders(node: Node) -> bool:
+    """x : [A, B]: the same entries, the axes only ordered (a relabelling that renames none)."""
+    row = _row(node)
+    return row is not None and row.relabels and "src" not in node.attrs
+
+
 def _state_free(values: list[Sym]) -> bool:
     return all(isinstance(v, Lin) and all(t.kind in ("const", "seq", "inp") for t in v.terms) for v in values)
 
@@ -310,7 +331,7 @@ def _flat(x: Sym, op: str) -> list[Sym]:
 
 
 def _gate(x: Sym, fn: str) -> Lin | None:
-    if isinstance(x, Poly) and x.op == "fn" and x.fn == fn and isinstance(x.args[0], Lin):
+    if isinstance(x, Poly) and x.op == FN and x.fn == fn and isinstance(x.args[0], Lin):
         return x.args[0]
     return None
 
@@ -322,7 +343,7 @@ def _is_state(x: Sym, carry: int) -> bool:
 
 def _one_minus(x: Sym) -> Sym | None:
     """z of ``1 − z``."""
-    if isinstance(x, Poly) and x.op == "sub" and _as_number(x.args[0]) == 1.0:
+    if isinstance(x, Poly) and x.op == SUB and _as_number(x.args[0]) == 1.0:
         return x.args[1]
     return None
 
@@ -411,24 +432,24 @@ def _negated(g: GateWeights) -> GateWeights:
 
 
 def _match_elman(new_h: Sym, cells: _Cells) -> tuple[str, list[GateWeights]]:
-    for fn, cell in (("tanh", "rnn_tanh"), ("relu", "rnn_relu")):
+    for fn, cell in ELMAN:
         lin = _gate(new_h, fn)
         if lin is not None:
             return cell, [cells.gate(lin, "h")]
-    if isinstance(new_h, Poly) and new_h.op == "fn":
+    if isinstance(new_h, Poly) and new_h.op == FN:
         raise Miss(f"the new state is {new_h.fn}(…): torch's RNN takes tanh or relu")
-    if isinstance(new_h, Poly) and new_h.op == "add":
+    if isinstance(new_h, Poly) and new_h.op == ADD:
         raise Miss("the new state adds the old state back in (a leaky or gated update) without the GRU's "
                    "gates; torch's RNN is h = act(W_ih x + W_hh h + b)")
     raise Miss("the new state is not act(W_ih x + W_hh h + b) with act tanh or relu")
 
 
 def _match_gru(new_h: Sym, cells: _Cells) -> tuple[str, list[GateWeights]]:
-    terms = _flat(new_h, "add")
+    terms = _flat(new_h, ADD)
     if len(terms) != 2:
         raise Miss("the new state is not (1 − z) ⊙ n + z ⊙ h")
     for first, second in (terms, terms[::-1]):
-        a, b = _flat(first, "mul"), _flat(second, "mul")
+        a, b = _flat(first, MUL), _flat(second, MUL)
         if len(a) != 2 or len(b) != 2:
             continue
         for x in (a, a[::-1]):
@@ -438,7 +459,7 @@ def _match_gru(new_h: Sym, cells: _Cells) -> tuple[str, list[GateWeights]]:
             for y in (b, b[::-1]):
                 if y[0] != z_keep:
                     continue
-                z = _gate(z_keep, "sigmoid")
+                z = _gate(z_keep, SIGMOID)
                 if z is None:
                     raise Miss("the update gate z is not sigmoid(…)")
                 if _is_state(y[1], cells.hidden):  # (1 − z) n + z h: torch's form
@@ -452,24 +473,24 @@ def _match_gru(new_h: Sym, cells: _Cells) -> tuple[str, list[GateWeights]]:
 
 
 def _gru_gates(n: Sym, z: Lin, negate: bool, cells: _Cells) -> list[GateWeights]:
-    if not (isinstance(n, Poly) and n.op == "fn"):
+    if not (isinstance(n, Poly) and n.op == FN):
         raise Miss("the candidate n is not tanh(…)")
-    if n.fn != "tanh":
+    if n.fn != TANH:
         raise Miss(f"the candidate n is {n.fn}(…), torch's GRU takes tanh")
     arg = n.args[0]
     if isinstance(arg, Lin):
         raise Miss("the candidate n = tanh(W x + W h + b) has no reset gate (torch's GRU: "
                    "tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)))")
-    parts = _flat(arg, "add")
+    parts = _flat(arg, ADD)
     outside = [p for p in parts if isinstance(p, Lin)]
     gated = [p for p in parts if not isinstance(p, Lin)]
     if len(gated) != 1:
         raise Miss("the candidate is not tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))")
-    factors = _flat(gated[0], "mul")
+    factors = _flat(gated[0], MUL)
     if len(factors) != 2:
         raise Miss("the reset term is not r ⊙ (W_hn h + b_hn)")
     for r_sym, inside in (factors, factors[::-1]):
-        r = _gate(r_sym, "sigmoid")
+        r = _gate(r_sym, SIGMOID)
         if r is not None and isinstance(inside, Lin):
             break
     else:
@@ -483,29 +504,29 @@ def _match_lstm(values: list[Sym], cells: _Cells) -> tuple[str, list[GateWeights
     h, c = cells.hidden, cells.cell
     assert c is not None
     new_c, new_h = values[c], values[h]
-    terms = _flat(new_c, "add")
+    terms = _flat(new_c, ADD)
     if len(terms) != 2:
         raise Miss("the new cell state is not f ⊙ c + i ⊙ g")
     forget = ingate = cand = None
     for first, second in (terms, terms[::-1]):
-        a, b = _flat(first, "mul"), _flat(second, "mul")
+        a, b = _flat(first, MUL), _flat(second, MUL)
         if len(a) != 2 or len(b) != 2:
             continue
         for x in (a, a[::-1]):
-            if _is_state(x[1], c) and _gate(x[0], "sigmoid") is not None:
+            if _is_state(x[1], c) and _gate(x[0], SIGMOID) is not None:
                 for y in (b, b[::-1]):
-                    if _gate(y[0], "sigmoid") is not None and _gate(y[1], "tanh") is not None:
-                        forget, ingate, cand = _gate(x[0], "sigmoid"), _gate(y[0], "sigmoid"), _gate(y[1], "tanh")
+                    if _gate(y[0], SIGMOID) is not None and _gate(y[1], TANH) is not None:
+                        forget, ingate, cand = _gate(x[0], SIGMOID), _gate(y[0], SIGMOID), _gate(y[1], TANH)
     if forget is None:
         raise Miss("the new cell state is not f ⊙ c + i ⊙ g with f, i = sigmoid(…), g = tanh(…)")
-    out = _flat(new_h, "mul")
+    out = _flat(new_h, MUL)
     if len(out) != 2:
         raise Miss("the new hidden state is not o ⊙ tanh(c)")
     for o_sym, t_sym in (out, out[::-1]):
-        if _gate(o_sym, "sigmoid") is not None and isinstance(t_sym, Poly) and t_sym.op == "fn" \
-                and t_sym.fn == "tanh" and t_sym.args[0] == new_c:
+        if _gate(o_sym, SIGMOID) is not None and isinstance(t_sym, Poly) and t_sym.op == FN \
+                and t_sym.fn == TANH and t_sym.args[0] == new_c:
             gates = [cells.gate(ingate, "i"), cells.gate(forget, "f"), cells.gate(cand, "g"),
-                     cells.gate(_gate(o_sym, "sigmoid"), "o")]
+                     cells.gate(_gate(o_sym, SIGMOID), "o")]
             return "lstm", gates
     raise Miss("the new hidden state is not o ⊙ tanh(c) of the new cell state c")
 
@@ -519,7 +540,7 @@ def match_cell(block: BlockIR, node: Node, spec: SpecIR | None) -> CellMatch | s
         return f"the step carries {n_carry} values; torch's cells carry h (RNN, GRU) or h and c (LSTM)"
     if len(region.results) != n_carry + 1:
         return "the step emits more than one value; torch's RNN emits the hidden state only"
-    args = {n.id: n for n in region.nodes if n.op in ("region_arg", "loop_index")}
+    args = {n.id: n for n in region.nodes if n.op in REGION_ARGS}
     carry_ids = list(region.args[:n_carry])
     axes = [tuple(args[c].types[0].axes) for c in carry_ids]
     if any(len(a) != 1 for a in axes) or len(set(axes)) != 1:
@@ -530,7 +551,7 @@ def match_cell(block: BlockIR, node: Node, spec: SpecIR | None) -> CellMatch | s
         ev.values[cid] = Lin((Term("state", (state_axis,), carry=i),), (state_axis,))
     try:
         for n in region.nodes:
-            if n.op in ("region_arg", "loop_index"):
+            if n.op in REGION_ARGS:
                 continue
             ev.values[n.id] = ev.transfer_call(n)
         values = [ev.values[r] if r in ev.values else ev.value(r) for r in region.results[:n_carry]]
