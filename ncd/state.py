@@ -3,13 +3,16 @@
 A state is the carry of a scan that runs once per call: a scan at the top level of a block whose
 instance is reached from the module by calls that run once per call (not inside another loop,
 and an instance called once). Its name is the dotted path of that instance (as in
-``named_modules()``; a ``repeat`` instance's layers are ``layers.0`` ...) and the carry's name
-within the block (``Loop.state_names``, given at lowering: ``h``, or ``fwd.h`` when the block
-holds several scans). docs/language.md, "State in and out", states the rule for users.
+``named_modules()``; a ``repeat`` instance's layers are ``layers.0`` ...), each weight-free block
+called directly by its label (``instance_labels``: ``GLAHead``, not the hidden ``_GLAHead_0``),
+and the carry's name within the block (``Loop.state_names``, given at lowering: ``h``, or
+``fwd.h`` when the block holds several scans). docs/language.md, "State in and out", states the
+rule for users; the step pass (ncd/passes/step.py) names the step module's states by it too.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -27,12 +30,36 @@ class StateSpec(NamedTuple):
     shape: tuple[int | None, ...]
 
 
+_HIDDEN = re.compile(r"_([A-Za-z][A-Za-z0-9_]*'*)_([0-9]+)\Z")  # the builder's name of a direct call (`GLAHead(...)`)
+
+
+def instance_labels(names: Iterable[str], taken: Iterable[str] = ()) -> dict[str, str]:
+    """Each instance's segment in state names: its own name, or for a weight-free block called
+    directly (hidden instance ``_GLAHead_0``, numbered among all the block's instances) the
+    block's name, ``GLAHead``, then ``GLAHead_1``, ``GLAHead_2`` for its later direct calls in the
+    same block (in call order) and wherever the plain name is ``taken`` (another instance's, a
+    scan's bound name). Adding an instance or a call after them renames none of them."""
+    names = list(names)
+    used = {n for n in names if not _HIDDEN.match(n)} | set(taken)
+    out: dict[str, str] = {}
+    hidden = sorted((int(m.group(2)), m.group(1), n) for n in names if (m := _HIDDEN.match(n)))
+    for _, block, name in hidden:
+        label, k = block, 0
+        while label in used:
+            k += 1
+            label = f"{block}_{k}"
+        used.add(label)
+        out[name] = label
+    return {n: out.get(n, n) for n in names}
+
+
 @dataclass(frozen=True)
 class StateEntry:
     name: str  # the full state name
     path: str  # the module holding the scan, relative to the module asked ('' for itself)
     loop: Any  # the scan statement (backends/pytorch/program.py Loop)
     carry: int  # which of its carries
+    prefix: str = ""  # the holder's part of the name (``path`` with labels for hidden instances)
 
     @property
     def spec(self) -> StateSpec:
@@ -54,8 +81,36 @@ def entries(module: Any) -> list[StateEntry]:
 def walk(programs: Mapping[str, Any], key: str, path: str = "") -> list[StateEntry]:
     """The states of block ``key`` among the lowered ``programs``, its instances' under ``path``."""
     out: list[StateEntry] = []
-    _walk(programs, key, path, out)
+    _walk(programs, key, path, path, out)
     return out
+
+
+def holders(states: list[StateEntry]) -> tuple[tuple[str, str], ...]:
+    """(module path, name prefix) of each module holding a state, for runtime.state_begin."""
+    return tuple(dict.fromkeys((e.path, e.prefix) for e in states))
+
+
+def label_path(module: Any, path: str) -> str:
+    """A sub-module's path as state names spell it (hidden instances by their labels)."""
+    out: list[str] = []
+    current = module
+    for part in path.split(".") if path else []:
+        program = getattr(current, "_ncd_program", None)
+        if program is not None:
+            out.append(labels_of(program).get(part, part))
+        else:
+            out.append(part)  # a repeat's layer index
+        current = getattr(current, part) if not part.isdigit() else current[int(part)]
+    return ".".join(out)
+
+
+def labels_of(program: Any) -> dict[str, str]:
+    """The instance labels of a lowered block (``instance_labels`` over its instances; the
+    names of its scans' states are taken)."""
+    from ncd.backends.pytorch.program import Loop
+
+    taken = {name.split(".")[0] for stmt in program.body if isinstance(stmt, Loop) for name in stmt.state_names}
+    return instance_labels([name for name, _, _ in program.instances], taken)
 
 
 def table(states: list[StateEntry]) -> tuple[tuple[str, str, tuple[int | None, ...], float | str | None], ...]:
@@ -67,11 +122,12 @@ def state_spec(module: Any) -> dict[str, StateSpec]:
     return {e.name: e.spec for e in entries(module)}
 
 
-def _walk(programs: Mapping[str, Any], key: str, path: str, out: list[StateEntry]) -> None:
+def _walk(programs: Mapping[str, Any], key: str, path: str, prefix: str, out: list[StateEntry]) -> None:
     from ncd.backends.pytorch.program import Assign, Loop, _exprs
 
     program = programs[key]
     instances = {name: (block, repeat) for name, block, repeat in program.instances}
+    labels = labels_of(program)
     total = _count_calls(list(_exprs(program.body)) + list(program.results), instances)
     visited: set[str] = set()
 
@@ -80,14 +136,15 @@ def _walk(programs: Mapping[str, Any], key: str, path: str, out: list[StateEntry
             return  # called more than once per call (shared weights), or inside a loop: no state
         visited.add(name)
         block, repeat = instances[name]
-        for sub in [f"{name}.{k}" for k in range(repeat)] if repeat else [name]:
-            _walk(programs, block, _join(path, sub), out)
+        subs = [(f"{name}.{k}", f"{labels[name]}.{k}") for k in range(repeat)] if repeat else [(name, labels[name])]
+        for sub, label in subs:
+            _walk(programs, block, _join(path, sub), _join(prefix, label), out)
 
     for stmt in program.body:
         if isinstance(stmt, Loop):
             if stmt.kind == "scan":
                 for i, local in enumerate(stmt.state_names):
-                    out.append(StateEntry(_join(path, local), path, stmt, i))
+                    out.append(StateEntry(_join(prefix, local), path, stmt, i, prefix))
             continue
         assert isinstance(stmt, Assign)
         for name in _called(stmt.expr, instances):

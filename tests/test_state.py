@@ -107,6 +107,47 @@ block Net(x: [T, E]) -> [T, E] {
     assert set(stacked.state_spec()) <= {f"{p}.h" for p, _ in stacked.named_modules()}
 
 
+DIRECT_CALLS = """
+axis T, E = 3
+block Leak(x: [T, E]) -> [T, E] {
+    return scan t over T carry (h: [E] = 0) {
+        h = tanh(x[t] + 0.5 * h)
+        emit h
+    }
+}
+block Mixed(x: [T, E]) -> [T, E] {
+    param W: [E', E] init normal(0, 0.5)
+    return scan t over T carry (h: [E] = 0) {
+        h = tanh(x[t] + h[E as E'] @[E'] W)
+        emit h
+    }
+}
+block Pair(x: [T, E]) -> [T, E] {
+    a = Leak(x)
+    return Leak(a * 2)
+}
+block Net(x: [T, E]) -> [T, E] {
+    use Leak_1 = Mixed
+    a = Leak(x)
+    b = Leak_1(a)
+    return Pair(Leak(b))
+}
+"""
+
+
+def test_directly_called_blocks_are_named_by_the_block_then_an_ordinal():
+    gla = load("gla", **SIZES["gla"])
+    assert list(gla.state_spec()) == ["recurrence.GLAHead.S"]  # not the builder's hidden _GLAHead_0
+    assert list(load("deltanet", **SIZES["deltanet"]).state_spec()) == ["recurrence.DeltaHead.S"]
+    net = load(DIRECT_CALLS)
+    # the direct calls of Leak are Leak, then (Leak_1 being an instance's name) Leak_2; in Pair,
+    # called directly too, Leak and Leak_1, in call order
+    assert list(net.state_spec()) == ["Leak.h", "Leak_1.h", "Leak_2.h", "Pair.Leak.h", "Pair.Leak_1.h"]
+    assert list(net.step_module().state_spec()) == list(net.state_spec())
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    carry_equals_whole(net, [x], [2, 1, 2], random_state(net, [x]))
+
+
 def test_a_spec_without_scans_returns_an_empty_state():
     module = load("mlp_relu")
     x = torch.randn(2, module._ncd_program.inputs[0][3][-1] or 4, dtype=torch.float64)
@@ -376,3 +417,33 @@ def test_the_compiled_modules_own_names_are_reserved_in_a_spec():
     for name in ("initial_state", "state_spec", "entry"):
         with pytest.raises(ncd.NcdError, match=f"{name} is a reserved name"):
             ncd.check(f"axis D = 2\nblock A(x: [D]) -> [D] {{\n    param {name}: [D] init zeros\n    return x + {name}\n}}\n")
+
+
+# torch.compile traces the state keywords' plumbing (the session the scans read and write);
+# the eager and aot_eager backends keep it fast. The cheapest backends run by default.
+COMPILED = [("gru", "eager"), ("gla", "eager"), pytest.param("deltanet", "aot_eager", marks=pytest.mark.slow),
+            pytest.param("paragru", "eager", marks=pytest.mark.slow),
+            pytest.param("mamba_negeig", "eager", marks=pytest.mark.slow),
+            pytest.param("lssl", "eager", marks=pytest.mark.slow),
+            pytest.param("leaky_rnn", "eager", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("name, compiler", COMPILED)
+def test_torch_compile_with_state_keywords_gives_the_same_outputs_states_and_gradients(name, compiler):
+    module = load(name, **SIZES[name])
+    x = inputs_for(module, 2, 4)[0].detach().requires_grad_()
+    h0 = random_state(module, [x])
+    compiled = torch.compile(module, backend=compiler)
+    y, final = compiled(x, initial_state=h0, return_state=True)
+    want, want_final = module(x, initial_state=h0, return_state=True)
+    torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
+    assert list(final) == list(want_final) == list(module.state_spec())
+    for k in want_final:
+        torch.testing.assert_close(final[k], want_final[k], rtol=1e-10, atol=1e-10)
+    leaves = [x, *h0.values()]
+    got = torch.autograd.grad(y.square().sum() + sum(v.sin().sum() for v in final.values()), leaves)
+    ref = torch.autograd.grad(want.square().sum() + sum(v.sin().sum() for v in want_final.values()), leaves)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(compiled(x), module(x), rtol=1e-10, atol=1e-10)  # no keywords: the plain call
+    assert all("_ncd_state_io" not in m.__dict__ for m in module.modules())  # every session closed

@@ -81,12 +81,12 @@ block Two(x: [T, E]) -> [T, D2] {
 
 def test_state_names_follow_the_module_path_and_the_carry():
     assert list(ncd.load(BIDIRECTIONAL_NAMED).step_module().state_spec()) == ["fwd.h", "slow.h"]
-    assert list(ncd.load("gla").step_module().state_spec()) == ["recurrence._GLAHead_0.S"]
+    assert list(ncd.load("gla").step_module().state_spec()) == ["recurrence.GLAHead.S"]
     assert list(ncd.load("lstm").step_module().state_spec()) == ["l1.h", "l1.c"]
     assert list(ncd.load("paragru").step_module().state_spec()) == ["h"]
     step = ncd.load("gla", D=8, H=2, K=2, V=4).step_module()
-    assert step.state_spec()["recurrence._GLAHead_0.S"] == (("K", "V"), (2, 4))  # the carry's own axes
-    assert step.initial_state(3)["recurrence._GLAHead_0.S"].shape == (3, 2, 2, 4)  # the heads it is lifted over lead
+    assert step.state_spec()["recurrence.GLAHead.S"] == (("K", "V"), (2, 4))  # the carry's own axes
+    assert step.initial_state(3)["recurrence.GLAHead.S"].shape == (3, 2, 2, 4)  # the heads it is lifted over lead
 
 
 def test_the_step_module_shares_the_full_modules_weights():
@@ -216,7 +216,7 @@ def test_emitted_step_module_needs_no_ncd_and_equals_the_in_process_one(tmp_path
     xs = inputs(full, 3, 5)
     got, state = stepped(emitted, xs)
     torch.testing.assert_close(got, full(*xs), rtol=1e-7, atol=1e-7)
-    assert list(state) == ["recurrence._GLAHead_0.S"]
+    assert list(state) == ["recurrence.GLAHead.S"]
 
 
 def test_cli_emit_step_error_is_located():
@@ -460,10 +460,25 @@ block Decoders(x: [T, D]) -> [T, D] {
 """
 
 
+# a weight-free attention called directly: its caches are named after the block (Attend.kk)
+DIRECT_ATTEND = """axis T, D = 4
+block Attend(q: [T, D], k: [T, D], v: [T, D]) -> [T, D] {
+  kk = k[T as T']
+  vv = v[T as T']
+  a = softmax(where(idx(T') <= idx(T), q @[D] kk, -inf), over = T')
+  return a @[T'] vv
+}
+block Net(x: [T, D]) -> [T, D] {
+  param Wq, Wk, Wv: [D, D'] init normal(0, 0.5)
+  return Attend((x @[D] Wq)[D' as D], (x @[D] Wk)[D' as D], (x @[D] Wv)[D' as D])
+}
+"""
+
+
 @pytest.mark.parametrize("spec, prompt", [
     (CAUSAL_DECODER, 1), (CAUSAL_DECODER, 4), (HYBRID, 3), (SHORT_CONV, 1), (SHORT_CONV, 3), (SHORT_CONV, 6),
-    (DECODERS, 4), (STACK, 3),
-], ids=["decoder-1", "decoder-4", "hybrid-3", "conv-1", "conv-3", "conv-6", "decoders-4", "stack-3"])
+    (DECODERS, 4), (STACK, 3), (DIRECT_ATTEND, 2),
+], ids=["decoder-1", "decoder-4", "hybrid-3", "conv-1", "conv-3", "conv-6", "decoders-4", "stack-3", "direct-2"])
 def test_prefill_in_parallel_then_step_equals_the_whole_sequence(spec, prompt):
     torch.manual_seed(12)
     full = ncd.load(spec).double()
@@ -472,6 +487,8 @@ def test_prefill_in_parallel_then_step_equals_the_whole_sequence(spec, prompt):
     want = full(x)
     head, state = step.prefill(x[:, :prompt])
     assert list(state) == list(step.state_spec())  # every state: scans', caches, windows
+    if spec is DIRECT_ATTEND:
+        assert list(state) == ["Attend.kk", "Attend.vv"]
     torch.testing.assert_close(head, want[:, :prompt], rtol=1e-9, atol=1e-9)
     rest, _ = stepped(step, [x[:, prompt:]], state=state)
     torch.testing.assert_close(rest, want[:, prompt:], rtol=1e-9, atol=1e-9)

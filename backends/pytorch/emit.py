@@ -339,7 +339,9 @@ def state_lines(states: list[Any]) -> list[str]:
     from ncd.state import table
 
     spec = {e.name: (tuple(e.spec.axes), tuple(e.spec.shape)) for e in states}
-    paths = tuple(dict.fromkeys(e.path for e in states))
+    from ncd.state import holders
+
+    paths = holders(states)  # (module path, state-name prefix) of each holder
     for row in table(states):
         if not isinstance(row[3], (float, str, type(None))):
             raise _unsafe("state initial value", row[3], "is not a number or a weight's name")

@@ -487,8 +487,7 @@ class CompiledModule(nn.Module):
         cached = self.__dict__.get("_ncd_state_names")
         if cached is None:
             found = state.entries(self)
-            cached = self.__dict__["_ncd_state_names"] = (
-                tuple(dict.fromkeys(e.path for e in found)), tuple(e.name for e in found))
+            cached = self.__dict__["_ncd_state_names"] = (state.holders(found), tuple(e.name for e in found))
         paths, names = cached
         session = runtime.state_begin(self, paths, names, initial_state)
         try:

@@ -676,7 +676,8 @@ def fused_rnn(cell, x, x_dims, inits, hidden, cell_carry, reverse, training, slo
 
 def state_begin(module, paths, names, initial_state):
     """Open one call's carried states (docs/language.md, "State in and out"): the modules at
-    ``paths`` (relative to ``module``) read their scans' initial states from ``initial_state``
+    ``paths`` (relative to ``module``; each a path, or a (path, name prefix) pair where state
+    names spell the path otherwise) read their scans' initial states from ``initial_state``
     (name -> tensor, names among ``names``) and write their final states into the session's
     ``final``. Returns the session; ``state_end`` closes it."""
     initial = dict(initial_state or {})
@@ -688,8 +689,9 @@ def state_begin(module, paths, names, initial_state):
             raise TypeError(f"initial state {key} must be a tensor, got {type(value).__name__}")
     session = {"initial": initial, "final": {}}
     inner = dict(module.named_modules())
-    for path in paths:
-        inner[path].__dict__["_ncd_state_io"] = (session, f"{path}." if path else "")
+    for item in paths:
+        path, prefix = (item, item) if isinstance(item, str) else item
+        inner[path].__dict__["_ncd_state_io"] = (session, f"{prefix}." if prefix else "")
     return session
 
 
@@ -715,8 +717,8 @@ def state_error(message):
 
 def state_end(module, paths):
     inner = dict(module.named_modules())
-    for path in paths:
-        inner[path].__dict__.pop("_ncd_state_io", None)
+    for item in paths:
+        inner[item if isinstance(item, str) else item[0]].__dict__.pop("_ncd_state_io", None)
 
 
 def state_in(module, name, value, rank):

@@ -86,8 +86,8 @@ class StepModule(CompiledModule):
             states.check_initial(full, given, like)
         except NcdError as exc:
             raise exc.located(*self._ncd_source) if self._ncd_source[0] is not None else exc from None
-        paths = tuple(dict.fromkeys([e.path for e in states.entries(full)]
-                                    + [p for p, m in full.named_modules() if getattr(m, "_ncd_records", None)]))
+        recorders = [(p, states.label_path(full, p)) for p, m in full.named_modules() if getattr(m, "_ncd_records", None)]
+        paths = tuple(dict.fromkeys([*states.holders(states.entries(full)), *recorders]))
         session = runtime.state_begin(full, paths, tuple(kinds), given)
         try:
             outputs = full._run(inputs)

@@ -206,6 +206,10 @@ class _BlockStep:
         self.port_names = {p.name for p in block.inputs}
         top_scans = [n for n in block.nodes if n.op == "scan"]
         self.scan_prefix = _prefixes(top_scans, {i.name for i in block.instances})
+        from ncd.state import instance_labels
+
+        taken = {(self.scan_prefix[n.id] or f"{c}.").split(".")[0] for n in top_scans for c in n.attrs["carries"]}
+        self.labels = instance_labels([i.name for i in block.instances], taken)  # hidden instances' names in states
         self.called: dict[str, int] = {}
         for n in walk(block.nodes):
             if n.op == "call":
@@ -539,15 +543,18 @@ class _BlockStep:
                        "(shared weights, or inside a loop): each call would need its own state", node,
                        "use one instance per call (use a = B, b = B) to step it")
         lift = tuple(attrs["lift"])
+        label = self.labels.get(instance, instance)
         layers = [f"{instance}.{i}" for i in range(int(attrs["repeat"]))] if attrs.get("repeat") else [instance]
+        labelled = [f"{label}.{i}" for i in range(int(attrs["repeat"]))] if attrs.get("repeat") else [label]
         if attrs.get("repeat"):
             attrs["states"] = len(slots)  # each layer of the chain takes and gives its own
         slots = [slot for _ in layers for slot in slots]
-        paths = [path for path in layers for _ in range(len(slots) // len(layers))]
+        paths = [path for path in layers for _ in range(len(slots) // len(layers))]  # module paths (weights)
+        names = [name for name in labelled for _ in range(len(slots) // len(layers))]  # as state names spell them
         state_ids = []
-        for slot, path in zip(slots, paths):
+        for slot, name in zip(slots, names):
             axes = lift + slot.axes
-            in_id = self.state_input(axes, slot.dtype, f"{path}.{slot.name}", node.loc)
+            in_id = self.state_input(axes, slot.dtype, f"{name}.{slot.name}", node.loc)
             state_ids.append(in_id)
         n_out = len(node.types)
         call_id = node.id if n_out > 1 else self.fresh(node.id)
@@ -562,7 +569,7 @@ class _BlockStep:
             made.append(Node(id=out_id, op="tuple_get", inputs=[call_id], attrs={"index": n_out + k},
                              types=[out_types[n_out + k]], loc=node.loc))
             weight = f"{paths[k]}.{slot.init_weight}" if slot.init_weight else None
-            made_slot = _Slot(f"{paths[k]}.{slot.name}", lift + slot.axes, slot.init, weight, slot.dtype,
+            made_slot = _Slot(f"{names[k]}.{slot.name}", lift + slot.axes, slot.init, weight, slot.dtype,
                               state_ids[k], out_id, kind=slot.kind, out_axes=lift + slot.out_axes, grow=slot.grow)
             made_slot.own = slot.own
             self.slots.append(made_slot)
