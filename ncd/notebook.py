@@ -5,10 +5,7 @@ imports IPython."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from typing import Any
-
-from ncd.errors import NcdError
 
 SVG = "image/svg+xml"
 DOT = "text/vnd.graphviz"
@@ -23,13 +20,11 @@ def dot_text(ir, block: str | None = None) -> str:
 
 def svg(ir, block: str | None = None) -> str | None:
     """The diagram as SVG text, or None where Graphviz's ``dot`` is not installed."""
-    exe = shutil.which("dot")
-    if exe is None:
+    from ncd.backends.graphviz.dot import run_dot
+
+    if shutil.which("dot") is None:
         return None
-    proc = subprocess.run([exe, "-Tsvg"], input=dot_text(ir, block).encode("utf-8"), capture_output=True, timeout=120)
-    if proc.returncode != 0:
-        raise NcdError(f"graphviz failed: {proc.stderr.decode(errors='replace').strip()[:500]}")
-    return proc.stdout.decode("utf-8")
+    return run_dot(dot_text(ir, block), "svg", f"the diagram of {ir.name}").decode("utf-8")
 
 
 def mimebundle(ir, block: str | None = None, summary: str = "") -> dict[str, Any]:

@@ -208,3 +208,70 @@ def test_a_graphviz_timeout_is_an_ncd_error(tmp_path, monkeypatch):
         render(ncd.check(ROOT / "specs" / "attention.ncd"), tmp_path / "a.svg")
     assert "--depth" in info.value.hint
     assert not (tmp_path / "a.svg").exists()
+
+
+# One `use` instance called twice in a block: inside and outside a scan (both orders), in two
+# loops, twice in a row. Drawn with one set of names, the second drawing re-opened the first's
+# cluster and re-declared its nodes, so one node sat in two clusters: Graphviz 2.43's dot
+# segfaults on the scan-then-outside order and draws the others tangled.
+SHARED_LAYER = """
+axis T, D = 4
+block Layer(x: [D]) -> [D] {
+  param W: [D, D'] init normal(0, 0.3)
+  return tanh(x @[D] W)[D' as D]
+}
+block Top(x: [T, D]) -> [T, D] {
+  use layer = Layer
+BODY
+}
+"""
+SHARED_CALLS = {
+    "scan then outside": """  ys = scan t over T carry (h: [D] = 0) {
+    h = layer(h + x[t])
+    emit h
+  }
+  return layer(ys)""",
+    "outside then scan": """  y = layer(x)
+  return scan t over T carry (h: [D] = 0) {
+    h = layer(h + y[t])
+    emit h
+  }""",
+    "two loops": """  repeat 2 { x = layer(x) }
+  return scan t over T carry (h: [D] = 0) {
+    h = layer(h + x[t])
+    emit h
+  }""",
+    "twice in a row": "  return layer(layer(x))",
+}
+
+
+@pytest.mark.parametrize("case", SHARED_CALLS, ids=lambda c: c.replace(" ", "_"))
+def test_an_instance_called_twice_is_drawn_twice_with_names_of_its_own(case, tmp_path):
+    ir = ncd.check(SHARED_LAYER.replace("BODY", SHARED_CALLS[case]))
+    dot = render_dot(ir)
+    clusters = re.findall(r"^\s*subgraph (\S+) \{", dot, flags=re.MULTILINE)
+    declared = re.findall(r'^\s*("[^"]+") \[', dot, flags=re.MULTILINE)
+    assert len(clusters) == len(set(clusters)), "a cluster is opened twice"
+    assert len(declared) == len(set(declared)), "a node is declared twice (it would sit in two clusters)"
+    assert sum(c.startswith('"cluster_Top/layer') for c in clusters) == 2
+    assert dot.count("label=<<b>layer: Layer</b>") == 2
+    if HAVE_DOT:
+        texts = svg_texts(render(ir, tmp_path / "shared.svg"))
+        assert texts.count("layer: Layer") == 2
+
+
+def test_a_crashing_dot_is_an_ncd_error_naming_the_signal(tmp_path, monkeypatch):
+    """Should dot crash anyway (killed by a signal), the CLI says so: exit 1, no traceback."""
+    import ncd.backends.graphviz.dot as gv_dot
+    from ncd.cli import main
+
+    fake = tmp_path / "dot"
+    fake.write_text("#!/bin/sh\ncat > /dev/null\nkill -SEGV $$\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(gv_dot.shutil, "which", lambda name: str(fake))
+    spec = ROOT / "specs" / "attention.ncd"
+    with pytest.raises(ncd.NcdError, match=r"dot crashed \(SIGSEGV\) laying out a\.svg") as info:
+        render(ncd.check(spec), tmp_path / "a.svg")
+    assert "--depth" in info.value.hint and ".dot" in info.value.hint
+    assert not (tmp_path / "a.svg").exists()
+    assert main(["render", str(spec), "-o", str(tmp_path / "b.svg")]) == 1

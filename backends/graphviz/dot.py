@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 
 from ncd.errors import NcdError
@@ -25,6 +26,23 @@ def run_dot(dot_text: str, fmt: str, what: str) -> bytes:
                        ) from None
     except OSError as exc:
         raise NcdError(f"cannot run graphviz for {what}: {exc.strerror or exc}", hint=INSTALL_HINT) from None
+    if proc.returncode < 0:  # killed by a signal: dot itself crashed (2.43 segfaults on some layouts)
+        raise NcdError(f"graphviz's dot crashed ({_signal_name(-proc.returncode)}) laying out {what}"
+                       + _stderr(proc.stderr),
+                       hint="write .dot and lay it out with another Graphviz version, or draw less: --depth 1, "
+                            "or --expand one block")
     if proc.returncode != 0:
-        raise NcdError(f"graphviz failed on {what}: {proc.stderr.decode(errors='replace').strip()[:500]}")
+        raise NcdError(f"graphviz failed on {what} (dot exited with status {proc.returncode})" + _stderr(proc.stderr))
     return proc.stdout
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _stderr(data: bytes) -> str:
+    text = data.decode(errors="replace").strip()[:500]
+    return f": {text}" if text else ""

@@ -151,9 +151,10 @@ def _dot_id(*parts: str) -> str:
 
 @dataclass
 class Scope:
-    path: str
+    path: str  # the instance path, as the analysis names it (a cost annotation's key)
     block: BlockIR
     level: int
+    dot: str = ""  # the prefix of its DOT names: the path, made unique per call (Drawer.call)
     values: dict[str, object] = field(default_factory=dict)  # node id → dot id, or a list for tuples
     learned: set[str] = field(default_factory=set)  # node ids that are (views of) parameters
     numbers: dict[str, str] = field(default_factory=dict)
@@ -174,6 +175,7 @@ class Drawer:
         self._index: dict[str, dict[str, Node]] = {}
         self.notes = None  # ncd.analysis.annotate.Annotations, when costs are drawn
         self.note_root = ""
+        self.scopes_drawn: set[str] = set()  # the DOT prefixes of the blocks drawn so far
 
     def note(self, table: str, path: str, key: str | None = None, size: int = 8) -> str:
         """The cost annotation of a box as an HTML line (empty when not annotating)."""
@@ -240,7 +242,8 @@ class Drawer:
         ):
             self.emit(line)
         self.root_name = root.name
-        scope = Scope(root.name, root, 0)
+        scope = Scope(root.name, root, 0, root.name)
+        self.scopes_drawn.add(scope.dot)
         ins = []
         for port in root.inputs:
             node_id = _dot_id(root.name, "in", port.name)
@@ -287,7 +290,7 @@ class Drawer:
     def block(self, scope: Scope, ins: list[str], lift: list[str], label: str, repeat: int | None) -> list[str]:
         block = scope.block
         self.blocks_drawn.append(block.name)
-        self.emit(f"subgraph {_dot_id('cluster_' + scope.path)} {{")
+        self.emit(f"subgraph {_dot_id('cluster_' + scope.dot)} {{")
         self.indent += 1
         times = f" ×{repeat}" if repeat else ""
         lifted = f" ⟨{_esc(', '.join(lift))}⟩" if lift else ""
@@ -336,7 +339,7 @@ class Drawer:
             self.op(scope, node)
 
     def param(self, scope: Scope, node: Node, definition) -> None:
-        dot = _dot_id(scope.path, node.id)
+        dot = _dot_id(scope.dot, node.id)
         t = node.type
         learned = node.op == "param"
         style = '"rounded,filled,bold"' if learned else '"rounded,filled,dashed"'
@@ -351,7 +354,7 @@ class Drawer:
     def op(self, scope: Scope, node: Node) -> None:
         from ncd.ops import OPS, is_view
 
-        dot = _dot_id(scope.path, node.id)
+        dot = _dot_id(scope.dot, node.id)
         opdef = OPS.get(node.op)
         learned = any(i in scope.learned for i in node.inputs)
         title = self.op_title(scope, node, opdef)
@@ -443,7 +446,7 @@ class Drawer:
         in_types = [self.type_of(scope, i) for i in node.inputs if i not in scope.numbers]
         if self.depth is not None and level >= max(self.depth, 1):  # depth N: N levels of blocks open
             self.blocks_drawn.append(block.name)
-            dot = _dot_id(scope.path, node.id)
+            dot = _dot_id(scope.dot, node.id)
             times = f" ×{repeat}" if repeat else ""
             note = f'<br/><font point-size="9" color="{LIFTED}">⟨{_esc(", ".join(lift))}⟩</font>' if lift else ""
             learned = self.has_params(block)
@@ -455,15 +458,27 @@ class Drawer:
                 self.wire(src, dot, t)
             outs = [dot] * len(node.types)
         else:
-            inner = Scope(f"{scope.path}/{instance}", block, level)
+            inner = Scope(f"{scope.path}/{instance}", block, level, self.fresh_prefix(f"{scope.dot}/{instance}"))
             ports = []
             for k, (src, t) in enumerate(zip(ins, in_types)):
-                port = _dot_id(inner.path, "in", str(k))
+                port = _dot_id(inner.dot, "in", str(k))
                 ports.append(port)
                 self.emit(f'{port} [shape=point, width=0.06];')
                 self.wire(src, port, t)
             outs = self.block(inner, ports, lift, name, repeat)
         scope.values[node.id] = outs if len(node.types) > 1 else outs[0]
+
+    def fresh_prefix(self, prefix: str) -> str:
+        """``prefix``, or ``prefix.2``, ``.3``… where an instance called again in the same block
+        (inside and outside a scan, in two loops, twice in a row) is drawn again: each drawing
+        is a cluster of its own, with its own nodes. The same names twice would put one node in
+        two clusters, which Graphviz 2.43's dot crashes on (a segfault) or draws tangled."""
+        name, k = prefix, 1
+        while name in self.scopes_drawn:
+            k += 1
+            name = f"{prefix}.{k}"
+        self.scopes_drawn.add(name)
+        return name
 
     def has_params(self, block: BlockIR) -> bool:
         if any(p.kind == "param" for p in block.params):
@@ -480,14 +495,14 @@ class Drawer:
             title = f"repeat ×{a.get('count')}"
         else:
             title = f"halting ≤ {a.get('max')} steps, ACT {a.get('mix')}"
-        self.emit(f"subgraph {_dot_id('cluster_' + scope.path, node.id)} {{")
+        self.emit(f"subgraph {_dot_id('cluster_' + scope.dot, node.id)} {{")
         self.indent += 1
         self.emit(f'label=<<b>{_esc(title)}</b>>; style="rounded,filled,dashed"; fillcolor="{self.theme["scan"]}"; '
                   f'color="{self.colour(a.get("axis") or "")}";')
         carries = list(a.get("carries") or [])
         args = [n for n in region.nodes if n.op == "region_arg"]
         for k, arg in enumerate(args):
-            dot = _dot_id(scope.path, arg.id)
+            dot = _dot_id(scope.dot, arg.id)
             name = arg.attrs.get("name") or arg.name or arg.id
             self.emit(f'{dot} [shape=circle, width=0.35, fixedsize=false, style="filled", fillcolor="white", '
                       f'label=<<i>{_esc(name)}</i>>];')
@@ -495,7 +510,7 @@ class Drawer:
             if k < len(node.inputs):
                 src = node.inputs[k]
                 if src in scope.numbers:
-                    init = _dot_id(scope.path, arg.id, "init")
+                    init = _dot_id(scope.dot, arg.id, "init")
                     self.emit(f'{init} [shape=plaintext, style="", fontsize=10, label="{_esc(scope.numbers[src])}"];')
                     self.emit(f"{init} -> {dot} [style=dashed, arrowsize=0.4];")
                 else:
@@ -505,11 +520,11 @@ class Drawer:
         for k, (res, arg) in enumerate(zip(region.results[:n_carry], args)):
             t = self.type_of(scope, res)
             label = arg.attrs.get("name") or "state"
-            self.wire(self.ref(scope, res), _dot_id(scope.path, arg.id), t,
+            self.wire(self.ref(scope, res), _dot_id(scope.dot, arg.id), t,
                       extra=f'style=dashed, constraint=false, xlabel=<<i>{_esc(label)}</i>>')
         self.indent -= 1
         self.emit("}")
-        out = _dot_id(scope.path, node.id)
+        out = _dot_id(scope.dot, node.id)
         kind = f"stack over {a['axis']}" if node.op == "scan" else ("result" if node.op == "repeat" else "Σ weighted")
         self.emit(f'{out} [shape=box, style="rounded", fontsize=10, label=<{_esc(kind)}>];')
         results = region.results[n_carry:] if node.op == "scan" else region.results[:n_carry]
