@@ -146,6 +146,7 @@ class Analyzer:
     def fused(self, ctx: Context, node: Node, fusion: Fusion) -> Val:
         """A pattern the fusion pass planned as one torch call (F.linear, SDPA): costed as that call."""
         ins = [_first(ctx.values[i]) for i in fusion.operands]
+        node = _as_run(node, ins)
         rule = fused.cost(fusion, node, [v.type for v in ins], self.sizer(ctx.lift))
         grads = [v.grad for v in ins]
         out = self.outputs(ctx, node, ins, rule)
@@ -175,18 +176,14 @@ class Analyzer:
         if op in ("scan", "repeat", "halting"):
             return self.loop(ctx, node)
         if op == "broadcast" or op == "tap":
-            src = self.arg(ctx, node, 0)
-            return Val(node.type, src.token, src.layout, src.grad, src.param)
+            src = self.arg(ctx, node, 0)  # rt.expand_core: the core axes grow, the lifted dims stay
+            return Val(_lifted_as(node.type, src), src.token, src.layout, src.grad, src.param)
         opdef = OPS.get(op)
         if opdef is None:
             raise NcdError(f"internal: the analyzer has no rule for op {op}")
         ins = [self.arg(ctx, node, i) for i in range(len(node.inputs))]
         in_types = [v.type for v in ins]
-        tensors = [v for v in ins if v.token is not None]
-        if tensors and not any(v.type.lifted for v in tensors) and any(t.lifted for t in node.types):
-            # every operand is a tensor of core axes only (a first scan step from a zero state)
-            node = node.model_copy(update={"types": [WireType(axes=t.axes, lifted=False, dtype=t.dtype)
-                                                     for t in node.types]})
+        node = _as_run(node, ins)
         rule = (opdef.cost or DEFAULT_COST)(node, in_types, self.sizer(ctx.lift))
         grads = [v.grad for v in ins]
         out = self.outputs(ctx, node, ins, rule)
@@ -211,6 +208,7 @@ class Analyzer:
         """A view row's value: the source's storage, its memory order updated by the row's
         ``view_layout`` (a fresh storage where that says the view copies)."""
         layout = src.layout
+        t = _lifted_as(t, src)
         row = OPS.get(node.op)
         if layout is not None and row is not None and row.view_layout is not None:
             layout = row.view_layout(layout, node.attrs, src.type.axes, t.axes)
@@ -291,16 +289,17 @@ class Analyzer:
         callee_args = []
         for v, port in zip(args, block.inputs):
             t = port.type
-            if t.lifted and not v.type.lifted and not lift_axes:
+            if t.lifted and not v.type.lifted:
                 # a tensor of core axes only (a parameter, a scan's first state from a number):
-                # the callee runs on it unlifted, as torch does
+                # the callee runs on it unlifted, as torch does, also where the call is lifted
+                # over axes the other inputs have (ops.layout.align leaves it without lead dims)
                 t = WireType(axes=t.axes, lifted=False, dtype=t.dtype)
             layout = _enter_layout(v.layout, lift_axes) if t.lifted else v.layout
             callee_args.append(Val(t, v.token, layout, v.grad, v.param))
         results = self.block(inner, callee_args)
         outs = []
         for r, t in zip(results, node.types):
-            if t.lifted and not r.type.lifted and not lift_axes:
+            if t.lifted and not r.type.lifted and not lift_axes:  # made of such tensors only
                 t = WireType(axes=t.axes, lifted=False, dtype=t.dtype)
             layout = _leave_layout(r.layout, lift_axes) if t.lifted and r.layout is not None else r.layout
             outs.append(Val(t, r.token, layout, r.grad, r.param))
@@ -328,29 +327,34 @@ class Analyzer:
             before = Context(ctx.path, ctx.block, ctx.lift, ctx.mult, ctx.values, ctx.fusions)
             self.scope(before, [n for n in region.nodes if n.id in invariant])
         inner = Context(ctx.path, ctx.block, ctx.lift, ctx.mult * length, ctx.values, ctx.fusions)
-        # Which carries need a gradient from the second step on: step t's state is step t-1's
-        # result, so start from what the first step (state = the initial values) makes, then
-        # widen to a fixed point (an upper bound of every later step's). A carry whose start
-        # needs a gradient but which the step re-binds to one that does not (a decoder's input
-        # fed from the data after a learned start) needs none after the first step.
+        # Which carries need a gradient, and which have lifted dims, from the second step on:
+        # step t's state is step t-1's result, so start from what the first step (state = the
+        # initial values) makes, then widen to a fixed point (an upper bound of every later
+        # step's). A carry whose start needs a gradient but which the step re-binds to one that
+        # does not (a decoder's input fed from the data after a learned start) needs none after
+        # the first step; a carry that never meets the lifted dims (a state driven by parameters
+        # only) stays of its core axes at every step, as torch runs it.
         self.muted += 1
-        grads = self._carry_grads(inner, region, arg_nodes, [v.grad for v in inits], n_carry, step_nodes)
-        for _ in range(n_carry + 1):
-            new = [g or r for g, r in
-                   zip(grads, self._carry_grads(inner, region, arg_nodes, grads, n_carry, step_nodes))]
-            if new == grads:
+        flags = self._carry_flags(inner, region, arg_nodes, ([v.grad for v in inits],
+                                  [v.token is not None and v.type.lifted for v in inits]), n_carry, step_nodes)
+        for _ in range(2 * n_carry + 1):
+            got = self._carry_flags(inner, region, arg_nodes, flags, n_carry, step_nodes)
+            new = tuple([f or g for f, g in zip(old, now)] for old, now in zip(flags, got))
+            if new == flags:
                 break
-            grads = new
+            flags = new
         self.muted -= 1
+        grads, lifted = flags
         # The first step is costed apart: its state is the initial value (which may need no
         # gradient), and a carry starting from a number is a tensor of its core axes only
         # (rt.new_full), so that step runs unlifted wherever the state flows.
         first = Context(ctx.path, ctx.block, ctx.lift, ctx.mult, ctx.values, ctx.fusions)
         self._bind_args(first, region, arg_nodes, grads, n_carry, inits=inits)
         self.scope(first, step_nodes)
+        first_lifted = [_first(first.values[r]).type.lifted for r in region.results]
         inner.mult = ctx.mult * (length - 1)
         main_ops = len(self.ops)
-        args = self._bind_args(inner, region, arg_nodes, grads, n_carry)
+        args = self._bind_args(inner, region, arg_nodes, grads, n_carry, lifted=lifted)
         self.scope(inner, step_nodes)
         steady = [o.flops_fwd / inner.mult for o in self.ops[main_ops:]]  # one lifted step
         inner.mult = ctx.mult * length
@@ -362,7 +366,9 @@ class Analyzer:
             self.scan_record(ctx, node, length, args, steady)
         outs = []
         if node.op == "scan":
-            for t, r in zip(node.types, results[n_carry:]):
+            for t, r, at_first in zip(node.types, results[n_carry:], first_lifted[n_carry:]):
+                if not (r.type.lifted or at_first):  # every step's emit of core axes only: so is the stack
+                    t = WireType(axes=t.axes, lifted=False, dtype=t.dtype)
                 outs.append(self.new(t, ctx, grad=r.grad))
         elif node.op == "repeat":
             outs = [Val(r.type, r.token, r.layout, r.grad) for r in results[:n_carry]]
@@ -370,14 +376,21 @@ class Analyzer:
             outs = [self.new(t, ctx, grad=True) for t in node.types]
         return outs if len(node.types) > 1 else (outs[0] if outs else None)
 
-    def _carry_grads(self, inner: Context, region, arg_nodes, grads: list[bool], n_carry: int,
-                     step_nodes: list[Node]) -> list[bool]:
-        """Which of a step's carried results need a gradient, given which of its carries do."""
-        self._bind_args(inner, region, arg_nodes, grads, n_carry)
+    def _carry_flags(self, inner: Context, region, arg_nodes, flags: tuple[list[bool], list[bool]],
+                     n_carry: int, step_nodes: list[Node]) -> tuple[list[bool], list[bool]]:
+        """(which of a step's carried results need a gradient, which have lifted dims), given
+        ``flags``, the same two for its carries."""
+        grads, lifted = flags
+        self._bind_args(inner, region, arg_nodes, grads, n_carry, lifted=lifted)
         self.scope(inner, step_nodes)
-        return [_first(inner.values[r]).grad for r in region.results[:n_carry]]
+        results = [_first(inner.values[r]) for r in region.results[:n_carry]]
+        return [r.grad for r in results], [r.type.lifted for r in results]
 
-    def _bind_args(self, inner: Context, region, arg_nodes, grads, n_carry, inits=None) -> list[Val]:
+    def _bind_args(self, inner: Context, region, arg_nodes, grads, n_carry, inits=None,
+                   lifted: list[bool] | None = None) -> list[Val]:
+        """Bind a step's arguments: to the initial values (``inits``, the first step) or to fresh
+        storages of a later step's carries (``grads``, ``lifted``: which need a gradient, which
+        have the lifted dims; None: all that are declared lifted)."""
         args = []
         for i, arg_id in enumerate(region.args):
             node = arg_nodes.get(arg_id)
@@ -392,7 +405,8 @@ class Analyzer:
             elif inits is not None:
                 value = self.new(WireType(axes=t.axes, lifted=False, dtype=t.dtype), inner, grad=False)
             else:
-                value = self.new(t, inner, grad=grads[i])
+                keep = t.lifted and (lifted is None or lifted[i])
+                value = self.new(WireType(axes=t.axes, lifted=keep, dtype=t.dtype), inner, grad=grads[i])
             inner.values[arg_id] = value
             args.append(value)
         return args
@@ -438,6 +452,21 @@ def _leave_layout(layout, lift_axes: tuple[str, ...]):
     for a in layout:
         out.extend(("...", *lift_axes) if a == "..." else (a,))
     return tuple(out)
+
+
+def _lifted_as(t: WireType, src: Val) -> WireType:
+    """``t`` without the lifted dims where ``src``, the value it is made from, has none."""
+    return t if src.type.lifted or not t.lifted else WireType(axes=t.axes, lifted=False, dtype=t.dtype)
+
+
+def _as_run(node: Node, ins: list[Val]) -> Node:
+    """The node as torch runs it: where every operand is a tensor of core axes only (a first scan
+    step from a zero state, a state driven by parameters only), so are its results."""
+    tensors = [v for v in ins if v.token is not None]
+    if tensors and not any(v.type.lifted for v in tensors) and any(t.lifted for t in node.types):
+        return node.model_copy(update={"types": [WireType(axes=t.axes, lifted=False, dtype=t.dtype)
+                                                 for t in node.types]})
+    return node
 
 
 def _first(value):
