@@ -31,8 +31,8 @@ from ncd.limits import MAX_BLOCK_NESTING, MAX_BODY_NESTING, MAX_CONST_LIST, MAX_
 from ncd.ops.init import INITIALISERS
 from ncd.ir import ACT_MIXES, LOOPS, BlockIR, Node, ParamDef, Region, SpecIR, WireType
 from ncd.names import COMPARE_OPS, MODULE_INTERNALS, is_spec_name, value_id_problem
-from ncd.ops import OPS, dtypes
-from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, VALUES, TypeCtx
+from ncd.ops import OPS, dtypes, role
+from ncd.ops.base import AXES, AXES_OR_MAP, COMPARISON, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, VALUES, TypeCtx
 
 PLAIN = (str, int, float, bool, type(None))
 
@@ -303,7 +303,7 @@ class _Verifier:
                 self.kw_attr(key, kw.kind, node.attrs[key], kw.names)
             elif kw.required:
                 raise self.fail(f"{node.op} needs the attribute {key!r}")
-        if node.op == "compare" and node.attrs.get("cmp") not in COMPARE_OPS:
+        if role(node.op) == COMPARISON and node.attrs.get("cmp") not in COMPARE_OPS:
             raise self.fail(f"comparison operator {node.attrs.get('cmp')!r} is not one of "
                             f"{' '.join(sorted(COMPARE_OPS))}")
         ctx = TypeCtx(span=self.span, sizes=self.size, known_axis=self.known_axis,

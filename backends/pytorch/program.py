@@ -15,9 +15,9 @@ from ncd import sizes as sz
 from ncd.backends.pytorch import fusion as fused
 from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType
-from ncd.ops import OPS
+from ncd.ops import OPS, role
 from ncd.ops import dtypes as dtype_rules
-from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, LowerCtx, Method, OpDef, Ref, SelfAttr, call, fold, leaves, lit
+from ncd.ops.base import CHOOSE, PICK, BinOp, Call, Expr, Fold, Index, Lit, LowerCtx, Method, OpDef, Ref, SelfAttr, call, fold, leaves, lit
 from ncd.ops.init import INITIALISERS, InitDef
 from ncd.ops.layout import align
 from ncd.passes.fusion import Fusion, FusionPlan, in_scope
@@ -290,7 +290,7 @@ class Lowering:
 
     def expr(self, node: Node) -> Expr:
         op = node.op
-        refs = [self.index_ref(i) if op != "select" else Ref(i) for i in node.inputs]
+        refs = [self.index_ref(i) if role(op) != PICK else Ref(i) for i in node.inputs]
         if op == "number":
             # the IR's dtype decides: a float-typed 1 is 1.0, so where(c, 1, 0) is a float wire as typed
             value = self.sizes.number(node.attrs["value"], node)
@@ -345,7 +345,7 @@ class Lowering:
         elementwise op with a float wire beside the boolean promotes it itself (``x * (x > 0)``)."""
         if opdef.dtypes == dtype_rules.ANY or not node.types or node.types[0].dtype != "float":
             return refs
-        first = 1 if node.op == "where" else 0  # where's condition stays a boolean
+        first = 1 if role(node.op) == CHOOSE else 0  # where's condition stays a boolean
         wires = [k for k in range(first, len(refs)) if self.nodes[node.inputs[k]].op != "number"]
         if not any(types[k].dtype in ("bool", "int") for k in wires):
             return refs

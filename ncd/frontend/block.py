@@ -26,9 +26,9 @@ from ncd.frontend.expressions import ExpressionBuilder
 from ncd.frontend.loops import LoopBuilder
 from ncd.frontend.parser import span_of
 from ncd.ir import BlockIR, InstanceDef, Node, ParamDef, Port, Region, WireType, walk
-from ncd.ops import OPS, dtypes
+from ncd.ops import OPS, dtypes, role
 from ncd.ops.init import FLOAT32_MAX, INITIALISERS
-from ncd.ops.base import TypeCtx
+from ncd.ops.base import CHOOSE, TypeCtx
 
 if TYPE_CHECKING:
     from ncd.frontend.builder import SpecBuilder
@@ -93,7 +93,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             # `ids + 1`: the literal is an integer too (lowered as 1, not 1.0); `where(m, b, 0)` of a
             # boolean b: the 0 is False (where's condition keeps its own type)
             for k, i in enumerate(inputs):
-                if self.number_value(i) is not None and not (types[0].dtype == "bool" and op == "where" and k == 0):
+                if self.number_value(i) is not None and not (types[0].dtype == "bool" and role(op) == CHOOSE and k == 0):
                     dtype = types[0].dtype
                     self.node_index[i].types = [self.node_index[i].type.model_copy(update={"dtype": dtype})]
         return self.add(op, inputs, attrs, types, where)

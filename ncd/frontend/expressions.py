@@ -24,9 +24,9 @@ from ncd.frontend.common import (
 from ncd.frontend.parser import span_of
 from ncd.ir import InstanceDef, Node, ParamDef, Region, WireType
 from ncd.limits import MAX_CONST_LIST, MAX_EXPR_DEPTH
-from ncd.ops import OPS
+from ncd.ops import OPS, arith
 from ncd.ops.init import FLOAT32_MAX, INITIALISERS
-from ncd.ops.base import AXES, AXES_OR_MAP, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, FoldError
+from ncd.ops.base import AXES, AXES_OR_MAP, DIV, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, FoldError
 
 
 class ExpressionBuilder:
@@ -166,7 +166,7 @@ class ExpressionBuilder:
         """The op's value where every input is a number known now (its row's ``fold``), else None;
         ``operands``: the trees of the operands, for errors that point at one of them."""
         values = [self.number_value(i) for i in ids]
-        if op == "div" and values[1] is not None and values[1] == 0:
+        if arith(op) == DIV and values[1] is not None and values[1] == 0:
             # 1 / 0 points at the whole number; a wire / 0 (inf or nan everywhere) at the divisor
             at = operands[1] if operands and values[0] is None else tree
             raise err("division by zero", at, hint="divide by a non-zero number")

@@ -7,7 +7,9 @@ Consumers never keep their own lists of op names: they ask a row (``OPS[name].vi
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from ncd.ops import (contract, elementwise, extremes, integer, linalg, random, reduce, slicing, spatial, stats,
                      structure)
@@ -48,4 +50,23 @@ def algebra(op: str) -> Algebra:
     return row.algebra if row is not None else NONLINEAR
 
 
-__all__ = ["OPS", "OpDef", "PASS_THROUGH", "algebra", "is_view"]
+def arith(op: str) -> str | None:
+    """The arithmetic a node of this kind is (its row's ``arith``; None for the nodes that are no op)."""
+    row = OPS.get(op)
+    return row.arith if row is not None else None
+
+
+def role(op: str) -> str | None:
+    """The language construct a node of this kind is (its row's ``role``: PICK, POSITION, ...)."""
+    row = OPS.get(op)
+    return row.role if row is not None else None
+
+
+def reorders(op: str, attrs: Mapping[str, Any]) -> bool:
+    """``x : [A, B]``: the same entries with the axes only ordered (a relabelling row that renames
+    no axis: no ``src`` attribute)."""
+    row = OPS.get(op)
+    return row is not None and row.relabels and "src" not in attrs
+
+
+__all__ = ["OPS", "OpDef", "PASS_THROUGH", "algebra", "arith", "is_view", "reorders", "role"]

@@ -271,7 +271,7 @@ JOINT = Algebra("joint")
 
 # ``OpDef.arith``: the arithmetic an op is, for the passes that match patterns of ops (the fusion
 # pass's bias, scale and contractions; the step pass's masks; the recurrence pass's cells)
-ADD, SUB, MUL, DIV, POW, NEG, CONTRACT = "+", "-", "*", "/", "**", "-x", "@"
+ADD, SUB, MUL, DIV, POW, NEG, CONTRACT, EXP = "+", "-", "*", "/", "**", "-x", "@", "exp"
 
 # ``OpDef.role``: the language construct an op is, for the passes that single such a construct out
 # (the step and recurrence passes, the lowering, the checker):
@@ -382,7 +382,7 @@ class OpDef:
     # updates module buffers when run (batchnorm's running statistics): a scan whose step does
     # runs as the sequential loop, one update per step
     stateful: bool = False
-    # the arithmetic the op is (ADD, SUB, MUL, DIV, POW, NEG, CONTRACT above; None: none of these):
+    # the arithmetic the op is (ADD, SUB, MUL, DIV, POW, NEG, CONTRACT, EXP above; None: none of these):
     # pattern-matching passes ask it, never the op's name
     arith: str | None = None
     # a norm with a fused-affine torch call (the fusion pass's norm_affine)

@@ -20,6 +20,7 @@ from ncd.ops.base import (
     Algebra,
     CHOOSE,
     COMPARISON,
+    EXP,
     BinOp,
     Expr,
     FoldError,
@@ -151,6 +152,7 @@ class Unary:
     positive: bool = False
     masked: Masked | None = None
     gate: str | None = None
+    arith: str | None = None
 
 
 # cost: (FLOPs per element, what autograd saves); arithmetic is 1 FLOP, transcendentals 4
@@ -169,7 +171,7 @@ UNARY: dict[str, Unary] = {
     "tanh": Unary("torch.tanh", "hyperbolic tangent", elementwise(4, 2, (_OUT,)), gate=TANH),
     "sigmoid": Unary("torch.sigmoid", "1 / (1 + exp(-x))", elementwise(4, 2, (_OUT,)), positive=True, gate=SIGMOID),
     "exp": Unary("torch.exp", "e^x", elementwise(4, 1, (_OUT,)), fold=sympy.exp, positive=True,
-                 masked=Masked(maps=("-oo", "0"))),
+                 masked=Masked(maps=("-oo", "0")), arith=EXP),
     "log": Unary("torch.log", "natural logarithm", elementwise(4, 1, (_IN,)), fold=sympy.log),
     "sqrt": Unary("torch.sqrt", "square root", elementwise(4, 2, (_OUT,)), fold=sympy.sqrt),
     "rsqrt": Unary("torch.rsqrt", "1 / sqrt(x)", elementwise(4, 3, (_OUT,))),
@@ -195,7 +197,7 @@ def _unary_entry(name: str, row: Unary) -> OpDef:
     fold = (lambda a, _f=row.fold: _f(a)) if row.fold is not None else None
     return OpDef(name, "elementwise", _infer_union, _unary(row.fn, row.fixed, row.options), (1, 1), options,
                  cost=row.cost, doc=row.doc, algebra=Algebra(positive=row.positive), fold=fold, masked=row.masked,
-                 gate=row.gate)
+                 gate=row.gate, arith=row.arith)
 
 
 OPS: tuple[OpDef, ...] = (

@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ncd.ir import NUMBER_NODE, WEIGHT_SOURCES, BlockIR, Node, SpecIR, WireType, walk
-from ncd.ops import OPS
+from ncd.ops import OPS, arith
 from ncd.ops.base import ADD, CONTRACT, DIV, MUL, Affine
 
 Kind = Literal["attention", "norm_affine", "linear_bias", "linear"]
@@ -104,10 +104,10 @@ class Rules:
         self.nodes = nodes
         self.uses = uses
 
-    def single(self, node_id: str, arith: str) -> Node | None:
-        """The node ``node_id`` when it is used once and its row's arithmetic is ``arith``."""
+    def single(self, node_id: str, of: str) -> Node | None:
+        """The node ``node_id`` when it is used once and its row's arithmetic is ``of``."""
         node = self.nodes.get(node_id)
-        if node is None or _arith(node) != arith or self.uses[node_id] != 1:
+        if node is None or arith(node.op) != of or self.uses[node_id] != 1:
             return None
         return node
 
@@ -136,7 +136,7 @@ class Rules:
     def linear_operands(self, node: Node) -> tuple[str, str, int] | None:
         """(x, W, number of contracted axes) when ``node`` is x @[in...] W with W a read of a
         parameter stored [in..., out...] and x's contracted axes trailing, in W's order."""
-        if _arith(node) != CONTRACT:
+        if arith(node.op) != CONTRACT:
             return None
         x_id, w_id = node.inputs
         w_node = self.nodes.get(w_id)
@@ -159,7 +159,7 @@ class Rules:
         return Fusion(kind="linear", node=node.id, absorbed=[], operands=[x_id, w_id], contracted=n)
 
     def linear_bias(self, node: Node) -> Fusion | None:
-        if _arith(node) != ADD:
+        if arith(node.op) != ADD:
             return None
         for c_id, b_id in (node.inputs, node.inputs[::-1]):
             contract = self.single(c_id, CONTRACT)
@@ -179,12 +179,12 @@ class Rules:
     def norm_affine(self, node: Node) -> Fusion | None:
         """layernorm(x, over = A) * γ + β → F.layer_norm(x, |A|, γ, β); rmsnorm(x) * γ → F.rms_norm
         (the norm's row's ``affine``: the call, and whether it takes β)."""
-        if _arith(node) not in (ADD, MUL):
+        if arith(node.op) not in (ADD, MUL):
             return None
         bias_id = None
         scaled_id = node.id
         absorbed: list[str] = []
-        if _arith(node) == ADD:
+        if arith(node.op) == ADD:
             for s_id, b_id in (node.inputs, node.inputs[::-1]):
                 if self.single(s_id, MUL) is not None and self._is_weight(b_id):
                     scaled_id, bias_id = s_id, b_id
@@ -216,7 +216,7 @@ class Rules:
 
     # ------------------------------------------------------------------ attention
     def attention(self, node: Node) -> Fusion | None:
-        if _arith(node) != CONTRACT or len(node.attrs.get("axes") or ()) != 1:
+        if arith(node.op) != CONTRACT or len(node.attrs.get("axes") or ()) != 1:
             return None
         a_id, v_id = node.inputs
         (key_axis,) = node.attrs["axes"]
@@ -226,7 +226,7 @@ class Rules:
             return None
         scores_id, scale, absorbed = soft.inputs[0], None, [a_id]
         scaled = self.nodes.get(scores_id)
-        by = _arith(scaled) if scaled is not None else None
+        by = arith(scaled.op) if scaled is not None else None
         if (by == DIV or by == MUL) and self.uses[scores_id] == 1:
             left, right = scaled.inputs
             if self.nodes[right].op == NUMBER_NODE:
@@ -258,12 +258,6 @@ class Rules:
                  perm(v_t.axes, (*heads, key_axis, values[0])), perm(sdpa_out, out_axes)]
         return Fusion(kind="attention", node=node.id, absorbed=absorbed, operands=[q_id, k_id, v_id], perms=perms,
                       scale=scale, feature=feat, key=key_axis)
-
-
-def _arith(node: Node) -> str | None:
-    """The arithmetic of the node's op (its row's ``arith``; None for nodes that are no op)."""
-    row = OPS.get(node.op)
-    return row.arith if row is not None else None
 
 
 def _affine(node: Node | None) -> Affine | None:

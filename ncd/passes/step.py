@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from ncd.errors import NcdError
 from ncd.ir import NUMBER_NODE, WEIGHT_SOURCES, AxisDef, BlockIR, Node, Port, Region, SpecIR, WireType, walk
-from ncd.ops import OPS
+from ncd.ops import OPS, role
 from ncd.ops.base import ADD, CHOOSE, COMPARISON, DIV, MUL, PICK, POSITION, SUB
 
 _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*\Z")
@@ -647,11 +647,11 @@ def _causal_masks(block: BlockIR, t: str) -> tuple[dict[str, Node], set[str]]:
         uses[r] = uses.get(r, 0) + 1
     masks: dict[str, Node] = {}
     for n in walk(block.nodes):
-        cond = nodes.get(n.inputs[0]) if _role(n) == CHOOSE else None
-        if cond is None or _role(cond) != COMPARISON:
+        cond = nodes.get(n.inputs[0]) if role(n.op) == CHOOSE else None
+        if cond is None or role(cond.op) != COMPARISON:
             continue
         left, right = (nodes.get(i) for i in cond.inputs)
-        if left is None or right is None or _role(left) != POSITION or _role(right) != POSITION:
+        if left is None or right is None or role(left.op) != POSITION or role(right.op) != POSITION:
             continue
         sides = [_side(x.attrs.get("axis"), t) for x in (left, right)]
         if None not in sides and sides[0] != sides[1] and (sides[0], cond.attrs.get("cmp")) in _CAUSAL:
@@ -666,11 +666,6 @@ def _causal_masks(block: BlockIR, t: str) -> tuple[dict[str, Node], set[str]]:
             if uses[i] == sum(nodes[d].inputs.count(i) for d in dead):
                 dead.add(i)
     return masks, dead
-
-
-def _role(node: Node) -> str | None:
-    row = OPS.get(node.op)
-    return row.role if row is not None else None
 
 
 def _side(axis: str | None, t: str) -> str | None:

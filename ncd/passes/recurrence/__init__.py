@@ -11,7 +11,8 @@ from __future__ import annotations
 from ncd import scan_backends
 from ncd.errors import NcdError
 from ncd.ir import BlockIR, Node, SpecIR, walk
-from ncd.ops import OPS
+from ncd.ops import OPS, role
+from ncd.ops.base import PICK
 from ncd.ops.random import in_order
 from ncd.passes.recurrence.cells import match_cell
 from ncd.passes.recurrence.choose import choose_backend
@@ -74,7 +75,7 @@ def _computes_with_index(region) -> bool:
     """The parallel backends stand the index for every step at once, which only selecting
     (``x[t]``) understands; arithmetic on it (``sqrt(t + 1)``) needs the loop's one step at a time."""
     index = region.args[-1]
-    return any(index in node.inputs and not (node.op == "select" and node.inputs.index(index) > 0)
+    return any(index in node.inputs and not (role(node.op) == PICK and node.inputs.index(index) > 0)
                for node in walk(region.nodes))
 
 

@@ -19,7 +19,7 @@ from fractions import Fraction
 
 from ncd.ir import (CALL, INPUT, LOOPS, MODULE_WEIGHTS, NUMBER_NODE, REGION_ARGS, TUPLE_GET, WEIGHT_SOURCES, BlockIR,
                     Node, SpecIR)
-from ncd.ops import OPS
+from ncd.ops import OPS, arith, reorders
 from ncd.ops.base import ADD, CONTRACT, MUL, NEG, PICK, RELU, SIGMOID, SUB, TANH, OpDef
 from ncd.passes.recurrence.plan import CellMatch, GateWeights, WeightRef
 
@@ -64,11 +64,6 @@ def _row(node: Node) -> OpDef | None:
     return OPS.get(node.op)
 
 
-def _arith(node: Node) -> str | None:
-    row = OPS.get(node.op)
-    return row.arith if row is not None else None
-
-
 def _number(node: Node) -> float | None:
     try:
         return float(Fraction(str(node.attrs.get("value"))))
@@ -107,12 +102,12 @@ class _Eval:
                 raise Miss(f"the step reads {node_id}, a value with batch axes that does not change over "
                            f"the steps; torch's RNN weights cannot carry batch axes")
             value = Lin((Term("const", axes, weight=WeightRef(node=node_id, axes=list(axes))),), axes)
-        elif _arith(node) == ADD and len(node.inputs) == 2:
+        elif arith(node.op) == ADD and len(node.inputs) == 2:
             a, b = (self.outer_value(i) for i in node.inputs)
             value = self.add(a, b, axes)
-        elif _arith(node) == CONTRACT and len(node.inputs) == 2:
+        elif arith(node.op) == CONTRACT and len(node.inputs) == 2:
             value = self.contract(node, [self.outer_value(i) for i in node.inputs], axes)
-        elif _reorders(node) and len(node.inputs) == 1:
+        elif reorders(node.op, node.attrs) and len(node.inputs) == 1:
             value = self.outer_value(node.inputs[0])
         else:
             value = Lin((Term("seq", axes, source=node_id),), axes)
@@ -134,7 +129,7 @@ class _Eval:
     def transfer(self, node: Node) -> Sym:
         op = node.op
         row = _row(node)
-        arith = row.arith if row is not None else None
+        how = row.arith if row is not None else None
         axes = tuple(node.types[0].axes) if node.types else ()
         if op == NUMBER_NODE:
             return self.outer_value_of_number(node)
@@ -143,21 +138,21 @@ class _Eval:
         if row is not None and row.role == PICK and node.inputs:
             return self.select(node, self.value(node.inputs[0]), axes)
         ins = [self.value(i) for i in node.inputs]
-        if _reorders(node) and len(ins) == 1:
+        if reorders(node.op, node.attrs) and len(ins) == 1:
             return ins[0]
-        if arith == ADD and len(ins) == 2:
+        if how == ADD and len(ins) == 2:
             return self.add(ins[0], ins[1], axes)
-        if arith == SUB and len(ins) == 2:
+        if how == SUB and len(ins) == 2:
             if isinstance(ins[0], Lin) and isinstance(ins[1], Lin):
                 return Lin(ins[0].terms + tuple(replace(t, coef=-t.coef) for t in ins[1].terms), axes)
             return Poly(SUB, (ins[0], ins[1]))
-        if arith == NEG and len(ins) == 1:
+        if how == NEG and len(ins) == 1:
             if isinstance(ins[0], Lin):
                 return Lin(tuple(replace(t, coef=-t.coef) for t in ins[0].terms), axes)
             return Poly(MUL, (_constant(-1.0), ins[0]))
-        if arith == MUL and len(ins) == 2:
+        if how == MUL and len(ins) == 2:
             return self.mul(ins[0], ins[1], axes)
-        if arith == CONTRACT and len(ins) == 2:
+        if how == CONTRACT and len(ins) == 2:
             return self.contract(node, ins, axes)
         if row is not None and row.relabels and "src" in node.attrs and len(ins) == 1:  # x[A as B]
             return self.rename(node, ins[0], axes)
@@ -307,12 +302,6 @@ def _as_number(x: Sym) -> float | None:
         if t.kind == "const" and t.weight is not None and t.weight.value is not None:
             return t.coef * t.weight.value
     return None
-
-
-def _reorders(node: Node) -> bool:
-    """x : [A, B]: the same entries, the axes only ordered (a relabelling that renames none)."""
-    row = _row(node)
-    return row is not None and row.relabels and "src" not in node.attrs
 
 
 def _state_free(values: list[Sym]) -> bool:

@@ -28,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ncd.ir import BlockIR, Node, SpecIR, walk
-from ncd.ops import algebra
+from ncd.ops import algebra, role
+from ncd.ops.base import PICK
 from ncd.passes.recurrence.plan import Structure
 from ncd.sizes import base_axis
 
@@ -104,7 +105,7 @@ class StepAnalysis:
         rule = algebra(op)  # the op table's row says how the op combines its inputs
         if degree > 0 and rule.mixes == "view":
             mixes = mixes | _view_mixes(node)
-        if op == "select":
+        if role(op) == PICK:
             return Value(degree, mixes, carries, varies or len(node.inputs) > 1, axes, coeff_axes,
                          coeff_varies, outer_bias)
         if rule.linear == "joint" and rule.mixes in (None, "view"):
@@ -209,7 +210,7 @@ def _view_mixes(node: Node) -> frozenset[str]:
     along the state's axis) and an axis a slice `h[G = 0]` is taken along (every element of the
     result, broadcast back, reads that one slice)."""
     attrs = node.attrs
-    if node.op == "select":
+    if role(node.op) == PICK:
         return frozenset({base(attrs["axis"])}) if isinstance(attrs.get("axis"), str) else frozenset()
     src, dst = attrs.get("src"), attrs.get("dst")
     src = [src] if isinstance(src, str) else list(src or [])

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from fractions import Fraction
 
-from ncd.ir import Node
-from ncd.ops import algebra
+from ncd.ir import NUMBER_NODE, Node
+from ncd.ops import algebra, arith, reorders
+from ncd.ops.base import ADD, CONTRACT, EXP, MUL, SUB
 from ncd.passes.recurrence.classify import StepAnalysis
 from ncd.passes.recurrence.plan import KernelLayout
 
@@ -18,18 +19,18 @@ from ncd.passes.recurrence.plan import KernelLayout
 Match = tuple[dict[str, str], KernelLayout]
 
 
-def _operands(a: StepAnalysis, node_id: str, op: str) -> list[str]:
-    """The leaves of a tree of ``op`` nodes (mul trees: the factors of a product)."""
+def _operands(a: StepAnalysis, node_id: str, of: str) -> list[str]:
+    """The leaves of a tree of nodes of the arithmetic ``of`` (MUL trees: the factors of a product)."""
     node = a.nodes.get(node_id)
-    if node is None or node.op != op:
+    if node is None or arith(node.op) != of:
         return [node_id]
-    return [leaf for i in node.inputs for leaf in _operands(a, i, op)]
+    return [leaf for i in node.inputs for leaf in _operands(a, i, of)]
 
 
 def _unwrap(a: StepAnalysis, node_id: str) -> str:
     """Looks through axis reorders (``x : [..]``), which change the layout but not the value."""
     node = a.nodes.get(node_id)
-    while node is not None and node.op == "annotate" and len(node.inputs) == 1:
+    while node is not None and reorders(node.op, node.attrs) and len(node.inputs) == 1:
         node_id = node.inputs[0]
         node = a.nodes.get(node_id)
     return node_id
@@ -43,12 +44,12 @@ def _positive(a: StepAnalysis, node_id: str) -> bool:
         return False
     if algebra(node.op).positive:
         return True
-    if node.op == "number":
+    if node.op == NUMBER_NODE:
         try:
             return Fraction(str(node.attrs.get("value"))) > 0
         except (ValueError, ZeroDivisionError):
             return False
-    if node.op == "mul":
+    if arith(node.op) == MUL:
         return all(_positive(a, i) for i in node.inputs)
     return False
 
@@ -81,7 +82,7 @@ def _fmt(axes) -> str:
 def _readout(a: StepAnalysis, emit: str, new_state: str) -> tuple[str, str] | str:
     """(K, q) of an emitted q @[K] S_new, or why the emit is not that."""
     node = a.nodes.get(_unwrap(a, emit))
-    if node is None or node.op != "contract":
+    if node is None or arith(node.op) != CONTRACT:
         return "the emitted value is not a read-out q @[K] S of the new state"
     axes = list(node.attrs.get("axes") or [])
     if len(axes) != 1:
@@ -131,7 +132,7 @@ def _sum_read_out(a: StepAnalysis, result: str, emit: str, form: str) -> tuple[N
     """What both kernels need first: the new state is a sum of two terms and the emitted value
     contracts it with a state-free q. Returns (the sum node, K, q) or why not."""
     node = a.nodes.get(_unwrap(a, result))
-    if node is None or node.op != "add":
+    if node is None or arith(node.op) != ADD:
         return f"the new state is not a sum {form}"
     readout = _readout(a, emit, _unwrap(a, result))
     if isinstance(readout, str):
@@ -164,11 +165,11 @@ def match_gla(a: StepAnalysis, state: str, result: str, emit: str) -> Match | st
 
     def candidates() -> Iterator[dict[str, str] | str]:
         for decay, write in (node.inputs, node.inputs[::-1]):
-            factors = [_unwrap(a, f) for f in _operands(a, decay, "mul")]
+            factors = [_unwrap(a, f) for f in _operands(a, decay, MUL)]
             if len(factors) != 2 or state not in factors:
                 continue
-            gate = _operands(a, decay, "mul")[1 - factors.index(state)]
-            kv = _operands(a, write, "mul")
+            gate = _operands(a, decay, MUL)[1 - factors.index(state)]
+            kv = _operands(a, write, MUL)
             if not _free(a, gate) or len(kv) != 2 or not all(_free(a, f) for f in kv):
                 continue
             ks = [f for f in kv if key in _axes(a, f)]
@@ -176,12 +177,12 @@ def match_gla(a: StepAnalysis, state: str, result: str, emit: str) -> Match | st
                 yield f"the outer product k·v has {len(ks)} factors along the read-out's axis {key} (k needs one)"
                 continue
             gate_node = a.nodes[gate]
-            if gate_node.op != "exp" and not _positive(a, gate):
+            if arith(gate_node.op) != EXP and not _positive(a, gate):
                 yield ("the gate is not provably positive (exp(·), sigmoid(·), a positive number or a "
                        "product of those), and the kernel works with its logarithm")
                 continue
             out = {"q": q, "k": ks[0], "v": kv[1 - kv.index(ks[0])]}
-            out.update({"g": gate_node.inputs[0]} if gate_node.op == "exp" else {"gate": gate})
+            out.update({"g": gate_node.inputs[0]} if arith(gate_node.op) == EXP else {"gate": gate})
             yield out
 
     return _first_fitting(a, state, emit, key, candidates(), "the new state is not gate·S + k·v (one "
@@ -199,11 +200,11 @@ def match_delta(a: StepAnalysis, state: str, result: str, emit: str) -> Match | 
     def candidates() -> Iterator[dict[str, str] | str]:
         for erase, write in (node.inputs, node.inputs[::-1]):
             sub = a.nodes.get(erase)
-            if sub is None or sub.op != "sub" or _unwrap(a, sub.inputs[0]) != state:
+            if sub is None or arith(sub.op) != SUB or _unwrap(a, sub.inputs[0]) != state:
                 continue
-            erase_factors = _operands(a, sub.inputs[1], "mul")
-            write_factors = _operands(a, write, "mul")
-            probes = [f for f in erase_factors if a.nodes[f].op == "contract"]
+            erase_factors = _operands(a, sub.inputs[1], MUL)
+            write_factors = _operands(a, write, MUL)
+            probes = [f for f in erase_factors if arith(a.nodes[f].op) == CONTRACT]
             if len(erase_factors) != 3 or len(write_factors) != 3 or len(probes) != 1:
                 continue
             probe = a.nodes[probes[0]]
