@@ -245,32 +245,77 @@ def test_a_step_invariant_pure_op_is_hoisted_and_a_random_one_is_not():
 
 
 def _op_name_literals(path: Path) -> list[tuple[int, str]]:
-    """Where ``path`` compares a node's op (``node.op == "x"``, ``op in ("x", ...)``) with the name
-    of an op-table row: knowledge of that op outside its row."""
+    """Where ``path`` singles out a node by the name of an op-table row: a comparison with a node's
+    op (``node.op == "x"``, ``op in ("x", ...)``, ``op in NAMES`` with ``NAMES`` a literal of this
+    module), or a lookup keyed by it (``{"x": ...}.get(op)``, ``TABLE[node.op]`` with ``TABLE`` a
+    literal of this module): knowledge of that op outside its row."""
     import ast
 
     def names_op(expr: ast.AST) -> bool:
         return any((isinstance(n, ast.Attribute) and n.attr == "op") or (isinstance(n, ast.Name) and n.id == "op")
                    for n in ast.walk(expr))
 
+    def literals(expr: ast.AST) -> list[tuple[int, str]]:
+        return [(c.lineno, c.value) for c in ast.walk(expr)
+                if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value in OPS]
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    consts: dict[str, ast.AST] = {}  # names bound in this module to a value (a set, tuple or dict literal)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(target, ast.Name):
+                    consts[target.id] = node.value
+
+    def through(expr: ast.AST) -> list[tuple[int, str]]:
+        """The op names in ``expr`` and in the module's literals it names."""
+        named = [consts[n.id] for n in ast.walk(expr) if isinstance(n, ast.Name) and n.id in consts]
+        return literals(expr) + [hit for value in named if value is not expr for hit in literals(value)]
+
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and any(names_op(e) for e in (node.left, *node.comparators)):
-            found += [(node.lineno, c.value) for e in (node.left, *node.comparators) for c in ast.walk(e)
-                      if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value in OPS]
-    return found
+            found += [hit for e in (node.left, *node.comparators) for hit in through(e)]
+        elif isinstance(node, ast.Subscript) and names_op(node.slice):
+            found += through(node.value)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+              and node.args and names_op(node.args[0])):
+            found += through(node.func.value)
+    return sorted(set(found))
 
 
-@pytest.mark.parametrize("path", ["backends/graphviz/draw.py", "ncd/analysis/op_costs.py"])
-def test_the_renderer_and_the_analyzer_ask_the_row_not_the_op_name(path):
-    """Titles (``title``) and views' memory order (``view_layout``) live in the rows, so adding an
-    op is one row: these modules never single out a row by its name."""
-    assert _op_name_literals(ROOT / path) == []
+# The modules that own op names, each with why. Every other module under ncd/ and backends/ asks a
+# row (ncd.ops: arith, role, relabels, affine, masked, gate, ...) or names a node kind that is no op
+# (ncd/ir.py: NUMBER_NODE, WEIGHT_SOURCES, LOOPS, ...).
+OWNS_OP_NAMES = {
+    "ncd/ops": "the op table: each family module declares its rows and their per-row facts by name",
+}
+SCANNED = sorted(str(p.relative_to(ROOT)) for folder in ("ncd", "backends") for p in (ROOT / folder).rglob("*.py")
+                 if not any(str(p.relative_to(ROOT)).startswith(owner + "/") for owner in OWNS_OP_NAMES))
+
+
+def test_the_scan_covers_the_passes_the_backends_and_the_analyzer():
+    for path in ("ncd/passes/fusion.py", "ncd/passes/step.py", "ncd/passes/recurrence/cells.py",
+                 "backends/graphviz/draw.py", "ncd/analysis/op_costs.py", "backends/pytorch/program.py"):
+        assert path in SCANNED
+
+
+@pytest.mark.parametrize("path", SCANNED)
+def test_no_module_outside_the_op_table_singles_out_an_op_by_name(path):
+    """The fusion rules, the step pass's masks, the recurrence cells, titles (``title``) and views'
+    memory order (``view_layout``) read the rows, so adding an op is one row: no module outside
+    ncd/ops compares a node's op with a row's name."""
+    assert _op_name_literals(ROOT / path) == [], \
+        f"{path} names op-table rows; give the rows a fact to ask (ncd/ops/base.py, OpDef) instead"
 
 
 def test_the_op_name_literal_scan_finds_a_comparison(tmp_path):
-    """The scan above is not vacuous: the renderer's old title chain is what it catches."""
+    """The scan above is not vacuous: the renderer's old title chain, the fusion pass's old norm set
+    and the step pass's old mask table are what it catches."""
     sample = tmp_path / "sample.py"
-    sample.write_text('def f(node, op):\n    if node.op == "rename":\n        pass\n'
+    sample.write_text('NORMS = ("layernorm", "rmsnorm")\nMASK = {"softmax": "-oo", "sum": "0"}\n\n\n'
+                      'def f(node, op):\n    if node.op == "rename":\n        pass\n'
+                      '    if node.op in NORMS or MASK.get(node.op):\n        pass\n'
                       '    return op in ("reshape", "input")\n', encoding="utf-8")
-    assert _op_name_literals(sample) == [(2, "rename"), (4, "reshape")]
+    assert _op_name_literals(sample) == [(1, "layernorm"), (1, "rmsnorm"), (2, "softmax"), (2, "sum"),
+                                         (6, "rename"), (10, "reshape")]
