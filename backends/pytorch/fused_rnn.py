@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from ncd.backends.pytorch import runtime
@@ -50,24 +51,52 @@ def input_dims(cell: CellMatch, axis: str) -> tuple[int, int]:
 
 
 class FusedRNN:
-    """One scan statement run by torch's fused RNN operator."""
+    """One scan statement run by torch's fused RNN operator. What does not change between calls
+    is found once, here: which of the spec's values the weights read (each read once per call),
+    and for each flat weight the one permute that builds it (rt.rnn_layout) where there is one.
+    The flat weights themselves are rebuilt at every call, from the spec's tensors as they are
+    then: a copy kept between calls would need to know when a parameter changed, and not every
+    in-place update says so (a fused optimizer's step and a write through ``.data`` leave the
+    tensor's version counter as it was)."""
 
     def __init__(self, loop: Loop, inits: list[Any], compile_expr: Any) -> None:
         self.loop = loop
         self.cell: CellMatch = loop.plan.cell
         self.inits = inits
         self.values = {node: compile_expr(expr) for node, expr in loop.cell_values.items()}
+        self.input = self.values[self.cell.input]
         self.slots = cell_slots(self.cell, loop.cell_axes)
+        one = {node: node for node in self.values}  # one object per node: rnn_layout compares by identity
+        self.layouts = [runtime.rnn_layout([[(one.get(n) if n else None, p) for n, p in gate] for gate in slot])
+                        for slot in self.slots]
+        read = dict.fromkeys(n for slot in self.slots for gate in slot for n, _ in gate if n)
+        self.reads = [(node, self.values[node]) for node in read]
         self.dims = input_dims(self.cell, loop.plan.axis)
         self.implementation = "torch's fused RNN operator"
 
+    def weights(self, read: dict[str, Any], size: int, n_in: int, like: torch.Tensor) -> list[torch.Tensor]:
+        """torch's four flat weights from this call's values (rt.rnn_weights, the layouts known)."""
+        shapes = ((size, n_in), (size, size), (size,), (size,))
+        out = []
+        for slot, layout, shape in zip(self.slots, self.layouts, shapes):
+            if layout is not None:
+                out.append(runtime.rnn_permuted(read[slot[0][0][0]], layout, like))
+            else:
+                gates = [[(read[n] if n else None, p) for n, p in gate] for gate in slot]
+                out.append(runtime.rnn_weight(gates, size, shape, like, None))
+        return out
+
     def __call__(self, env: dict[str, Any], m: nn.Module) -> Any:
-        cell, values = self.cell, self.values
         from ncd.backends.pytorch.module import carry_finals, carry_inits
 
-        slots = [[[(values[n](env, m) if n else None, p) for n, p in gate] for gate in slot] for slot in self.slots]
-        out, finals = runtime.fused_rnn(cell.cell, values[cell.input](env, m), self.dims,
-                                        carry_inits(self.loop, self.inits, env, m), cell.hidden, cell.cell_carry,
-                                        self.loop.reverse, m.training, slots, with_state=True)
-        carry_finals(self.loop, finals, m)
+        cell, loop = self.cell, self.loop
+        read = {node: value(env, m) for node, value in self.reads}
+        with_state = "_ncd_state_io" in m.__dict__  # a call that passes or returns states (rt.state_begin)
+        got = runtime.fused_rnn(cell.cell, self.input(env, m), self.dims, carry_inits(loop, self.inits, env, m),
+                                cell.hidden, cell.cell_carry, loop.reverse, m.training, None, with_state=with_state,
+                                weights=lambda size, n_in, like: self.weights(read, size, n_in, like))
+        if not with_state:
+            return got
+        out, finals = got
+        carry_finals(loop, finals, m)
         return out

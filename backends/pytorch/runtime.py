@@ -86,7 +86,7 @@ def expand_core(x, sizes):
 def new_full(like, sizes, value):
     """A tensor of one number in ``like``'s dtype; a number past that dtype's range becomes ±inf,
     as a cast rounds it (torch.full refuses it instead)."""
-    if like.dtype.is_floating_point and torch.finfo(like.dtype).max < abs(value) < float("inf"):
+    if value and like.dtype.is_floating_point and torch.finfo(like.dtype).max < abs(value) < float("inf"):
         value = float("inf") if value > 0 else -float("inf")
     return torch.full(tuple(sizes), value, dtype=like.dtype, device=like.device)
 
@@ -166,24 +166,27 @@ def act_sum(acc, new, weight):
 def check_input(x, name, core, sizes, kind="float"):
     """Reject a wrongly shaped or typed input with the axis names, before any op sees it.
 
-    ``kind`` is the wire's dtype in the IR: float (any floating dtype), int or bool."""
-    axes = "[" + ", ".join(core) + "]"
+    ``kind`` is the wire's dtype in the IR: float (any floating dtype), int or bool. Runs at every
+    call: the messages are only formatted when one is raised."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"input {name} must be a tensor, got {type(x).__name__}")
-    got = f"got {x.dtype} of shape {tuple(x.shape)}"
     if kind == "float" and not x.is_floating_point():
-        raise TypeError(f"input {name} {axes} must be a floating-point tensor, {got}")
+        raise TypeError(f"input {name} [{', '.join(core)}] must be a floating-point tensor, "
+                        f"got {x.dtype} of shape {tuple(x.shape)}")
     if kind == "int" and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
-        raise TypeError(f"input {name} {axes} must be an integer tensor, {got}")
+        raise TypeError(f"input {name} [{', '.join(core)}] must be an integer tensor, "
+                        f"got {x.dtype} of shape {tuple(x.shape)}")
     if kind == "bool" and x.dtype != torch.bool:
-        raise TypeError(f"input {name} {axes} must be a boolean tensor, {got}")
+        raise TypeError(f"input {name} [{', '.join(core)}] must be a boolean tensor, "
+                        f"got {x.dtype} of shape {tuple(x.shape)}")
     if x.dim() < len(core):
-        raise InputError(f"input {name} has {x.dim()} dims but its axes are {axes}: {got}")
+        raise InputError(f"input {name} has {x.dim()} dims but its axes are [{', '.join(core)}]: "
+                         f"got {x.dtype} of shape {tuple(x.shape)}")
     tail = x.shape[x.dim() - len(core):]
     for axis, want, size in zip(core, sizes, tail):
         if want is not None and want != size:
             raise InputError(f"input {name}: axis {axis} has size {size} but the spec binds it to {want} "
-                             f"(axes [..., {', '.join(core)}], {got})")
+                             f"(axes [..., {', '.join(core)}], got {x.dtype} of shape {tuple(x.shape)})")
 
 
 def _conv_operands(x, w, n_in, n_out, n_sp):
@@ -593,9 +596,12 @@ def rnn_piece(value, piece, size, like):
     return value * coef if coef != 1.0 else value
 
 
-def _one_slice_each(gates):
-    """(value, (slices, axes, in_axis, state_axis)) when every gate is one slice, along the same
-    axis, of the same tensor with no factor; None otherwise."""
+def rnn_layout(gates):
+    """(dims order, gate indices) where one of torch's flat weights is one tensor permuted: every
+    gate one slice, along the same axis, of the same tensor with no factor (``W[G = k]``), and the
+    gate, state and input axes all of its axes; None otherwise (rnn_weight sums the pieces).
+    ``gates``: per gate, (value, piece) pairs; a value may be any object standing for the tensor
+    (the same object for the same tensor): this is plain data, computed once by a caller that can."""
     if not gates or any(len(g) != 1 for g in gates):
         return None
     value, piece = gates[0][0]
@@ -605,24 +611,36 @@ def _one_slice_each(gates):
         if other is not value or len(selects) != 1 or selects[0][0] != piece[0][0][0] or coef != 1.0 \
                 or axes != piece[1] or in_axis != piece[2]:
             return None
-    return value, piece[:4]
+    selects, axes, in_axis, state_axis = piece[:4]
+    axes = list(axes)
+    order = [axes.index(selects[0][0]), axes.index(state_axis)] + ([axes.index(in_axis)] if in_axis else [])
+    if len(order) != len(axes):
+        return None
+    return tuple(order), tuple(g[0][1][0][0][1] for g in gates)
 
 
-def rnn_weight(gates, size, shape, like):
-    """One of torch's flat weights: each gate's pieces summed, the gates stacked. Where every
-    gate is one slice of one tensor along one axis (``W[G = k]``), that is one permute, and a
-    gather where the spec's gate order is not torch's. ``gates``: per gate, (value, piece) pairs."""
-    sliced = _one_slice_each(gates)
-    if sliced is not None:
-        value, (selects, axes, in_axis, state_axis) = sliced
-        axes = list(axes)
-        order = [axes.index(selects[0][0]), axes.index(state_axis)] + ([axes.index(in_axis)] if in_axis else [])
-        if len(order) == len(axes):
-            value = torch.as_tensor(value, dtype=like.dtype, device=like.device).permute(*order)
-            index = [g[0][1][0][0][1] for g in gates]
-            if index != list(range(value.shape[0])):
-                value = value.index_select(0, torch.tensor(index, device=value.device))
-            return value.reshape(len(gates) * size, *shape[1:]).contiguous()
+def rnn_permuted(value, layout, like):
+    """One of torch's flat weights as one permute of the spec's tensor (rnn_layout), and one
+    gather where the spec's gate order is not torch's; a copy only where the result is not
+    contiguous already (a bias [G, D] in torch's gate order is a view of the spec's)."""
+    order, index = layout
+    if not isinstance(value, torch.Tensor) or value.dtype != like.dtype or value.device != like.device:
+        value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if order != tuple(range(len(order))):
+        value = value.permute(order)
+    if index != tuple(range(value.shape[0])):
+        value = value.index_select(0, torch.tensor(index, device=value.device))
+    return value.reshape(len(index) * value.shape[1], *value.shape[2:]).contiguous()
+
+
+def rnn_weight(gates, size, shape, like, layout=False):
+    """One of torch's flat weights: each gate's pieces summed, the gates stacked; one permute
+    where rnn_layout finds one (``layout``: its result when the caller has it, False: find it).
+    ``gates``: per gate, (value, piece) pairs."""
+    if layout is False:
+        layout = rnn_layout(gates)
+    if layout is not None:
+        return rnn_permuted(gates[0][0][0], layout, like)
     parts = []
     for pieces in gates:
         if not pieces:
@@ -635,36 +653,54 @@ def rnn_weight(gates, size, shape, like):
     return torch.cat(parts).contiguous()
 
 
-def fused_rnn(cell, x, x_dims, inits, hidden, cell_carry, reverse, training, slots, with_state=False):
+def rnn_weights(slots, size, n_in, like):
+    """torch's four flat weights (w_ih, w_hh, b_ih, b_hh) from per-gate (value, piece) lists."""
+    shapes = ((size, n_in), (size, size), (size,), (size,))
+    return [rnn_weight(gates, size, shape, like) for gates, shape in zip(slots, shapes)]
+
+
+def fused_rnn(cell, x, x_dims, inits, hidden, cell_carry, reverse, training, slots, with_state=False,
+              weights=None):
     """A scan proved to be torch's Elman / GRU / LSTM cell, run by the operator nn.RNN / GRU /
     LSTM call. ``x``: the input sequence, its scanned and input dims at ``x_dims`` (counted from
     the end); ``inits``: the carries' initial values; ``slots``: w_ih, w_hh, b_ih, b_hh as
-    per-gate (value, piece) lists (see rnn_weight), gates in torch's order. ``with_state``:
-    return (outputs, final carries in the order of ``inits``)."""
+    per-gate (value, piece) lists (see rnn_weight), gates in torch's order. ``weights``: instead
+    of slots, a function (size, n_in, like) -> the four flat weights (the in-process module's,
+    which knows their layouts from load time). ``with_state``: return (outputs, final carries in
+    the order of ``inits``)."""
     lead = x.dim() - len(x_dims)
-    x = x.permute(*range(lead), *(lead + d for d in x_dims))
+    if tuple(x_dims) != tuple(range(len(x_dims))):
+        x = x.permute(*range(lead), *(lead + d for d in x_dims))
     steps, n_in = x.shape[-2], x.shape[-1]
-    states = [torch.as_tensor(h, dtype=x.dtype, device=x.device) for h in inits]
+    states = [h if isinstance(h, torch.Tensor) and h.dtype == x.dtype and h.device == x.device
+              else torch.as_tensor(h, dtype=x.dtype, device=x.device) for h in inits]
     size = states[hidden].shape[-1]
-    batch = tuple(torch.broadcast_shapes(tuple(x.shape[:lead]), *(tuple(h.shape[:-1]) for h in states if h.dim())))
+    batch = tuple(x.shape[:lead])
+    if any(h.dim() > 1 for h in states):
+        batch = tuple(torch.broadcast_shapes(batch, *(tuple(h.shape[:-1]) for h in states if h.dim())))
     rows = 1
     for n in batch:
         rows *= n
-    shapes = ((size, n_in), (size, size), (size,), (size,))
-    weights = [rnn_weight(gates, size, shape, x) for gates, shape in zip(slots, shapes)]
+    weights = rnn_weights(slots, size, n_in, x) if weights is None else weights(size, n_in, x)
     if rows == 0 or steps == 0:
         out = x.new_zeros(*batch, steps, size) + 0 * sum(w.sum() for w in weights)
         return (out, [h.expand(*batch, size) for h in states]) if with_state else out
-    x = x.expand(*batch, steps, n_in).reshape(rows, steps, n_in)
+    if tuple(x.shape[:lead]) != batch:
+        x = x.expand(*batch, steps, n_in)
+    if lead != 1:  # torch's operator takes [rows, steps, n_in]: one lifted dim is that already
+        x = x.reshape(rows, steps, n_in)
     if reverse:
         x = x.flip(1)
-    flat = [h.expand(*batch, size).reshape(1, rows, size).contiguous() for h in states]
-    ops = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
-    hx = (flat[hidden], flat[cell_carry]) if cell == "lstm" else flat[hidden]
-    out, *last = ops[cell](x.contiguous(), hx, weights, True, 1, 0.0, training, False, True)
+    flat = [h.expand(1, rows, size) if h.dim() == 1 else h.expand(*batch, size).reshape(1, rows, size)
+            for h in states]
+    hx = (flat[hidden], flat[cell_carry]) if cell == "lstm" else flat[hidden]  # expanded: the operator copies
+    run = torch.lstm if cell == "lstm" else torch.gru if cell == "gru" else \
+        torch.rnn_tanh if cell == "rnn_tanh" else torch.rnn_relu
+    out, *last = run(x.contiguous(), hx, weights, True, 1, 0.0, training, False, True)
     if reverse:
         out = out.flip(1)
-    out = out.reshape(*batch, steps, size)
+    if lead != 1:
+        out = out.reshape(*batch, steps, size)
     if not with_state:
         return out
     finals = list(states)
