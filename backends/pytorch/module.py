@@ -193,9 +193,10 @@ def parallel_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, 
     parallel = ParallelScan(loop, body, inits, results, length)
     by_cost = loop.backend == "newton" and loop.plan is not None and loop.plan.requested in (None, "auto")
     loop_runner = sequential_runner(loop, body, inits, results, length) if by_cost else None
+    memo = _choice_memo(loop) if by_cost else None
 
     def run_parallel(env: Env, m: nn.Module) -> None:
-        if loop_runner is not None and not parallel.solver.fuse and _loop_is_cheaper(parallel, env, m):
+        if loop_runner is not None and not parallel.solver.fuse and _loop_is_cheaper(parallel, env, m, memo):
             parallel.implementation = "sequential loop (PyTorch): predicted faster than Newton at these sizes"
             loop_runner(env, m)
             return
@@ -205,9 +206,34 @@ def parallel_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, 
     return run_parallel
 
 
-def _loop_is_cheaper(parallel: Any, env: Env, m: nn.Module) -> bool:
+def _choice_memo(loop: Loop) -> tuple[Any, list[Thunk]]:
+    """A memo for `auto`'s run-time choice of this scan (backends/pytorch/call_memo.py), and what
+    the choice depends on: the values its step reads and those its length and initial states are
+    computed from."""
+    from ncd.backends.pytorch.call_memo import CallMemo
+    from ncd.ops.base import Ref, leaves
+
+    reads = [compile_expr(Ref(id=ref)) for ref, _, _ in loop.captures]
+    reads += [compile_expr(leaf) for expr in [*loop.inits, loop.length] for leaf in leaves(expr)]
+    return CallMemo(), reads
+
+
+def _loop_is_cheaper(parallel: Any, env: Env, m: nn.Module, memo: Any = None) -> bool:
     """`auto` chose Newton by the step's class; at this call's sizes, is the loop predicted
-    faster (backends/pytorch/scan_cost.py)? Only where the device kind and dtype are calibrated."""
+    faster (backends/pytorch/scan_cost.py)? Only where the device kind and dtype are calibrated.
+    With ``memo`` (_choice_memo), asked once per key: the sizes, dtypes and devices of what the
+    choice reads, and whether the call records a graph."""
+    if memo is None:
+        return _predicted_loop_cheaper(parallel, env, m)
+    memo, reads = memo
+    captures = [env[ref] for ref, _, _ in parallel.loop.captures]
+    backward = torch.is_grad_enabled() and (any(isinstance(c, torch.Tensor) and c.requires_grad for c in captures)
+                                            or any(p.requires_grad for p in m.parameters()))
+    return memo.get([backward, *(read(env, m) for read in reads)], lambda: _predicted_loop_cheaper(parallel, env, m))
+
+
+def _predicted_loop_cheaper(parallel: Any, env: Env, m: nn.Module) -> bool:
+    """The cost model's answer at this call's sizes (builds the initial states to learn them)."""
     from ncd.backends.pytorch.scan_cost import cheaper
 
     h0 = [init(env, m) for init in parallel.inits]
@@ -563,10 +589,26 @@ class CompiledModule(nn.Module):
         the first matmul with 'expected scalar type')."""
         if kind != "float":
             return
-        weights = next((t.dtype for t in self.parameters() if t.is_floating_point()), None)
+        weight = self._first_float_param()
+        weights = weight.dtype if weight is not None else None
         if weights is not None and x.dtype != weights:
             raise TypeError(f"input {port} is {x.dtype} but the module's parameters are {weights}: "
                             f"convert one of them (x.to({weights}) or module.to({x.dtype}))")
+
+    def _first_float_param(self) -> torch.Tensor | None:
+        """The first floating-point parameter, found once (a walk over the sub-modules costs more
+        than a small call's compute) and read through its owner at every call, so a parameter
+        replaced or converted since is the one seen."""
+        where = self.__dict__.get("_ncd_float_param")  # (owner, name), or () when there is none
+        if where:
+            weight = where[0]._parameters.get(where[1])
+            if weight is not None and weight.is_floating_point():
+                return weight
+        elif where is not None:
+            return None
+        found = next(((path, t) for path, t in self.named_parameters() if t.is_floating_point()), None)
+        self.__dict__["_ncd_float_param"] = _owner(self, found[0]) if found else ()
+        return found[1] if found else None
 
     def entry(self, name: str) -> "CompiledModule":
         """Another entry block of this spec (`entry A, B`) as a module holding *these* parameters
