@@ -294,6 +294,17 @@ SCANNED = sorted(str(p.relative_to(ROOT)) for folder in ("ncd", "backends") for 
                  if not any(str(p.relative_to(ROOT)).startswith(owner + "/") for owner in OWNS_OP_NAMES))
 
 
+def test_the_node_kinds_that_are_no_ops_are_named_once_and_verified():
+    """ncd/ir.py names the structural node kinds the passes single out; each is one the verifier
+    has a rule for, and none is an op row (a row would be asked, not named)."""
+    from ncd import ir
+    from ncd.verify import STRUCTURAL
+
+    kinds = {ir.NUMBER_NODE, ir.INPUT, ir.CALL, ir.TUPLE_GET} | ir.REGION_ARGS | ir.WEIGHT_SOURCES | ir.LOOPS
+    assert kinds <= set(STRUCTURAL), kinds - set(STRUCTURAL)
+    assert not kinds & set(OPS)
+
+
 def test_the_scan_covers_the_passes_the_backends_and_the_analyzer():
     for path in ("ncd/passes/fusion.py", "ncd/passes/step.py", "ncd/passes/recurrence/cells.py",
                  "backends/graphviz/draw.py", "ncd/analysis/op_costs.py", "backends/pytorch/program.py"):

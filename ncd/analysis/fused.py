@@ -13,6 +13,7 @@ from typing import Any
 import sympy
 
 from ncd.ir import Node, WireType
+from ncd.ops import OPS
 from ncd.ops.costing import Save, Size, numel
 from ncd.passes.fusion import Fusion
 
@@ -22,17 +23,20 @@ def cost(fusion: Fusion, node: Node, ins: list[WireType], size: Size) -> dict[st
     if fusion.kind == "attention":
         return attention_cost(node, ins, size, fusion.feature or "", fusion.key or "")
     if fusion.kind == "norm_affine":
-        return norm_affine_cost(ins, size, fusion.norm or "layernorm", fusion.over)
+        affine = OPS[fusion.norm].affine if fusion.norm in OPS else None
+        assert affine is not None, "a norm_affine fusion of a norm with no fused affine"
+        return norm_affine_cost(ins, size, affine.fn, fusion.over)
     return linear_cost(node, ins, size, fusion.contracted)
 
 
-def norm_affine_cost(ins: list[WireType], size: Size, norm: str, over: list[str]) -> dict[str, Any]:
-    """F.layer_norm(x, γ, β): saves x, the mean and 1/σ; F.rms_norm(x, γ) (composite on the CPU):
+def norm_affine_cost(ins: list[WireType], size: Size, fn: str, over: list[str]) -> dict[str, Any]:
+    """The fused call ``fn`` (the norm row's ``affine.fn``, what the lowering calls):
+    F.layer_norm(x, γ, β) saves x, the mean and 1/σ; F.rms_norm(x, γ) (composite on the CPU):
     x, 1/rms per row and the normalised x (for γ's gradient)."""
     x = ins[0]
     n = numel(x, size)
     rows = n / sympy.Mul(*[size(a) for a in over])
-    if norm == "rmsnorm":
+    if fn == "F.rms_norm":
         saves = [Save("in", 0), Save("new", numel=rows), Save("new", numel=n)]
         return {"flops": 5 * n, "bwd": (8 * n, n, 0), "saves": saves}
     saves = [Save("in", 0), Save("new", numel=rows), Save("new", numel=rows)]
