@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ncd.backends.pararnn.chunks import (Chunk, ParamGrads, StepAxis, check_axes, window_params,
+                                         window_steps, windows)
 from ncd.backends.pararnn.jacobian import JacobianKind, value_and_jacobian_deferred
 from ncd.backends.pararnn.naive import acc_dtype, sequential_loop
 from ncd.backends.pararnn.scan import InnerScan, linear_scan
@@ -112,6 +114,12 @@ class NewtonSolver:
       shape recompiles (static shapes: the cell's broadcasts defeat symbolic sizes), and past
       torch._dynamo's cache limit (8 by default) further shapes run unfused, with its warning:
       bucket or pad sequence lengths. Results equal the eager path to rounding.
+    chunk: steps per evaluation of the cell (eager path): "auto" (on a CPU, windows of
+      `chunks.CHUNK_ELEMENTS` state elements; elsewhere all T), "all", or a number. Evaluated
+      for all B·T rows at once, the cell's intermediates and its Jacobian's graph hold ~15
+      copies of the state sequence; a window at a time bounds them by the window, and the
+      solver keeps the iterate, r and J (the inner and the adjoint scans carry their state
+      from window to window). Results equal the whole-sequence solve to rounding.
     """
 
     def __init__(
@@ -127,7 +135,9 @@ class NewtonSolver:
         stats: SolverStats | None = None,
         jac_fn: JacFn | None = None,
         fuse: bool = False,
+        chunk: Chunk = "auto",
     ) -> None:
+        window_steps(chunk, 1, 1, 1, torch.device("cpu"))  # rejects a bad value now
         if jacobian not in ("diag", "block", "dense"):
             raise ValueError(f"jacobian must be 'diag', 'block' or 'dense', got {jacobian!r}")
         if jacobian == "block" and block < 1:
@@ -142,25 +152,32 @@ class NewtonSolver:
         self.stats = stats if stats is not None else SolverStats()
         self.jac_fn = jac_fn
         self.fuse = fuse
+        self.chunk = chunk
         self._fused: dict[str, Callable[..., Any]] = {}
 
     # ------------------------------------------------------------------ public
     def __call__(self, cell: Cell, h0: Tensor, xs: Tensor, *params: Tensor) -> Tensor:
         """All states h [B, T, N] from h0 [B, N] and xs [B, T, ...]; differentiable w.r.t.
-        h0, xs and params by the adjoint method (first order only)."""
-        self._check(h0, xs)
+        h0, xs and params by the adjoint method (first order only). A cell that reads per-step
+        values from its parameters says where each holds one entry per step in its attribute
+        `step_axes` (a `chunks.StepAxis` or None per parameter), so a window's evaluation
+        reads its own."""
+        step_axes = getattr(cell, "step_axes", None)
+        self._check(h0, xs, params, step_axes)
         grad = torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in (h0, xs, *params))
         # with a backward to come, the converged J is kept for the adjoint (one sequence of J)
-        return _NewtonScanFn.apply(self, cell, grad, h0, xs, *params)
+        return _NewtonScanFn.apply(self, cell, grad, step_axes, h0, xs, *params)
 
     def solve(self, cell: Cell, h0: Tensor, xs: Tensor, *params: Tensor) -> Tensor:
         """Forward only, no autograd graph."""
-        self._check(h0, xs)
+        step_axes = getattr(cell, "step_axes", None)
+        self._check(h0, xs, params, step_axes)
         with torch.no_grad():
-            return self._forward(cell, h0, xs, params)[0]
+            return self._forward(cell, h0, xs, params, step_axes=step_axes)[0]
 
     # ---------------------------------------------------------------- internals
-    def _check(self, h0: Tensor, xs: Tensor) -> None:
+    def _check(self, h0: Tensor, xs: Tensor, params: Sequence[Tensor] = (),
+               step_axes: Sequence[StepAxis | None] | None = None) -> None:
         if h0.dim() != 2 or xs.dim() < 3 or h0.shape[0] != xs.shape[0]:
             raise ValueError(
                 f"newton_scan wants h0 [B, N] and xs [B, T, E]; got h0 {tuple(h0.shape)}, "
@@ -172,6 +189,17 @@ class NewtonSolver:
             raise ValueError(
                 f"block Jacobian with block={self.block} needs N divisible by it; N={h0.shape[1]}"
             )
+        check_axes(params, step_axes, xs.shape[1])
+
+    def _windows(self, B: int, T: int, N: int, device: torch.device) -> list[slice]:
+        """The windows of steps one evaluation covers (fused: one, the compiled graph takes all T)."""
+        return windows(T, T if self.fuse else window_steps(self.chunk, B, T, N, device))
+
+    @staticmethod
+    def _shifted(h: Tensor, h0: Tensor, w: slice) -> Tensor:
+        """h_{t-1} for the steps t of window w: [B, steps, N] (h0: [B, 1, N] before step 0)."""
+        first = h0 if w.start == 0 else h[:, w.start - 1:w.start]
+        return torch.cat([first, h[:, w.start:w.stop - 1]], dim=1)
 
     def _eval(self, cell: Cell, h_prev: Tensor, xs: Tensor, params: Sequence[Tensor],
               dtype: torch.dtype) -> tuple[Tensor, Callable[[], Tensor]]:
@@ -208,29 +236,82 @@ class NewtonSolver:
         r = h - fh.to(h.dtype)
         return h, jac().to(h.dtype), r, torch.stack([r.abs().amax(), fh.abs().amax().to(r.dtype)])
 
-    def _system_deferred(self, cell: Cell, h: Tensor, h0a: Tensor, xs: Tensor, params: Sequence[Tensor],
-                         dtype: torch.dtype) -> tuple[Tensor, Callable[[], Tensor], Tensor]:
-        """`_system` eagerly, at the iterate h: (r, a thunk for J, norms). J is only computed
-        when the step is taken (or kept for the adjoint), not on the converged iterate."""
-        h_prev = torch.cat([h0a, h[:, :-1]], dim=1)
-        fh, jac = self._eval(cell, h_prev, xs, params, dtype)
-        del h_prev
-        fmax = fh.abs().amax().to(h.dtype)
-        r = h - fh.to(h.dtype)  # not in place: fh may be saved in the graph J comes from
-        return r, lambda: jac().to(h.dtype), torch.stack([r.abs().amax(), fmax])
+    def _residual(self, cell: Cell, h: Tensor, h0a: Tensor, xs: Tensor, wins: Sequence[slice],
+                  part: Callable[[slice], tuple[Tensor, ...]], dtype: torch.dtype, tol: float,
+                  need_all: bool) -> tuple[Tensor, Tensor | None, float, float, list[slice]]:
+        """Eagerly, window by window: r = h - f(h_prev) at the iterate h, J, and max|r|, max|f|
+        (one host sync per window). A window's J is taken while its graph is alive, unless every
+        window so far already meets the tolerance (then the iterate may have converged and J
+        is not needed); those windows come back as `missing`, for `_fill_jacobian` when a step
+        is taken after all. With one window this is the deferred J of a whole-sequence solve.
+        need_all: every window's J (the adjoint keeps it). Stops at a non-finite norm."""
+        whole = len(wins) == 1
+        r = torch.empty(0) if whole else torch.empty_like(h)
+        J: Tensor | None = None
+        res = fmax = 0.0
+        missing: list[slice] = []
+        for w in wins:
+            fh, jac = self._eval(cell, self._shifted(h, h0a, w), xs[:, w], part(w), dtype)
+            r_w = h[:, w] - fh.to(h.dtype)  # not in place: fh may be saved in the graph J comes from
+            res_w, fmax_w = torch.stack([r_w.abs().amax(), fh.abs().amax().to(r_w.dtype)]).tolist()
+            del fh
+            if whole:
+                r = r_w
+            else:
+                r[:, w] = r_w
+            del r_w
+            if not (math.isfinite(res_w) and math.isfinite(fmax_w)):
+                return r, None, math.nan, fmax_w, []
+            res, fmax = max(res, res_w), max(fmax, fmax_w)
+            if need_all or res > tol * max(1.0, fmax):
+                J = _put(J, jac().to(h.dtype), w, h.shape[1])
+            else:
+                missing.append(w)
+            del jac
+        return r, J, res, fmax, missing
 
-    def _reverse_coefficients(self, cell: Cell, h_prev: Tensor, xs: Tensor,
-                              params: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
-        """The adjoint scan's coefficients at the converged states (see `_adjoint_coefficients`)."""
-        _, jac = self._eval(cell, h_prev, xs, params, dtype)
-        return self._adjoint_coefficients(jac(), dtype)
+    def _fill_jacobian(self, cell: Cell, h: Tensor, h0a: Tensor, xs: Tensor, missing: Sequence[slice],
+                       part: Callable[[slice], tuple[Tensor, ...]], dtype: torch.dtype,
+                       J: Tensor | None) -> Tensor:
+        """J in the windows `_residual` left out, at the same iterate."""
+        for w in missing:
+            J = _put(J, self._jacobian_at(cell, self._shifted(h, h0a, w), xs[:, w], part(w), dtype).to(h.dtype),
+                     w, h.shape[1])
+        assert J is not None
+        return J
 
-    def _adjoint_coefficients(self, J: Tensor, dtype: torch.dtype) -> Tensor:
-        """a_t = J_{t+1}^T for t < T-1, zero after the last step (nothing flows back from beyond
-        the sequence), from J_t = ∂f/∂h at (h_{t-1}, x_t) on the converged states."""
+    def _update(self, h: Tensor, J: Tensor, r: Tensor, wins: Sequence[slice]) -> None:
+        """h <- h - δ in place, δ_t = J_t δ_{t-1} + r_t by the linear scan window by window (the
+        scan's state carried across), so δ never exists for more than one window."""
+        B, _, N = h.shape
+        carry = None
+        for w in wins:
+            a, b, kind = _scan_layout(J[:, w], r[:, w], self.jacobian)
+            d = linear_scan(a, b, kind, initial=carry, backend=self.inner_scan)
+            carry = d[:, -1]
+            h[:, w] -= d.reshape(B, w.stop - w.start, N)
+
+    def _jacobian_at(self, cell: Cell, h_prev: Tensor, xs: Tensor, params: Sequence[Tensor],
+                     dtype: torch.dtype) -> Tensor:
+        """J_t at rows (h_{t-1}, x_t)."""
+        return self._eval(cell, h_prev, xs, params, dtype)[1]()
+
+    def _reverse_coefficients(self, cell: Cell, h_prev: Tensor, xs: Tensor, params: Sequence[Tensor],
+                              dtype: torch.dtype, J_next: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The adjoint scan's coefficients over a window, from J recomputed at the converged
+        states (the forward did not keep it), and J at the window's first step (the previous
+        window's `J_next`)."""
+        J = self._jacobian_at(cell, h_prev, xs, params, dtype)
+        return self._adjoint_coefficients(J, J_next, dtype), J[:, :1].clone()
+
+    def _adjoint_coefficients(self, J: Tensor, J_next: Tensor | None, dtype: torch.dtype) -> Tensor:
+        """a_t = J_{t+1}^T over a window from J_t = ∂f/∂h at (h_{t-1}, x_t) on the converged
+        states; J_next: J at the first step after the window (None after the last step:
+        nothing flows back from beyond the sequence)."""
         J = J.to(acc_dtype(dtype))
-        nxt = J[:, 1:] if self.jacobian == "diag" else J[:, 1:].transpose(-1, -2)
-        return torch.cat([nxt, torch.zeros_like(J[:, :1])], dim=1)
+        nxt = torch.zeros_like(J[:, :1]) if J_next is None else J_next.to(J.dtype)
+        a = torch.cat([J[:, 1:], nxt], dim=1)
+        return a if self.jacobian == "diag" else a.transpose(-1, -2)
 
     @staticmethod
     def _cell_vjp(cell: Cell, args: tuple[Tensor, ...], slots: tuple[int, ...],
@@ -268,48 +349,63 @@ class NewtonSolver:
             self._fused[name] = torch.compile(fn, dynamic=False)
         return self._fused[name]
 
+    def _initial_guess(self, cell: Cell, h0: Tensor, xs: Tensor, wins: Sequence[slice],
+                       part: Callable[[slice], tuple[Tensor, ...]]) -> Tensor:
+        """h_t = f(h0, x_t), exact at t = 0, window by window into the iterate's buffer (the
+        accumulation dtype; updated in place from here on)."""
+        B, T, N = xs.shape[0], xs.shape[1], h0.shape[1]
+        h = torch.empty(B, T, N, dtype=acc_dtype(h0.dtype), device=h0.device)
+        for w in wins:
+            n = w.stop - w.start
+            rows = cell(h0.unsqueeze(1).expand(B, n, N).reshape(B * n, N),
+                        xs[:, w].reshape(B * n, *xs.shape[2:]), *part(w))
+            if rows.shape != (B * n, N):
+                raise ValueError(
+                    f"cell returned shape {tuple(rows.shape)} for {B * n} rows of state size {N}; "
+                    f"it must map h [M, {N}] and x [M, ...] to [M, {N}]"
+                )
+            h[:, w] = rows.reshape(B, n, N)
+        return h
+
     def _forward(self, cell: Cell, h0: Tensor, xs: Tensor, params: Sequence[Tensor],
-                 keep_jacobian: bool = False) -> tuple[Tensor, Tensor | None]:
+                 keep_jacobian: bool = False, step_axes: Sequence[StepAxis | None] | None = None
+                 ) -> tuple[Tensor, Tensor | None]:
         """The states h [B, T, N] (h0's dtype) and, when `keep_jacobian` and Newton converged
         with no rounding of the iterate, J at the converged states (what the adjoint needs:
         kept, it is not recomputed). The iteration builds no autograd graph that outlives one
-        Jacobian: each step's tensors are freed before the next."""
+        window's Jacobian; what lives across a step is the iterate, r and J (three copies of the
+        state sequence; `chunks.py`)."""
         dtype, acc = h0.dtype, acc_dtype(h0.dtype)
         B, T, N = xs.shape[0], xs.shape[1], h0.shape[1]
         tol = self.tol if self.tol is not None else default_tol(dtype)
         st = self.stats
         st.calls += 1
-        # initial guess h_t = f(h0, x_t): exact at t = 0
-        xs_rows = xs.reshape(B * T, *xs.shape[2:])
-        h = cell(h0.unsqueeze(1).expand(B, T, N).reshape(B * T, N), xs_rows, *params)
-        if h.shape != (B * T, N):
-            raise ValueError(
-                f"cell returned shape {tuple(h.shape)} for {B * T} rows of state size {N}; "
-                f"it must map h [M, {N}] and x [M, ...] to [M, {N}]"
-            )
-        h = h.view(B, T, N).to(acc)
+        wins = self._windows(B, T, N, h0.device)
+
+        def part(w: slice) -> tuple[Tensor, ...]:
+            return window_params(params, step_axes, w, T)
+
+        h = self._initial_guess(cell, h0, xs, wins, part)
         h0a = h0.to(acc).unsqueeze(1)
         res0, reason, it = None, None, 0
         J_kept: Tensor | None = None
         delta = None
+        keep = keep_jacobian and dtype == acc and not self.fuse  # fused: the adjoint's own graph
         while True:
+            missing: list[slice] = []
             if self.fuse:
                 h, J, r, norms = self._compiled(self._system)(cell, h, delta, h0a, xs, params, dtype)
-                jac: Callable[[], Tensor] = lambda J=J: J
+                res, fmax = norms.tolist()        # the one host sync of a Newton step
             else:
-                if delta is not None:
-                    h = h - delta
-                delta = None
-                r, jac, norms = self._system_deferred(cell, h, h0a, xs, params, dtype)
-            res, fmax = norms.tolist()            # the one host sync of a Newton step
+                r, J, res, fmax, missing = self._residual(cell, h, h0a, xs, wins, part, dtype, tol, keep)
             scale = max(1.0, fmax) if math.isfinite(res) else 1.0
             st.last_residual = res
             if not math.isfinite(res) or not math.isfinite(scale):
                 reason = f"non-finite residual after {it} Newton steps"
                 break
             if res <= tol * scale:
-                if keep_jacobian and dtype == acc and not self.fuse:  # fused: the adjoint's own graph
-                    J_kept = jac()
+                if keep:
+                    J_kept = J
                 break
             if res0 is None:
                 res0 = res
@@ -319,10 +415,16 @@ class NewtonSolver:
             if it >= self.max_iter:
                 reason = f"not converged in {self.max_iter} Newton steps (residual {res:.3g}, tol {tol * scale:.3g})"
                 break
-            a, b, kind = _scan_layout(jac(), r, self.jacobian)
-            del jac, r
-            delta = linear_scan(a, b, kind, backend=self.inner_scan).reshape(B, T, N)
-            del a, b
+            if missing:
+                J = self._fill_jacobian(cell, h, h0a, xs, missing, part, dtype, J)
+            assert J is not None
+            if self.fuse:
+                a, b, kind = _scan_layout(J, r, self.jacobian)
+                delta = linear_scan(a, b, kind, backend=self.inner_scan).reshape(B, T, N)
+                del a, b
+            else:
+                self._update(h, J, r, wins)
+            del J, r
             it += 1
         st.last_iterations = it
         st.iterations_total += it
@@ -339,49 +441,99 @@ class NewtonSolver:
             NewtonFallbackWarning,
             stacklevel=2,
         )
-        return sequential_loop(cell, h0, xs, *params).to(dtype), None
+        return _sequential(cell, h0, xs, params, step_axes).to(dtype), None
 
     def _backward(self, cell: Cell, h0: Tensor, xs: Tensor, h: Tensor, params: Sequence[Tensor],
-                  g: Tensor, needs: Sequence[bool], J: Tensor | None = None) -> list[Tensor | None]:
-        """Adjoint: one reverse scan for λ, one batched VJP of the cell. needs = (h0, xs, *params);
-        J: the forward's Jacobian at the converged states, if it kept it (else recomputed)."""
-        dtype, acc = h0.dtype, acc_dtype(h0.dtype)
+                  g: Tensor, needs: Sequence[bool], J: Tensor | None = None,
+                  step_axes: Sequence[StepAxis | None] | None = None) -> list[Tensor | None]:
+        """Adjoint, window by window from the last: λ over the window by one reverse scan (its
+        state carried from the window after), then one VJP of the cell over the window's rows
+        with cotangent λ. needs = (h0, xs, *params); J: the forward's Jacobian at the converged
+        states, if it kept it (else each window's is recomputed)."""
+        acc = acc_dtype(h0.dtype)
         B, T, N = h.shape
-        h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
-        with torch.no_grad():
-            if J is not None:
-                a = self._adjoint_coefficients(J, dtype)
-                del J
-            elif self.fuse:
-                a = self._compiled(self._reverse_coefficients)(cell, h_prev, xs, params, dtype)
-            else:
-                a = self._reverse_coefficients(cell, h_prev, xs, params, dtype)
-            _, gb, kind = _scan_layout(a, g.to(acc), self.jacobian)
-            lam = linear_scan(a, gb, kind, reverse=True, backend=self.inner_scan).reshape(B, T, N)
-            del a, gb
-        args = (h_prev.detach().reshape(B * T, N), xs.detach().reshape(B * T, *xs.shape[2:]),
-                *(p.detach() for p in params))
-        slots = tuple(i for i, n in enumerate(needs) if n)
+        wins = self._windows(B, T, N, h.device)
+        h0c = h0.unsqueeze(1)
+        wanted = tuple(i for i, n in enumerate(needs) if n)
         pullback = self._compiled(self._cell_vjp) if self.fuse else self._cell_vjp_eager
-        grads = pullback(cell, args, slots, lam.reshape(B * T, N)) if slots else ()
+        coefficients = self._compiled(self._reverse_coefficients) if self.fuse else self._reverse_coefficients
+        param_grads = ParamGrads(params, step_axes, T)
+        g_h0: Tensor | None = None
+        g_xs: Tensor | None = None
+        lam_next: Tensor | None = None  # λ at the first step after the window
+        J_next: Tensor | None = None  # J there
+        for w in reversed(wins):
+            n = w.stop - w.start
+            h_prev = self._shifted(h, h0c, w).detach()
+            part = window_params(params, step_axes, w, T)
+            with torch.no_grad():
+                if J is not None:
+                    a = self._adjoint_coefficients(J[:, w], J_next, h0.dtype)
+                    J_next = J[:, w.start:w.start + 1]
+                else:
+                    a, J_next = coefficients(cell, h_prev, xs[:, w], part, h0.dtype, J_next)
+                _, gb, kind = _scan_layout(a, g[:, w].to(acc), self.jacobian)
+                lam = linear_scan(a, gb, kind, reverse=True, initial=lam_next, backend=self.inner_scan)
+                lam_next = lam[:, 0]
+                del a, gb
+            slots = tuple(i for i in wanted if i != 0 or w.start == 0)  # h0 feeds the first step only
+            if not slots:
+                continue
+            args = (h_prev.reshape(B * n, N), xs[:, w].detach().reshape(B * n, *xs.shape[2:]),
+                    *(p.detach() for p in part))
+            grads = pullback(cell, args, slots, lam.reshape(B * n, N))
+            del lam
+            for i, gr in zip(slots, grads):
+                if i == 0:
+                    g_h0 = gr.view(B, n, N)[:, 0]
+                elif i == 1:
+                    if g_xs is None:
+                        g_xs = gr.view(xs.shape) if n == T else torch.empty_like(xs)
+                    if n < T:
+                        g_xs[:, w] = gr.view(B, n, *xs.shape[2:])
+                else:
+                    param_grads.add(i - 2, w, gr)
         result: list[Tensor | None] = [None] * (2 + len(params))
-        for i, gr in zip(slots, grads):
-            if i == 0:
-                gr = gr.view(B, T, N)[:, 0]
-            elif i == 1:
-                gr = gr.view(xs.shape)
-            result[i] = gr
+        result[0] = g_h0 if needs[0] else None
+        result[1] = g_xs if needs[1] else None
+        for i in range(len(params)):
+            if needs[2 + i]:
+                result[2 + i] = param_grads.get(i)
         return result
+
+
+def _put(buf: Tensor | None, value: Tensor, w: slice, T: int) -> Tensor:
+    """`value` [B, steps, ...] as window w of a [B, T, ...] buffer (allocated on first use; a
+    window covering all T is the buffer itself)."""
+    if w.start == 0 and w.stop == T:
+        return value
+    if buf is None:
+        buf = value.new_empty((value.shape[0], T, *value.shape[2:]))
+    buf[:, w] = value
+    return buf
+
+
+def _sequential(cell: Cell, h0: Tensor, xs: Tensor, params: Sequence[Tensor],
+                step_axes: Sequence[StepAxis | None] | None) -> Tensor:
+    """The fallback: the sequential loop; a cell with per-step parameters gets each step's."""
+    if step_axes is None or all(ax is None for ax in step_axes):
+        return sequential_loop(cell, h0, xs, *params)
+    T = xs.shape[1]
+    h, out = h0, []
+    for t in range(T):
+        h = cell(h, xs[:, t], *window_params(params, step_axes, slice(t, t + 1), T))
+        out.append(h)
+    return torch.stack(out, dim=1)
 
 
 class _NewtonScanFn(torch.autograd.Function):
     """Forward: Newton (or the fallback). Backward: the adjoint at the converged states."""
 
     @staticmethod
-    def forward(ctx, solver: NewtonSolver, cell: Cell, keep_jacobian: bool, h0: Tensor, xs: Tensor,
-                *params: Tensor):
-        h, J = solver._forward(cell, h0, xs, params, keep_jacobian)
-        ctx.solver, ctx.cell = solver, cell
+    def forward(ctx, solver: NewtonSolver, cell: Cell, keep_jacobian: bool,
+                step_axes: Sequence[StepAxis | None] | None, h0: Tensor, xs: Tensor, *params: Tensor):
+        h, J = solver._forward(cell, h0, xs, params, keep_jacobian, step_axes)
+        ctx.solver, ctx.cell, ctx.step_axes = solver, cell, step_axes
         ctx.save_for_backward(h0, xs, h, J, *params)
         return h
 
@@ -389,9 +541,9 @@ class _NewtonScanFn(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g: Tensor):
         h0, xs, h, J, *params = ctx.saved_tensors
-        needs = ctx.needs_input_grad[3:]
-        grads = ctx.solver._backward(ctx.cell, h0, xs, h, params, g, needs, J)
-        return (None, None, None, *grads)
+        needs = ctx.needs_input_grad[4:]
+        grads = ctx.solver._backward(ctx.cell, h0, xs, h, params, g, needs, J, ctx.step_axes)
+        return (None, None, None, None, *grads)
 
 
 def newton_scan(
@@ -409,11 +561,13 @@ def newton_scan(
     stats: SolverStats | None = None,
     jac_fn: JacFn | None = None,
     fuse: bool = False,
+    chunk: Chunk = "auto",
 ) -> Tensor:
     """Solve h_t = cell(h_{t-1}, x_t, *params) for all t in parallel over T by Newton's method.
 
     cell: (h [M, N], x [M, ...], *params) -> [M, N], a pure function of its arguments applied to
-      M = B·T rows at once (params are tensors; close over anything else).
+      M rows at once, each row independent (B·T rows, or B·steps for a window of steps: see
+      `chunk`; params are tensors; close over anything else).
     h0: [B, N] (any value: segments of a long sequence chain by passing the last state on).
     xs: [B, T, ...]. Returns h: [B, T, N] in h0's dtype (iterates kept in float32 or float64).
     See `NewtonSolver` for the options; pass `stats` (a `SolverStats`) to read what the solve
@@ -423,6 +577,6 @@ def newton_scan(
     solver = NewtonSolver(
         jacobian, block, tol=tol, max_iter=max_iter, divergence=divergence,
         on_failure=on_failure, inner_scan=inner_scan,
-        stats=stats, jac_fn=jac_fn, fuse=fuse,
+        stats=stats, jac_fn=jac_fn, fuse=fuse, chunk=chunk,
     )
     return solver(cell, h0, xs, *params)

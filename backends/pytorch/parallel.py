@@ -8,7 +8,10 @@ dim; parameters broadcast as usual. The carried state is packed into one vector 
 step) row, as the Newton solver and the linear scan expect.
 
 Everything the body reads is passed to the solver as an explicit tensor argument, so the
-adjoint backward returns gradients for inputs, parameters and captured values alike.
+adjoint backward returns gradients for inputs, parameters and captured values alike. A captured
+sequence the step reads only as ``x[t]`` is declared to the solver as per-step (its ``StepAxis``),
+so Newton can evaluate the step a window of steps at a time (``backends/pararnn/chunks.py``): its
+transient memory is then bounded by the window, not by T.
 """
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ import torch
 from torch import nn
 
 from ncd.backends.pytorch.implementations import implementation, kernel_backend
-from ncd.backends.pytorch.program import Loop
+from ncd.backends.pytorch.program import Loop, _exprs
 from ncd.errors import NcdError
+from ncd.ops.base import Call, Fold, Lit, Ref, fold
 
 
 class AllSteps:
@@ -75,6 +79,8 @@ class ParallelScan:
             # Newton's own fallback calls the cell one step at a time, and this cell evaluates
             # every step at once: on failure the scan runs as the sequential loop instead
             self.solver = NewtonSolver(kind, self.k, stats=self.stats, on_failure="raise")
+            # per capture, the dim x[t] selects (None: read whole); None: the step runs for all T at once
+            self.step_dims = _step_dims(loop)
         self._fallback: Any = None
 
     # ---------------------------------------------------------------- packing
@@ -164,9 +170,12 @@ class ParallelScan:
             return {"captures": caps, "attrs": dict(zip(attrs, params[n_caps:n_caps + n_attrs])), "modules": subs}
 
         def cell(h_rows: torch.Tensor, _x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-            h_prev = self.unpack(h_rows.reshape(*batch, T, -1), lead)
+            """The step at rows of every batch index and a window of steps (all T, or the
+            solver's window: the per-step captures in params arrive cut to it)."""
+            window = (*batch, h_rows.shape[0] // max(1, n_rows))
+            h_prev = self.unpack(h_rows.reshape(*window, -1), window)
             new, _ = self.step_all(env, m, h_prev, rebuild(params))
-            return self.pack(new, lead).reshape(n_rows * T, -1)
+            return self.pack(new, window).reshape(h_rows.shape[0], -1)
 
         h0_rows = self.pack([h.expand(*batch, *size) for h, size in zip(h0, self.sizes)], tuple(batch))
         h0_rows = h0_rows.reshape(n_rows, -1)
@@ -176,6 +185,18 @@ class ParallelScan:
         if loop.backend == "newton":
             from ncd.backends.pararnn import NewtonFailedError
 
+            from ncd.backends.pararnn.chunks import StepAxis
+
+            axes = None
+            if self.step_dims is not None:
+                axes = [StepAxis(d, loop.reverse) if d is not None else None
+                        for d, c in zip(self.step_dims, captures) if isinstance(c, torch.Tensor)]
+                if any(ax is not None and t.shape[ax.dim] != T for ax, t in zip(axes, tensors)):
+                    axes = None  # a sequence broadcast along the scanned axis: not cut into windows
+                else:
+                    axes += [None] * (len(attr_tensors) + len(module_tensors))
+            self.solver.chunk = "auto" if axes is not None else "all"
+            cell.step_axes = axes  # type: ignore[attr-defined]
             try:
                 h_all = self.solver(cell, h0_rows, dummy, *params)
             except NewtonFailedError as exc:
@@ -337,6 +358,59 @@ class ParallelScan:
         for h, size in zip(h0, self.sizes):
             shapes.append(tuple(h.shape[: h.dim() - len(size)]))
         return tuple(torch.broadcast_shapes(*shapes)) if shapes else ()
+
+
+class _StepReads(Fold[list]):
+    """Every read of a value in an expression as (id, dim): dim is what ``x[t]`` selects for a
+    read that is the scan's ``x[t]``, None for any other read."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step  # the loop index's name
+
+    def ref(self, e: Ref) -> list:
+        return [(e.id, None)]
+
+    def lit(self, e) -> list:
+        return []
+
+    def self_attr(self, e) -> list:
+        return []
+
+    def call(self, e: Call, fn, args, kwargs) -> list:
+        if (e.fn == "rt.step_slice" and isinstance(e.args[0], Ref) and isinstance(e.args[1], Lit)
+                and e.args[2] == Ref(self.step)):
+            return [(e.args[0].id, e.args[1].value), *(x for a in args[1:] for x in a)]
+        return [*([] if isinstance(fn, str) else fn), *(x for a in args for x in a), *(x for _, v in kwargs for x in v)]
+
+    def method(self, e, obj, args, kwargs) -> list:
+        return [*obj, *(x for a in args for x in a), *(x for _, v in kwargs for x in v)]
+
+    def index(self, e, obj, items) -> list:
+        return [*obj, *(x for i in items if isinstance(i, list) for x in i)]
+
+    def binop(self, e, left, right) -> list:
+        return [*left, *right]
+
+    def unary(self, e, operand) -> list:
+        return list(operand)
+
+
+def _step_dims(loop: Loop) -> list[int | None] | None:
+    """For each captured tensor of a parallel scan, the dim ``x[t]`` selects when every read of it
+    in the step is that one ``x[t]`` (None: never read as ``x[t]``); None if a capture is read
+    both as ``x[t]`` and otherwise, or as ``x[t]`` along two dims (then it cannot be cut into
+    windows of steps)."""
+    reads: dict[str, set[int | None]] = {}
+    for expr in [*_exprs(loop.body), *loop.results]:
+        for ref, dim in fold(expr, _StepReads(loop.index or "")):
+            reads.setdefault(ref, set()).add(dim)
+    dims: list[int | None] = []
+    for ref, _, _ in loop.captures:
+        seen = reads.get(ref, {None})
+        if len(seen) > 1:
+            return None
+        dims.append(next(iter(seen)))
+    return dims
 
 
 class _ReadProxy:
