@@ -221,7 +221,7 @@ class Rules:
         a_id, v_id = node.inputs
         (key_axis,) = node.attrs["axes"]
         soft = self.nodes.get(a_id)
-        if (soft is None or self.uses[a_id] != 1 or not _row_says(soft, "attention_weights")
+        if (soft is None or self.uses[a_id] != 1 or not _attention_weights(soft)
                 or soft.attrs.get("over") != key_axis):
             return None
         scores_id, scale, absorbed = soft.inputs[0], None, [a_id]
@@ -265,6 +265,6 @@ def _affine(node: Node | None) -> Affine | None:
     return row.affine if row is not None else None
 
 
-def _row_says(node: Node, flag: str) -> bool:
+def _attention_weights(node: Node) -> bool:
     row = OPS.get(node.op)
-    return row is not None and bool(getattr(row, flag))
+    return row is not None and row.attention_weights
