@@ -7,6 +7,7 @@ bit-identical.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import keyword
 import math
@@ -431,12 +432,14 @@ def class_source(program: Program, name: str, names: dict[str, str], top: bool, 
     return "\n".join(lines)
 
 
-def _runtime_functions() -> list[Any]:
-    """The runtime's functions and its exception class (InputError), in source order."""
+@functools.cache
+def _runtime_functions() -> tuple[Any, ...]:
+    """The runtime's functions and its exception class (InputError), in source order (read once
+    per process: inspect's source reads took seconds of every emit)."""
     members = [obj for _, obj in inspect.getmembers(runtime, lambda o: inspect.isfunction(o) or inspect.isclass(o))
                if obj.__module__ == runtime.__name__]
     members.sort(key=lambda f: inspect.getsourcelines(f)[1])
-    return members
+    return tuple(members)
 
 
 def runtime_names() -> list[str]:
@@ -444,6 +447,7 @@ def runtime_names() -> list[str]:
     return [f.__name__ for f in _runtime_functions()]
 
 
+@functools.cache
 def runtime_source() -> str:
     functions = _runtime_functions()
     sources = [inspect.getsource(f) for f in functions]
