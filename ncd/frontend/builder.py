@@ -259,7 +259,13 @@ class SpecBuilder:
             return checked_power(a, b, tree)
         if kind == "neg":
             return -self.size_expr(tree.children[0], subst, numbers)
-        raise err("a size must be written with numbers, axis names and + - * / ^", tree)
+        if kind == "call" and str(tree.children[0]) == "sqrt":  # `axis M = sqrt(N)`: whole once N is known
+            args = tree.children[1:]
+            if len(args) != 1 or not isinstance(args[0], Tree) or args[0].data != "pos_arg":
+                raise err("sqrt in a size takes one argument", tree, hint="axis M = sqrt(N)")
+            return checked_power(self.size_expr(args[0].children[0], subst, numbers), sympy.Rational(1, 2), tree)
+        raise err("a size must be written with numbers, axis names, + - * / ^ and sqrt", tree,
+                  hint="e.g. axis K = D / H, axis M = sqrt(N)")
 
     # ---------------------------------------------------------------- axis sizes
     @staticmethod
