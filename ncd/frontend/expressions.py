@@ -392,7 +392,8 @@ class ExpressionBuilder:
             kind = NUMBER
         if kind == AXIS:
             if not (isinstance(value, Tree) and value.data == "name"):
-                raise err("expected an axis name", where)
+                raise err("expected an axis name", where,
+                          hint="axes are named, never numbered: write over = T, not over = 1")
             return self.axis_name(value.children[0])
         if kind == AXES:
             if isinstance(value, Tree) and value.data == "name":
@@ -400,7 +401,8 @@ class ExpressionBuilder:
             if isinstance(value, Tree) and value.data == "axis_list":
                 key = where.children[0] if isinstance(where, Tree) and where.data == "kw_arg" else None
                 return self.distinct_axes(value.children, f"{key} = [...]" if key is not None else "this list")
-            raise err("expected an axis name or a list of axes [A, B]", where)
+            raise err("expected an axis name or a list of axes [A, B]", where,
+                      hint="axes are named, never numbered: write over = D or over = [D, E], not over = 1")
         if kind == AXES_OR_MAP and isinstance(value, Tree) and value.data in ("name", "axis_list"):
             same = self.kw_value(AXES, value, where)
             return {"src": same, "dst": list(same)}
