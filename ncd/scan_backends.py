@@ -60,10 +60,15 @@ def _fft(plan: PlanLike) -> str | None:
     return f"it needs a linear step whose transition does not change over the steps; this scan is {_kind(plan)}"
 
 
-def _kernel(plan: PlanLike) -> str | None:
-    if plan.kernel is not None:
-        return None
-    return f"it needs the step in the kernel's form; this scan is {plan.structure}: {plan.reason}"
+def _kernel(structure: str, form: str) -> Admits:
+    """A chunked kernel runs its own recurrence only (the GLA kernel is no delta rule, nor back)."""
+    def admits(plan: PlanLike) -> str | None:
+        if plan.kernel is not None and plan.structure == structure:
+            return None
+        if plan.kernel is not None:
+            return f"it needs the step in its form, {form}; this scan is {plan.structure}"
+        return f"it needs the step in the kernel's form; this scan is {plan.structure}: {plan.reason}"
+    return admits
 
 
 def _cell(plan: PlanLike) -> str | None:
@@ -80,9 +85,10 @@ BACKENDS: dict[str, ScanBackend] = {b.name: b for b in (
                 "use 'newton' for nonlinear elementwise steps, or 'sequential'"),
     ScanBackend("fft", "a causal convolution computed by FFT (time-invariant linear steps)", "fft", _fft,
                 "use 'sequential'"),
-    ScanBackend("gla", "the chunked gated-linear-attention kernel", "chunked", _kernel,
-                "use 'sequential' or 'auto'"),
-    ScanBackend("delta", "the chunked delta-rule kernel", "chunked", _kernel, "use 'sequential' or 'auto'"),
+    ScanBackend("gla", "the chunked gated-linear-attention kernel", "chunked",
+                _kernel("gla", "S = α·S + k·v read out by q @[K] S"), "use 'sequential' or 'auto'"),
+    ScanBackend("delta", "the chunked delta-rule kernel", "chunked",
+                _kernel("delta", "S − β·k·(k @[K] S) + β·k·v read out by q @[K] S"), "use 'sequential' or 'auto'"),
     ScanBackend("fused_rnn", "torch's fused RNN operator (nn.RNN/GRU/LSTM's kernel) for a proven Elman, GRU or "
                 "LSTM step", "fused_rnn", _cell, "use 'sequential' or 'auto'"),
 )}

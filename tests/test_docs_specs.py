@@ -174,3 +174,11 @@ def test_cli_rejects_with_a_location() -> None:
     for record in records:
         error = record["error"]
         assert error["line"] and error["col"] and error["hint"], record
+
+
+@pytest.mark.parametrize("spec, backend", [("gla", "delta"), ("deltanet", "gla")])
+def test_a_chunked_kernel_refuses_the_other_kernels_recurrence(spec: str, backend: str) -> None:
+    """--scan-backend delta on GLA's step ran the delta runner and died with KeyError: 'beta'."""
+    with pytest.raises(ncd.NcdError, match=f"scan backend '{backend}' cannot run this scan") as info:
+        ncd.load(spec, scan_backend=backend, T=3)
+    assert info.value.line is not None and info.value.hint
