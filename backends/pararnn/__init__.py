@@ -6,6 +6,7 @@
     scan_triton.py chunked Triton scan kernels for k×k blocks (diagonal: the diagonal kernel)
     jacobian.py    structured Jacobians by JVP; `check_jacobian_structure`
     solver.py      `NewtonSolver`, `newton_scan`, adjoint backward, stats
+    chunks.py      windows of steps per cell evaluation; per-step parameters (`StepAxis`)
     cells.py       ParaGRU, ParaLSTM, DiagTanhRNN, DenseGRU, DivergentCell
 """
 from ncd.backends.pararnn.cells import DenseGRU, DiagTanhRNN, DivergentCell, ParaCell, ParaGRU, ParaLSTM
