@@ -6,7 +6,10 @@ both alike; the figure is the median of the ratios of paired repeats. One thread
 ``--emitted`` adds the spec's emitted Python (``ncd compile``, which calls the same operator) as
 a third side; ``--no-grad`` runs the forward pass under ``torch.no_grad()`` (inference), not
 with the weights' graph recorded. The default sizes include small ones (B1 T32), where the
-per-call cost around torch's operator shows most.
+per-call cost around torch's operator shows most. ``--clock cpu`` times with the process's CPU
+time instead of the wall clock: on a loaded machine the wall time of a millisecond call is
+mostly waiting for a core, which the CPU time leaves out (one torch thread: the backward runs
+on the calling thread too).
 
     taskset -c 0 .venv/bin/python bench/rnn_vs_torch.py [--sizes 8x256x64x128 ...] [--backend auto]
 """
@@ -33,10 +36,14 @@ CELLS = {
 SIZES = ["8x256x64x128", "1x512x32x64", "32x64x64x256", "1x32x16x32", "4x64x32x64", "16x16x64x64"]
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter
+
+
 def _time(fn) -> float:
-    start = time.perf_counter()
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def emitted_module(cell: str, T: int, E: int, D: int, folder: Path) -> torch.nn.Module:
@@ -97,9 +104,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--emitted", action="store_true", help="also time the emitted Python")
     parser.add_argument("--no-grad", action="store_true", help="forward under torch.no_grad()")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall")
     args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), backend {args.backend}, median of {args.repeats}"
+    print(f"torch {torch.__version__}, {args.threads} thread(s), backend {args.backend}, median of {args.repeats}, {args.clock} clock"
           f"{', forward under no_grad' if args.no_grad else ''}")
     extra = f" {'emitted ms':>10} {'ratio':>6}" if args.emitted else ""
     print(f"{'cell':9} {'B x T x E x D':16} {'pass':8} {'ncd ms':>9} {'ratio':>6}{extra} {'torch ms':>9}")
