@@ -182,3 +182,13 @@ def test_a_chunked_kernel_refuses_the_other_kernels_recurrence(spec: str, backen
     with pytest.raises(ncd.NcdError, match=f"scan backend '{backend}' cannot run this scan") as info:
         ncd.load(spec, scan_backend=backend, T=3)
     assert info.value.line is not None and info.value.hint
+
+
+def test_a_comparison_literal_follows_the_compared_wire() -> None:
+    """`x > 0.5` typed its 0.5 as the boolean result and the verifier refused the IR."""
+    spec = ("axis T = 3\nblock F(ids: [T] int, x: [T]) -> [T], [T] {\n"
+            "  return as_float(ids == 2), x * (x > 0.5) + (x <= -0.25)\n}\n")
+    ids, x = torch.tensor([[0, 2, 1]]), torch.tensor([[0.6, 0.2, -0.3]])
+    hit, y = ncd.load(spec)(ids, x)
+    torch.testing.assert_close(hit, (ids == 2).float())
+    torch.testing.assert_close(y, x * (x > 0.5) + (x <= -0.25).float())

@@ -28,7 +28,7 @@ from ncd.frontend.parser import span_of
 from ncd.ir import BlockIR, InstanceDef, Node, ParamDef, Port, Region, WireType, walk
 from ncd.ops import OPS, dtypes, role
 from ncd.ops.init import FLOAT32_MAX, INITIALISERS
-from ncd.ops.base import CHOOSE, TypeCtx
+from ncd.ops.base import CHOOSE, COMPARISON, TypeCtx
 
 if TYPE_CHECKING:
     from ncd.frontend.builder import SpecBuilder
@@ -92,9 +92,12 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         if types and types[0].dtype in ("int", "bool"):
             # `ids + 1`: the literal is an integer too (lowered as 1, not 1.0); `where(m, b, 0)` of a
             # boolean b: the 0 is False (where's condition keeps its own type)
+            # A comparison's literal follows the wire it is compared with, not the boolean result:
+            # `x > 0.5` keeps 0.5 a float, `ids == 2` makes 2 an integer.
+            compared = [t.dtype for i, t in zip(inputs, in_types) if self.number_value(i) is None]
             for k, i in enumerate(inputs):
                 if self.number_value(i) is not None and not (types[0].dtype == "bool" and role(op) == CHOOSE and k == 0):
-                    dtype = types[0].dtype
+                    dtype = (compared[0] if compared else "float") if role(op) == COMPARISON else types[0].dtype
                     self.node_index[i].types = [self.node_index[i].type.model_copy(update={"dtype": dtype})]
         return self.add(op, inputs, attrs, types, where)
 
