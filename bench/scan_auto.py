@@ -7,6 +7,12 @@ least squares on relative error (non-negative coefficients) with a load factor p
 refits from an earlier run's printed times).
 --calibrate-fused: the same for fused_rnn (torch's fused RNN operator), one model per cell,
 timing the compiled `rnn_tanh`, `gru` and `lstm` specs (auto runs them as fused_rnn).
+--calibrate-linear: the same for the linear backends, each timed beside its own spec's
+sequential loop (and Newton where it applies): scan on mamba_negeig, fft on lssl, gla on gla,
+delta on deltanet; prints the constants of every backend (the loop's are printed for
+comparison: the pasted ones stay paragru's).
+--table-linear: the evaluation table for the linear specs (mamba_negeig, gla): every backend
+auto may pick between for the scan, and auto itself.
 --table (default): on an evaluation grid (B, T, D, fwd / fwd+bwd), time sequential, newton
 and auto (what the module runs when left to choose), and print a markdown table: each
 backend's median, the fastest, auto's choice, the chosen backend's time over the fastest and
@@ -18,7 +24,9 @@ between the sides of one).
 
     taskset -c 0 .venv/bin/python bench/scan_auto.py --calibrate
     taskset -c 0 .venv/bin/python bench/scan_auto.py --calibrate-fused
+    taskset -c 0 .venv/bin/python bench/scan_auto.py --calibrate-linear
     taskset -c 0 .venv/bin/python bench/scan_auto.py --table
+    taskset -c 0 .venv/bin/python bench/scan_auto.py --table-linear
 """
 from __future__ import annotations
 
@@ -33,7 +41,7 @@ from collections.abc import Callable
 import torch
 
 import ncd
-from ncd.backends.pytorch import scan_cost
+from ncd.backends.pytorch import auto_scan, scan_cost
 
 E = 32
 BACKENDS = ("sequential", "newton", "auto")
@@ -160,6 +168,121 @@ def calibrate_fused(repeats: int) -> None:
     _print_constants(samples, tuple(f"fused_rnn.{cell}" for cell in CELLS))
 
 
+# spec: (input width axis, the size variants {name: sizes}, backends to time beside each other, the
+# calibration's T: short, where the loop and the parallel backends cross, the loop slow beyond)
+LINEAR: dict[str, tuple[str, dict[str, dict[str, int]], tuple[str, ...], tuple[int, ...]]] = {
+    "mamba_negeig": ("D", {"D16": {"D": 16, "N": 8}, "D64": {"D": 64, "N": 8}}, ("sequential", "newton", "scan"),
+                     (16, 64, 256)),
+    "lssl": ("H", {"H4": {"H": 4, "N": 16}, "H16": {"H": 16, "N": 16}}, ("sequential", "fft"), (16, 64)),
+    "gla": ("D", {"D64": {"D": 64, "H": 4, "K": 8, "V": 16}, "D128": {"D": 128, "H": 4, "K": 16, "V": 32}},
+            ("sequential", "scan", "gla"), (16, 64, 256)),
+    "deltanet": ("D", {"D64": {"D": 64, "H": 2, "K": 32, "V": 32}, "D128": {"D": 128, "H": 4, "K": 32, "V": 32}},
+                 ("sequential", "delta"), (16, 64)),
+}
+
+
+def spec_modules(spec: str, sizes: dict[str, int], backends: tuple[str, ...]) -> dict[str, torch.nn.Module]:
+    """The spec under each backend (and ``auto``), with the same weights."""
+    out = {}
+    for backend in backends:
+        torch.manual_seed(0)
+        out[backend] = ncd.load(f"specs/{spec}.ncd", scan_backend=backend, **sizes)
+    for m in out.values():
+        m.load_state_dict(out[backends[0]].state_dict())
+    return out
+
+
+def scan_of(m: torch.nn.Module) -> auto_scan.AutoScan | None:
+    """The module's one scan under auto (a sub-block's included)."""
+    found = auto_scan.auto_scans(m)
+    return found[0] if found else None
+
+
+def call_features(m: torch.nn.Module, x: torch.Tensor, backward: bool) -> dict[str, tuple[float, ...]]:
+    """Each timed backend's model terms at this call: the sizes the auto module's scan reads."""
+    scan = scan_of(m)
+    assert scan is not None, "auto does not choose for this scan"
+    seen: list[tuple] = []
+    original = scan.choice
+
+    def record(key):  # the call's (device, dtype, rows, T, N, grad) as auto sees it
+        seen.append(key)
+        return original(key)
+
+    scan.choice = record  # type: ignore[method-assign]
+    runner(m, x, backward)()
+    scan.choice = original  # type: ignore[method-assign]
+    _, _, rows, T, N, _ = seen[0]
+    return {b: scan_cost.features(scan_cost._key(b, scan.loop.plan) or b, rows, T, N, scan.statements)
+            for b in scan_cost.switchable(scan.loop.plan)}
+
+
+def calibrate_linear(repeats: int, specs: list[str], log: str | None = None) -> None:
+    """Each spec's backends timed side by side; the constants are fitted per model key
+    (``sequential.linear``, ``newton.linear``, ``scan``, ...). ``log``: refit from a run's output."""
+    logged: dict[tuple, float] = {}
+    if log is not None:  # lines "mamba_negeig D16 B1 T16 fwd sequential: 11.62 ms"
+        for line in open(log):
+            parts = line.replace(":", "").split()
+            if len(parts) == 8 and parts[0] in LINEAR and parts[7] == "ms":
+                logged[(parts[0], parts[1], int(parts[2][1:]), int(parts[3][1:]), parts[4], parts[5])] = \
+                    float(parts[6]) / 1e3
+    for spec in specs:
+        width, variants, backends, lengths = LINEAR[spec]
+        samples: dict[str, list[dict]] = {"fwd": [], "fwd+bwd": []}
+        keys: tuple[str, ...] = ()
+        for (name, sizes), B, T in itertools.product(variants.items(), (1, 8), lengths):
+            ms = spec_modules(spec, sizes, ("auto",) if log else (*backends, "auto"))
+            plan = scan_of(ms["auto"]).loop.plan
+            key = {b: scan_cost._key(b, plan) or b for b in backends}
+            keys = tuple(key[b] for b in backends)
+            x = torch.randn(B, T, sizes[width])
+            for backward in (False, True):
+                mode = "fwd+bwd" if backward else "fwd"
+                feats = call_features(ms["auto"], x, backward)
+                if log is not None:
+                    times = {b: logged[(spec, name, B, T, mode, b)] for b in backends}
+                else:
+                    times = interleaved({b: runner(ms[b], x, backward) for b in backends}, repeats)
+                samples[mode].append({key[b]: (feats[b], t) for b, t in times.items()})
+                for backend, t in times.items():
+                    if log is None:
+                        print(f"{spec} {name} B{B} T{T} {mode} {backend}: {t * 1e3:.2f} ms", flush=True)
+        print(spec, end=" ")
+        _print_constants(samples, keys)
+
+
+def table_linear(repeats: int, specs: list[str]) -> None:
+    print(f"load average at start {os.getloadavg()[0]:.1f}; medians of {repeats} interleaved repeats")
+    within = auto_within = total = 0
+    for spec in specs:
+        width, variants, _, _ = LINEAR[spec]
+        print(f"\n{spec}\n")
+        for (name, sizes), B, T in itertools.product(variants.items(), (1, 8), (16, 128, 1024)):
+            probe = ncd.load(f"specs/{spec}.ncd", **sizes)
+            scan = scan_of(probe)
+            backends = tuple(scan_cost.switchable(scan.loop.plan))
+            if total == 0 or name == next(iter(variants)) and B == 1 and T == 16:
+                print("| sizes | B | T | pass | " + " | ".join(f"{b} ms" for b in backends)
+                      + " | fastest | auto runs | chosen / fastest | auto ms | auto / fastest |")
+                print("|---" * (len(backends) + 9) + "|")
+            ms = spec_modules(spec, sizes, (*backends, "auto"))
+            x = torch.randn(B, T, sizes[width])
+            for backward in (False, True):
+                times = interleaved({b: runner(ms[b], x, backward) for b in (*backends, "auto")}, repeats)
+                fastest = min(backends, key=times.__getitem__)
+                choice = scan_of(ms["auto"]).ran
+                chosen, auto = times[choice] / times[fastest], times["auto"] / times[fastest]
+                total += 1
+                within += chosen <= 1.1
+                auto_within += auto <= 1.1
+                cells = " | ".join(f"{times[b] * 1e3:.1f}" for b in backends)
+                print(f"| {name} | {B} | {T} | {'fwd+bwd' if backward else 'fwd'} | {cells} | {fastest} | {choice} "
+                      f"| {chosen:.2f} | {times['auto'] * 1e3:.1f} | {auto:.2f} |", flush=True)
+    print(f"\nthe chosen backend within 1.1x of the fastest at {within} of {total} points; "
+          f"the auto module's own time at {auto_within} of {total}; load average at end {os.getloadavg()[0]:.1f}")
+
+
 def table(repeats: int) -> None:
     print(f"load average at start {os.getloadavg()[0]:.1f}; medians of {repeats} interleaved repeats")
     print("| B | T | D | pass | sequential ms | newton ms | fastest | auto runs | chosen / fastest "
@@ -189,8 +312,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--calibrate-fused", action="store_true")
-    parser.add_argument("--from-log", metavar="FILE", help="with --calibrate: refit from an earlier run's output")
+    parser.add_argument("--from-log", metavar="FILE", help="with --calibrate or --calibrate-linear: refit from an earlier run's output")
+    parser.add_argument("--calibrate-linear", action="store_true")
     parser.add_argument("--table", action="store_true", help="the evaluation table (the default)")
+    parser.add_argument("--table-linear", action="store_true")
+    parser.add_argument("--specs", nargs="+", default=None, help="with --calibrate-linear / --table-linear")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -199,6 +325,10 @@ def main() -> None:
         calibrate(args.repeats, args.from_log)
     elif args.calibrate_fused:
         calibrate_fused(args.repeats)
+    elif args.calibrate_linear:
+        calibrate_linear(args.repeats, args.specs or list(LINEAR), args.from_log)
+    elif args.table_linear:
+        table_linear(args.repeats, args.specs or ["mamba_negeig", "gla"])
     else:
         table(args.repeats)
 

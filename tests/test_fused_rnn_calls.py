@@ -149,13 +149,13 @@ def test_auto_asks_its_cost_model_once_per_call_key(monkeypatch):
     from ncd.backends.pytorch import scan_cost
 
     asked: list[tuple] = []
-    real = scan_cost.cheaper
+    real = scan_cost.choose  # auto's run-time choice (backends/pytorch/auto_scan.py)
 
-    def counting(device, dtype, rows, T_, N, backward):
-        asked.append((dtype, rows, T_, backward))
-        return real(device, dtype, rows, T_, N, backward)
+    def counting(plan, device, dtype, call, backward):
+        asked.append((dtype, call.rows, call.T, backward))
+        return real(plan, device, dtype, call, backward)
 
-    monkeypatch.setattr(scan_cost, "cheaper", counting)
+    monkeypatch.setattr(scan_cost, "choose", counting)
     module = ncd.load("specs/paragru.ncd", T=8, E=8, D=8)
     x1, x2 = torch.randn(1, 8, 8), torch.randn(3, 8, 8)
     with torch.no_grad():

@@ -101,3 +101,36 @@ def test_explain_prints_the_predictions_or_says_what_to_bind(capsys):
     assert "bind the scanned axis" in capsys.readouterr().out
     assert main(["compile", "specs/lstm.ncd", "--explain", "--explain-rows", "0", "-o", "/dev/null"]) == 1
     assert "--explain-rows must be at least 1" in capsys.readouterr().err
+
+
+def test_explain_predicts_the_linear_backends_and_runs_what_it_says():
+    """A linear diagonal scan: the loop, Newton and the parallel scan each have a CPU model; what
+    `--explain` says auto runs is what the module's scan runs at those sizes, for each grad mode.
+    CUDA has no calibration: only the roofline estimate, and the pass's backend."""
+    from ncd.backends.pytorch import auto_scan
+
+    record = _explained("specs/mamba_negeig.ncd", rows=2, T=48, D=8, N=4)
+    pred = record["predictions"]
+    assert (pred["rows"], pred["T"], pred["N"]) == (2, 48, 32) and pred["statements"] >= 1
+    cpu, cuda = pred["devices"]["cpu"], pred["devices"]["cuda"]
+    assert set(cpu["fwd"]["seconds"]) == {"sequential", "newton", "scan"}
+    assert all(t is not None and t > 0 for mode in cpu.values() for t in mode["seconds"].values())
+    assert all(t is None for mode in cuda.values() for t in mode["seconds"].values())
+    assert all(t > 0 for mode in cuda.values() for t in mode["roofline"].values())
+    assert {mode["auto_runs"] for mode in cuda.values()} == {"scan"}
+    m = ncd.load("specs/mamba_negeig.ncd", D=8, N=4)
+    (scan,) = auto_scan.auto_scans(m)
+    x = torch.randn(2, 48, 8)
+    with torch.no_grad():
+        m(x)
+    assert scan.ran == cpu["fwd"]["auto_runs"] == min(cpu["fwd"]["seconds"], key=cpu["fwd"]["seconds"].get)
+    m(x).sum().backward()
+    assert scan.ran == cpu["fwd+bwd"]["auto_runs"]
+
+
+def test_explain_labels_the_gpu_estimate_uncalibrated(capsys):
+    from ncd.cli import main
+
+    assert main(["compile", "specs/mamba_negeig.ncd", "--set", "T=64", "--explain", "-o", "/dev/null"]) == 0
+    out = capsys.readouterr().out
+    assert "cuda fwd, uncalibrated roofline" in out and "cpu fwd: sequential" in out

@@ -5,7 +5,6 @@ torch functions, so a spec is never passed to `eval`/`exec` (DESIGN.md principle
 """
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -162,10 +161,13 @@ def _compile_stmt(stmt: Stmt) -> Callable[[Env, nn.Module], None]:
 
 
 def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
-    """A scan statement, run by the runner this backend registered for its plan's backend."""
+    """A scan statement, run by the runner this backend registered for its plan's backend (or, under
+    `auto`, the one predicted cheapest per call: auto_scan.py)."""
     body, inits, length = compile_body(loop.body), [compile_expr(i) for i in loop.inits], compile_expr(loop.length)
     results = [compile_expr(r) for r in loop.results]
-    return scan_backends.runner(loop.backend)(loop, body, inits, results, length)
+    from ncd.backends.pytorch.auto_scan import by_cost  # `auto`: the cheapest backend per call
+
+    return by_cost(loop, body, inits, results, length)
 
 
 def _hoisted(loop: Loop, body: Callable[[Env, nn.Module], None]
@@ -191,66 +193,12 @@ def parallel_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, 
     from ncd.backends.pytorch.parallel import ParallelScan
 
     parallel = ParallelScan(loop, body, inits, results, length)
-    by_cost = loop.backend == "newton" and loop.plan is not None and loop.plan.requested in (None, "auto")
-    loop_runner = sequential_runner(loop, body, inits, results, length) if by_cost else None
-    memo = _choice_memo(loop) if by_cost else None
 
     def run_parallel(env: Env, m: nn.Module) -> None:
-        if loop_runner is not None and not parallel.solver.fuse and _loop_is_cheaper(parallel, env, m, memo):
-            parallel.implementation = "sequential loop (PyTorch): predicted faster than Newton at these sizes"
-            loop_runner(env, m)
-            return
         env[loop.target] = parallel(env, m)
 
     run_parallel.scan = parallel  # type: ignore[attr-defined]
     return run_parallel
-
-
-def _choice_memo(loop: Loop) -> tuple[Any, list[Thunk]]:
-    """A memo for `auto`'s run-time choice of this scan (backends/pytorch/call_memo.py), and what
-    the choice depends on: the values its step reads and those its length and initial states are
-    computed from."""
-    from ncd.backends.pytorch.call_memo import CallMemo
-    from ncd.ops.base import Ref, leaves
-
-    reads = [compile_expr(Ref(id=ref)) for ref, _, _ in loop.captures]
-    reads += [compile_expr(leaf) for expr in [*loop.inits, loop.length] for leaf in leaves(expr)]
-    return CallMemo(), reads
-
-
-def _loop_is_cheaper(parallel: Any, env: Env, m: nn.Module, memo: Any = None) -> bool:
-    """`auto` chose Newton by the step's class; at this call's sizes, is the loop predicted
-    faster (backends/pytorch/scan_cost.py)? Only where the device kind and dtype are calibrated.
-    With ``memo`` (_choice_memo), asked once per key: the sizes, dtypes and devices of what the
-    choice reads, and whether the call records a graph."""
-    if memo is None:
-        return _predicted_loop_cheaper(parallel, env, m)
-    memo, reads = memo
-    captures = [env[ref] for ref, _, _ in parallel.loop.captures]
-    backward = torch.is_grad_enabled() and (any(isinstance(c, torch.Tensor) and c.requires_grad for c in captures)
-                                            or any(p.requires_grad for p in m.parameters()))
-    return memo.get([backward, *(read(env, m) for read in reads)], lambda: _predicted_loop_cheaper(parallel, env, m))
-
-
-def _predicted_loop_cheaper(parallel: Any, env: Env, m: nn.Module) -> bool:
-    """The cost model's answer at this call's sizes (builds the initial states to learn them)."""
-    from ncd.backends.pytorch.scan_cost import cheaper
-
-    h0 = [init(env, m) for init in parallel.inits]
-    like = next((v for v in [*h0, *(env[ref] for ref, _, _ in parallel.loop.captures)]
-                 if isinstance(v, torch.Tensor) and v.is_floating_point()), None)
-    if like is None:
-        return False
-    T = int(parallel.length(env, m))
-    captures = [env[ref] for ref, _, _ in parallel.loop.captures]
-    rows = 1
-    for n in parallel.batch_shape(env, m, h0, captures, {}, T):
-        rows *= n
-    N = sum(math.prod(size) for size in parallel.sizes)
-    backward = torch.is_grad_enabled() and (any(p.requires_grad for p in m.parameters()) or any(
-        isinstance(c, torch.Tensor) and c.requires_grad for c in captures))
-    choice, _ = cheaper(like.device.type, str(like.dtype).removeprefix("torch."), rows, T, N, backward)
-    return choice == "sequential"
 
 
 def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env, nn.Module], None]:

@@ -1,65 +1,136 @@
 """Predicted run time of a scan under each backend `auto` may pick between at run time, per
-device kind, from the sizes of the call at hand (batch rows, steps T, state size N).
+device kind, from the sizes of the call at hand (batch rows, steps T, state size N, and the
+statements the step runs).
 
-The recurrence pass picks Newton for a nonlinear step elementwise in the state, but whether
-Newton beats the loop depends on sizes the pass does not know (the batch is lifted, T is often
-free): on a CPU, forward, a batch of 8 at N = 128 makes Newton several times slower than the
-loop, while at batch 1, T = 4096, forward+backward it is an order of magnitude faster. So when
-`auto` chose Newton, the runner asks this model before each call and runs the sequential loop
-where that is predicted cheaper (`--explain` says so; the call records what ran).
+The recurrence pass picks a backend by the step's class, but which of the backends it admits is
+fastest depends on sizes the pass does not know (the batch is lifted, T is often free): on a CPU,
+forward, a batch of 8 at N = 128 makes Newton several times slower than the loop, while at
+batch 1, T = 4096, forward+backward it is an order of magnitude faster; a short linear scan runs
+faster as the loop than as a parallel scan. So `auto` asks this model at each call (cached per
+call shape, backends/pytorch/auto_scan.py) and runs the admitted backend predicted cheapest.
 
-Models (seconds), with w = rows·T·N the elements of the state sequence:
-    sequential: T·(a₀ + a₁·rows·N)                       (per-step dispatch, then work)
+CPU models (seconds), float32, with w = rows·T·N the elements of the state sequence and S the
+statements one step runs:
+    sequential: T·(a₀·S + a₁·rows·N)                     (per-statement dispatch, then work)
     newton:     b₀ + b₁·log₂T + b₂·w + b₃·w·log₂T          (iterations × evaluations and
-                                                          log-depth scans over all steps)
+    scan:       the same form                             log-depth scans over all steps)
+    fft:        d₀ + d₁·rows·N³·log₂T + d₂·w·N + d₃·w·log₂T (the powers Aⁱ by log₂T batched
+                                                          products, the kernel applied per
+                                                          frequency, the FFTs)
+    gla, delta: e₀ + e₁·T + e₂·w                          (the chunked twin: per-chunk dispatch,
+                                                          then work over the state)
     fused_rnn:  T·(c₀ + c₁·rows·N²)                       (torch's fused RNN operator: a
                                                           per-step cost, then the N×N
                                                           recurrent products per row; one
                                                           model per cell, whose kernels differ)
-with separate constants for forward alone (no autograd graph) and forward+backward. The CPU
-float32 constants were fitted by `bench/scan_auto.py --calibrate` (sequential and newton, on
-paragru) and `--calibrate-fused` (fused_rnn, on rnn_tanh, gru and lstm) (docs/benchmarks.md).
+with separate constants for forward alone (no autograd graph) and forward+backward. For a
+linear step the loop, Newton and the diagonal scan have constants per class ("scan.diagonal",
+"sequential.gla", "newton.diagonal"; ``_key``): each class's were fitted on one spec of it, beside
+its parallel backend in the same run, because the loop's per-statement cost differs between
+steps (gla's einsums cost several times mamba's elementwise products) and Newton on a linear
+step stops after one iteration; a spec whose step ops cost more or less than its class's
+representative is mispredicted by that ratio. Fitted by
+`bench/scan_auto.py` (docs/benchmarks.md): `--calibrate` (sequential and newton, on paragru),
+`--calibrate-fused` (fused_rnn, on rnn_tanh, gru and lstm) and `--calibrate-linear` (scan on
+mamba_negeig, fft on lssl, gla and delta on gla and deltanet, each beside its sequential loop).
 Newton's model holds for an elementwise (diagonal or block) step; a dense one needs N
-Jacobian-vector products per step and has no model. Other backends (scan, fft, gla, delta),
-other device kinds and other dtypes have no calibration: there the pass's class-based choice
-stands, and `--explain` says "no model".
+Jacobian-vector products per step and has no model.
+
+GPU kinds ("cuda") have no calibration (no GPU measurements were made): `--explain` shows a
+stated roofline-style estimate there, labelled uncalibrated (``roofline``), and at run time the
+pass's class-based choice stands on them, as it does for other dtypes.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from ncd import scan_backends
 
 # bench/scan_auto.py --calibrate (B 1, 8; T 128, 512; D 16, 128; median of 3 interleaved repeats; fitted
 # with a load factor per point), 2026-12-02 03:00 UTC, this 2-core CPU under heavy load (8 sessions, load
-# average 11-13), one thread, float32
+# average 11-13), one thread, float32. The loop's per-step term was fitted per step of paragru
+# (PARAGRU_STATEMENTS statements): stored per statement, so paragru's predictions are those fitted.
+PARAGRU_STATEMENTS = 17
 CPU: dict[str, dict[str, tuple[float, ...]]] = {
-    "fwd": {"sequential": (0.00127, 4.5e-07), "newton": (0.419, 0.00118, 2.32e-07, 5.52e-07),
+    "fwd": {"sequential": (0.00127 / PARAGRU_STATEMENTS, 4.5e-07),
+            "newton": (0.419, 0.00118, 2.32e-07, 5.52e-07),
             # bench/scan_auto.py --calibrate-fused (B 1, 8; T 128, 512; D 32, 128), 2026-12-02 02:40 UTC, loaded
             "fused_rnn.rnn_tanh": (1.36e-05, 2.38e-09), "fused_rnn.gru": (6.52e-05, 6.28e-09),
             "fused_rnn.lstm": (1.93e-05, 1.45e-09)},
-    "fwd+bwd": {"sequential": (0.00714, 0.0), "newton": (1.04, 0.0, 5.52e-07, 0.0),
+    "fwd+bwd": {"sequential": (0.00714 / PARAGRU_STATEMENTS, 0.0), "newton": (1.04, 0.0, 5.52e-07, 0.0),
                 "fused_rnn.rnn_tanh": (0.000259, 8.59e-09), "fused_rnn.gru": (0.000898, 2.34e-08),
                 "fused_rnn.lstm": (2.83e-05, 6.5e-09)},
 }
+# bench/scan_auto.py --calibrate-linear --repeats 3 (B 1, 8; two sizes each; T 16, 64, 256 for mamba_negeig
+# and gla, 16, 64 for lssl and deltanet, whose loops are slow), 2026-12-02 05:45-06:05 UTC, load average
+# 4-6, one thread, float32: each class's loop, Newton and parallel backend fitted on its spec, side by side
+LINEAR_CPU: dict[str, dict[str, tuple[float, ...]]] = {
+    "fwd": {"sequential.diagonal": (4.3e-05, 4.52e-08), "newton.diagonal": (0.0023, 0.00106, 0.0, 2.8e-08),
+            "scan.diagonal": (0.0032, 0.000401, 5.45e-08, 1.41e-08),
+            "sequential.time_invariant": (6.42e-05, 0.0), "fft": (0.0142, 0.0, 1.44e-07, 0.0),
+            "sequential.gla": (0.000284, 8.88e-08), "scan.gla": (0.0247, 0.000483, 0.0, 8.51e-08),
+            "gla": (0.0251, 0.000245, 2.22e-07),
+            "sequential.delta": (0.00032, 0.0), "delta": (0.0295, 0.000662, 2.4e-08)},
+    "fwd+bwd": {"sequential.diagonal": (0.000185, 1.28e-07), "newton.diagonal": (0.0, 0.00725, 1.11e-07, 0.0),
+                "scan.diagonal": (0.0, 0.00603, 9.8e-08, 0.0),
+                "sequential.time_invariant": (0.000204, 0.0), "fft": (0.00222, 0.0, 5.9e-07, 0.0),
+                "sequential.gla": (0.00118, 1.21e-07), "scan.gla": (0.0, 0.038, 0.0, 1.33e-07),
+                "gla": (0.154, 0.000485, 1.98e-07),
+                "sequential.delta": (0.00112, 0.0), "delta": (0.128, 0.000115, 8.48e-08)},
+}
+for _mode, _models in LINEAR_CPU.items():
+    CPU[_mode].update(_models)
 MODELS = {("cpu", "float32"): CPU}
 DEVICE_KINDS = ("cpu", "cuda")  # what --explain predicts for (float32)
 # fused_rnn's models are per cell ("fused_rnn.gru"); rnn_relu runs rnn_tanh's kernel
 FUSED_MODEL = {"rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_tanh", "gru": "gru", "lstm": "lstm"}
+PARALLEL_FORM = ("newton", "scan")  # b₀ + b₁·log₂T + b₂·w + b₃·w·log₂T
+CHUNKED = ("gla", "delta")
 
 
-def features(backend: str, rows: int, T: int, N: int) -> tuple[float, ...]:
-    if backend == "sequential":
-        return (float(T), float(T * rows * N))
-    if backend.startswith("fused_rnn"):
-        return (float(T), float(T * rows * N * N))
+@dataclass(frozen=True)
+class CallSizes:
+    """What one call of a scan looks like to the models: batch rows, steps, carried elements per
+    row, a fused cell's hidden size and the statements one step runs (the loop's dispatch)."""
+
+    rows: int
+    T: int
+    N: int
+    hidden: int | None = None
+    statements: int = PARAGRU_STATEMENTS
+
+
+def features(backend: str, rows: int, T: int, N: int, statements: int = PARAGRU_STATEMENTS) -> tuple[float, ...]:
+    """The terms of ``backend``'s model (``fused_rnn.<cell>`` for torch's operator): ``N`` is the
+    hidden size for fused_rnn, the carried elements per row otherwise."""
     log_t = math.log2(max(T, 2))
     work = float(rows * T * N)
+    if backend.startswith("sequential"):
+        return (float(T * statements), work)
+    if backend.startswith("fused_rnn"):
+        return (float(T), work * N)
+    if backend == "fft":
+        return (1.0, float(rows) * N ** 3 * log_t, work * N, work * log_t)
+    if backend in CHUNKED:
+        return (1.0, float(T), work)
     return (1.0, log_t, work, work * log_t)
 
 
-def predict(backend: str, device: str, dtype: str, rows: int, T: int, N: int, backward: bool) -> float | None:
+def _key(backend: str, plan: Any) -> str | None:
+    """The model a backend of this plan is predicted by, or None where none applies."""
+    if backend == "fused_rnn":
+        return f"fused_rnn.{FUSED_MODEL[plan.cell.cell]}" if getattr(plan, "cell", None) is not None else None
+    if backend == "newton" and getattr(plan, "structure", "diagonal") not in ("diagonal", "block"):
+        return None  # a dense Jacobian: N JVPs per step, not what was calibrated
+    if backend in ("sequential", "newton", "scan") and getattr(plan, "linear", False):
+        return f"{backend}.{plan.structure}"  # fitted on that class's spec, beside its parallel backend
+    return backend
+
+
+def predict(backend: str, device: str, dtype: str, rows: int, T: int, N: int, backward: bool,
+            statements: int = PARAGRU_STATEMENTS) -> float | None:
     """Seconds, or None where this backend (``fused_rnn.<cell>`` for torch's operator), device
     kind and dtype have no calibrated model."""
     model = MODELS.get((device, dtype))
@@ -68,12 +139,12 @@ def predict(backend: str, device: str, dtype: str, rows: int, T: int, N: int, ba
     coefficients = model["fwd+bwd" if backward else "fwd"].get(backend)
     if coefficients is None:
         return None
-    return sum(c * f for c, f in zip(coefficients, features(backend, rows, T, N)))
+    return sum(c * f for c, f in zip(coefficients, features(backend, rows, T, N, statements)))
 
 
 def cheaper(device: str, dtype: str, rows: int, T: int, N: int, backward: bool) -> tuple[str, dict[str, float]]:
-    """The backend predicted fastest among sequential and newton, and every prediction; newton
-    where the device kind and dtype have no model."""
+    """The backend predicted fastest among sequential and newton (paragru's step), and every
+    prediction; newton where the device kind and dtype have no model."""
     predictions = {b: predict(b, device, dtype, rows, T, N, backward) for b in ("sequential", "newton")}
     if any(p is None for p in predictions.values()):
         return "newton", {}
@@ -87,24 +158,94 @@ def candidates(plan: scan_backends.PlanLike) -> list[str]:
 
 
 def plan_predictions(plan: Any, device: str, dtype: str, rows: int, T: int, N: int,
-                     backward: bool, hidden: int | None = None) -> dict[str, float | None]:
-    """Each candidate backend's predicted seconds for this plan (None: no model for it here).
-    ``N``: the carried elements per row (every carry); ``hidden``: a fused cell's hidden size."""
+                     backward: bool, hidden: int | None = None,
+                     statements: int = PARAGRU_STATEMENTS) -> dict[str, float | None]:
+    """Each candidate backend's predicted seconds for this plan (None: no calibrated model for it
+    here). ``N``: the carried elements per row (every carry); ``hidden``: a fused cell's hidden size."""
     out: dict[str, float | None] = {}
     for backend in candidates(plan):
-        if backend == "newton" and plan.structure not in ("diagonal", "block"):
-            out[backend] = None  # a dense Jacobian: N JVPs per step, not what was calibrated
-        elif backend == "fused_rnn":
-            out[backend] = predict(f"fused_rnn.{FUSED_MODEL[plan.cell.cell]}", device, dtype, rows, T,
-                                   hidden or N, backward)
-        else:
-            out[backend] = predict(backend, device, dtype, rows, T, N, backward)
+        key = _key(backend, plan)
+        size = (hidden or N) if backend == "fused_rnn" else N
+        out[backend] = None if key is None else predict(key, device, dtype, rows, T, size, backward, statements)
     return out
 
 
-def auto_runs(plan: Any, device: str, dtype: str, rows: int, T: int, N: int, backward: bool) -> str:
-    """What `auto` runs at these sizes: the pass's backend, or the loop where the pass chose
-    Newton and the loop is predicted cheaper (the module's run-time rule, module.py)."""
-    if plan.backend == "newton" and plan.requested in (None, "auto"):
-        return cheaper(device, dtype, rows, T, N, backward)[0]
-    return plan.backend
+def switchable(plan: Any) -> list[str]:
+    """The backends `auto` may pick between at run time for this plan: the admitted ones with a
+    model. A proven cell stays on fused_rnn: lowering folds its block's input projection into
+    torch's operator (program.py, _prune_for_fused), so the loop would lack its input."""
+    if plan.backend == "fused_rnn":
+        return ["fused_rnn"]
+    return [b for b in candidates(plan) if _key(b, plan) is not None]
+
+
+def choose(plan: Any, device: str, dtype: str, call: CallSizes, backward: bool) -> tuple[str, dict[str, float]]:
+    """What `auto` runs for this call: the backend predicted cheapest among ``switchable`` ones
+    with a calibrated model here, and those predictions; the pass's backend (and no predictions)
+    where it has no model here, so cannot be compared (other device kinds and dtypes)."""
+    seconds = plan_predictions(plan, device, dtype, call.rows, call.T, call.N, backward, call.hidden,
+                               call.statements)
+    allowed = switchable(plan)
+    known = {b: t for b, t in seconds.items() if t is not None and b in allowed}
+    if plan.backend not in known:
+        return plan.backend, {}
+    return min(known, key=known.__getitem__), known
+
+
+def auto_runs(plan: Any, device: str, dtype: str, rows: int, T: int, N: int, backward: bool,
+              hidden: int | None = None, statements: int = PARAGRU_STATEMENTS) -> str:
+    """What `auto` runs at these sizes (the module's run-time rule, auto_scan.py): the pass's
+    backend where the scan asked for one, else the cheapest prediction (``choose``)."""
+    if plan.requested not in (None, "auto"):
+        return plan.backend
+    return choose(plan, device, dtype, CallSizes(rows, T, N, hidden, statements), backward)[0]
+
+
+# GPU kinds: a stated roofline-style estimate, not calibrated (no GPU was measured). The step's
+# FLOPs are taken as one per carried element per statement (the step's true arithmetic is the
+# analyzer's, which the run time does not have), each strategy's FLOPs are then the analyzer's
+# formulas (ncd/analysis/scan_costs.py), every FLOP elementwise at 12 bytes (two float32 reads,
+# one write) except torch's fused cells (their N×N products are matmuls), and each kernel launch
+# costs LAUNCH_S; time = launches·LAUNCH_S + max(FLOPs / vector peak, bytes / bandwidth), the
+# backward pass twice the forward's.
+LAUNCH_S = 5e-6
+ROOFLINE_GPU = "h100"
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}
+
+
+def roofline(backend: str, plan: Any, rows: int, T: int, N: int, backward: bool, hidden: int | None = None,
+             statements: int = PARAGRU_STATEMENTS, gpu: str = ROOFLINE_GPU) -> float:
+    """Seconds on ``gpu`` by the stated, uncalibrated roofline above (float32)."""
+    import sympy
+
+    from ncd.analysis.scan_costs import NEWTON_ITERATIONS, scan_strategies
+    from ncd.analysis.timing import gpu_spec
+
+    spec = gpu_spec(gpu, "float32")
+    structure = getattr(plan, "structure", "dense")
+    strategies = scan_strategies(sympy.Integer(statements * rows * N), sympy.Integer(T), sympy.Integer(rows * N),
+                                 sympy.Integer(rows), structure if structure != "gla" else "diagonal",
+                                 getattr(plan, "block_size", None))
+    log_t = math.log2(max(T, 2))
+    if backend == "fused_rnn":
+        size = hidden or N
+        gates = GATES.get(getattr(getattr(plan, "cell", None), "cell", "gru"), 3)
+        flops, launches = 2.0 * T * rows * gates * size * size, 2 * T
+        compute = flops / spec["matmul_flops_per_s"]
+        traffic = 4.0 * (gates * size * size + 3 * T * rows * gates * size)
+    else:
+        strategy = {"scan": "parallel_scan", "gla": "chunked", "delta": "chunked"}.get(backend, backend)
+        flops = float(strategies[strategy]["flops"])
+        launches = {"sequential": T * statements, "newton": NEWTON_ITERATIONS * (2 * statements + 2),
+                    "scan": 2 * statements + 1, "fft": 2 * statements + math.ceil(N / max(T, 1)) + log_t + 6,
+                    "gla": statements + 2, "delta": statements + 2}.get(backend, statements)
+        compute, traffic = flops / spec["vector_flops_per_s"], 12.0 * flops
+    seconds = launches * LAUNCH_S + max(compute, traffic / spec["bandwidth_bytes_per_s"])
+    return 3 * seconds if backward else seconds
+
+
+def roofline_predictions(plan: Any, rows: int, T: int, N: int, backward: bool, hidden: int | None = None,
+                         statements: int = PARAGRU_STATEMENTS) -> dict[str, float | None]:
+    """Each candidate's uncalibrated GPU estimate (None: no model of it, as on the CPU)."""
+    return {b: None if _key(b, plan) is None else roofline(b, plan, rows, T, N, backward, hidden, statements)
+            for b in candidates(plan)}

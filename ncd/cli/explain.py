@@ -26,6 +26,7 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None,
     passes = passes if passes is not None else run_passes(ir, scan_backend)
     plans = passes.scan_plans()
     states = _state_names(ir, passes)
+    statements = _step_statements(ir, passes)
     for block in ir.blocks.values():
         for node in walk(block.nodes):
             if node.op != "scan":
@@ -55,7 +56,7 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None,
                 "implementation": implementation(backend, head_dim=_head_dim(ir, plan)),
                 "reason": reason,
                 "requested": node.attrs.get("backend"),
-                "predictions": _predictions(plan, rows, T, N, hidden),
+                "predictions": _predictions(plan, rows, T, N, hidden, statements.get((block.key, node.id))),
                 "states": None if states is None else states.get((block.key, node.id), []),
             }
 
@@ -109,22 +110,53 @@ def _elements(sizes: Any, axes: list[list[str] | None]) -> int | None:
     return total
 
 
-def _predictions(plan: Any, rows: int, T: int | None, N: int | None, hidden: int | None) -> dict[str, Any]:
+def _predictions(plan: Any, rows: int, T: int | None, N: int | None, hidden: int | None,
+                 statements: int | None = None) -> dict[str, Any]:
     """Per device kind (float32): each candidate backend's predicted seconds forward and
-    forward+backward (None: no model), and what auto runs; or why there are no numbers."""
+    forward+backward (None: no calibrated model), and what auto runs; for kinds with no
+    calibration, the uncalibrated roofline estimate (``roofline``); or why there are no numbers."""
     from ncd.backends.pytorch import scan_cost
 
     if T is None or N is None:
         return {"rows": rows, "T": T, "N": N, "note": "bind the scanned axis and the carries' axes (--set) "
                                                       "for predicted times"}
-    out: dict[str, Any] = {"rows": rows, "T": T, "N": N, "devices": {}}
+    count = statements or scan_cost.PARAGRU_STATEMENTS
+    out: dict[str, Any] = {"rows": rows, "T": T, "N": N, "statements": count, "devices": {}}
     for device in scan_cost.DEVICE_KINDS:
         passes = {}
         for backward, mode in ((False, "fwd"), (True, "fwd+bwd")):
             passes[mode] = {"seconds": scan_cost.plan_predictions(plan, device, "float32", rows, T, N, backward,
-                                                                  hidden),
-                            "auto_runs": scan_cost.auto_runs(plan, device, "float32", rows, T, N, backward)}
+                                                                  hidden, count),
+                            "auto_runs": scan_cost.auto_runs(plan, device, "float32", rows, T, N, backward,
+                                                             hidden, count)}
+            if device != "cpu":
+                passes[mode]["roofline"] = scan_cost.roofline_predictions(plan, rows, T, N, backward, hidden, count)
         out["devices"][device] = passes
+    return out
+
+
+def _step_statements(ir: Any, passes: Any) -> dict[tuple[str, str], int]:
+    """(block key, scan node id) -> the statements its step runs each step (the loop's dispatch
+    term in the cost model); empty where the spec cannot be lowered yet (free sizes)."""
+    from ncd.backends.pytorch.auto_scan import step_statements
+    from ncd.backends.pytorch.program import Loop, lower_spec
+    from ncd.errors import NcdError
+
+    try:
+        programs = lower_spec(ir, passes.scan_plans(), passes.fusion)
+    except NcdError:
+        return {}
+    out: dict[tuple[str, str], int] = {}
+
+    def visit(key: str, body: list[Any]) -> None:
+        for stmt in body:
+            if isinstance(stmt, Loop):
+                if stmt.kind == "scan":
+                    out[(key, stmt.node_id)] = step_statements(stmt)
+                visit(key, stmt.body)
+
+    for key, program in programs.items():
+        visit(key, program.body)
     return out
 
 
@@ -158,25 +190,40 @@ def explain_text(ir: Any, scan_backend: str = "auto", emitted: bool = False, pas
 
 
 def _prediction_lines(pred: dict[str, Any]) -> list[str]:
-    from ncd.analysis.timing import format_seconds
-
     if "note" in pred:
         return [f"    predicted: {pred['note']}"]
     lines = [f"    predicted, float32, {pred['rows']} batch row{'s' if pred['rows'] != 1 else ''}, "
-             f"T = {pred['T']}, N = {pred['N']} (backends/pytorch/scan_cost.py):"]
+             f"T = {pred['T']}, N = {pred['N']}, {pred['statements']} statements a step "
+             "(backends/pytorch/scan_cost.py):"]
     for device, passes in pred["devices"].items():
         if all(t is None for got in passes.values() for t in got["seconds"].values()):
             runs = {got["auto_runs"] for got in passes.values()}
             lines.append(f"      {device}: no calibrated model; auto runs {', '.join(sorted(runs))} (the pass's "
                          "choice by class)")
+            for mode, got in passes.items():
+                if any(t is not None for t in got.get("roofline", {}).values()):
+                    lines.append(f"      {device} {mode}, uncalibrated roofline ({_roofline_gpu()}): "
+                                 f"{_shown(got['roofline'])}")
             continue
         for mode, got in passes.items():
             known = {b: t for b, t in got["seconds"].items() if t is not None}
-            shown = ", ".join(f"{b} {format_seconds(t)}" if t is not None else f"{b} no model"
-                              for b, t in got["seconds"].items())
             best = f"; cheapest predicted {min(known, key=known.__getitem__)}" if known else ""
-            lines.append(f"      {device} {mode}: {shown}{best}; auto runs {got['auto_runs']}")
+            lines.append(f"      {device} {mode}: {_shown(got['seconds'])}{best}; auto runs {got['auto_runs']}")
     return lines
+
+
+def _shown(seconds: dict[str, float | None]) -> str:
+    from ncd.analysis.timing import format_seconds
+
+    return ", ".join(f"{b} {format_seconds(t)}" if t is not None else f"{b} no model" for b, t in seconds.items())
+
+
+def _roofline_gpu() -> str:
+    """The roofline's stated assumptions, in words."""
+    from ncd.analysis.timing import GPUS
+    from ncd.backends.pytorch import scan_cost
+
+    return f"{GPUS[scan_cost.ROOFLINE_GPU]['name']} datasheet, {scan_cost.LAUNCH_S * 1e6:g} µs per launch"
 
 
 def _emitter_runs_plans() -> bool:
