@@ -252,17 +252,17 @@ def calibrate_linear(repeats: int, specs: list[str], log: str | None = None) -> 
         _print_constants(samples, keys)
 
 
-def table_linear(repeats: int, specs: list[str]) -> None:
+def table_linear(repeats: int, specs: list[str], lengths: tuple[int, ...] = (16, 128, 1024)) -> None:
     print(f"load average at start {os.getloadavg()[0]:.1f}; medians of {repeats} interleaved repeats")
     within = auto_within = total = 0
     for spec in specs:
         width, variants, _, _ = LINEAR[spec]
         print(f"\n{spec}\n")
-        for (name, sizes), B, T in itertools.product(variants.items(), (1, 8), (16, 128, 1024)):
+        for (name, sizes), B, T in itertools.product(variants.items(), (1, 8), lengths):
             probe = ncd.load(f"specs/{spec}.ncd", **sizes)
             scan = scan_of(probe)
             backends = tuple(scan_cost.switchable(scan.loop.plan))
-            if total == 0 or name == next(iter(variants)) and B == 1 and T == 16:
+            if name == next(iter(variants)) and B == 1 and T == lengths[0]:
                 print("| sizes | B | T | pass | " + " | ".join(f"{b} ms" for b in backends)
                       + " | fastest | auto runs | chosen / fastest | auto ms | auto / fastest |")
                 print("|---" * (len(backends) + 9) + "|")
@@ -317,6 +317,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="the evaluation table (the default)")
     parser.add_argument("--table-linear", action="store_true")
     parser.add_argument("--specs", nargs="+", default=None, help="with --calibrate-linear / --table-linear")
+    parser.add_argument("--lengths", nargs="+", type=int, default=[16, 128, 1024], help="with --table-linear: T")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -328,7 +329,7 @@ def main() -> None:
     elif args.calibrate_linear:
         calibrate_linear(args.repeats, args.specs or list(LINEAR), args.from_log)
     elif args.table_linear:
-        table_linear(args.repeats, args.specs or ["mamba_negeig", "gla"])
+        table_linear(args.repeats, args.specs or ["mamba_negeig", "gla"], tuple(args.lengths))
     else:
         table(args.repeats)
 

@@ -90,7 +90,8 @@ CHILD = textwrap.dedent("""
 
     cases = json.loads(sys.argv[1])
     torch.save({spec: _run_here(path, sizes, width) for spec, path, sizes, width in cases}, sys.argv[2])
-    report = {"cli": {spec: cli_run(path, sizes) for spec, path, sizes, _ in cases},
+    # T long enough that auto's cost model runs the parallel path, not the loop (auto_scan.py)
+    report = {"cli": {spec: cli_run(path, {**sizes, "T": 512}) for spec, path, sizes, _ in cases},
               "triton_error": explicit_triton(),
               "attempts": sorted(set(next(f for f in sys.meta_path if hasattr(f, "attempts")).attempts))}
     print(json.dumps(report))
