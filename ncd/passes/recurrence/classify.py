@@ -151,6 +151,9 @@ class StepAnalysis:
             # The callee could not be analysed: assume it mixes everything it sees, nonlinearly.
             every = frozenset(base(x) for v in state_in for x in v.axes)
             return Value(NONLINEAR, mixes | every, carries, varies, axes)
+        if node.regions and degree > 0:  # a loop inside the step (scan, repeat, halting), as a callee with one
+            every = frozenset(base(x) for v in state_in for x in v.axes)
+            return Value(NONLINEAR, mixes | every, carries, varies, axes)
         # Every other op (tanh, softmax, norms, where, max, comparisons, ...): nonlinear in the
         # state; ops that act along an axis of a state-dependent value also mix along it.
         if degree > 0 and rule.mixes == "over":
