@@ -410,8 +410,9 @@ class SpecBuilder:
         entry = self.entry_name or (str(declared[0]) if declared else self.own_blocks[-1] if self.own_blocks
                                     else list(self.block_trees)[-1])
         if entry not in self.block_trees:
-            raise NcdError(f"the spec has no block {entry}", hint=_did_you_mean(str(entry), self.block_trees)
-                           or f"blocks: {', '.join(self.block_trees)}")
+            where = declared[0] if declared and self.entry_name is None else None  # `entry Nope`: at the name
+            raise err(f"the spec has no block {entry}", where, hint=_did_you_mean(str(entry), self.block_trees)
+                      or f"blocks: {', '.join(self.block_trees)}")
         entry_block = self.specialise(entry, [], self.block_trees[entry].children[0], None)
         entries = entry_set(self, declared)
         axes = dict(self.axes)
