@@ -59,7 +59,8 @@ class LoopBuilder:
         emitted_types = [self.type_of_any(e, region) for e in frame.emitted]
         for e, t in zip(frame.emitted, emitted_types):
             if axis in t.axes:
-                raise err(f"a step's output already has the scanned axis {axis}", tree)
+                raise err(f"a step's output already has the scanned axis {axis}", tree,
+                          hint=f"emit one position's value (x[t], not x): the scan stacks the steps along {axis}")
         out_types = [WireType(axes=(axis, *t.axes), lifted=True, dtype=t.dtype) for t in emitted_types]
         attrs = {"axis": axis, "reverse": reverse is not None, "backend": backend,
                  "carries": [c[0] for c in carries], "n_emit": len(frame.emitted),
@@ -122,7 +123,8 @@ class LoopBuilder:
         p_type = self.node_index[frame.halt].type
         for name, t in carries:
             if not set(p_type.axes) <= set(t.axes):
-                raise err(f"the halting probability has axes {p_type}, not all on carry {name} {t}", tree)
+                raise err(f"the halting probability has axes {p_type}, not all on carry {name} {t}", tree,
+                          hint="halt a probability over axes every carry has (reduce the others: sum or mean over them)")
         region.results.append(frame.halt)
         outs = [t for _, t in carries] + [WireType(axes=p_type.axes, lifted=True)]
         attrs = {"max": max_steps, "eps": eps, "mix": mix, "carries": [c[0] for c in carries],
