@@ -158,6 +158,11 @@ class SpecBuilder:
             old = self.axes[name]
             same = (old.size is None and size is None) or (
                 old.size is not None and size is not None and sz.simplify_bounded(sz.parse(old.size) - size, f"the size of axis {name}") == 0)
+            if not same and old.loc is not None and loc_of(name_tok) == old.loc:  # one declaration, two uses
+                raise err(f"axis {name} would have two sizes, {old.size} and {sz.to_text(size) if size is not None else 'free'}, "
+                          f"in two uses of the block that declares it (an axis has one size in a spec)", name_tok,
+                          hint=f"make {name} an axis parameter of the block ([..., {name}]) and pass a top-level axis "
+                               f"per size, or use the block with one set of bracket arguments")
             if not same:
                 raise err(f"axis {name} is declared twice (first at line {old.loc.line if old.loc else '?'})",
                           name_tok, hint=f"declare an axis once; a second wire of the same axis is {name}'")
