@@ -18,7 +18,7 @@ from torch import nn
 from ncd import scan_backends
 from ncd.errors import NcdError
 from ncd.ir import SpecIR
-from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, Method, Ref, SelfAttr, UnaryOp, fold
+from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, Method, Ref, SelfAttr, UnaryOp, fold, leaves
 
 NAMESPACE = {"torch": torch, "F": F, "rt": runtime}
 BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow,
@@ -127,6 +127,45 @@ def _index_item(item: Any) -> Thunk:
 
 def compile_body(body: list[Stmt]) -> Callable[[Env, nn.Module], None]:
     return run_steps([_compile_stmt(s) for s in body])
+
+
+def compile_block_body(body: list[Stmt], results: list[Expr]) -> Callable[[Env, nn.Module], None]:
+    """A block's top-level statements, each value dropped from the env after its last reader
+    (the block's results keep theirs): a value nothing reads any more is not held until the
+    block returns (a hoisted projection's matmul and reshape beside the projection itself, ~2
+    copies of the sequence per gate for a Newton scan). ``run.steps`` is still one per statement."""
+    from ncd.backends.pytorch.program import _exprs
+
+    steps = [_compile_stmt(s) for s in body]
+    targets = {s.target for s in body if isinstance(s, Assign)}
+    kept = {leaf.id for r in results for leaf in leaves(r) if isinstance(leaf, Ref)}
+    last: dict[str, int] = {}
+
+    def reads(stmt: Stmt):
+        yield from _exprs([stmt])
+        if isinstance(stmt, Loop):  # what a runner evaluates besides the step (fused_rnn, gla/delta)
+            yield from stmt.cell_values.values()
+            yield from stmt.kernel.values()
+            for inner in stmt.body:
+                yield from reads(inner)
+
+    for i, stmt in enumerate(body):
+        for expr in reads(stmt):
+            for leaf in leaves(expr):
+                if isinstance(leaf, Ref) and leaf.id in targets and leaf.id not in kept:
+                    last[leaf.id] = i
+    dead: list[list[str]] = [[] for _ in body]
+    for name, i in last.items():
+        dead[i].append(name)
+
+    def run(env: Env, m: nn.Module) -> None:
+        for step, names in zip(steps, dead):
+            step(env, m)
+            for name in names:
+                env.pop(name, None)
+
+    run.steps = steps  # type: ignore[attr-defined]
+    return run
 
 
 def run_steps(steps: list[Callable[[Env, nn.Module], None]]) -> Callable[[Env, nn.Module], None]:
@@ -384,7 +423,7 @@ class CompiledModule(nn.Module):
             self.register_buffer(ANCHOR, torch.zeros(0), persistent=False)
         for init in program.inits:
             self._initialise(init)
-        self._ncd_run = compile_body(program.body)
+        self._ncd_run = compile_block_body(program.body, program.results)
         self._ncd_results = [compile_expr(r) for r in program.results]
         self._ncd_records = [(name, compile_expr(e), dim, width) for name, e, dim, width in program.records]
 

@@ -86,8 +86,10 @@ def test_solver_keeps_three_copies_of_the_state_sequence(monkeypatch, backward):
 
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
 def test_compiled_spec_newton_memory_is_linear_with_a_small_slope(monkeypatch, backward):
-    """The compiled paragru under Newton, windows of 32 steps: the slope counts the solver's
-    buffers and what the block keeps of its hoisted gate projections."""
+    """The compiled paragru under Newton, windows of 32 steps: per step, the three hoisted gate
+    projections the scan reads and the solver's iterate, r and J (6 copies; the backward adds
+    the projections' gradients and keeps h and J). Before windows (and before the block
+    dropped dead values) this was ~26 forward."""
     monkeypatch.setattr(chunks, "CHUNK_ELEMENTS", 32 * 16)
     torch.manual_seed(0)
     m = ncd.load("specs/paragru.ncd", scan_backend="newton", E=8, D=16, H=2)
@@ -104,4 +106,4 @@ def test_compiled_spec_newton_memory_is_linear_with_a_small_slope(monkeypatch, b
         return run
 
     slope = _slope(make, 128, 512, 16 * 4)
-    assert slope <= 14, f"{slope:.1f} copies of the state sequence per step"
+    assert slope <= (7 if not backward else 9), f"{slope:.1f} copies of the state sequence per step"
