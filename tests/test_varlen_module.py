@@ -1,9 +1,11 @@
 """Packed variable-length batches through a compiled module: ``module(x, cu_seqlens=offsets,
 initial_state=..., return_state=True)`` (docs/language.md, "Packed variable-length batches")
 equals each sequence run alone from its own initial state — outputs, final states and every
-gradient (inputs, initial states, parameters) — for every scan backend, with length-1 sequences
-and a single sequence; the outputs also equal a zero-padded batch run at once (a different path:
-the batched scan), and bad offsets are NcdErrors."""
+gradient (inputs, initial states, parameters) — for every scan backend, with empty and length-1
+sequences and a single sequence; library specs run as one call (``packed_path``), specs where
+something besides a scan mixes positions run once per sequence, with the same equality; the
+padding after the packed steps is never read; the outputs also equal a zero-padded batch run at
+once (a different path: the batched scan), and bad offsets are NcdErrors."""
 from __future__ import annotations
 
 import random
@@ -26,10 +28,13 @@ def load(name: str, backend: str):
     return ncd.load(name, scan_backend=backend, **SIZES[name]).double()
 
 
-def random_lengths(rng: random.Random) -> list[int]:
-    """A few sequences, one of length 1."""
-    lens = [rng.randint(1, 7) for _ in range(rng.randint(2, 4))]
-    lens[rng.randrange(len(lens))] = 1
+def random_lengths(rng: random.Random, empty: bool = False) -> list[int]:
+    """A few sequences, one of length 1 (and with ``empty``, one of length 0)."""
+    lens = [rng.randint(1, 7) for _ in range(rng.randint(3, 5))]
+    picks = rng.sample(range(len(lens)), 2)
+    lens[picks[0]] = 1
+    if empty:
+        lens[picks[1]] = 0
     return lens
 
 
@@ -52,16 +57,23 @@ def offsets(lens: list[int]) -> torch.Tensor:
 
 
 def alone(module, x: torch.Tensor, h0: dict[str, torch.Tensor] | None, lens: list[int], batch: bool):
-    """Each sequence through the plain module call, from its own initial state; joined by hand."""
+    """Each sequence through the plain module call, from its own initial state; joined by hand.
+    An empty sequence has no output, and its final state is its initial state (fla's rule): the
+    given one, else the spec's (``carry (h: [D] = 0)``: zeros)."""
     ys, finals, start = [], [], 0
     for i, n in enumerate(lens):
         state = None if h0 is None else {k: (v[i:i + 1] if batch else v[i]) for k, v in h0.items()}
+        if n == 0:
+            finals.append(state)
+            continue
         y, f = module(x.narrow(-2, start, n), initial_state=state, return_state=True)
         ys.append(y)
         finals.append(f)
         start += n
+    like = next(f for f, n in zip(finals, lens) if n)
+    finals = [f if f is not None else {k: torch.zeros_like(v) for k, v in like.items()} for f in finals]
     join = (lambda p: torch.cat(p, 0)) if batch else (lambda p: torch.stack(p, 0))
-    return torch.cat(ys, -2), {k: join([f[k] for f in finals]) for k in finals[0]}
+    return torch.cat(ys, -2), {k: join([f[k] for f in finals]) for k in like}
 
 
 def grads(module, y, final, leaves, seed: int = 3):
@@ -72,11 +84,12 @@ def grads(module, y, final, leaves, seed: int = 3):
     return [torch.zeros_like(w) if g is None else g for g, w in zip(got, leaves)]
 
 
-def check_packed(module, lens: list[int], batch: bool, with_state: bool) -> None:
+def check_packed(module, lens: list[int], batch: bool, with_state: bool, path: str = "one call") -> None:
     x = packed_input(module, sum(lens), batch)
     h0 = per_sequence_states(module, x, len(lens), batch) if with_state else None
     cu = offsets(lens)
     y, final = module(x, cu_seqlens=cu, initial_state=h0, return_state=True)
+    assert module.packed_path.startswith(path), module.packed_path
     y_ref, final_ref = alone(module, x, h0, lens, batch)
     torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-10)
     assert list(final) == list(final_ref) == list(module.state_spec())
@@ -95,6 +108,8 @@ def test_packed_equals_each_sequence_alone(name, backend):
     rng = random.Random(name + backend)
     check_packed(module, random_lengths(rng), batch=True, with_state=True)
     check_packed(module, random_lengths(rng), batch=True, with_state=False)
+    check_packed(module, random_lengths(rng, empty=True), batch=True, with_state=True)
+    check_packed(module, random_lengths(rng, empty=True), batch=False, with_state=False)
     check_packed(module, [1], batch=True, with_state=True)                 # one sequence of one step
     check_packed(module, [rng.randint(2, 6)], batch=False, with_state=True)  # one sequence, no batch dim
 
@@ -121,9 +136,8 @@ def test_packed_equals_a_padded_batch(name, backend):
 
 
 BAD = [(torch.tensor([0.0, 2.0, 5.0]), "integers"), ([0, 2, 5], "torch.Tensor"),
-       (torch.tensor([1, 2, 5]), "start at 0"), (torch.tensor([0, 2, 2, 5]), "strictly increase"),
-       (torch.tensor([0, 3, 2, 5]), "strictly increase"), (torch.tensor([0, 2, 4]), "end at the packed length 5"),
-       (torch.tensor([[0, 5]]), "1-D")]
+       (torch.tensor([1, 2, 5]), "start at 0"), (torch.tensor([0, 3, 2, 5]), "never decrease"),
+       (torch.tensor([0, 2, 4]), "end at the packed length 5"), (torch.tensor([[0, 5]]), "1-D")]
 
 
 @pytest.mark.parametrize("cu,msg", BAD, ids=[m for _, m in BAD])
@@ -136,6 +150,8 @@ def test_bad_offsets_are_ncd_errors(cu, msg):
 
 def test_packed_shapes_are_ncd_errors():
     module = load("gru", "sequential")
+    with pytest.raises(ncd.NcdError, match="every sequence of cu_seqlens is empty"):
+        module(torch.randn(1, 0, 5, dtype=torch.float64), cu_seqlens=torch.tensor([0, 0, 0]))
     cu = torch.tensor([0, 2, 5])
     with pytest.raises(ncd.NcdError, match="batch of 1"):
         module(torch.randn(2, 5, 5, dtype=torch.float64), cu_seqlens=cu)
@@ -146,3 +162,100 @@ def test_packed_shapes_are_ncd_errors():
     ((_, _, axes, sizes),) = mlp._ncd_program.inputs
     with pytest.raises(ncd.NcdError, match="scanned axis"):
         mlp(torch.randn(1, *(n or 4 for n in sizes), dtype=torch.float64), cu_seqlens=torch.tensor([0, 1]))
+
+
+# Specs where something besides the scan lets a position see another: each must run once per
+# sequence (``packed_path`` names why) and still equal each sequence alone. And ones where only
+# scans do (pointwise work and norms over other axes around two scans, one reversed): one call.
+HEAD = "axis T, D = 3\n\nblock F(x: [T, D]) -> [T, D] {\n    param W: [D', D] init normal(0, 0.5)\n"
+SCAN = "scan t over T carry (h: [D] = 0) {\n        h = tanh(x[t] + h[D as D'] @[D'] W)\n        emit h\n    }\n"
+MIXING = {
+    "reduction over T": HEAD + f"    y = {SCAN}    return y - mean(y, over = T)\n}}\n",
+    "causal conv over T": HEAD + "    param w: [D, K] init normal(0, 0.5)\n"
+    f"    y = {SCAN}    return conv(y, w, over = T, kernel = [K], groups = [D], padding = causal)\n}}\n",
+    "attention over T": HEAD + f"    y = {SCAN}    s = softmax(y @[D] y[T as S], over = S)\n"
+    "    return s @[S] y[T as S]\n}\n",
+    "step computes with t": HEAD + "    return scan t over T carry (h: [D] = 0) {\n"
+    "        h = tanh(x[t] * exp(-t / 4) + h[D as D'] @[D'] W)\n        emit h\n    }\n}\n",
+    "step reads all of T": HEAD + "    return scan t over T carry (h: [D] = 0) {\n"
+    "        h = tanh(x[t] + sum(x, over = T) + h[D as D'] @[D'] W)\n        emit h\n    }\n}\n",
+}
+NATIVE = HEAD + "    param W2: [D', D] init normal(0, 0.5)\n" + f"    y = {SCAN}" \
+    "    z = rmsnorm(relu(y) + x, over = D, eps = 1e-5)\n" \
+    "    return scan t over T reverse carry (c: [D] = 0) {\n" \
+    "        c = sigmoid(z[t]) * c + z[t][D as D'] @[D'] W2\n        emit c * y[t]\n    }\n}\n"
+
+
+def text_module(text: str, backend: str = "sequential", **sizes):
+    torch.manual_seed(0)
+    return ncd.load(text.replace("axis T, D = 3", "axis T, D = 3, K = 2, S, D2 = 3"), scan_backend=backend,
+                    **sizes).double()
+
+
+@pytest.mark.parametrize("what", list(MIXING))
+def test_packed_runs_each_sequence_where_more_than_scans_mix_positions(what):
+    module = text_module(MIXING[what])
+    rng = random.Random(what)
+    check_packed(module, random_lengths(rng), batch=True, with_state=True, path="once per sequence")
+    check_packed(module, random_lengths(rng, empty=True), batch=True, with_state=True, path="once per sequence")
+    check_packed(module, [rng.randint(2, 5)], batch=False, with_state=False, path="once per sequence")
+
+
+@pytest.mark.parametrize("backend", ["sequential", "newton", "auto"])
+def test_packed_runs_as_one_call_where_only_scans_mix_positions(backend):
+    module = text_module(NATIVE, backend)
+    rng = random.Random(backend)
+    check_packed(module, random_lengths(rng, empty=True), batch=True, with_state=True)
+    check_packed(module, random_lengths(rng), batch=False, with_state=True)
+    assert module.packed_path.startswith("one call")
+
+
+@pytest.mark.parametrize("name,backend", [("gru", "fused_rnn"), ("gla", "gla"), ("mamba_negeig", "scan"),
+                                          ("paragru", "newton"), ("lssl", "fft"), ("bilstm", "sequential")])
+def test_packed_padding_is_never_read(name, backend):
+    """The packed steps are a view of a longer buffer whose tail is NaN, and each sequence is
+    followed by its neighbour: a read past a boundary or the end would turn outputs NaN or
+    leak a neighbour's values; the tail gets no gradient."""
+    module = load(name, backend)
+    lens = [2, 0, 1, 4]
+    x = packed_input(module, sum(lens), batch=True)
+    buffer = torch.full((1, sum(lens) + 3, x.shape[-1]), float("nan"), dtype=torch.float64)
+    buffer[:, :sum(lens)] = x.detach()
+    buffer.requires_grad_()
+    view = buffer[:, :sum(lens)]
+    y, final = module(view, cu_seqlens=offsets(lens), return_state=True)
+    y_ref, final_ref = alone(module, x, None, lens, batch=True)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-10)
+    for k in final:
+        torch.testing.assert_close(final[k], final_ref[k], rtol=0, atol=1e-10)
+    (grad,) = torch.autograd.grad(y.sum() + sum(v.sum() for v in final.values()), buffer)
+    assert torch.isfinite(grad[:, :sum(lens)]).all() and (grad[:, sum(lens):] == 0).all()
+
+
+@pytest.mark.parametrize("name,backend", [("gla", "gla"), ("deltanet", "delta"), ("mamba_negeig", "scan")])
+def test_packed_triton_kernels_float32(name, backend, monkeypatch):
+    """The Triton kernels (under TRITON_INTERPRET=1 on a CPU) in float32: packed equals each
+    sequence alone through the PyTorch twin, outputs and gradients, empty sequences included."""
+    pytest.importorskip("triton")
+    from ncd.backends.pytorch import implementations, parallel
+
+    torch.manual_seed(0)
+    module = ncd.load(name, scan_backend=backend, **SIZES[name])
+    lens = [3, 0, 1, 5]
+    x = torch.randn(1, sum(lens), module._ncd_program.inputs[0][3][-1], requires_grad=True)
+    with torch.no_grad():
+        _, one = module(x[:, :1], return_state=True)
+    h0 = {k: torch.randn(len(lens), *v.shape[1:]).mul(0.5).requires_grad_() for k, v in one.items()}
+    y_ref, final_ref = alone(module, x, h0, lens, batch=True)
+    leaves = [x, *h0.values(), *module.parameters()]
+    ref = grads(module, y_ref, final_ref, leaves)
+    monkeypatch.setattr(parallel, "kernel_backend", lambda *_: "triton")
+    monkeypatch.setattr(implementations, "kernel_backend", lambda *_: "triton")
+    y, final = module(x, cu_seqlens=offsets(lens), initial_state=h0, return_state=True)
+    ran = [s.implementation for sub in module.modules() for s in sub.parallel_scans()]
+    assert ran and all("Triton" in r for r in ran), ran
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    for k in final:
+        torch.testing.assert_close(final[k], final_ref[k], rtol=1e-4, atol=1e-4)
+    for a, b in zip(grads(module, y, final, leaves), ref):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)

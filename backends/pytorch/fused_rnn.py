@@ -88,11 +88,16 @@ class FusedRNN:
 
     def __call__(self, env: dict[str, Any], m: nn.Module) -> Any:
         from ncd.backends.pytorch.module import carry_finals, carry_inits
+        from ncd.backends.pytorch.varlen import segment_of
 
         cell, loop = self.cell, self.loop
         read = {node: value(env, m) for node, value in self.reads}
+        x = self.input(env, m)
+        window = segment_of(env, loop)  # a packed call: one sequence's positions
+        if window is not None:
+            x = x.narrow(x.dim() - len(self.dims) + self.dims[0], window[0], window[1] - window[0])
         with_state = "_ncd_state_io" in m.__dict__  # a call that passes or returns states (rt.state_begin)
-        got = runtime.fused_rnn(cell.cell, self.input(env, m), self.dims, carry_inits(loop, self.inits, env, m),
+        got = runtime.fused_rnn(cell.cell, x, self.dims, carry_inits(loop, self.inits, env, m),
                                 cell.hidden, cell.cell_carry, loop.reverse, m.training, None, with_state=with_state,
                                 weights=lambda size, n_in, like: self.weights(read, size, n_in, like))
         if not with_state:

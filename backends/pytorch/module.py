@@ -205,8 +205,9 @@ def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
     body, inits, length = compile_body(loop.body), [compile_expr(i) for i in loop.inits], compile_expr(loop.length)
     results = [compile_expr(r) for r in loop.results]
     from ncd.backends.pytorch.auto_scan import by_cost  # `auto`: the cheapest backend per call
+    from ncd.backends.pytorch.varlen import segmented  # a packed call: the scan per sequence
 
-    return by_cost(loop, body, inits, results, length)
+    return segmented(loop, by_cost(loop, body, inits, results, length), inits)
 
 
 def _hoisted(loop: Loop, body: Callable[[Env, nn.Module], None]
@@ -244,6 +245,7 @@ def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env
     """The step as a loop over the scanned axis; its step-invariant statements run once, before it.
     With compile_steps on (backends/pytorch/compiled_step.py) the step runs as a compiled graph."""
     from ncd.backends.pytorch.compiled_step import CompiledStep
+    from ncd.backends.pytorch.varlen import segment_of
 
     carry_results, emit_results = results[: loop.n_carry], results[loop.n_carry:]
     before, body = _hoisted(loop, body)
@@ -280,9 +282,9 @@ def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env
         for arg, value in zip(loop.args, carry_inits(loop, inits, env, m)):
             env[arg] = value
         outs: list[list[Any]] = [[] for _ in emit_results]
-        n = length(env, m)
+        start, stop = segment_of(env, loop) or (0, length(env, m))  # a packed call: one sequence's positions
         backend = compiled.wanted(m)
-        for t in (range(n - 1, -1, -1) if loop.reverse else range(n)):
+        for t in (range(stop - 1, start - 1, -1) if loop.reverse else range(start, stop)):
             got = compiled(backend, env, m, t, [env[a] for a in loop.args]) if backend else None
             if got is None:
                 env[loop.index] = t

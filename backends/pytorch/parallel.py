@@ -28,16 +28,20 @@ from ncd.ops.base import Call, Fold, Lit, Ref, fold
 
 
 class AllSteps:
-    """Stands for the scan index when the body runs for every step at once."""
+    """Stands for the scan index when the body runs for every step at once (``window``: only
+    the positions [start, stop), one sequence of a packed call, backends/pytorch/varlen.py)."""
 
-    def __init__(self, reverse: bool) -> None:
+    def __init__(self, reverse: bool, window: tuple[int, int] | None = None) -> None:
         self.reverse = reverse
+        self.window = window
 
     def take(self, x: torch.Tensor, dim: int, core: int) -> torch.Tensor:
         """A lifted capture arrives with a unit step dim before its core: the scanned axis takes
         that place. An unlifted one has no lifted dims: the scanned axis becomes the only one."""
         if x.dim() > core:
             x = x.squeeze(-core - 1)
+        if self.window is not None:
+            x = x.narrow(dim, self.window[0], self.window[1] - self.window[0])
         moved = torch.movedim(x, dim, -core)
         return moved.flip(-core) if self.reverse else moved
 
@@ -120,13 +124,23 @@ class ParallelScan:
         return local[self.loop.target]
 
     # ---------------------------------------------------------------- evaluation
+    def steps(self, env: dict[str, Any], m: nn.Module) -> tuple[AllSteps, int]:
+        """The index standing for every step this call runs, and how many: all of the scanned
+        axis, or one sequence's positions in a packed call."""
+        from ncd.backends.pytorch.varlen import segment_of
+
+        window = segment_of(env, self.loop)
+        T = self.length(env, m) if window is None else window[1] - window[0]
+        return AllSteps(self.loop.reverse, window), T
+
     def step_all(self, env: dict[str, Any], m: nn.Module, h_prev: list[torch.Tensor],
-                 reads: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                 reads: dict[str, torch.Tensor], index: AllSteps | None = None
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Run the body for every step: h_prev [*batch, T, *core] → (new carries, emitted)."""
         local = dict(env)
         for (ref, lifted, core), value in zip(self.loop.captures, reads["captures"]):
             local[ref] = value.unsqueeze(-core - 1) if lifted and isinstance(value, torch.Tensor) else value
-        local[self.loop.index] = AllSteps(self.loop.reverse)
+        local[self.loop.index] = index if index is not None else AllSteps(self.loop.reverse)
         for arg, value in zip(self.loop.args, h_prev):
             local[arg] = value
         proxy = _ReadProxy(m, reads["attrs"], reads.get("modules", {}))
@@ -141,7 +155,7 @@ class ParallelScan:
         from ncd.backends.pytorch.module import carry_finals, carry_inits
 
         h0 = carry_inits(loop, self.inits, env, m)
-        T = self.length(env, m)
+        index, T = self.steps(env, m)
         captures = [env[ref] for ref, _, _ in loop.captures]
         attrs, modules = {}, {}
         for path in loop.self_reads:
@@ -174,7 +188,7 @@ class ParallelScan:
             solver's window: the per-step captures in params arrive cut to it)."""
             window = (*batch, h_rows.shape[0] // max(1, n_rows))
             h_prev = self.unpack(h_rows.reshape(*window, -1), window)
-            new, _ = self.step_all(env, m, h_prev, rebuild(params))
+            new, _ = self.step_all(env, m, h_prev, rebuild(params), index)
             return self.pack(new, window).reshape(h_rows.shape[0], -1)
 
         h0_rows = self.pack([h.expand(*batch, *size) for h, size in zip(h0, self.sizes)], tuple(batch))
@@ -188,7 +202,7 @@ class ParallelScan:
             from ncd.backends.pararnn.chunks import StepAxis
 
             axes = None
-            if self.step_dims is not None:
+            if self.step_dims is not None and index.window is None:  # a packed call's window: not cut
                 axes = [StepAxis(d, loop.reverse) if d is not None else None
                         for d, c in zip(self.step_dims, captures) if isinstance(c, torch.Tensor)]
                 if any(ax is not None and t.shape[ax.dim] != T for ax, t in zip(axes, tensors)):
@@ -214,7 +228,7 @@ class ParallelScan:
             emitted = [new[i] for i in self.emit_carry]
         else:
             shifted = torch.cat([h0_rows.reshape(*batch, 1, -1), states[..., :-1, :]], dim=-2)
-            _, emitted = self.step_all(env, m, self.unpack(shifted, lead), rebuild(params))
+            _, emitted = self.step_all(env, m, self.unpack(shifted, lead), rebuild(params), index)
         outs = []
         for value, dim in zip(emitted, loop.emit_dims):
             value = value.flip(dim) if loop.reverse else value
@@ -230,12 +244,12 @@ class ParallelScan:
         of the core, broadcast where a value leaves one out, and flattened into the kernel's H."""
         loop = self.loop
         layout = loop.plan.kernel_layout
-        T = self.length(env, m)
+        index, T = self.steps(env, m)
         local = dict(env)
         captures = [env[ref] for ref, _, _ in loop.captures]
         for (ref, lifted, core), value in zip(loop.captures, captures):
             local[ref] = value.unsqueeze(-core - 1) if lifted and isinstance(value, torch.Tensor) else value
-        local[loop.index] = AllSteps(loop.reverse)
+        local[loop.index] = index
         self.free_body(local, m)
         values = {name: fn(local, m) for name, fn in self.kernel_values.items()}
         ranks = loop.kernel_ranks

@@ -50,6 +50,7 @@ class Loop:
     mix: str = "interpolate"  # halting: graves | interpolate (ACT_MIXES)
     weight_align: list[Expr] = field(default_factory=list)  # halting: Ref("__w") aligned to each carry
     node_id: str = ""
+    axis: str = ""  # scan: the scanned axis (a packed call restarts it at every offset, backends/pytorch/varlen.py)
     # scan only: what a parallel backend needs to run the step for every t at once
     backend: str = "sequential"
     plan: Any = None  # ncd.passes.recurrence.ScanPlan
@@ -393,7 +394,8 @@ class Lowering:
         emit_dims = [-len(t.axes) for t in node.types]
         loop = Loop("scan", node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
                     length=self.subst(self.size_expr(node.attrs["axis"])), index=region.args[n_carry],
-                    reverse=bool(node.attrs["reverse"]), emit_dims=emit_dims, n_carry=n_carry, node_id=node.id)
+                    reverse=bool(node.attrs["reverse"]), emit_dims=emit_dims, n_carry=n_carry, node_id=node.id,
+                    axis=str(node.attrs["axis"]))
         plan = self.plans.get((self.block.key, node.id))
         if plan is not None:
             loop.invariant = set(plan.invariant)

@@ -1,18 +1,22 @@
 """Packed variable-length batches at the module level: ``module(x, cu_seqlens=offsets, ...)``.
 
-fla's convention (docs/kernels.md, "Packed variable-length batches"): N sequences laid end to end
-along the scanned axis of inputs with a lead batch of 1 (or none), ``cu_seqlens`` their offsets
-``[N + 1]``. Every state then has a leading N (one per sequence): ``initial_state`` entries are
-``[N, ...]``, and so are the final states. This module runs the whole compiled module once per
-sequence, from that sequence's initial states (the state interface of ncd/state.py), and joins
-the results: outputs over the scanned axis are concatenated along it, outputs without it get a
-leading N, final states are stacked. Segmenting the whole module is what makes every op correct
-at the boundaries (a causal conv or an attention over T must not see the previous sequence), not
-only the scans; the Triton kernels' native packed path is for direct calls of gla / delta_rule /
-diag_scan.
+fla's convention (docs/language.md, "Packed variable-length batches"): N sequences laid end to
+end along the scanned axis of inputs with a lead batch of 1 (or none), ``cu_seqlens`` their
+offsets ``[N + 1]`` (a repeated offset is an empty sequence). Every state then has a leading N
+(one per sequence): ``initial_state`` entries are ``[N, ...]``, and so are the final states.
+
+Two ways to run it, the result the same. Where only scans let a position see another
+(backends/pytorch/packable.py reads that off the IR and the op table), the module runs ONCE on
+the packed batch and every scan over the packed axis restarts at each offset from that
+sequence's state (``segmented``: the scan's own runner per sequence, its step reading the
+packed wires at their packed positions). Anything else (a causal conv, an attention or a
+reduction over T) runs the whole module once per sequence and joins the results: outputs over
+the packed axis concatenated along it, outputs without it stacked with a leading N, final
+states stacked. ``module.packed_path`` says which ran, and why.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -96,14 +100,117 @@ def _join(parts: list[Tensor], batched: bool) -> Tensor:
     return torch.cat(parts, 0) if batched else torch.stack(parts, 0)
 
 
+PACKING = "_ncd_packing"  # a module's __dict__ entry while a packed call runs natively
+ONE_CALL = "one call: every scan over {axis} restarts at the offsets"
+
+
+class Packing:
+    """A native packed call's layout: the packed axis, the host offsets, batch of 1 or none."""
+
+    def __init__(self, axis: str, offsets: list[int], batched: bool) -> None:
+        self.axis, self.offsets, self.batched = axis, offsets, batched
+        self.segments = list(zip(offsets[:-1], offsets[1:]))
+
+
+def segment_key(loop: Any) -> str:
+    """Where a scan's runner finds the positions [start, stop) of the sequence it runs now."""
+    return f"{loop.node_id}#segment"
+
+
+def segment_of(env: Mapping[str, Any], loop: Any) -> tuple[int, int] | None:
+    """The sequence this scan runs now (packed positions [start, stop)), or None: all of the axis."""
+    return env.get(segment_key(loop))
+
+
+def segmented(loop: Any, run: Any, inits: list[Any]) -> Any:
+    """A scan statement that, in a native packed call (``PACKING`` set) and over the packed axis,
+    runs its runner once per sequence: from that sequence's initial carries (``initial_state``
+    rows, else the spec's value), its outputs concatenated along the axis, its final carries
+    stacked (an empty sequence adds no output; its final state is its initial one)."""
+
+    @functools.wraps(run)
+    def run_scan(env: dict[str, Any], m: Any) -> None:
+        packing = m.__dict__.get(PACKING)
+        if packing is None or loop.kind != "scan" or loop.axis != packing.axis:
+            return run(env, m)
+        _run_segments(loop, run, inits, packing, env, m)
+
+    return run_scan
+
+
+def _run_segments(loop: Any, run: Any, inits: list[Any], packing: Packing, env: dict[str, Any], m: Any) -> None:
+    from ncd.backends.pytorch.module import carry_inits
+    from ncd.backends.pytorch import runtime
+
+    io = m.__dict__.get("_ncd_state_io")
+    session, prefix = io if io is not None else ({"initial": {}}, "")
+    keys = [prefix + name for name in loop.state_names]
+    given = {k: session["initial"][k] for k in keys if k in session["initial"]}
+    outs: list[Any] = []
+    finals: list[list[Any] | None] = []
+    starts: list[list[Any]] = []
+    key = segment_key(loop)
+    try:
+        for i, (start, stop) in enumerate(packing.segments):
+            mine = {"initial": {k: _one(v, i, packing.batched) for k, v in given.items()}, "final": {}}
+            m.__dict__["_ncd_state_io"] = (mine, prefix)
+            if start == stop:
+                starts.append(carry_inits(loop, inits, env, m))
+                finals.append(None)
+                continue
+            env[key] = (start, stop)
+            run(env, m)
+            outs.append(env[loop.target])
+            finals.append([mine["final"].get(k) for k in keys])
+            starts.append([])
+    finally:
+        env.pop(key, None)
+        if io is None:
+            m.__dict__.pop("_ncd_state_io", None)
+        else:
+            m.__dict__["_ncd_state_io"] = io
+    if not outs:
+        raise NcdError(f"every sequence of cu_seqlens is empty: axis {packing.axis} has no position to run",
+                       hint="give at least one sequence a step")
+    single = not isinstance(outs[0], tuple)
+    columns = [[o] for o in outs] if single else [list(o) for o in outs]
+    joined = [torch.cat([c[j] for c in columns], dim) for j, dim in enumerate(loop.emit_dims)]
+    env[loop.target] = joined[0] if single else tuple(joined)
+    if not keys:
+        return
+    like = next(f for f in finals if f is not None)
+    for j, name in enumerate(loop.state_names):
+        if like[j] is None:
+            continue
+        parts = [f[j] if f is not None else _as_final(s[j], like[j]) for f, s in zip(finals, starts)]
+        runtime.state_out(m, name, _join(parts, packing.batched))
+
+
+def _as_final(initial: Any, like: Tensor) -> Tensor:
+    """An empty sequence's final carry: its initial one, shaped as the other sequences' finals."""
+    value = torch.as_tensor(initial, dtype=like.dtype, device=like.device)
+    return torch.broadcast_to(value, like.shape)
+
+
+def native_blocker(module: Any, axis: str) -> str | None:
+    """Why this module packed along `axis` runs once per sequence (None: it runs as one call)."""
+    cache = module.__dict__.setdefault("_ncd_packable", {})
+    if axis not in cache:
+        from ncd.backends.pytorch.packable import native_blocker as blocker
+
+        cache[axis] = blocker(module._ncd_spec, module._ncd_block, axis)
+    return cache[axis]
+
+
 def run_packed(module: Any, inputs: tuple[Any, ...], cu_seqlens: Any,
                initial_state: Mapping[str, Tensor] | None, return_state: bool) -> Any:
-    """The module on packed inputs: each sequence alone, results joined (see the module docstring)."""
+    """The module on packed inputs: one call where only scans mix positions, else each sequence
+    alone, results joined (see the module docstring)."""
     axis = packed_axis(module)
     where, batched, total = _positions(module, inputs, axis)
     like = next(x for x, w in zip(inputs, where) if w is not None)
     try:
-        offsets = check_cu_seqlens(cu_seqlens, total, like.device)
+        offsets = check_cu_seqlens(cu_seqlens, total, like.device, allow_empty=True)
     except ValueError as exc:
         raise NcdError(f"{exc} (axis {axis})", module._ncd_block_span, hint=HINT) from None
     sizes = lengths(offsets)
@@ -116,22 +223,76 @@ def run_packed(module: Any, inputs: tuple[Any, ...], cu_seqlens: Any,
             raise NcdError(f"with cu_seqlens of {n} sequences, initial state {name} needs one state per sequence: "
                            f"shape ({n}{per}), got {tuple(value.shape)}", module._ncd_block_span,
                            hint="stack one initial state per sequence along a new first dim, or leave it out")
+    if not any(sizes):
+        raise NcdError(f"every sequence of cu_seqlens is empty: axis {axis} has no position to run",
+                       module._ncd_block_span, hint="give at least one sequence a step")
+    why = native_blocker(module, axis)
+    if why is None:
+        module.packed_path = ONE_CALL.format(axis=axis)
+        return _run_native(module, inputs, Packing(axis, offsets.tolist(), batched), states, return_state)
+    module.packed_path = f"once per sequence: {why}"
+    return _run_each(module, inputs, axis, where, batched, sizes, states, return_state)
+
+
+def _run_native(module: Any, inputs: tuple[Any, ...], packing: Packing, states: dict[str, Tensor],
+                return_state: bool) -> Any:
+    """One call of the module with every scan over the packed axis segmented (``segmented``)."""
+    inner = list(module.modules())
+    for sub in inner:
+        sub.__dict__[PACKING] = packing
+    try:
+        if states or return_state:
+            return module._run_with_state(inputs, states or None, return_state)
+        return module._run(inputs)
+    finally:
+        for sub in inner:
+            sub.__dict__.pop(PACKING, None)
+
+
+def _run_each(module: Any, inputs: tuple[Any, ...], axis: str, where: list[int | None], batched: bool,
+              sizes: list[int], states: dict[str, Tensor], return_state: bool) -> Any:
+    """Each sequence through the whole module alone; an empty one adds no output and keeps its state."""
+    n = len(sizes)
     split = [torch.split(x, sizes, dim=w) if w is not None else None for x, w in zip(inputs, where)]
     outs: list[Any] = []
-    finals: list[dict[str, Tensor]] = []
+    finals: list[dict[str, Tensor] | None] = []
     for i in range(n):
+        if sizes[i] == 0:
+            finals.append(None)
+            continue
         seq_inputs = tuple(x if s is None else s[i] for x, s in zip(inputs, split))
         seq_state = {k: _one(v, i, batched) if isinstance(v, Tensor) else v for k, v in states.items()}
         out, final = module(*seq_inputs, initial_state=seq_state or None, return_state=True)
         outs.append(out)
         finals.append(final)
-    joined = _join_outputs(module, outs, axis, batched)
+    joined = _join_outputs(module, outs, axis, batched, empty=0 in sizes)
     if not return_state:
         return joined
-    return joined, {name: _join([f[name] for f in finals], batched) for name in finals[0]}
+    like = next(f for f in finals if f is not None)
+    spec_start = None
+    result = {}
+    for name, value in like.items():
+        parts = []
+        for i, f in enumerate(finals):
+            if f is not None:
+                parts.append(f[name])
+                continue
+            if name in states:
+                start = _one(states[name], i, batched)
+            else:
+                spec_start = spec_start if spec_start is not None else module.initial_state(
+                    dtype=value.dtype, device=value.device)
+                if name not in spec_start:
+                    raise NcdError(f"sequence {i} of cu_seqlens is empty, and state {name} starts from a value the "
+                                   f"spec computes from the inputs, so it has no final state",
+                                   module._ncd_block_span, hint=f"pass initial_state[{name!r}], or drop the empty sequence")
+                start = spec_start[name]
+            parts.append(_as_final(start, value))
+        result[name] = _join(parts, batched)
+    return joined, result
 
 
-def _join_outputs(module: Any, outs: list[Any], axis: str, batched: bool) -> Any:
+def _join_outputs(module: Any, outs: list[Any], axis: str, batched: bool, empty: bool = False) -> Any:
     """Concatenate each output over the packed axis where it has it; stack the others (one per sequence)."""
     types = module._ncd_spec.blocks[module._ncd_block].outputs
     single = not isinstance(outs[0], tuple)
@@ -143,6 +304,9 @@ def _join_outputs(module: Any, outs: list[Any], axis: str, batched: bool) -> Any
             dim = parts[0].dim() - len(wire.axes) + wire.axes.index(axis)
             joined.append(torch.cat(parts, dim))
             continue
+        if empty:
+            raise NcdError(f"output {j} has no axis {axis}, so an empty sequence of cu_seqlens has no value for it",
+                           module._ncd_block_span, hint="drop the empty sequences from cu_seqlens")
         if len({tuple(p.shape) for p in parts}) > 1:
             raise NcdError(f"output {j} has no axis {axis} but its shape differs between the packed sequences "
                            f"({sorted({tuple(p.shape) for p in parts})}), so it cannot be stacked",
