@@ -259,3 +259,61 @@ def test_packed_triton_kernels_float32(name, backend, monkeypatch):
         torch.testing.assert_close(final[k], final_ref[k], rtol=1e-4, atol=1e-4)
     for a, b in zip(grads(module, y, final, leaves), ref):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+def emitted(text_or_name: str, module, tmp_path, **sizes):
+    """The emitted Python (needs no ncd) of a spec, holding ``module``'s weights."""
+    import importlib.util
+
+    from ncd.backends.pytorch.emit import emit_python
+
+    text = emit_python(ncd.check(text_or_name, **sizes))
+    assert "import ncd" not in text and "from ncd" not in text
+    path = tmp_path / "packed_emitted.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("packed_emitted", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = getattr(mod, mod.__all__[0])().double()
+    out.load_state_dict(module.state_dict())
+    return out
+
+
+@pytest.mark.parametrize("name", ["gru", "bilstm", "gla", "reduction over T"])
+def test_emitted_python_takes_cu_seqlens(name, tmp_path):
+    """The emitted module's forward(x, cu_seqlens=, initial_state=, return_state=) equals the
+    in-process packed call (which here runs as one call, or once per sequence), outputs, final
+    states and gradients, empty sequences included; bad offsets are ValueErrors there."""
+    if name in MIXING:
+        text = MIXING[name].replace("axis T, D = 3", "axis T, D = 3, K = 2, S, D2 = 3")
+        module, out = text_module(MIXING[name]), None
+        out = emitted(text, module, tmp_path)
+    else:
+        module = load(name, "auto")
+        out = emitted(name, module, tmp_path, **SIZES[name])
+    lens = [2, 0, 3, 1]
+    x = packed_input(module, sum(lens), batch=True)
+    h0 = per_sequence_states(module, x, len(lens), batch=True)
+    y, final = module(x, cu_seqlens=offsets(lens), initial_state=h0, return_state=True)
+    y2, final2 = out(x, cu_seqlens=offsets(lens), initial_state=h0, return_state=True)
+    torch.testing.assert_close(y2, y, rtol=0, atol=1e-10)
+    assert list(final2) == list(final)
+    for k in final:
+        torch.testing.assert_close(final2[k], final[k], rtol=0, atol=1e-10)
+    leaves = [x, *h0.values(), *module.parameters()]
+    mine = grads(module, y, final, leaves)
+    theirs = grads(out, y2, final2, [x, *h0.values(), *out.parameters()])
+    for a, b in zip(theirs, mine):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+    torch.testing.assert_close(out(x, cu_seqlens=offsets(lens)), module(x, cu_seqlens=offsets(lens)), rtol=0, atol=1e-10)
+    for cu, msg in BAD:
+        with pytest.raises(ValueError, match=msg):
+            out(x.narrow(-2, 0, 5), cu_seqlens=cu)
+
+
+def test_emitted_python_without_a_packed_axis_refuses_cu_seqlens(tmp_path):
+    module = ncd.load("mlp_relu").double()
+    out = emitted("mlp_relu", module, tmp_path)
+    ((_, _, axes, sizes),) = module._ncd_program.inputs
+    with pytest.raises(ValueError, match="scanned axis"):
+        out(torch.randn(1, *(n or 4 for n in sizes), dtype=torch.float64), cu_seqlens=torch.tensor([0, 1]))

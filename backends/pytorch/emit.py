@@ -358,10 +358,26 @@ def state_lines(states: list[Any]) -> list[str]:
             f"{INDENT * 2}return rt.initial_states(self, self._ncd_state_table, lead, dtype, device)", ""]
 
 
+def packed_lines(program: Program, packed: tuple[str | None, str, list[tuple[str, ...]]], inputs: str) -> list[str]:
+    """An entry forward's ``cu_seqlens`` branch (docs/language.md, "Packed variable-length
+    batches"): each packed sequence through the module alone (rt.run_packed_each). ``packed``:
+    the packed axis (None: the inputs carry no scanned axis, or several), why not, the outputs' axes."""
+    axis, why, outputs = packed
+    pad = INDENT * 3
+    if axis is None:
+        return [f"{INDENT * 2}if cu_seqlens is not None:", f"{pad}raise ValueError({literal(why)})"]
+    axes = tuple(tuple(a) for _, _, a, _ in program.inputs)
+    return [f"{INDENT * 2}if cu_seqlens is not None:",
+            f"{pad}return rt.run_packed_each(self, ({inputs}{',' if inputs else ''}), {literal(axes)}, "
+            f"{literal(tuple(tuple(o) for o in outputs))}, {literal(axis)}, cu_seqlens, initial_state, return_state)"]
+
+
 def class_source(program: Program, name: str, names: dict[str, str], top: bool, seeding: bool = False,
-                 states: list[Any] | None = None) -> str:
+                 states: list[Any] | None = None,
+                 packed: tuple[str | None, str, list[tuple[str, ...]]] = (None, "", [])) -> str:
     """``seeding``: the spec draws random numbers, so the class gets its generator and manual_seed;
-    ``states``: an entry class's carried states (ncd/state.py), which its forward takes and returns."""
+    ``states``: an entry class's carried states (ncd/state.py), which its forward takes and returns;
+    ``packed``: an entry class's packed axis for ``cu_seqlens`` (see packed_lines)."""
     lines = [f"class {name}(nn.Module):", f'{INDENT}"""Block {doc_text(program.key)}."""', "",
              *(SEEDING if seeding else []), *(state_lines(states) if top else []),
              f"{INDENT}def __init__(self):", f"{INDENT * 2}super().__init__()"]
@@ -413,9 +429,11 @@ def class_source(program: Program, name: str, names: dict[str, str], top: bool, 
     args = ", ".join(["self", *(local(var, "input id") for var, *_ in program.inputs)])
     if top:
         inputs = ", ".join(local(var, "input id") for var, *_ in program.inputs)
-        lines += ["", f"{INDENT}def forward({args}, *, initial_state=None, return_state=False):",
+        lines += ["", f"{INDENT}def forward({args}, *, initial_state=None, return_state=False, cu_seqlens=None):",
                   f'{INDENT * 2}"""initial_state: state name -> tensor (state_spec()); return_state: also return '
-                  'the final states."""',
+                  'the final states; cu_seqlens: [N + 1] offsets of N sequences packed along the scanned axis, '
+                  'each run alone."""',
+                  *packed_lines(program, packed, inputs),
                   f"{INDENT * 2}if initial_state is not None or return_state:",
                   f"{INDENT * 3}return rt.run_with_state(self, self._ncd_state_paths, self._ncd_states, "
                   f"initial_state, return_state, self._ncd_forward, ({inputs}{',' if inputs else ''}))",
@@ -453,6 +471,20 @@ def runtime_source() -> str:
     sources = [inspect.getsource(f) for f in functions]
     names = ", ".join(f"{f.__name__}={f.__name__}" for f in functions)
     return "\n\n".join(sources) + f"\n\nrt = types.SimpleNamespace({names})\n"
+
+
+def packing(ir: SpecIR, program: Program) -> tuple[str | None, str, list[tuple[str, ...]]]:
+    """An entry block's packed axis, why it has none, and its outputs' axes (packed_lines)."""
+    from ncd.backends.pytorch.varlen import carried_scanned_axes, no_packed_axis
+
+    carried = carried_scanned_axes(ir, program)
+    outputs = [tuple(w.axes) for w in ir.blocks[program.key].outputs]
+    for a in (*carried, *(x for o in outputs for x in o)):
+        if not is_spec_name(a.rstrip("'")):
+            raise _unsafe("axis name", a, "is not a name of the language")
+    if len(carried) == 1:
+        return carried[0], "", outputs
+    return None, no_packed_axis(ir, program, carried), outputs
 
 
 def emit_python(ir: SpecIR, class_name: str | None = None, passes: Passes | None = None) -> str:
@@ -496,6 +528,8 @@ def emit_python(ir: SpecIR, class_name: str | None = None, passes: Passes | None
     from ncd.state import walk
 
     classes = [class_source(p, names[k], names, top=(k in entries), seeding=seeding,
-                            states=walk(programs, k) if k in entries else None) for k, p in programs.items()]
+                            states=walk(programs, k) if k in entries else None,
+                            packed=packing(ir, p) if k in entries else (None, "", []))
+               for k, p in programs.items()]
     footer = [f"\n\n__all__ = [{', '.join(repr(names[k]) for k in entries)}]\n"]
     return "\n".join(header) + runtime_source() + "\n\n" + "\n\n\n".join(classes) + "\n".join(footer)

@@ -39,8 +39,8 @@ def _names(value: Any) -> Iterator[str]:
 
 
 def _where(node: Node) -> str:
-    at = f" (line {node.loc.line})" if node.loc else ""
-    return f"{node.name or node.op}{at}"
+    """The node as a message names it: its op, and its line where known."""
+    return f"{node.op} at line {node.loc.line}" if node.loc else node.op
 
 
 class _Reader:
@@ -75,7 +75,7 @@ class _Reader:
         if node.op == "scan" and node.attrs.get("axis") == T:
             return self.step(node)
         if node.op == "halting" and (ins or any(self.has(c) for c in node.attrs.get("captures", []))):
-            return f"{_where(node)}: a halting loop decides its step count over every position of {T}"
+            return f"{_where(node)} decides its step count over every position of {T}"
         if node.op in ("scan", "repeat", "halting"):
             for region in node.regions:
                 why = self.scope(region.nodes)
@@ -89,24 +89,24 @@ class _Reader:
         elif node.op in _SOURCES or node.op in _PASS:
             return None
         elif node.op in _WEIGHTS:
-            return f"{_where(node)} is laid along {T}: a sequence would read it by its packed position" if outs else None
+            return f"{_where(node)} {node.attrs.get('name', '')} is laid along {T}: a sequence would read it by its packed position" if outs else None
         else:
             row = OPS.get(node.op)
             if row is None:
-                return f"{_where(node)}: op {node.op} is not in the op table"
+                return f"{_where(node)} is not in the op table"
             if ins:
                 mixes = row.algebra.mixes
                 named = set(_names(node.attrs.get({"over": "over", "all": "over", "axes": "axes"}.get(mixes or "", ""))))
                 if mixes in ("over", "axes", "all") and T in named:
-                    return f"{_where(node)}: {node.op} combines positions along {T}"
+                    return f"{_where(node)} combines positions along {T}"
                 if mixes == "all" and not named:
-                    return f"{_where(node)}: {node.op} combines every axis of its input, {T} among them"
+                    return f"{_where(node)} combines every axis of its input, {T} among them"
                 if row.stateful:
-                    return f"{_where(node)}: {node.op} takes statistics over its lifted dims and {T}"
+                    return f"{_where(node)} takes statistics over its lifted dims and {T}"
         if ins and not all(T in t.axes for t in node.types):
-            return f"{_where(node)}: {node.op} combines the positions of {T} into a result without {T}"
+            return f"{_where(node)} combines the positions of {T} into a result without {T}"
         if outs and not ins and node.op != "broadcast":
-            return f"{_where(node)}: {node.op} makes values along {T} that depend on the position"
+            return f"{_where(node)} makes values along {T} that depend on the position"
         return None
 
     def step(self, scan: Node) -> str | None:
@@ -123,9 +123,9 @@ class _Reader:
                     and node.inputs[1] == index:
                 continue
             if index is not None and index in node.inputs:
-                return f"{_where(scan)}: the step computes with its index, which restarts at every sequence"
+                return f"the step of the scan at line {scan.loc.line if scan.loc else '?'} computes with its index, which restarts at every sequence"
             if any(self.has(i) for i in node.inputs) or any(T in t.axes for t in node.types):
-                return f"{_where(scan)}: the step reads a wire along {T} other than at its own position"
+                return f"the step of the scan at line {scan.loc.line if scan.loc else '?'} reads a wire along {T} other than at its own position"
             if node.op == "call":
                 why = self.block(self.spec.blocks[node.attrs["block"]])
                 if why is not None:
@@ -150,3 +150,18 @@ def native_blocker(spec: SpecIR, block_key: str, axis: str) -> str | None:
         if axis not in wire.axes:
             return f"output {j} of block {block.name} has no axis {axis}"
     return _Reader(spec, axis).block(block)
+
+
+def summary(spec: SpecIR) -> str | None:
+    """What a packed call of the entry block runs, in words (``ncd compile --explain``); None
+    where its inputs carry no scanned axis, or several."""
+    scanned = {str(n.attrs["axis"]) for b in spec.blocks.values() for n in _walk(b.nodes)
+               if n.op == "scan" and n.attrs.get("axis")}
+    block = spec.entry_block
+    carried = [a for a in dict.fromkeys(a for p in block.inputs for a in p.type.axes) if a in scanned]
+    if len(carried) != 1:
+        return None
+    axis = carried[0]
+    why = native_blocker(spec, spec.entry, axis)
+    how = f"one call, every scan over {axis} restarts at the offsets" if why is None else f"once per sequence: {why}"
+    return f"packed batches (cu_seqlens) along {axis}: {how}"

@@ -23,6 +23,7 @@ from torch import nn
 
 from ncd.backends.pytorch.implementations import implementation, kernel_backend
 from ncd.backends.pytorch.program import Loop, _exprs
+from ncd.backends.pytorch.varlen import packed_of, segment_of
 from ncd.errors import NcdError
 from ncd.ops.base import Call, Fold, Lit, Ref, fold
 
@@ -127,8 +128,6 @@ class ParallelScan:
     def steps(self, env: dict[str, Any], m: nn.Module) -> tuple[AllSteps, int]:
         """The index standing for every step this call runs, and how many: all of the scanned
         axis, or one sequence's positions in a packed call."""
-        from ncd.backends.pytorch.varlen import segment_of
-
         window = segment_of(env, self.loop)
         T = self.length(env, m) if window is None else window[1] - window[0]
         return AllSteps(self.loop.reverse, window), T
@@ -274,9 +273,12 @@ class ParallelScan:
         heads = [sizes[h] for h in layout.heads]
         n_heads = math.prod(heads)
         lifts = [tuple(v.shape[: v.dim() - ranks[n] - 1]) for n, v in values.items()]
-        lifts.append(tuple(h0.shape[: h0.dim() - n_state]))
+        packing = packed_of(env, loop)  # a packed call: one kernel call, h0 and S_T a row per sequence
+        if packing is None:
+            lifts.append(tuple(h0.shape[: h0.dim() - n_state]))
         batch = tuple(torch.broadcast_shapes(*lifts))
         rows = math.prod(batch)
+        states = batch if packing is None else (len(packing.segments), *(batch[1:] if packing.batched else batch))
 
         def core(value: torch.Tensor, axes: list[str], order: list[str]) -> torch.Tensor:
             """[*lead, *core in ``axes`` order] → [*lead, *order], unit dims for axes it leaves out."""
@@ -295,24 +297,30 @@ class ParallelScan:
 
         q, k, v = lay("q", layout.key), lay("k", layout.key), lay("v", layout.value)
         state0 = core(h0, layout.state, [*layout.heads, layout.key, layout.value])
-        state0 = state0.expand(*batch, *heads, K, V).reshape(rows, n_heads, K, V).to(q)
+        per = (rows, n_heads) if packing is None else (states[0], rows * n_heads)  # packed: rows join the heads
+        state0 = state0.expand(*states, *heads, K, V).reshape(*per, K, V).to(q)
         kernel = kernel_backend(loop.backend, q.device, q.dtype, max(K, V))
         self.implementation = implementation(loop.backend, q.device, q.dtype, max(K, V))
         if loop.backend == "gla":
-            from ncd.backends.triton.gated_linear import gla
+            from ncd.backends.triton.gated_linear import gla as fn
 
             if "gate" in values:
                 values["g"], operands["g"] = torch.log(values.pop("gate")), operands["gate"]
-            out, final = gla(q, k, v, lay("g", layout.key), scale=1.0, initial_state=state0,
-                             backend=kernel)
+            last = lay("g", layout.key)
         else:
-            from ncd.backends.triton.delta import delta_rule
+            from ncd.backends.triton.delta import delta_rule as fn
 
-            out, final = delta_rule(q, k, v, lay("beta", None), scale=1.0, initial_state=state0, backend=kernel)
+            last = lay("beta", None)
+        if packing is None:
+            out, final = fn(q, k, v, last, scale=1.0, initial_state=state0, backend=kernel)
+        else:
+            from ncd.backends.pytorch.varlen import packed_kernel
+
+            out, final = packed_kernel(fn, [q, k, v, last], state0, packing, loop.reverse, scale=1.0, backend=kernel)
         if loop.state_names:  # S_T [rows, H, K, V] back to the carry's [*lift, *state axes]
             order = [*layout.heads, layout.key, layout.value]
-            final = final.to(q.dtype).reshape(*batch, *heads, K, V)
-            lead = len(batch)
+            final = final.to(q.dtype).reshape(*states, *heads, K, V)
+            lead = len(states)
             final = final.permute(*range(lead), *(lead + order.index(a) for a in layout.state))
             carry_finals(loop, [final], m)
         out = out.reshape(*batch, T, *heads, V)

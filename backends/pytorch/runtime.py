@@ -833,3 +833,142 @@ def initial_states(module, table, lead, dtype=None, device=None):
         else:
             out[name] = torch.full(size, float(init), dtype=dtype, device=device)
     return out
+
+
+def packed_hint():
+    """The hint of every error about a packed call's offsets or layout (a function: emitted files copy functions)."""
+    return ("cu_seqlens = torch.tensor([0, T_1, T_1 + T_2, ..., total]) (int64), the inputs packed along the "
+            "scanned axis with a batch of 1 (fla's convention)")
+
+
+def packed_lengths(cu_seqlens, total):
+    """The sequence lengths of packed offsets ``cu_seqlens`` ([N + 1] integers from 0 to
+    ``total``, never decreasing: a repeated offset is an empty sequence); an InputError
+    quoting the numbers otherwise."""
+    if not isinstance(cu_seqlens, torch.Tensor):
+        raise InputError(f"cu_seqlens must be a 1-D integer torch.Tensor of offsets [N + 1], got "
+                         f"{type(cu_seqlens).__name__}", packed_hint())
+    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype.is_complex or cu_seqlens.dtype == torch.bool:
+        raise InputError(f"cu_seqlens must hold integers (int32 or int64), got {cu_seqlens.dtype}", packed_hint())
+    if cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
+        raise InputError(f"cu_seqlens must be 1-D with N + 1 >= 2 offsets, got shape {tuple(cu_seqlens.shape)}",
+                         packed_hint())
+    offs = cu_seqlens.detach().to("cpu", torch.int64).tolist()
+    if offs[0] != 0:
+        raise InputError(f"cu_seqlens must start at 0, got {offs[0]}", packed_hint())
+    for i in range(len(offs) - 1):
+        if offs[i + 1] < offs[i]:
+            raise InputError(f"cu_seqlens must never decrease, got cu_seqlens[{i}] = {offs[i]} then "
+                             f"cu_seqlens[{i + 1}] = {offs[i + 1]}", packed_hint())
+    if offs[-1] != total:
+        raise InputError(f"cu_seqlens must end at the packed length {total}, got {offs[-1]}", packed_hint())
+    if total == 0:
+        raise InputError("every sequence of cu_seqlens is empty: there is no position to run",
+                         "give at least one sequence a step")
+    return [b - a for a, b in zip(offs[:-1], offs[1:])]
+
+
+def packed_layout(inputs, axes, axis):
+    """Where ``axis`` sits in each input (None: not there), whether the inputs have a lead batch
+    of 1 (else none), and the packed length."""
+    where, batched, total = [], set(), set()
+    for x, core in zip(inputs, axes):
+        if axis not in core or not isinstance(x, torch.Tensor):
+            where.append(None)
+            continue
+        lead = x.dim() - len(core)
+        if lead < 0 or lead > 1 or (lead == 1 and x.shape[0] != 1):
+            raise InputError(f"with cu_seqlens, the inputs must be packed into a batch of 1 or none: shape "
+                             f"[1, {', '.join(core)}] or [{', '.join(core)}], got {tuple(x.shape)}", packed_hint())
+        batched.add(lead == 1)
+        where.append(lead + core.index(axis))
+        total.add(int(x.shape[lead + core.index(axis)]))
+    if len(batched) != 1:
+        raise InputError("with cu_seqlens, the packed inputs must all have a batch of 1 or all none"
+                         if batched else f"cu_seqlens packs sequences along axis {axis}, but no input carries it",
+                         packed_hint())
+    if len(total) > 1:
+        raise InputError(f"the packed inputs disagree on the length of axis {axis}: {sorted(total)}", packed_hint())
+    return where, batched.pop(), total.pop()
+
+
+def packed_state_rows(initial_state, n):
+    """Each initial state must hold one state per sequence: a first dim of N."""
+    for name, value in (initial_state or {}).items():
+        if isinstance(value, torch.Tensor) and (value.dim() == 0 or value.shape[0] != n):
+            raise InputError(f"with cu_seqlens of {n} sequences, initial state {name} needs one state per "
+                             f"sequence: a first dim of {n}, got shape {tuple(value.shape)}",
+                             "stack one initial state per sequence along a new first dim, or leave it out")
+
+
+def packed_row(t, i, batched):
+    """Sequence i's row of a [N, ...] tensor, shaped as one call with (or without) a batch of 1."""
+    return t[i:i + 1] if batched else t[i]
+
+
+def packed_join(parts, batched):
+    return torch.cat(parts, 0) if batched else torch.stack(parts, 0)
+
+
+def run_packed_each(module, inputs, axes, outputs, axis, cu_seqlens, initial_state, return_state):
+    """``module`` on N sequences packed along ``axis`` (docs/language.md, "Packed variable-length
+    batches"), each sequence alone through ``module(..., initial_state=, return_state=True)``:
+    outputs over the axis concatenated along it, outputs without it stacked (a leading N), final
+    states stacked; an empty sequence adds no output and its final state is its initial one.
+    ``axes``/``outputs``: each input's and output's core axes."""
+    where, batched, total = packed_layout(inputs, axes, axis)
+    sizes = packed_lengths(cu_seqlens, total)
+    n = len(sizes)
+    states = dict(initial_state or {})
+    packed_state_rows(states, n)
+    split = [torch.split(x, sizes, dim=w) if w is not None else None for x, w in zip(inputs, where)]
+    outs, finals = [], []
+    for i in range(n):
+        if sizes[i] == 0:
+            finals.append(None)
+            continue
+        seq_inputs = tuple(x if s is None else s[i] for x, s in zip(inputs, split))
+        seq_state = {k: packed_row(v, i, batched) if isinstance(v, torch.Tensor) else v for k, v in states.items()}
+        out, final = module(*seq_inputs, initial_state=seq_state or None, return_state=True)
+        outs.append(out)
+        finals.append(final)
+    single = not isinstance(outs[0], tuple)
+    columns = [[o] for o in outs] if single else [list(o) for o in outs]
+    joined = []
+    for j, core in enumerate(outputs):
+        parts = [c[j] for c in columns]
+        if axis in core:
+            joined.append(torch.cat(parts, parts[0].dim() - len(core) + core.index(axis)))
+            continue
+        if 0 in sizes:
+            raise InputError(f"output {j} has no axis {axis}, so an empty sequence of cu_seqlens has no value for it",
+                             "drop the empty sequences from cu_seqlens")
+        if len({tuple(p.shape) for p in parts}) > 1:
+            raise InputError(f"output {j} has no axis {axis} but its shape differs between the packed sequences "
+                             f"({sorted({tuple(p.shape) for p in parts})}), so it cannot be stacked",
+                             "call the module once per sequence without cu_seqlens")
+        joined.append(packed_join(parts, batched))
+    joined = joined[0] if single else tuple(joined)
+    if not return_state:
+        return joined
+    like = next(f for f in finals if f is not None)
+    own = None
+    result = {}
+    for name, value in like.items():
+        parts = []
+        for i, final in enumerate(finals):
+            if final is not None:
+                parts.append(final[name])
+                continue
+            if name in states:
+                start = packed_row(states[name], i, batched)
+            else:
+                own = own if own is not None else module.initial_state(dtype=value.dtype, device=value.device)
+                if name not in own:
+                    raise InputError(f"sequence {i} of cu_seqlens is empty, and state {name} starts from a value "
+                                     f"the spec computes from the inputs, so it has no final state",
+                                     f"pass initial_state[{name!r}], or drop the empty sequence")
+                start = own[name]
+            parts.append(torch.broadcast_to(start.to(value.dtype), value.shape))
+        result[name] = packed_join(parts, batched)
+    return joined, result

@@ -23,12 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ncd.backends.triton.packed import check_cu_seqlens, lengths
+from ncd.backends.pytorch import runtime
 from ncd.errors import NcdError
 from ncd.ir import Node, SpecIR
 
-HINT = ("cu_seqlens = torch.tensor([0, T_1, T_1 + T_2, ..., total]) (int64), the inputs packed along the scanned "
-        "axis with a batch of 1 (fla's convention)")
+HINT = runtime.packed_hint()
 
 
 def scanned_axes(spec: SpecIR) -> set[str]:
@@ -48,20 +47,29 @@ def scanned_axes(spec: SpecIR) -> set[str]:
     return found
 
 
+def carried_scanned_axes(spec: SpecIR, program: Any) -> list[str]:
+    """The scanned axes the block's inputs carry, in input order: one is the packed axis."""
+    scanned = scanned_axes(spec)
+    return [a for a in dict.fromkeys(a for _, _, axes, _ in program.inputs for a in axes) if a in scanned]
+
+
+def no_packed_axis(spec: SpecIR, program: Any, carried: list[str]) -> str:
+    """Why a block has no packed axis (its inputs carry no scanned axis, or several)."""
+    if not carried:
+        return (f"cu_seqlens packs sequences along a scanned axis, but no input of block {program.key} has one "
+                f"(scanned axes: {', '.join(sorted(scanned_axes(spec))) or 'none: the spec has no scan'})")
+    return f"cu_seqlens is ambiguous: the inputs of block {program.key} carry several scanned axes ({', '.join(carried)})"
+
+
 def packed_axis(module: Any) -> str:
     """The axis the inputs are packed along: the one scanned axis that the module's inputs carry."""
-    program = module._ncd_program
-    scanned = scanned_axes(module._ncd_spec)
-    carried = [a for a in dict.fromkeys(a for _, _, axes, _ in program.inputs for a in axes) if a in scanned]
+    program, spec = module._ncd_program, module._ncd_spec
+    carried = carried_scanned_axes(spec, program)
     if len(carried) == 1:
         return carried[0]
-    if not carried:
-        raise NcdError(f"cu_seqlens packs sequences along a scanned axis, but no input of block {program.key} has one "
-                       f"(scanned axes: {', '.join(sorted(scanned)) or 'none: the spec has no scan'})",
-                       module._ncd_block_span, hint="call the module without cu_seqlens")
-    raise NcdError(f"cu_seqlens is ambiguous: the inputs of block {program.key} carry several scanned axes "
-                   f"({', '.join(carried)})", module._ncd_block_span,
-                   hint="pack one axis: call the module once per sequence without cu_seqlens")
+    hint = "call the module without cu_seqlens" if not carried else \
+        "pack one axis: call the module once per sequence without cu_seqlens"
+    raise NcdError(no_packed_axis(spec, program, carried), module._ncd_block_span, hint=hint)
 
 
 def _positions(module: Any, inputs: tuple[Any, ...], axis: str) -> tuple[list[int | None], bool, int]:
@@ -91,15 +99,6 @@ def _positions(module: Any, inputs: tuple[Any, ...], axis: str) -> tuple[list[in
     return where, batched == {True}, total.pop()
 
 
-def _one(t: Tensor, i: int, batched: bool) -> Tensor:
-    """Sequence i's slice of a [N, ...] tensor, shaped as one call with (or without) a batch of 1."""
-    return t[i:i + 1] if batched else t[i]
-
-
-def _join(parts: list[Tensor], batched: bool) -> Tensor:
-    return torch.cat(parts, 0) if batched else torch.stack(parts, 0)
-
-
 PACKING = "_ncd_packing"  # a module's __dict__ entry while a packed call runs natively
 ONE_CALL = "one call: every scan over {axis} restarts at the offsets"
 
@@ -122,6 +121,41 @@ def segment_of(env: Mapping[str, Any], loop: Any) -> tuple[int, int] | None:
     return env.get(segment_key(loop))
 
 
+def packed_key(loop: Any) -> str:
+    """Where a scan whose kernel takes the offsets itself (gla, delta) finds the packing."""
+    return f"{loop.node_id}#packed"
+
+
+def packed_of(env: Mapping[str, Any], loop: Any) -> Packing | None:
+    """The packing this scan runs natively now (its kernel takes the offsets), or None."""
+    return env.get(packed_key(loop))
+
+
+def packed_kernel(fn: Any, operands: list[Tensor], state0: Tensor, packing: Packing, reverse: bool,
+                  **options: Any) -> tuple[Tensor, Tensor]:
+    """One call of a chunked kernel (gla, delta_rule) on [rows, T, H, ...] operands packed along
+    T, with ``state0`` a row of [rows·H, K, V] states per sequence: the rows join the heads of
+    a batch of 1 and the kernel takes the offsets (``cu_seqlens``). Operands of a reverse scan
+    arrive flipped along T, so its sequences arrive last first. An empty sequence is left out
+    of the kernel's offsets (they must increase) and keeps its initial state.
+    Returns (out [rows, T, H, V], final [N, rows·H, K, V])."""
+    rows, T = operands[0].shape[:2]
+    flat = [x.transpose(0, 1).reshape(1, T, rows * x.shape[2], *x.shape[3:]) for x in operands]
+    order = list(range(len(packing.segments)))[::-1] if reverse else list(range(len(packing.segments)))
+    keep = [i for i in order if packing.segments[i][1] > packing.segments[i][0]]
+    cu = [0]
+    for i in keep:
+        cu.append(cu[-1] + packing.segments[i][1] - packing.segments[i][0])
+    index = torch.tensor(keep, device=state0.device)
+    out, final = fn(*flat, initial_state=state0.index_select(0, index).contiguous(),
+                    cu_seqlens=torch.tensor(cu, device=state0.device), **options)
+    out = out.reshape(T, rows, operands[0].shape[2], *out.shape[3:]).transpose(0, 1)
+    return out, state0.index_copy(0, index, final.to(state0.dtype))
+
+
+NATIVE_KERNELS = ("gla", "delta")  # scan backends whose kernel takes cu_seqlens from a packed call
+
+
 def segmented(loop: Any, run: Any, inits: list[Any]) -> Any:
     """A scan statement that, in a native packed call (``PACKING`` set) and over the packed axis,
     runs its runner once per sequence: from that sequence's initial carries (``initial_state``
@@ -133,6 +167,12 @@ def segmented(loop: Any, run: Any, inits: list[Any]) -> Any:
         packing = m.__dict__.get(PACKING)
         if packing is None or loop.kind != "scan" or loop.axis != packing.axis:
             return run(env, m)
+        if loop.backend in NATIVE_KERNELS:
+            env[packed_key(loop)] = packing
+            try:
+                return run(env, m)
+            finally:
+                env.pop(packed_key(loop), None)
         _run_segments(loop, run, inits, packing, env, m)
 
     return run_scan
@@ -140,7 +180,6 @@ def segmented(loop: Any, run: Any, inits: list[Any]) -> Any:
 
 def _run_segments(loop: Any, run: Any, inits: list[Any], packing: Packing, env: dict[str, Any], m: Any) -> None:
     from ncd.backends.pytorch.module import carry_inits
-    from ncd.backends.pytorch import runtime
 
     io = m.__dict__.get("_ncd_state_io")
     session, prefix = io if io is not None else ({"initial": {}}, "")
@@ -152,7 +191,7 @@ def _run_segments(loop: Any, run: Any, inits: list[Any], packing: Packing, env: 
     key = segment_key(loop)
     try:
         for i, (start, stop) in enumerate(packing.segments):
-            mine = {"initial": {k: _one(v, i, packing.batched) for k, v in given.items()}, "final": {}}
+            mine = {"initial": {k: runtime.packed_row(v, i, packing.batched) for k, v in given.items()}, "final": {}}
             m.__dict__["_ncd_state_io"] = (mine, prefix)
             if start == stop:
                 starts.append(carry_inits(loop, inits, env, m))
@@ -169,9 +208,6 @@ def _run_segments(loop: Any, run: Any, inits: list[Any], packing: Packing, env: 
             m.__dict__.pop("_ncd_state_io", None)
         else:
             m.__dict__["_ncd_state_io"] = io
-    if not outs:
-        raise NcdError(f"every sequence of cu_seqlens is empty: axis {packing.axis} has no position to run",
-                       hint="give at least one sequence a step")
     single = not isinstance(outs[0], tuple)
     columns = [[o] for o in outs] if single else [list(o) for o in outs]
     joined = [torch.cat([c[j] for c in columns], dim) for j, dim in enumerate(loop.emit_dims)]
@@ -183,7 +219,7 @@ def _run_segments(loop: Any, run: Any, inits: list[Any], packing: Packing, env: 
         if like[j] is None:
             continue
         parts = [f[j] if f is not None else _as_final(s[j], like[j]) for f, s in zip(finals, starts)]
-        runtime.state_out(m, name, _join(parts, packing.batched))
+        runtime.state_out(m, name, runtime.packed_join(parts, packing.batched))
 
 
 def _as_final(initial: Any, like: Tensor) -> Tensor:
@@ -207,13 +243,11 @@ def run_packed(module: Any, inputs: tuple[Any, ...], cu_seqlens: Any,
     """The module on packed inputs: one call where only scans mix positions, else each sequence
     alone, results joined (see the module docstring)."""
     axis = packed_axis(module)
-    where, batched, total = _positions(module, inputs, axis)
-    like = next(x for x, w in zip(inputs, where) if w is not None)
+    _, batched, total = _positions(module, inputs, axis)
     try:
-        offsets = check_cu_seqlens(cu_seqlens, total, like.device, allow_empty=True)
-    except ValueError as exc:
-        raise NcdError(f"{exc} (axis {axis})", module._ncd_block_span, hint=HINT) from None
-    sizes = lengths(offsets)
+        sizes = runtime.packed_lengths(cu_seqlens, total)
+    except runtime.InputError as exc:
+        raise NcdError(f"{exc} (axis {axis})", module._ncd_block_span, hint=exc.hint) from None
     n = len(sizes)
     states = dict(initial_state or {})
     for name, value in states.items():
@@ -223,15 +257,21 @@ def run_packed(module: Any, inputs: tuple[Any, ...], cu_seqlens: Any,
             raise NcdError(f"with cu_seqlens of {n} sequences, initial state {name} needs one state per sequence: "
                            f"shape ({n}{per}), got {tuple(value.shape)}", module._ncd_block_span,
                            hint="stack one initial state per sequence along a new first dim, or leave it out")
-    if not any(sizes):
-        raise NcdError(f"every sequence of cu_seqlens is empty: axis {axis} has no position to run",
-                       module._ncd_block_span, hint="give at least one sequence a step")
+    offsets = [0]
+    for size in sizes:
+        offsets.append(offsets[-1] + size)
     why = native_blocker(module, axis)
     if why is None:
         module.packed_path = ONE_CALL.format(axis=axis)
-        return _run_native(module, inputs, Packing(axis, offsets.tolist(), batched), states, return_state)
+        return _run_native(module, inputs, Packing(axis, offsets, batched), states, return_state)
     module.packed_path = f"once per sequence: {why}"
-    return _run_each(module, inputs, axis, where, batched, sizes, states, return_state)
+    program = module._ncd_program
+    outputs = [wire.axes for wire in module._ncd_spec.blocks[module._ncd_block].outputs]
+    try:
+        return runtime.run_packed_each(module, inputs, [axes for _, _, axes, _ in program.inputs], outputs, axis,
+                                       cu_seqlens, states, return_state)
+    except runtime.InputError as exc:
+        raise NcdError(str(exc), module._ncd_block_span, hint=exc.hint) from None
 
 
 def _run_native(module: Any, inputs: tuple[Any, ...], packing: Packing, states: dict[str, Tensor],
@@ -247,69 +287,3 @@ def _run_native(module: Any, inputs: tuple[Any, ...], packing: Packing, states: 
     finally:
         for sub in inner:
             sub.__dict__.pop(PACKING, None)
-
-
-def _run_each(module: Any, inputs: tuple[Any, ...], axis: str, where: list[int | None], batched: bool,
-              sizes: list[int], states: dict[str, Tensor], return_state: bool) -> Any:
-    """Each sequence through the whole module alone; an empty one adds no output and keeps its state."""
-    n = len(sizes)
-    split = [torch.split(x, sizes, dim=w) if w is not None else None for x, w in zip(inputs, where)]
-    outs: list[Any] = []
-    finals: list[dict[str, Tensor] | None] = []
-    for i in range(n):
-        if sizes[i] == 0:
-            finals.append(None)
-            continue
-        seq_inputs = tuple(x if s is None else s[i] for x, s in zip(inputs, split))
-        seq_state = {k: _one(v, i, batched) if isinstance(v, Tensor) else v for k, v in states.items()}
-        out, final = module(*seq_inputs, initial_state=seq_state or None, return_state=True)
-        outs.append(out)
-        finals.append(final)
-    joined = _join_outputs(module, outs, axis, batched, empty=0 in sizes)
-    if not return_state:
-        return joined
-    like = next(f for f in finals if f is not None)
-    spec_start = None
-    result = {}
-    for name, value in like.items():
-        parts = []
-        for i, f in enumerate(finals):
-            if f is not None:
-                parts.append(f[name])
-                continue
-            if name in states:
-                start = _one(states[name], i, batched)
-            else:
-                spec_start = spec_start if spec_start is not None else module.initial_state(
-                    dtype=value.dtype, device=value.device)
-                if name not in spec_start:
-                    raise NcdError(f"sequence {i} of cu_seqlens is empty, and state {name} starts from a value the "
-                                   f"spec computes from the inputs, so it has no final state",
-                                   module._ncd_block_span, hint=f"pass initial_state[{name!r}], or drop the empty sequence")
-                start = spec_start[name]
-            parts.append(_as_final(start, value))
-        result[name] = _join(parts, batched)
-    return joined, result
-
-
-def _join_outputs(module: Any, outs: list[Any], axis: str, batched: bool, empty: bool = False) -> Any:
-    """Concatenate each output over the packed axis where it has it; stack the others (one per sequence)."""
-    types = module._ncd_spec.blocks[module._ncd_block].outputs
-    single = not isinstance(outs[0], tuple)
-    columns = [[o] for o in outs] if single else [list(o) for o in outs]
-    joined = []
-    for j, wire in enumerate(types):
-        parts = [c[j] for c in columns]
-        if axis in wire.axes:
-            dim = parts[0].dim() - len(wire.axes) + wire.axes.index(axis)
-            joined.append(torch.cat(parts, dim))
-            continue
-        if empty:
-            raise NcdError(f"output {j} has no axis {axis}, so an empty sequence of cu_seqlens has no value for it",
-                           module._ncd_block_span, hint="drop the empty sequences from cu_seqlens")
-        if len({tuple(p.shape) for p in parts}) > 1:
-            raise NcdError(f"output {j} has no axis {axis} but its shape differs between the packed sequences "
-                           f"({sorted({tuple(p.shape) for p in parts})}), so it cannot be stacked",
-                           module._ncd_block_span, hint="call the module once per sequence without cu_seqlens")
-        joined.append(_join(parts, batched))
-    return joined[0] if single else tuple(joined)

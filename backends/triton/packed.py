@@ -11,12 +11,11 @@ import torch
 from torch import Tensor
 
 
-def check_cu_seqlens(cu_seqlens: object, total: int, device: torch.device, allow_empty: bool = False) -> Tensor:
+def check_cu_seqlens(cu_seqlens: object, total: int, device: torch.device) -> Tensor:
     """Validate offsets over an axis of `total` steps; return them as int64 on `device`.
 
     They must be a 1-D integer tensor, start at 0, strictly increase (every sequence has at
-    least one step; with `allow_empty`, never decrease: a repeated offset is an empty sequence)
-    and end at `total`.  Raises ValueError quoting the offending numbers.
+    least one step) and end at `total`.  Raises ValueError quoting the offending numbers.
     """
     if not isinstance(cu_seqlens, Tensor):
         raise ValueError(f"cu_seqlens must be a 1-D integer torch.Tensor of offsets [N + 1], got "
@@ -30,12 +29,11 @@ def check_cu_seqlens(cu_seqlens: object, total: int, device: torch.device, allow
     if int(offs[0]) != 0:
         raise ValueError(f"cu_seqlens must start at 0, got {int(offs[0])}")
     steps = offs[1:] - offs[:-1]
-    bad = steps < 0 if allow_empty else steps <= 0
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0])
-        rule = "never decrease" if allow_empty else "strictly increase (every sequence at least one step)"
-        raise ValueError(f"cu_seqlens must {rule}, got cu_seqlens[{i}] = {int(offs[i])} then "
-                         f"cu_seqlens[{i + 1}] = {int(offs[i + 1])}")
+    if bool((steps <= 0).any()):
+        i = int((steps <= 0).nonzero()[0])
+        raise ValueError(f"cu_seqlens must strictly increase (every sequence at least one step), "
+                         f"got cu_seqlens[{i}] = {int(offs[i])} then cu_seqlens[{i + 1}] = "
+                         f"{int(offs[i + 1])}")
     if int(offs[-1]) != total:
         raise ValueError(f"cu_seqlens must end at the packed length {total}, got {int(offs[-1])}")
     return offs.to(device)

@@ -182,6 +182,12 @@ def explain_text(ir: Any, scan_backend: str = "auto", emitted: bool = False, pas
             lines.append("    state: none (it runs inside another loop, or in an instance called more than once, "
                          "or outside the entry)")
         lines.extend(_prediction_lines(rec["predictions"]))
+    if records:
+        from ncd.backends.pytorch.packable import summary
+
+        packed = summary(ir)
+        if packed is not None:
+            lines.append(packed)
     if records and emitted and not _emitter_runs_plans():
         lines.append("note: the emitted Python runs every scan as the sequential loop, except fused_rnn ones "
                      "(torch's fused RNN operator, as here); the backends above are those of the in-process "
