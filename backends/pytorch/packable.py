@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ncd.ir import BlockIR, Node, Region, SpecIR
+from ncd.ir import INPUT, LOOPS, NUMBER_NODE, REGION_ARGS, WEIGHT_SOURCES, BlockIR, Node, Region, SpecIR
 from ncd.ops import OPS
 
 # structural nodes that are no op-table row: what each may do with the packed axis
-_SOURCES = {"input", "region_arg", "loop_index", "number"}  # bring T in (inputs) or carry none
-_WEIGHTS = {"param", "buffer", "const"}  # a weight laid along T is read by absolute position
+_SOURCES = {INPUT, NUMBER_NODE, *REGION_ARGS}  # bring T in (inputs) or carry none
 _PASS = {"tuple_get", "tap", "broadcast"}  # position by position (broadcast repeats one value)
 
 
@@ -76,7 +75,7 @@ class _Reader:
             return self.step(node)
         if node.op == "halting" and (ins or any(self.has(c) for c in node.attrs.get("captures", []))):
             return f"{_where(node)} decides its step count over every position of {T}"
-        if node.op in ("scan", "repeat", "halting"):
+        if node.op in LOOPS:
             for region in node.regions:
                 why = self.scope(region.nodes)
                 if why is not None:
@@ -88,7 +87,7 @@ class _Reader:
                 return why
         elif node.op in _SOURCES or node.op in _PASS:
             return None
-        elif node.op in _WEIGHTS:
+        elif node.op in WEIGHT_SOURCES:
             return f"{_where(node)} {node.attrs.get('name', '')} is laid along {T}: a sequence would read it by its packed position" if outs else None
         else:
             row = OPS.get(node.op)
@@ -119,9 +118,8 @@ class _Reader:
         for node in _walk(region.nodes):
             self.types[node.id] = node.types
         for node in _walk(region.nodes):
-            if node.op == "select" and node.attrs.get("axis") == T and len(node.inputs) == 2 \
-                    and node.inputs[1] == index:
-                continue
+            if index is not None and node.inputs[1:] == [index] and node.attrs.get("axis") == T:
+                continue  # u[t]: the wire at the step's own position
             if index is not None and index in node.inputs:
                 return f"the step of the scan at line {scan.loc.line if scan.loc else '?'} computes with its index, which restarts at every sequence"
             if any(self.has(i) for i in node.inputs) or any(T in t.axes for t in node.types):
