@@ -317,3 +317,41 @@ def test_emitted_python_without_a_packed_axis_refuses_cu_seqlens(tmp_path):
     ((_, _, axes, sizes),) = module._ncd_program.inputs
     with pytest.raises(ValueError, match="scanned axis"):
         out(torch.randn(1, *(n or 4 for n in sizes), dtype=torch.float64), cu_seqlens=torch.tensor([0, 1]))
+
+
+GLA_REVERSE = """axis T, K = 3, V = 2
+block G(q: [T, K], k: [T, K], v: [T, V], g: [T, K]) -> [T, V] {
+    return scan t over T reverse via gla carry (S: [K, V] = 0) {
+        S = exp(-softplus(g[t])) * S + k[t] * v[t]
+        emit q[t] @[K] S
+    }
+}
+"""
+
+
+def test_packed_reverse_gla_takes_the_offsets_mirrored():
+    """A reverse GLA scan in a packed call: one kernel call whose sequences arrive last first;
+    each sequence alone, outputs, final states (the carry after its first position) and
+    gradients, with an empty sequence between."""
+    module = ncd.load(GLA_REVERSE).double()
+    lens = [3, 0, 1, 4]
+    xs = [torch.randn(1, sum(lens), n, dtype=torch.float64, requires_grad=True) for n in (3, 3, 2, 3)]
+    h0 = {"S": torch.randn(len(lens), 3, 2, dtype=torch.float64, requires_grad=True)}
+    y, final = module(*xs, cu_seqlens=offsets(lens), initial_state=h0, return_state=True)
+    assert module.packed_path.startswith("one call")
+    ys, finals, start = [], [], 0
+    for i, n in enumerate(lens):
+        if n == 0:
+            finals.append(h0["S"][i:i + 1])
+            continue
+        yi, fi = module(*(x.narrow(1, start, n) for x in xs), initial_state={"S": h0["S"][i:i + 1]},
+                        return_state=True)
+        ys.append(yi)
+        finals.append(fi["S"])
+        start += n
+    y_ref, f_ref = torch.cat(ys, 1), {"S": torch.cat(finals, 0)}
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(final["S"], f_ref["S"], rtol=0, atol=1e-10)
+    leaves = [*xs, h0["S"]]
+    for a, b in zip(grads(module, y, final, leaves), grads(module, y_ref, f_ref, leaves)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
