@@ -484,10 +484,40 @@ block Top(x: [T, H, D]) -> [T, H, G] {
 """,
 }
 
+# A `× N` stack runs its layers one after another (each one's input the previous one's output):
+# from layer 2 on the input needs a gradient even where the caller's does not, and each layer's
+# input is a storage of its own.
+STACKS = {
+    "on the data": """
+axis T, D = 8
+block Layer(x: [D]) -> [D] {
+  param W: [D, D'] init normal(0, 0.3)
+  return tanh(x @[D] W)[D' as D]
+}
+block Top(x: [T, D]) -> [T, D] {
+  use stack = Layer × 3
+  return stack(x)
+}
+""",
+    "saving its input": """
+axis T, D = 6
+block Layer(x: [D]) -> [D] {
+  param W: [D, D'] init normal(0, 0.3)
+  return gelu(x @[D] W)[D' as D] * x
+}
+block Top(x: [T, D]) -> [T, D] {
+  param W0: [D, D'] init normal(0, 0.3)
+  use stack = Layer × 3
+  return stack(gelu(x @[D] W0)[D' as D])
+}
+""",
+}
+
 
 @pytest.mark.parametrize("input_grad", [False, True], ids=["no_input_grad", "input_grad"])
-@pytest.mark.parametrize("spec", [*UNLIFTED_CARRY.values(), *LIFTED_CALL.values()],
-                         ids=[f"carry-{c}" for c in UNLIFTED_CARRY] + [f"call-{c}" for c in LIFTED_CALL])
+@pytest.mark.parametrize("spec", [*UNLIFTED_CARRY.values(), *LIFTED_CALL.values(), *STACKS.values()],
+                         ids=[f"carry-{c}" for c in UNLIFTED_CARRY] + [f"call-{c}" for c in LIFTED_CALL]
+                         + [f"stack-{c}" for c in STACKS])
 def test_tensors_without_lifted_dims_are_costed_as_torch_runs_them(spec, input_grad):
     total, fwd, fwd_bwd, saved = _torch_counts(spec, {"T": 5}, 3, input_grad)
     assert total["matmul_flops_fwd"] == fwd

@@ -93,6 +93,7 @@ class Analyzer:
         self.blocks: dict[str, str] = {}  # path → block key
         self._fresh = itertools.count()
         self.muted = 0
+        self.quiet_scans = 0  # > 0: scans are costed but not recorded again (a stack's later layers)
         self.plans = passes.scan_plans()  # the recurrence pass's, as the compiled module runs them
         self.fusion = passes.fusion  # the fusion pass's, as the torch lowering builds from
 
@@ -285,7 +286,7 @@ class Analyzer:
         repeat = node.attrs.get("repeat") or 1
         path = f"{ctx.path}/{node.attrs['instance']}"
         self.blocks[path] = block.key
-        inner = Context(path, block, lift, ctx.mult * repeat)
+        inner = Context(path, block, lift, ctx.mult)
         callee_args = []
         for v, port in zip(args, block.inputs):
             t = port.type
@@ -297,6 +298,8 @@ class Analyzer:
             layout = _enter_layout(v.layout, lift_axes) if t.lifted else v.layout
             callee_args.append(Val(t, v.token, layout, v.grad, v.param))
         results = self.block(inner, callee_args)
+        if repeat > 1:
+            results = self.later_layers(inner, results, repeat)
         outs = []
         for r, t in zip(results, node.types):
             if t.lifted and not r.type.lifted and not lift_axes:  # made of such tensors only
@@ -304,6 +307,23 @@ class Analyzer:
             layout = _leave_layout(r.layout, lift_axes) if t.lifted and r.layout is not None else r.layout
             outs.append(Val(t, r.token, layout, r.grad, r.param))
         return outs if len(node.types) > 1 else outs[0]
+
+    def later_layers(self, first: Context, results: list[Val], repeat: int) -> list[Val]:
+        """Layers 2..N of a ``× N`` stack (rt.chain: each layer's input is the previous one's
+        output), costed apart from the first, whose input is the caller's: an input of the
+        data needs no gradient in layer 1 but does from layer 2 on, and each later layer's
+        input is a storage of its own (the previous layer's output, one per layer)."""
+        inner = Context(first.path, first.block, first.lift, first.mult * (repeat - 1))
+        args = [Val(r.type, f"s{next(self._fresh)}", r.layout, r.grad) for r in results]
+        for v, r in zip(args, results):
+            self.tokens[v.token] = self.numel(r.type, inner.lift) * self.elem_bytes(r.type) * inner.mult
+        self.quiet_scans += 1  # a scan in the block is recorded once, by the first layer
+        later = self.block(inner, args)
+        self.quiet_scans -= 1
+        for arg, res in zip(args, later):  # layer k's input is layer k-1's output, saved once
+            if arg.token in self.saved and res.token in self.saved:
+                del self.saved[arg.token]
+        return later
 
     # ------------------------------------------------------------------ loops
     def loop(self, ctx: Context, node: Node) -> Any:
@@ -362,7 +382,7 @@ class Analyzer:
         for arg, res in zip(args, results[:n_carry]):  # step t's argument is step t-1's result
             if arg.token in self.saved and res.token in self.saved:
                 del self.saved[arg.token]
-        if node.op == "scan" and not self.muted:
+        if node.op == "scan" and not self.muted and not self.quiet_scans:
             self.scan_record(ctx, node, length, args, steady)
         outs = []
         if node.op == "scan":
