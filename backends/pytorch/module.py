@@ -131,7 +131,7 @@ def compile_body(body: list[Stmt]) -> Callable[[Env, nn.Module], None]:
 
 def compile_block_body(body: list[Stmt], results: list[Expr]) -> Callable[[Env, nn.Module], None]:
     """A block's top-level statements, each value dropped from the env after its last reader
-    (the block's results keep theirs): a value nothing reads any more is not held until the
+    (``results``, every expression read after the body, keep theirs): a value nothing reads any more is not held until the
     block returns (a hoisted projection's matmul and reshape beside the projection itself, ~2
     copies of the sequence per gate for a Newton scan). ``run.steps`` is still one per statement."""
     from ncd.backends.pytorch.program import _exprs
@@ -425,7 +425,8 @@ class CompiledModule(nn.Module):
             self.register_buffer(ANCHOR, torch.zeros(0), persistent=False)
         for init in program.inits:
             self._initialise(init)
-        self._ncd_run = compile_block_body(program.body, program.results)
+        after_body = [*program.results, *(e for _, e, _, _ in program.records)]  # a prefill's caches too
+        self._ncd_run = compile_block_body(program.body, after_body)
         self._ncd_results = [compile_expr(r) for r in program.results]
         self._ncd_records = [(name, compile_expr(e), dim, width) for name, e, dim, width in program.records]
 
