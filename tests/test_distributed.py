@@ -4,14 +4,17 @@ split across ranks, each rank running its segment from the previous rank's final
 interface, docs/language.md "State in and out"), equals the whole sequence on one process:
 outputs, final states and every parameter gradient.
 
-Two gloo processes on the CPU, spawned once for the whole file (a spawn costs an ncd import per
-process): each scenario writes its results to a file, and each test compares one scenario with
+Two gloo processes on the CPU, started once for the whole file and forked from this one, so they
+inherit its imports (a spawned process would import torch and ncd again, most of this file's
+time): each scenario writes its results to a file, and each test compares one scenario with
 the same computation done here in one process.
 """
 from __future__ import annotations
 
 import datetime
 import importlib.util
+import time
+import warnings
 
 import pytest
 import torch
@@ -83,8 +86,11 @@ def fsdp_scenario(rank: int, emitted: str | None) -> dict[str, torch.Tensor]:
     assert all(isinstance(p, torch.distributed.tensor.DTensor) for p in model.parameters())
     x, y = batch()
     part = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
-    train(model, x[part], y[part])
-    return {name: value.full_tensor() for name, value in model.state_dict().items()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(model, x[part], y[part])
+    out = {name: value.full_tensor() for name, value in model.state_dict().items()}
+    return out, [str(w.message) for w in caught if "view" in str(w.message)]
 
 
 # The sequence-split specs: two stacked RNN layers (two states, one per layer) and a GLA layer
@@ -174,7 +180,9 @@ def worker(rank: int, rendezvous: str, emitted: str, out: str) -> None:
     # that fails leaves the other waiting seconds, not the default half hour.
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=120))
-    results = {"fsdp": fsdp_scenario(rank, None), "fsdp_emitted": fsdp_scenario(rank, emitted)}
+    results: dict = {}
+    for scenario, source in (("fsdp", None), ("fsdp_emitted", emitted)):
+        results[scenario], results[f"{scenario}_view_warnings"] = fsdp_scenario(rank, source)
     results.update({f"split_{name}": split_scenario(rank, name) for name in SPLIT})
     torch.save(results, f"{out}.{rank}")
     dist.barrier()  # both ranks finished all collectives before the group is torn down
@@ -187,7 +195,14 @@ def spawned(tmp_path_factory) -> dict:
     emitted = tmp / "emitted_stack.py"
     emitted.write_text(emit_python(ncd.check(STACK)))
     out = tmp / "results.pt"
-    mp.spawn(worker, args=(str(tmp / "rendezvous"), str(emitted), str(out)), nprocs=WORLD, join=True)
+    ranks = mp.start_processes(worker, args=(str(tmp / "rendezvous"), str(emitted), str(out)), nprocs=WORLD,
+                               join=False, start_method="fork")
+    deadline = time.monotonic() + 600  # a wedged rank fails the tests instead of hanging them
+    while not ranks.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in ranks.processes:
+                process.kill()
+            pytest.fail("the distributed workers did not finish in 600 s")
     return {"results": torch.load(f"{out}.0"), "last": torch.load(f"{out}.{WORLD - 1}"), "emitted": str(emitted)}
 
 
@@ -198,6 +213,8 @@ def test_fully_shard_two_processes_equal_one_process_on_the_whole_batch(spawned,
     train(single, *batch())
     sharded = spawned["results"][scenario]
     assert sharded.keys() == single.state_dict().keys()
+    # the module returns tensors of its own under FSDP2, not views whose in-place use would drop its hooks
+    assert spawned["results"][f"{scenario}_view_warnings"] == spawned["last"][f"{scenario}_view_warnings"] == []
     for name, value in single.state_dict().items():
         assert not torch.equal(value, before[name])  # every parameter moved: the comparison is not vacuous
         torch.testing.assert_close(sharded[name], value, rtol=0, atol=1e-12)

@@ -549,3 +549,32 @@ def test_prefill_follows_the_full_modules_weights_and_dtype():
     head, state = step.prefill(x.double())
     assert head.dtype == state["y.window"].dtype == torch.float64
     torch.testing.assert_close(head, full(x.double()))
+
+
+@pytest.mark.parametrize("spec", [HYBRID, SHORT_CONV, DIRECT_ATTEND], ids=["hybrid", "conv", "direct"])
+def test_emitted_step_module_prefills_as_the_in_process_one(spec, tmp_path):
+    path = tmp_path / "spec.ncd"
+    path.write_text(spec)
+    out = tmp_path / "spec_step.py"
+    run = subprocess.run([sys.executable, "-m", "ncd.cli", "compile", str(path), "--emit", "step", "-o", str(out),
+                          "--class-name", "Stepper"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "import ncd" not in out.read_text() and "from ncd" not in out.read_text()
+    loaded = importlib.util.spec_from_file_location("spec_step", out)
+    mod = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(mod)
+    torch.manual_seed(15)
+    full = ncd.load(str(path)).double()
+    emitted = mod.Stepper().double()
+    emitted.load_state_dict(full.state_dict())
+    x, = inputs(full, 2, 7)
+    head, state = emitted.prefill(x[:, :3])
+    want_head, want_state = full.step_module().prefill(x[:, :3])
+    assert list(state) == list(want_state) == list(emitted.state_spec())
+    torch.testing.assert_close(head, want_head, rtol=1e-10, atol=1e-10)
+    for name in want_state:
+        torch.testing.assert_close(state[name], want_state[name], rtol=1e-10, atol=1e-10, msg=name)
+    rest, _ = stepped(emitted, [x[:, 3:]], state=state)
+    torch.testing.assert_close(rest, full(x)[:, 3:], rtol=1e-9, atol=1e-9)
+    assert not dict(emitted.named_children()).get("_ncd_prefill")  # its weights stay the step module's own
+    assert emitted.state_dict().keys() == full.state_dict().keys()

@@ -435,9 +435,9 @@ def class_source(program: Program, name: str, names: dict[str, str], top: bool, 
                   'each run alone."""',
                   *packed_lines(program, packed, inputs),
                   f"{INDENT * 2}if initial_state is not None or return_state:",
-                  f"{INDENT * 3}return rt.run_with_state(self, self._ncd_state_paths, self._ncd_states, "
-                  f"initial_state, return_state, self._ncd_forward, ({inputs}{',' if inputs else ''}))",
-                  f"{INDENT * 2}return self._ncd_forward({inputs})"]
+                  f"{INDENT * 3}return rt.owned(self, rt.run_with_state(self, self._ncd_state_paths, self._ncd_states, "
+                  f"initial_state, return_state, self._ncd_forward, ({inputs}{',' if inputs else ''})))",
+                  f"{INDENT * 2}return rt.owned(self, self._ncd_forward({inputs}))"]
     lines += ["", f"{INDENT}def {'_ncd_forward' if top else 'forward'}({args}):"]
     if top:
         kinds = program.input_kinds or ["float"] * len(program.inputs)
@@ -445,8 +445,13 @@ def class_source(program: Program, name: str, names: dict[str, str], top: bool, 
             lines.append(f"{INDENT * 2}rt.check_input({var}, {literal(port)}, {literal(tuple(axes))}, "
                          f"{literal(tuple(sizes))}, {literal(kind)})")
     lines += body_lines(program.body, 2)
+    for rec_name, value, dim, width in program.records:  # a prefill's caches and windows (ncd/passes/step.py)
+        lines.append(f"{INDENT * 2}rt.state_record(self, {literal(str(rec_name))}, {code(value)}, {int(dim)}, {int(width)})")
     results = ", ".join(code(r) for r in program.results)
-    lines.append(f"{INDENT * 2}return {results}")
+    if top:
+        lines.append(f"{INDENT * 2}return {results}")
+    else:  # views copied where FSDP2 wraps the module (rt.owned)
+        lines.append(f"{INDENT * 2}return rt.owned(self, {results if len(program.results) == 1 else f'({results})'})")
     return "\n".join(lines)
 
 
@@ -485,6 +490,36 @@ def packing(ir: SpecIR, program: Program) -> tuple[str | None, str, list[tuple[s
     if len(carried) == 1:
         return carried[0], "", outputs
     return None, no_packed_axis(ir, program, carried), outputs
+
+
+def prefill_classes(ir: SpecIR, passes: Passes, records: dict[str, list[Any]], suffix: str
+                    ) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """The full module's classes with a step plan's caches and windows recorded (a prefill, see
+    backends/pytorch/emit_step.py): (their source, the entry class's name, the (module path,
+    state-name prefix) of every module holding a state). Every class name ends in ``suffix``."""
+    from ncd.state import holders, labels_of, walk
+
+    fused = {key: plan for key, plan in passes.scan_plans().items() if plan.backend == "fused_rnn"}
+    programs = lower_spec(ir, fused, fusion=passes.fusion, records=records)
+    names = {k: f"{v}{suffix}" for k, v in class_names(programs, ir.entry, None).items()}
+    seeding = any(draws(block.nodes, None) for block in ir.blocks.values())
+    classes = [class_source(p, names[k], names, top=(k == ir.entry), seeding=seeding,
+                            states=walk(programs, k) if k == ir.entry else None) for k, p in programs.items()]
+    recorders: list[tuple[str, str]] = []
+
+    def visit(key: str, path: str, prefix: str) -> None:
+        program = programs[key]
+        if program.records:
+            recorders.append((path, prefix))
+        labels = labels_of(program)
+        for inst, block, repeat in program.instances:
+            subs = [(f"{inst}.{i}", f"{labels[inst]}.{i}") for i in range(repeat)] if repeat else [(inst, labels[inst])]
+            for sub, label in subs:
+                visit(block, f"{path}.{sub}" if path else sub, f"{prefix}.{label}" if prefix else label)
+
+    visit(ir.entry, "", "")
+    paths = tuple(dict.fromkeys([*holders(walk(programs, ir.entry)), *recorders]))
+    return "\n\n\n".join(classes), names[ir.entry], paths
 
 
 def emit_python(ir: SpecIR, class_name: str | None = None, passes: Passes | None = None) -> str:

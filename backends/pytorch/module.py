@@ -465,12 +465,12 @@ class CompiledModule(nn.Module):
             from ncd.backends.pytorch.varlen import run_packed
 
             try:
-                return run_packed(self, inputs, cu_seqlens, initial_state, return_state)
+                return runtime.owned(self, run_packed(self, inputs, cu_seqlens, initial_state, return_state))
             except NcdError as exc:
                 raise exc.located(*self._ncd_source) from None
         if initial_state is None and not return_state:
-            return self._run(inputs)
-        return self._run_with_state(inputs, initial_state, return_state)
+            return runtime.owned(self, self._run(inputs))
+        return runtime.owned(self, self._run_with_state(inputs, initial_state, return_state))
 
     def state_spec(self) -> dict[str, Any]:
         """Every carried state, in the order the scans run: name -> (axes, per-example shape)."""

@@ -793,6 +793,24 @@ def state_out(module, name, value):
     session["final"][key] = value
 
 
+def owned(module, outputs):
+    """A module's outputs, each a tensor of its own (not a view) where FSDP2 wraps the module
+    (``fully_shard``): FSDP hooks the outputs for its backward all-gather, and an in-place op on
+    a returned view would drop that hook (torch warns that the module returned a view). A module
+    FSDP does not wrap returns its outputs as computed, views included (no copy)."""
+    fsdp = getattr(getattr(torch, "distributed", None), "fsdp", None)  # loaded only where FSDP is used
+    wrapper = getattr(fsdp, "FSDPModule", None)
+    if wrapper is None or not isinstance(module, wrapper):
+        return outputs
+    if isinstance(outputs, torch.Tensor):
+        return outputs.clone() if outputs._base is not None else outputs
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(owned(module, o) for o in outputs)
+    if isinstance(outputs, dict):
+        return {k: owned(module, v) for k, v in outputs.items()}
+    return outputs
+
+
 def state_record(module, name, value, dim, width):
     """A prefill's cache or window (ncd/passes/step.py Record) as a final state: a cache is
     ``value`` itself (every position so far along ``dim``); a window (``width`` > 0) its last

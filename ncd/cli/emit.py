@@ -35,7 +35,7 @@ def _emit_step(compiled: Any, args: argparse.Namespace) -> str:
     except NcdError as err:
         raise err.located(compiled.source, compiled.name) from None
     try:
-        return emit_step(plan, passes, class_name=args.class_name)
+        return emit_step(plan, passes, class_name=args.class_name, full=(compiled.ir, compiled.passes))
     except NcdError as err:
         raise err.located(None, compiled.ir.name) from None
 
