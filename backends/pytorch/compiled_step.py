@@ -20,7 +20,7 @@ import torch
 from ncd.backends.pytorch.program import Assign, Loop
 from torch import nn
 
-from ncd.ops.base import Call, Fold, Ref, fold, leaves
+from ncd.ops.base import Call, Gather, Ref, fold, leaves
 
 # runtime functions whose result or effect differs between a compiled graph and eager torch:
 # draws from the module's generator, batch norm's running statistics
@@ -29,29 +29,11 @@ STATEFUL = frozenset({"rt.draw_uniform", "rt.dropout", "rt.uniform", "rt.normal"
 ATTRIBUTE = "_ncd_compile_steps"  # on each CompiledModule: False, or the torch.compile backend
 
 
-class _CallNames(Fold[list]):
+class _CallNames(Gather):
     """The dotted names of every call in an expression."""
 
-    def ref(self, e: Any) -> list:
-        return []
-
-    lit = self_attr = ref
-
     def call(self, e: Call, fn: Any, args: list, kwargs: list) -> list:
-        return [*([fn] if isinstance(fn, str) else fn), *(n for a in args for n in a),
-                *(n for _, v in kwargs for n in v)]
-
-    def method(self, e: Any, obj: list, args: list, kwargs: list) -> list:
-        return [*obj, *(n for a in args for n in a), *(n for _, v in kwargs for n in v)]
-
-    def index(self, e: Any, obj: list, items: list) -> list:
-        return [*obj, *(n for i in items if isinstance(i, list) for n in i)]
-
-    def binop(self, e: Any, left: list, right: list) -> list:
-        return [*left, *right]
-
-    def unary(self, e: Any, operand: list) -> list:
-        return list(operand)
+        return [*([fn] if isinstance(fn, str) else []), *super().call(e, fn, args, kwargs)]
 
 
 def why_not(loop: Loop, statements: list[Any]) -> str | None:

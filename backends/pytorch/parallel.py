@@ -25,7 +25,7 @@ from ncd.backends.pytorch.implementations import implementation, kernel_backend
 from ncd.backends.pytorch.program import Loop, _exprs
 from ncd.backends.pytorch.varlen import packed_of, segment_of
 from ncd.errors import NcdError
-from ncd.ops.base import Call, Fold, Lit, Ref, fold
+from ncd.ops.base import Call, Gather, Lit, Ref, fold
 
 
 class AllSteps:
@@ -382,7 +382,7 @@ class ParallelScan:
         return tuple(torch.broadcast_shapes(*shapes)) if shapes else ()
 
 
-class _StepReads(Fold[list]):
+class _StepReads(Gather):
     """Every read of a value in an expression as (id, dim): dim is what ``x[t]`` selects for a
     read that is the scan's ``x[t]``, None for any other read."""
 
@@ -392,29 +392,11 @@ class _StepReads(Fold[list]):
     def ref(self, e: Ref) -> list:
         return [(e.id, None)]
 
-    def lit(self, e) -> list:
-        return []
-
-    def self_attr(self, e) -> list:
-        return []
-
     def call(self, e: Call, fn, args, kwargs) -> list:
         if (e.fn == "rt.step_slice" and isinstance(e.args[0], Ref) and isinstance(e.args[1], Lit)
                 and e.args[2] == Ref(self.step)):
             return [(e.args[0].id, e.args[1].value), *(x for a in args[1:] for x in a)]
-        return [*([] if isinstance(fn, str) else fn), *(x for a in args for x in a), *(x for _, v in kwargs for x in v)]
-
-    def method(self, e, obj, args, kwargs) -> list:
-        return [*obj, *(x for a in args for x in a), *(x for _, v in kwargs for x in v)]
-
-    def index(self, e, obj, items) -> list:
-        return [*obj, *(x for i in items if isinstance(i, list) for x in i)]
-
-    def binop(self, e, left, right) -> list:
-        return [*left, *right]
-
-    def unary(self, e, operand) -> list:
-        return list(operand)
+        return super().call(e, fn, args, kwargs)
 
 
 def _step_dims(loop: Loop) -> list[int | None] | None:

@@ -140,17 +140,19 @@ def fold(expr: Expr, f: Fold[T]) -> T:
     raise TypeError(f"not an expression: {expr!r}")
 
 
-class _Leaves(Fold[list]):
-    """Every Ref and SelfAttr of a tree, in reading order (repeats kept)."""
+class Gather(Fold[list]):
+    """A fold that lists what the leaves give, in reading order (repeats kept): a compound
+    node's list is its children's lists joined. Leaves give nothing; subclasses say what a leaf
+    (or a call) adds."""
 
     def ref(self, e: Ref) -> list:
-        return [e]
+        return []
 
     def lit(self, e: Lit) -> list:
         return []
 
     def self_attr(self, e: SelfAttr) -> list:
-        return [e]
+        return []
 
     def call(self, e, fn, args, kwargs) -> list:
         return [*([] if isinstance(fn, str) else fn), *(x for a in args for x in a), *(x for _, v in kwargs for x in v)]
@@ -166,6 +168,16 @@ class _Leaves(Fold[list]):
 
     def unary(self, e, operand) -> list:
         return list(operand)
+
+
+class _Leaves(Gather):
+    """Every Ref and SelfAttr of a tree, in reading order (repeats kept)."""
+
+    def ref(self, e: Ref) -> list:
+        return [e]
+
+    def self_attr(self, e: SelfAttr) -> list:
+        return [e]
 
 
 def leaves(expr: Expr) -> list["Ref | SelfAttr"]:
