@@ -48,7 +48,9 @@ def per_sequence_states(module, x: torch.Tensor, n: int, batch: bool) -> dict[st
     """Random initial states, one per sequence: [N, *the shape one call's carry has]."""
     with torch.no_grad():
         _, final = module(x.narrow(-2, 0, 1), return_state=True)
-    return {k: (torch.randn(n, *(v.shape[1:] if batch else v.shape), dtype=torch.float64) * 0.5).requires_grad_()
+    spec = module.state_spec()
+    return {k: (torch.randn(n, *(v.shape[1:] if batch and v.dim() > len(spec[k].axes) else v.shape),
+                            dtype=torch.float64) * 0.5).requires_grad_()
             for k, v in final.items()}
 
 
@@ -59,7 +61,7 @@ def offsets(lens: list[int]) -> torch.Tensor:
 def alone(module, x: torch.Tensor, h0: dict[str, torch.Tensor] | None, lens: list[int], batch: bool):
     """Each sequence through the plain module call, from its own initial state; joined by hand.
     An empty sequence has no output, and its final state is its initial state (fla's rule): the
-    given one, else the spec's (``carry (h: [D] = 0)``: zeros)."""
+    given one, else the spec's (``carry (h: [D] = 0)``: zeros; ``g: [D] = g0``: g0)."""
     ys, finals, start = [], [], 0
     for i, n in enumerate(lens):
         state = None if h0 is None else {k: (v[i:i + 1] if batch else v[i]) for k, v in h0.items()}
@@ -71,9 +73,18 @@ def alone(module, x: torch.Tensor, h0: dict[str, torch.Tensor] | None, lens: lis
         finals.append(f)
         start += n
     like = next(f for f, n in zip(finals, lens) if n)
-    finals = [f if f is not None else {k: torch.zeros_like(v) for k, v in like.items()} for f in finals]
-    join = (lambda p: torch.cat(p, 0)) if batch else (lambda p: torch.stack(p, 0))
-    return torch.cat(ys, -2), {k: join([f[k] for f in finals]) for k in like}
+    own = module.initial_state(dtype=torch.float64)  # the spec's initial values (zeros, or a weight such as g0)
+    finals = [f if f is not None else {k: torch.broadcast_to(own[k], v.shape) for k, v in like.items()}
+              for f in finals]
+    spec = module.state_spec()
+
+    def join(k: str) -> torch.Tensor:  # a state that never met the batch has no batch of 1 to join along
+        rows = [f[k] for f in finals]
+        if not batch:
+            return torch.stack(rows, 0)
+        return torch.cat([r if r.dim() > len(spec[k].axes) else r[None] for r in rows], 0)
+
+    return torch.cat(ys, -2), {k: join(k) for k in like}
 
 
 def grads(module, y, final, leaves, seed: int = 3):
@@ -184,6 +195,15 @@ NATIVE = HEAD + "    param W2: [D', D] init normal(0, 0.5)\n" + f"    y = {SCAN}
     "    z = rmsnorm(relu(y) + x, over = D, eps = 1e-5)\n" \
     "    return scan t over T reverse carry (c: [D] = 0) {\n" \
     "        c = sigmoid(z[t]) * c + z[t][D as D'] @[D'] W2\n        emit c * y[t]\n    }\n}\n"
+
+
+# A carry driven by parameters only (g) never meets the batch: one call's final g is [D], not
+# [1, D]; packed, each sequence's g is still one row of a [N, D] state.
+BATCHLESS = HEAD + "    param g0: [D] init normal(0, 0.5)\n" \
+    "    return scan t over T carry (h: [D] = 0, g: [D] = g0) {\n" \
+    "        g = tanh(g[D as D'] @[D'] W)\n        h = tanh(x[t] + g + h)\n        emit h\n    }\n}\n"
+BATCHLESS_MIXING = BATCHLESS.replace("    return scan", "    y = scan").replace(
+    "        emit h\n    }\n}\n", "        emit h\n    }\n    return y - mean(y, over = T)\n}\n")
 
 
 def text_module(text: str, backend: str = "sequential", **sizes):
@@ -355,3 +375,20 @@ def test_packed_reverse_gla_takes_the_offsets_mirrored():
     leaves = [*xs, h0["S"]]
     for a, b in zip(grads(module, y, final, leaves), grads(module, y_ref, f_ref, leaves)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("text,path", [(BATCHLESS, "one call"), (BATCHLESS_MIXING, "once per sequence")],
+                         ids=["one call", "once per sequence"])
+def test_packed_state_that_never_meets_the_batch_has_one_row_per_sequence(text, path, tmp_path):
+    module = text_module(text)
+    rng = random.Random(path)
+    for with_state in (False, True):
+        check_packed(module, random_lengths(rng, empty=True), batch=True, with_state=with_state, path=path)
+    lens = [2, 0, 3]
+    x = packed_input(module, sum(lens), batch=True)
+    _, final = module(x, cu_seqlens=offsets(lens), return_state=True)
+    assert final["g"].shape == (3, 3)
+    out = emitted(text.replace("axis T, D = 3", "axis T, D = 3, K = 2, S, D2 = 3"), module, tmp_path)
+    _, final2 = out(x, cu_seqlens=offsets(lens), return_state=True)
+    for k in final:
+        torch.testing.assert_close(final2[k], final[k], rtol=0, atol=1e-10)

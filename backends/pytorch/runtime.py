@@ -924,7 +924,12 @@ def packed_row(t, i, batched):
     return t[i:i + 1] if batched else t[i]
 
 
-def packed_join(parts, batched):
+def packed_join(parts, batched, core=None):
+    """Sequences' rows joined into one [N, ...] tensor. ``core``: a state's core rank; a
+    sequence's state that never met the batch (driven by parameters only) lacks the batch of 1
+    the others have, and gets it before the join."""
+    if batched and core is not None:
+        parts = [p.unsqueeze(0) if p.dim() == core else p for p in parts]
     return torch.cat(parts, 0) if batched else torch.stack(parts, 0)
 
 
@@ -988,5 +993,5 @@ def run_packed_each(module, inputs, axes, outputs, axis, cu_seqlens, initial_sta
                                      f"pass initial_state[{name!r}], or drop the empty sequence")
                 start = own[name]
             parts.append(torch.broadcast_to(start.to(value.dtype), value.shape))
-        result[name] = packed_join(parts, batched)
+        result[name] = packed_join(parts, batched, len(module.state_spec()[name][0]))
     return joined, result

@@ -219,7 +219,7 @@ def _run_segments(loop: Any, run: Any, inits: list[Any], packing: Packing, env: 
         if like[j] is None:
             continue
         parts = [f[j] if f is not None else _as_final(s[j], like[j]) for f, s in zip(finals, starts)]
-        runtime.state_out(m, name, runtime.packed_join(parts, packing.batched))
+        runtime.state_out(m, name, runtime.packed_join(parts, packing.batched, len(loop.state_axes[j])))
 
 
 def _as_final(initial: Any, like: Tensor) -> Tensor:
