@@ -3,24 +3,9 @@ for each Jacobian structure, windows that do not divide T, and per-step paramete
 import pytest
 import torch
 
-from pararnn_import import P
+from pararnn_import import CELLS, P
+from pararnn_import import cell_leaves as _leaves
 from ncd.backends.pararnn.chunks import StepAxis, window_steps, windows
-
-CELLS = {
-    "ParaGRU": P.ParaGRU,
-    "ParaLSTM": P.ParaLSTM,
-    "DiagTanhRNN": P.DiagTanhRNN,
-    "DenseGRU": P.DenseGRU,
-}
-
-
-def _leaves(name: str, B: int, T: int, E: int, U: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    m = CELLS[name](E, U, generator=gen).double()
-    xs = torch.randn(B, T, E, generator=gen, dtype=torch.float64, requires_grad=True)
-    h0 = (0.5 * torch.randn(B, m.state_size, generator=gen, dtype=torch.float64)).requires_grad_()
-    params = [p.detach().clone().requires_grad_() for p in m.cell_params()]
-    return m, h0, xs, params
 
 
 def test_windows_cover_the_sequence_once():

@@ -2,23 +2,8 @@
 import pytest
 import torch
 
-from pararnn_import import P
-
-CELLS = {
-    "ParaGRU": P.ParaGRU,
-    "ParaLSTM": P.ParaLSTM,
-    "DiagTanhRNN": P.DiagTanhRNN,
-    "DenseGRU": P.DenseGRU,
-}
-
-
-def _leaves(name: str, B: int, T: int, E: int, U: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    m = CELLS[name](E, U, generator=gen).double()
-    xs = torch.randn(B, T, E, generator=gen, dtype=torch.float64, requires_grad=True)
-    h0 = (0.5 * torch.randn(B, m.state_size, generator=gen, dtype=torch.float64)).requires_grad_()
-    params = [p.detach().clone().requires_grad_() for p in m.cell_params()]
-    return m, h0, xs, params
+from pararnn_import import CELLS, P
+from pararnn_import import cell_leaves as _leaves
 
 
 @pytest.mark.parametrize("name", list(CELLS))
