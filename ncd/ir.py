@@ -22,19 +22,33 @@ from ncd.errors import Span
 # mixture Σ pₙ·sₙ with the remainder at the halting step, or tensor2tensor's interpolation.
 ACT_MIXES = ("graves", "interpolate")
 
-# Node kinds the builder makes that are no op-table rows (ncd.ops.OPS), named once here for the
-# passes that single them out: a number known at check time; a block's input port; a region's
-# arguments (carries, the loop index); a call of a block and one of its results; the module's own
-# weights (parameters, buffers) and with them the constants, all of them weight sources; and the
-# loop constructs (each holds a region).
+# Node kinds the builder makes that are no op-table rows (ncd.ops.OPS), each named once here so that
+# every pass, backend and analysis that singles one out reads the name (tests/test_ops_table.py
+# fails a module that spells one): a number known at check time; a block's input port; a region's
+# arguments (carries, the loop index); a call of a block and one of its results; a named tap; the
+# module's own weights (parameters, buffers) and with them the constants, all of them weight
+# sources; a parameter initialiser's draw or fill; a value given declared axes (a copy, or a view);
+# and the loop constructs (each holds a region). The strings are the IR JSON's ``op`` values.
 NUMBER_NODE = "number"
 INPUT = "input"
-REGION_ARGS = frozenset({"region_arg", "loop_index"})
-CALL, TUPLE_GET = "call", "tuple_get"
-MODULE_WEIGHTS = frozenset({"param", "buffer"})
-WEIGHT_SOURCES = MODULE_WEIGHTS | {"const"}
-LOOPS = frozenset({"scan", "repeat", "halting"})
-
+REGION_ARG, LOOP_INDEX = "region_arg", "loop_index"
+REGION_ARGS = frozenset({REGION_ARG, LOOP_INDEX})
+CALL, TUPLE_GET, TAP = "call", "tuple_get", "tap"
+PARAM, BUFFER, CONST = "param", "buffer", "const"
+MODULE_WEIGHTS = frozenset({PARAM, BUFFER})
+WEIGHT_SOURCES = MODULE_WEIGHTS | {CONST}
+INIT_RANDOM, INIT_FILL = "init_random", "init_fill"
+MATERIALIZE, BROADCAST = "materialize", "broadcast"
+SCAN, REPEAT, HALTING = "scan", "repeat", "halting"
+LOOPS = frozenset({SCAN, REPEAT, HALTING})
+# Every structural kind: with the op table's rows, the closed set of node kinds (ncd/verify.py).
+STRUCTURAL_KINDS = frozenset({NUMBER_NODE, INPUT, CALL, TUPLE_GET, TAP, INIT_RANDOM, INIT_FILL, MATERIALIZE,
+                              BROADCAST}) | REGION_ARGS | WEIGHT_SOURCES | LOOPS
+# Those that hand their input on unchanged (one element of a multi-result node, a named tap, a
+# broadcast to declared axes): each is a view of its input and linear in it.
+PASS_THROUGH = frozenset({TUPLE_GET, TAP, BROADCAST})
+# Those whose value is a function of their inputs alone (the recurrence pass may hoist them).
+PURE_STRUCTURAL = frozenset({BROADCAST, MATERIALIZE, NUMBER_NODE})
 
 class Loc(BaseModel):
     model_config = ConfigDict(frozen=True)

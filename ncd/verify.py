@@ -29,7 +29,9 @@ from ncd.errors import NcdError, Span
 from ncd.frontend.common import RESERVED
 from ncd.limits import MAX_BLOCK_NESTING, MAX_BODY_NESTING, MAX_CONST_LIST, MAX_REPEAT
 from ncd.ops.init import INITIALISERS
-from ncd.ir import ACT_MIXES, LOOPS, BlockIR, Node, ParamDef, Region, SpecIR, WireType
+from ncd.ir import (ACT_MIXES, BROADCAST, BUFFER, CALL, CONST, HALTING, INIT_FILL, INIT_RANDOM, INPUT, LOOP_INDEX, LOOPS,
+                    MATERIALIZE, NUMBER_NODE, PARAM, REGION_ARG, REPEAT, SCAN, TAP, TUPLE_GET,
+                    WEIGHT_SOURCES, BlockIR, Node, ParamDef, Region, SpecIR, WireType)
 from ncd.names import COMPARE_OPS, MODULE_INTERNALS, is_spec_name, value_id_problem
 from ncd.ops import OPS, dtypes, role
 from ncd.ops.base import AXES, AXES_OR_MAP, COMPARISON, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, VALUES, TypeCtx
@@ -201,7 +203,7 @@ class _Verifier:
             raise self.fail(f"its results have axes {[list(t.axes) for t in got]}, "
                             f"its outputs say {[list(t.axes) for t in block.outputs]}")
         attributes = _Scope()
-        attributes.ids = {n.id: n for n in block.nodes if n.op in ("param", "buffer", "const", "number")}
+        attributes.ids = {n.id: n for n in block.nodes if n.op in WEIGHT_SOURCES or n.op == NUMBER_NODE}
         for param in block.params:
             self.param(param, attributes, key)
 
@@ -326,7 +328,7 @@ class _Verifier:
 
     def number_of(self, node: Node) -> sympy.Expr | None:
         """A number node's value (bounded parse), as the builder hands it to the dtype rule."""
-        if node.op != "number":
+        if node.op != NUMBER_NODE:
             return None
         try:
             return sz.parse(str(node.attrs.get("value")))
@@ -391,7 +393,7 @@ class _Verifier:
         out = []
         for i, (src, arg) in enumerate(zip(inputs, region.args)):
             arg_node = inner.ids[arg]
-            self.need(arg_node.op == "region_arg", f"region argument {i} is a {arg_node.op} node, not a region_arg")
+            self.need(arg_node.op == REGION_ARG, f"region argument {i} is a {arg_node.op} node, not a region_arg")
             t = arg_node.types[0]
             got = src.types[0]
             self.need(got.axes == () or sorted(got.axes) == sorted(t.axes),
@@ -556,7 +558,7 @@ def _scan(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> None:
     v.need(backend is None or is_spec_name(backend), f"attribute 'backend' = {backend!r} is not a name")
     region, inner = v.region(node, scope, len(inputs) + 1, len(inputs) + n_emit)
     v.carries(node, inputs, region, inner)
-    v.need(inner.ids[region.args[-1]].op == "loop_index", "a scan's last region argument is its loop_index")
+    v.need(inner.ids[region.args[-1]].op == LOOP_INDEX, "a scan's last region argument is its loop_index")
     emitted = [inner.get(r).types[0] for r in region.results[len(inputs):]]
     v.need(all(axis not in t.axes for t in emitted), f"a step's output already has the scanned axis {axis}")
     v.same_types(node, [WireType(axes=(axis, *t.axes), lifted=True, dtype=t.dtype) for t in emitted])
@@ -583,7 +585,7 @@ def _halting(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> Non
            f"attribute 'halt_axes' = {halt_axes!r} is not axes")
     region, inner = v.region(node, scope, len(inputs) + 1, len(inputs) + 1)
     carried = v.carries(node, inputs, region, inner)
-    v.need(inner.ids[region.args[-1]].op == "loop_index", "a halting loop's last region argument is its loop_index")
+    v.need(inner.ids[region.args[-1]].op == LOOP_INDEX, "a halting loop's last region argument is its loop_index")
     halt = inner.get(region.results[-1]).types[0]
     v.need(list(halt.axes) == halt_axes, f"the halting probability has axes {list(halt.axes)}, not {halt_axes}")
     for t in carried:
@@ -593,10 +595,10 @@ def _halting(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> Non
 
 
 STRUCTURAL: Mapping[str, Rule] = {
-    "input": _input, "region_arg": _region_arg, "loop_index": _loop_index, "number": _number,
-    "param": _attribute, "buffer": _attribute, "const": _attribute, "tuple_get": _tuple_get, "tap": _tap,
-    "call": _call, "init_random": _init_random, "init_fill": _init_fill, "materialize": _shaped,
-    "broadcast": _shaped, "scan": _scan, "repeat": _repeat, "halting": _halting,
+    INPUT: _input, REGION_ARG: _region_arg, LOOP_INDEX: _loop_index, NUMBER_NODE: _number,
+    PARAM: _attribute, BUFFER: _attribute, CONST: _attribute, TUPLE_GET: _tuple_get, TAP: _tap,
+    CALL: _call, INIT_RANDOM: _init_random, INIT_FILL: _init_fill, MATERIALIZE: _shaped,
+    BROADCAST: _shaped, SCAN: _scan, REPEAT: _repeat, HALTING: _halting,
 }
 
 

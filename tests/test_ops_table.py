@@ -286,7 +286,7 @@ def _op_name_literals(path: Path) -> list[tuple[int, str]]:
 
 # The modules that own op names, each with why. Every other module under ncd/ and backends/ asks a
 # row (ncd.ops: arith, role, relabels, affine, masked, gate, ...) or names a node kind that is no op
-# (ncd/ir.py: NUMBER_NODE, WEIGHT_SOURCES, LOOPS, ...).
+# (ncd/ir.py: NUMBER_NODE, SCAN, WEIGHT_SOURCES, LOOPS, ...).
 OWNS_OP_NAMES = {
     "ncd/ops": "the op table: each family module declares its rows and their per-row facts by name",
 }
@@ -300,9 +300,11 @@ def test_the_node_kinds_that_are_no_ops_are_named_once_and_verified():
     from ncd import ir
     from ncd.verify import STRUCTURAL
 
-    kinds = {ir.NUMBER_NODE, ir.INPUT, ir.CALL, ir.TUPLE_GET} | ir.REGION_ARGS | ir.WEIGHT_SOURCES | ir.LOOPS
-    assert kinds <= set(STRUCTURAL), kinds - set(STRUCTURAL)
-    assert not kinds & set(OPS)
+    named = {value for key, value in vars(ir).items() if key.isupper() and isinstance(value, str)} - set(ir.ACT_MIXES)
+    sets = set().union(*(value for key, value in vars(ir).items() if key.isupper() and isinstance(value, frozenset)))
+    assert named == set(STRUCTURAL) == ir.STRUCTURAL_KINDS, named ^ set(STRUCTURAL)
+    assert sets <= ir.STRUCTURAL_KINDS, sets - ir.STRUCTURAL_KINDS
+    assert not ir.STRUCTURAL_KINDS & set(OPS)
 
 
 def test_the_scan_covers_the_passes_the_backends_and_the_analyzer():

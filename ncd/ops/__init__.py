@@ -13,6 +13,7 @@ from typing import Any
 
 from ncd.ops import (contract, elementwise, extremes, integer, linalg, random, reduce, slicing, spatial, stats,
                      structure)
+from ncd.ir import PASS_THROUGH
 from ncd.ops.base import JOINT, NONLINEAR, Algebra, OpDef
 
 _FAMILIES = (elementwise, reduce, contract, structure, spatial, linalg, integer, extremes, random, stats, slicing)
@@ -30,10 +31,7 @@ def _table() -> MappingProxyType:
 
 OPS = _table()
 
-# IR nodes the builder makes that are no ops (nothing calls them by name) but hand their input on
-# unchanged: one element of a multi-result node, a named tap, a broadcast to declared axes.
-# Each is a view of its input and linear in it.
-PASS_THROUGH = frozenset({"tuple_get", "tap", "broadcast"})
+# The structural kinds that hand their input on unchanged are named in ncd/ir.py.
 
 
 def is_view(op: str) -> bool:

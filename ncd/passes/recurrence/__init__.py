@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ncd import scan_backends
 from ncd.errors import NcdError
-from ncd.ir import BlockIR, Node, SpecIR, walk
+from ncd.ir import PURE_STRUCTURAL, SCAN, BlockIR, Node, SpecIR, walk
 from ncd.ops import OPS, role
 from ncd.ops.base import PICK
 from ncd.ops.random import in_order
@@ -21,11 +21,9 @@ from ncd.passes.recurrence.match import match_delta, match_gla
 from ncd.passes.recurrence.plan import KernelLayout, ScanPlan, Structure
 
 
-# IR node kinds outside the op table whose value is a function of their inputs alone.
-PURE_STRUCTURAL = frozenset({"broadcast", "materialize", "number"})
 # What a step-invariant statement may be to be computed once, before the loop: every op-table
 # row that neither draws random numbers nor updates buffers (OpDef.random / OpDef.stateful), and
-# the pure structural kinds. Anything else (a tap's hook, a call, a nested loop) stays in the step.
+# the pure structural kinds (ncd/ir.py). Anything else (a tap's hook, a call, a nested loop) stays in the step.
 HOISTABLE = frozenset(name for name, row in OPS.items() if not (row.random or row.stateful)) | PURE_STRUCTURAL
 
 
@@ -87,7 +85,7 @@ def plan_scans(spec: SpecIR, backend: str = "auto") -> list[ScanPlan]:
     plans = []
     for block in spec.blocks.values():
         for node in walk(block.nodes):
-            if node.op == "scan":
+            if node.op == SCAN:
                 requested = node.attrs.get("backend") if backend == "auto" else backend
                 plan = plan_scan(block, node, requested, spec)
                 scan_backends.admit(plan.backend, plan, node.loc.span if node.loc else None)
