@@ -20,6 +20,7 @@ import sympy
 import torch
 
 from ncd.errors import NcdError
+from ncd.ir import HALTING
 
 EXAMPLE_SIZE = 8  # a free axis' size in the example inputs (torch.export specialises 0 and 1)
 EXAMPLE_BATCH = 2
@@ -158,7 +159,7 @@ def export_program(model, example_inputs: Sequence[torch.Tensor] | None = None, 
     if not isinstance(model, CompiledModule) or not model._ncd_top:
         raise NcdError("export takes the module ncd.load returned (the whole model, not a sub-block)")
     ir = model._ncd_spec
-    if any(n.op == "halting" for b in ir.blocks.values() for n in _walk(b.nodes)):
+    if any(n.op == HALTING for b in ir.blocks.values() for n in _walk(b.nodes)):
         raise NcdError("a halting loop stops when the data says so: torch.export cannot trace it",
                        hint="export a spec without `halting`, or use the emitted Python (--emit python)")
     if example_inputs is not None:

@@ -20,6 +20,7 @@ import torch
 
 from ncd.errors import NcdError
 from ncd.ops.base import SelfAttr, leaves
+from ncd.ir import SCAN
 
 
 class StateSpec(NamedTuple):
@@ -142,7 +143,7 @@ def _walk(programs: Mapping[str, Any], key: str, path: str, prefix: str, out: li
 
     for stmt in program.body:
         if isinstance(stmt, Loop):
-            if stmt.kind == "scan":
+            if stmt.kind == SCAN:
                 for i, local in enumerate(stmt.state_names):
                     out.append(StateEntry(_join(prefix, local), path, stmt, i, prefix))
             continue

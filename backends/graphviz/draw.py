@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ncd.errors import NcdError, printable
-from ncd.ir import BlockIR, Node, SpecIR, WireType
+from ncd.ir import (CALL, INPUT, LOOPS, LOOP_INDEX, NUMBER_NODE, PARAM, REGION_ARG, REPEAT, SCAN, TUPLE_GET,
+                   WEIGHT_SOURCES, BlockIR, Node, SpecIR, WireType)
 
 PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#332288", "#117733",
            "#882255", "#44AA99", "#999933", "#DDAA33", "#CC6677", "#0077BB", "#EE7733", "#009988",
@@ -64,7 +65,7 @@ def _analysis_path(ir: SpecIR, root: BlockIR) -> str:
 
     def find(block: BlockIR, path: str) -> str | None:
         for node in walk(block.nodes):
-            if node.op == "call":
+            if node.op == CALL:
                 inner = f"{path}/{node.attrs['instance']}"
                 if node.attrs["block"] == root.key:
                     return inner
@@ -299,7 +300,7 @@ class Drawer:
                   f'fillcolor="{self.theme["cluster"]}"; color="{LIFTED}";')
         params = {p.name: p for p in block.params}
         for node in block.nodes:
-            if node.op == "input":
+            if node.op == INPUT:
                 scope.values[node.id] = ins[node.attrs["index"]]
         self.nodes(scope, block.nodes, params)
         outs = [self.ref(scope, r) for r in block.results]
@@ -313,27 +314,27 @@ class Drawer:
 
     def nodes(self, scope: Scope, nodes: list[Node], params) -> None:
         for node in nodes:
-            if node.op in ("input", "region_arg"):
+            if node.op in (INPUT, REGION_ARG):
                 continue
-            if node.op == "number":
+            if node.op == NUMBER_NODE:
                 scope.numbers[node.id] = _number(node.attrs.get("value"))
                 continue
-            if node.op == "loop_index":
+            if node.op == LOOP_INDEX:
                 scope.numbers[node.id] = node.attrs.get("name", "t")
                 continue
-            if node.op == "tuple_get":
+            if node.op == TUPLE_GET:
                 value = scope.values[node.inputs[0]]
                 scope.values[node.id] = value[node.attrs["index"]] if isinstance(value, list) else value
                 if node.inputs[0] in scope.learned:
                     scope.learned.add(node.id)
                 continue
-            if node.op in ("param", "buffer", "const"):
+            if node.op in WEIGHT_SOURCES:
                 self.param(scope, node, params.get(node.attrs["name"]))
                 continue
-            if node.op == "call":
+            if node.op == CALL:
                 self.call(scope, node)
                 continue
-            if node.op in ("scan", "repeat", "halting"):
+            if node.op in LOOPS:
                 self.loop(scope, node, params)
                 continue
             self.op(scope, node)
@@ -341,7 +342,7 @@ class Drawer:
     def param(self, scope: Scope, node: Node, definition) -> None:
         dot = _dot_id(scope.dot, node.id)
         t = node.type
-        learned = node.op == "param"
+        learned = node.op == PARAM
         style = '"rounded,filled,bold"' if learned else '"rounded,filled,dashed"'
         name = f"<b>{_esc(node.attrs['name'])}</b>" if learned else _esc(node.attrs["name"])
         note = self.note("params", scope.path, node.attrs["name"]) if learned else ""
@@ -481,17 +482,17 @@ class Drawer:
         return name
 
     def has_params(self, block: BlockIR) -> bool:
-        if any(p.kind == "param" for p in block.params):
+        if any(p.kind == PARAM for p in block.params):
             return True
         return any(self.has_params(self.ir.blocks[i.block]) for i in block.instances)
 
     def loop(self, scope: Scope, node: Node, params) -> None:
         region = node.regions[0]
         a = node.attrs
-        if node.op == "scan":
-            var = next((n.attrs.get("name") for n in region.nodes if n.op == "loop_index"), "t")
+        if node.op == SCAN:
+            var = next((n.attrs.get("name") for n in region.nodes if n.op == LOOP_INDEX), "t")
             title = f"scan {var} over {a['axis']}" + (" (reverse)" if a.get("reverse") else "")
-        elif node.op == "repeat":
+        elif node.op == REPEAT:
             title = f"repeat ×{a.get('count')}"
         else:
             title = f"halting ≤ {a.get('max')} steps, ACT {a.get('mix')}"
@@ -500,7 +501,7 @@ class Drawer:
         self.emit(f'label=<<b>{_esc(title)}</b>>; style="rounded,filled,dashed"; fillcolor="{self.theme["scan"]}"; '
                   f'color="{self.colour(a.get("axis") or "")}";')
         carries = list(a.get("carries") or [])
-        args = [n for n in region.nodes if n.op == "region_arg"]
+        args = [n for n in region.nodes if n.op == REGION_ARG]
         for k, arg in enumerate(args):
             dot = _dot_id(scope.dot, arg.id)
             name = arg.attrs.get("name") or arg.name or arg.id
@@ -516,7 +517,7 @@ class Drawer:
                 else:
                     self.wire(self.ref(scope, src), dot, self.type_of(scope, src))
         self.nodes(scope, region.nodes, params)
-        n_carry = len(carries) if node.op != "repeat" else len(args)
+        n_carry = len(carries) if node.op != REPEAT else len(args)
         for k, (res, arg) in enumerate(zip(region.results[:n_carry], args)):
             t = self.type_of(scope, res)
             label = arg.attrs.get("name") or "state"
@@ -525,9 +526,9 @@ class Drawer:
         self.indent -= 1
         self.emit("}")
         out = _dot_id(scope.dot, node.id)
-        kind = f"stack over {a['axis']}" if node.op == "scan" else ("result" if node.op == "repeat" else "Σ weighted")
+        kind = f"stack over {a['axis']}" if node.op == SCAN else ("result" if node.op == REPEAT else "Σ weighted")
         self.emit(f'{out} [shape=box, style="rounded", fontsize=10, label=<{_esc(kind)}>];')
-        results = region.results[n_carry:] if node.op == "scan" else region.results[:n_carry]
+        results = region.results[n_carry:] if node.op == SCAN else region.results[:n_carry]
         for res in results:
             self.wire(self.ref(scope, res), out, self.type_of(scope, res))
         scope.values[node.id] = out if len(node.types) <= 1 else [out] * len(node.types)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ncd.errors import NcdError, Span
-from ncd.ir import SpecIR, walk
+from ncd.ir import BUFFER, CONST, PARAM, SpecIR, walk
 from ncd.limits import MAX_SIZE_VALUE, format_bytes
 
 
@@ -48,8 +48,8 @@ def load_tensors(spec: SpecIR, programs: dict, key: str, copies: int = 1) -> lis
     out = []
     for init in program.inits:
         # a constant keeps a float64 master beside its default-dtype copy
-        itemsize = width + 8 if init.kind == "const" else width
-        kind = {"param": "parameter", "buffer": "buffer", "const": "constant"}.get(init.kind, init.kind)
+        itemsize = width + 8 if init.kind == CONST else width
+        kind = {PARAM: "parameter", BUFFER: "buffer", CONST: "constant"}.get(init.kind, init.kind)
         out.append(Tensor(f"{kind} {init.name} of block {block.name}", tuple(init.shape), copies, itemsize,
                           spans.get(init.name, block.loc.span if block.loc else None)))
     for name, block_key, repeat in program.instances:

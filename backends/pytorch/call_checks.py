@@ -19,7 +19,7 @@ import torch
 
 from ncd import sizes as sz
 from ncd.errors import NcdError, Span
-from ncd.ir import SpecIR, walk
+from ncd.ir import INPUT, SpecIR, walk
 from ncd.limits import MAX_SIZE_VALUE, format_bytes
 
 _CACHE_ENTRIES = 256  # distinct input-size tuples remembered per module
@@ -56,7 +56,7 @@ class CallContract:
         self.axes = sz.AxisSizes.of(spec)
         block = spec.blocks[key]
         self.ports = [(p.name, p.type.axes, n.loc.span if n.loc else None)
-                      for p, n in zip(block.inputs, [n for n in block.nodes if n.op == "input"])]
+                      for p, n in zip(block.inputs, [n for n in block.nodes if n.op == INPUT])]
         self.free = {sz.base_axis(a) for _, axes, _ in self.ports for a in axes if self.axes.bound(a) is None}
         self.rules = self._rules(spec) if self.free else []
         self.limit = limit

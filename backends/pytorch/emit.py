@@ -18,7 +18,7 @@ from ncd.backends.pytorch import runtime
 from ncd.backends.pytorch.program import ANCHOR, Assign, Loop, Program, Stmt, lower_spec
 
 from ncd.errors import NcdError
-from ncd.ir import SpecIR
+from ncd.ir import BUFFER, CONST, HALTING, PARAM, REPEAT, SCAN, SpecIR
 from ncd.names import (
     BINARY_OPS,
     CALL_ROOTS,
@@ -246,17 +246,17 @@ def _loop_lines(loop: Loop, depth: int) -> list[str]:
     target, args = local(loop.target), [local(a) for a in loop.args]
     index = local(loop.index) if loop.index is not None else None
     out = [f"{pad}{arg} = {code(init)}" for arg, init in zip(args, loop.inits)]
-    states = list(loop.state_names) if loop.kind == "scan" else []
+    states = list(loop.state_names) if loop.kind == SCAN else []
     out += [f"{pad}{arg} = rt.state_in(self, {literal(str(name))}, {arg}, {len(axes)})"
             for arg, name, axes in zip(args, states, loop.state_axes)]
     carry_results = loop.results[: loop.n_carry]
-    if loop.kind == "scan" and loop.backend == "fused_rnn" and loop.cell_values:
+    if loop.kind == SCAN and loop.backend == "fused_rnn" and loop.cell_values:
         if not states:
             return [*out, f"{pad}{target} = {_fused_rnn_call(loop)}"]
         final = f"{target}_final"
         return [*out, f"{pad}{target}, {final} = {_fused_rnn_call(loop, with_state=True)}",
                 *(f"{pad}rt.state_out(self, {literal(str(name))}, {final}[{k}])" for k, name in enumerate(states))]
-    if loop.kind == "scan":
+    if loop.kind == SCAN:
         outs = [f"{target}_steps{k}" for k in range(len(loop.results) - loop.n_carry)]
         out += [f"{pad}{name} = []" for name in outs]
         n = code(loop.length)
@@ -269,12 +269,12 @@ def _loop_lines(loop: Loop, depth: int) -> list[str]:
         value = stacked[0] if len(stacked) == 1 else f"({', '.join(stacked)},)"
         out.append(f"{pad}{target} = {value}")
         out += [f"{pad}rt.state_out(self, {literal(str(name))}, {arg})" for arg, name in zip(args, states)]
-    elif loop.kind == "repeat":
+    elif loop.kind == REPEAT:
         out.append(f"{pad}for _ in range({code(loop.length)}):")
         out += body_lines(loop.body, depth + 1)
         out += _carry_update(args, loop.results, inner)
         out.append(f"{pad}{target} = ({', '.join(args)},)")
-    elif loop.kind == "halting":
+    elif loop.kind == HALTING:
         acc = [f"{target}_acc{i}" for i in range(len(args))]
         state = [f"{target}_{s}" for s in ("halting", "remainders", "updates")]
         out += [f"{pad}{a} = 0.0" for a in acc]
@@ -404,13 +404,13 @@ def class_source(program: Program, name: str, names: dict[str, str], top: bool, 
         pname = attr_name(init.name, f"{init.kind} name")
         lines += body_lines(init.body, 2)
         value = code(init.result)
-        if init.kind == "param":
+        if init.kind == PARAM:
             lines.append(INDENT * 2 + set_attr("self", pname, f"nn.Parameter("
                          f"{value}.to(torch.get_default_dtype()).contiguous())"))
-        elif init.kind == "buffer":
+        elif init.kind == BUFFER:
             lines.append(f"{INDENT * 2}self.register_buffer({pname!r}, "
                          f"{value}.to(torch.get_default_dtype()).contiguous())")
-        elif init.kind == "const":
+        elif init.kind == CONST:
             consts.append(pname)
             lines.append(f"{INDENT * 2}self._ncd_consts[{pname!r}] = {value}.to(torch.float64)")
             lines.append(f"{INDENT * 2}self.register_buffer({pname!r}, "

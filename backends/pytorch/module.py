@@ -17,7 +17,7 @@ from torch import nn
 
 from ncd import scan_backends
 from ncd.errors import NcdError
-from ncd.ir import SpecIR
+from ncd.ir import CONST, HALTING, INPUT, PARAM, REPEAT, SCAN, SpecIR
 from ncd.ops.base import BinOp, Call, Expr, Fold, Index, Lit, Method, Ref, SelfAttr, UnaryOp, fold, leaves
 
 NAMESPACE = {"torch": torch, "F": F, "rt": runtime}
@@ -196,7 +196,7 @@ def _compile_stmt(stmt: Stmt) -> Callable[[Env, nn.Module], None]:
             env[target] = thunk(env, m)
 
         return assign
-    return {"scan": _scan, "repeat": _repeat, "halting": _halting}[stmt.kind](stmt)
+    return {SCAN: _scan, REPEAT: _repeat, HALTING: _halting}[stmt.kind](stmt)
 
 
 def _scan(loop: Loop) -> Callable[[Env, nn.Module], None]:
@@ -409,7 +409,7 @@ class CompiledModule(nn.Module):
         self._ncd_program = program
         block = spec.blocks[key]
         self._ncd_block_span = block.loc.span if block.loc else None
-        self._ncd_port_spans = {n.id: n.loc.span for n in block.nodes if n.op == "input" and n.loc}
+        self._ncd_port_spans = {n.id: n.loc.span for n in block.nodes if n.op == INPUT and n.loc}
         self._ncd_source: tuple[str | None, str | None] = (None, spec.name)
         for name, block_key, repeat in program.instances:
             if repeat:
@@ -434,13 +434,13 @@ class CompiledModule(nn.Module):
         env: Env = {}
         compile_body(init.body)(env, self)
         value = compile_expr(init.result)(env, self)
-        if init.kind == "const":
+        if init.kind == CONST:
             master = value.to(torch.float64) if value.is_floating_point() else value
             self._ncd_consts[init.name] = master
             self.register_buffer(init.name, master.to(torch.get_default_dtype()), persistent=False)
             return
         value = value.to(torch.get_default_dtype()).contiguous()
-        if init.kind == "param":
+        if init.kind == PARAM:
             self.register_parameter(init.name, nn.Parameter(value))
         else:
             self.register_buffer(init.name, value)

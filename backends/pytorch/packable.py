@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ncd.ir import INPUT, LOOPS, NUMBER_NODE, REGION_ARGS, WEIGHT_SOURCES, BlockIR, Node, Region, SpecIR
+from ncd.ir import (BROADCAST, CALL, HALTING, INPUT, LOOPS, NUMBER_NODE, PASS_THROUGH, REGION_ARGS, SCAN, WEIGHT_SOURCES,
+                   BlockIR, Node, Region, SpecIR)
 from ncd.ops import OPS
 
 # structural nodes that are no op-table row: what each may do with the packed axis
 _SOURCES = {INPUT, NUMBER_NODE, *REGION_ARGS}  # bring T in (inputs) or carry none
-_PASS = {"tuple_get", "tap", "broadcast"}  # position by position (broadcast repeats one value)
+_PASS = PASS_THROUGH  # position by position (broadcast repeats one value)
 
 
 def _names(value: Any) -> Iterator[str]:
@@ -71,9 +72,9 @@ class _Reader:
         T = self.axis
         ins = any(self.has(i) for i in node.inputs)
         outs = any(T in t.axes for t in node.types)
-        if node.op == "scan" and node.attrs.get("axis") == T:
+        if node.op == SCAN and node.attrs.get("axis") == T:
             return self.step(node)
-        if node.op == "halting" and (ins or any(self.has(c) for c in node.attrs.get("captures", []))):
+        if node.op == HALTING and (ins or any(self.has(c) for c in node.attrs.get("captures", []))):
             return f"{_where(node)} decides its step count over every position of {T}"
         if node.op in LOOPS:
             for region in node.regions:
@@ -81,7 +82,7 @@ class _Reader:
                 if why is not None:
                     return why
             return None
-        if node.op == "call":
+        if node.op == CALL:
             why = self.block(self.spec.blocks[node.attrs["block"]])
             if why is not None:
                 return why
@@ -104,7 +105,7 @@ class _Reader:
                     return f"{_where(node)} takes statistics over its lifted dims and {T}"
         if ins and not all(T in t.axes for t in node.types):
             return f"{_where(node)} combines the positions of {T} into a result without {T}"
-        if outs and not ins and node.op != "broadcast":
+        if outs and not ins and node.op != BROADCAST:
             return f"{_where(node)} makes values along {T} that depend on the position"
         return None
 
@@ -124,7 +125,7 @@ class _Reader:
                 return f"the step of the scan at line {scan.loc.line if scan.loc else '?'} computes with its index, which restarts at every sequence"
             if any(self.has(i) for i in node.inputs) or any(T in t.axes for t in node.types):
                 return f"the step of the scan at line {scan.loc.line if scan.loc else '?'} reads a wire along {T} other than at its own position"
-            if node.op == "call":
+            if node.op == CALL:
                 why = self.block(self.spec.blocks[node.attrs["block"]])
                 if why is not None:
                     return why
@@ -154,7 +155,7 @@ def summary(spec: SpecIR) -> str | None:
     """What a packed call of the entry block runs, in words (``ncd compile --explain``); None
     where its inputs carry no scanned axis, or several."""
     scanned = {str(n.attrs["axis"]) for b in spec.blocks.values() for n in _walk(b.nodes)
-               if n.op == "scan" and n.attrs.get("axis")}
+               if n.op == SCAN and n.attrs.get("axis")}
     block = spec.entry_block
     carried = [a for a in dict.fromkeys(a for p in block.inputs for a in p.type.axes) if a in scanned]
     if len(carried) != 1:

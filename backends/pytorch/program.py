@@ -14,7 +14,8 @@ import sympy
 from ncd import sizes as sz
 from ncd.backends.pytorch import fusion as fused
 from ncd.errors import NcdError
-from ncd.ir import BlockIR, Node, ParamDef, SpecIR, WireType
+from ncd.ir import (BROADCAST, CALL, INIT_FILL, INIT_RANDOM, INPUT, LOOPS, LOOP_INDEX, MATERIALIZE, NUMBER_NODE,
+                   REGION_ARG, SCAN, TAP, TUPLE_GET, WEIGHT_SOURCES, BlockIR, Node, ParamDef, SpecIR, WireType)
 from ncd.ops import OPS, role
 from ncd.ops import dtypes as dtype_rules
 from ncd.ops.base import CHOOSE, PICK, BinOp, Call, Expr, Fold, Index, Lit, LowerCtx, Method, OpDef, Ref, SelfAttr, call, fold, leaves, lit
@@ -145,7 +146,7 @@ class Lowering:
         self.sizes = sizes
         self.types: dict[str, list[WireType]] = {}
         self.nodes: dict[str, Node] = {}
-        self.inputs = [n for n in block.nodes if n.op == "input"]
+        self.inputs = [n for n in block.nodes if n.op == INPUT]
         self.anchor: Expr | None = None
         self.aliases: dict[str, Expr] = {}  # nodes folded into their users (literals, reads, renames)
 
@@ -216,7 +217,7 @@ class Lowering:
         """Name the carries of the block's top-level scans (docs/language.md, "State in and out"):
         the carry's name, after the scan's bound name (or ``scan<i>``, its ordinal among them)
         when the block holds several. A scan inside another loop runs once per step: no state."""
-        scans = [s for s in body if isinstance(s, Loop) and s.kind == "scan"]
+        scans = [s for s in body if isinstance(s, Loop) and s.kind == SCAN]
         bound = [self.nodes[s.node_id].name for s in scans]
         instances = {i.name for i in self.block.instances}
         for i, loop in enumerate(scans):
@@ -237,9 +238,9 @@ class Lowering:
 
     def _state_init(self, src: Node) -> float | str | None:
         """A carry's initial value as plain data: a number, a weight's name, or None (computed)."""
-        if src.op == "number":
+        if src.op == NUMBER_NODE:
             return float(self.sizes.number(src.attrs["value"], src))
-        if src.op in ("param", "buffer", "const"):
+        if src.op in WEIGHT_SOURCES:
             return str(src.attrs["name"])
         return None
 
@@ -262,9 +263,9 @@ class Lowering:
         for node in nodes:
             self.nodes[node.id] = node
             self.types[node.id] = node.types
-            if node.op in ("input", "region_arg", "loop_index") or node.id in absorbed:
+            if node.op in (INPUT, REGION_ARG, LOOP_INDEX) or node.id in absorbed:
                 continue
-            if node.op in ("scan", "repeat", "halting"):
+            if node.op in LOOPS:
                 out.append(getattr(self, f"loop_{node.op}")(node))
                 continue
             if node.id in fusions:
@@ -283,7 +284,7 @@ class Lowering:
         types = []
         for i in node.inputs:
             src = self.nodes[i]
-            if src.op == "tuple_get":
+            if src.op == TUPLE_GET:
                 types.append(src.types[0])
             else:
                 types.append(self.types[i][0])
@@ -292,33 +293,33 @@ class Lowering:
     def expr(self, node: Node) -> Expr:
         op = node.op
         refs = [self.index_ref(i) if role(op) != PICK else Ref(i) for i in node.inputs]
-        if op == "number":
+        if op == NUMBER_NODE:
             # the IR's dtype decides: a float-typed 1 is 1.0, so where(c, 1, 0) is a float wire as typed
             value = self.sizes.number(node.attrs["value"], node)
             if node.type.dtype == "bool":  # a 0/1 branch of a boolean where/max/min
                 return lit(bool(value))
             return lit(float(value) if node.type.dtype == "float" and isinstance(value, int) else value)
-        if op in ("param", "buffer", "const"):
+        if op in WEIGHT_SOURCES:
             return SelfAttr(node.attrs["name"])
-        if op == "tuple_get":
+        if op == TUPLE_GET:
             return Index(refs[0], (node.attrs["index"],))
-        if op == "tap":
+        if op == TAP:
             return Call(SelfAttr(f"taps.{node.attrs['name']}"), (refs[0],))
-        if op == "call":
+        if op == CALL:
             return self.call_block(node, refs)
-        if op == "init_random":
+        if op == INIT_RANDOM:
             args = tuple(float(self.sizes.number(a, node)) for a in node.attrs["args"])
             row = _check_init(node, args)
             shape = tuple(self.sizes.bound(a) for a in node.type.axes)
             return row.lower(args, shape)
-        if op == "init_fill":
+        if op == INIT_FILL:
             shape = tuple(self.sizes.bound(a) for a in node.type.axes)
             return call("torch.full", lit(shape), lit(float(node.attrs["value"])))
-        if op == "materialize":
+        if op == MATERIALIZE:
             src = self.in_types(node)[0]
             shape = tuple(self.sizes.bound(a) for a in node.type.axes)
             return call("rt.materialize", align(refs[0], src, node.type.axes), lit(shape))
-        if op == "broadcast":
+        if op == BROADCAST:
             src = self.in_types(node)[0]
             sizes = call("rt.tuple_of", *(self.size_expr(a) for a in node.type.axes))
             return call("rt.expand_core", align(refs[0], src, node.type.axes), sizes)
@@ -336,7 +337,7 @@ class Lowering:
         reads it (``sqrt(t + 1)``, ``t > 1``) gets it as a 0-d int64 tensor, since torch's functions
         take tensors."""
         source = self.nodes.get(node_id)
-        if source is None or source.op != "loop_index":
+        if source is None or source.op != LOOP_INDEX:
             return Ref(node_id)
         return call("rt.step_index", Ref(node_id), self.anchor if self.anchor is not None else lit(None))
 
@@ -347,7 +348,7 @@ class Lowering:
         if opdef.dtypes == dtype_rules.ANY or not node.types or node.types[0].dtype != "float":
             return refs
         first = 1 if role(node.op) == CHOOSE else 0  # where's condition stays a boolean
-        wires = [k for k in range(first, len(refs)) if self.nodes[node.inputs[k]].op != "number"]
+        wires = [k for k in range(first, len(refs)) if self.nodes[node.inputs[k]].op != NUMBER_NODE]
         if not any(types[k].dtype in ("bool", "int") for k in wires):
             return refs
         if opdef.family == "elementwise" and any(types[k].dtype == "float" for k in wires):
@@ -377,7 +378,7 @@ class Lowering:
     # ---------------------------------------------------------------- loops
     def _carry_init(self, node: Node, i: int, t: WireType) -> Expr:
         src = self.nodes[node.inputs[i]]
-        if src.op == "number":
+        if src.op == NUMBER_NODE:
             value = self.sizes.number(src.attrs["value"], src)
             sizes = call("rt.tuple_of", *(self.size_expr(a) for a in t.axes))
             anchor = self.anchor if self.anchor is not None else lit(None)

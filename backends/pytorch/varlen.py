@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ncd.backends.pytorch import runtime
 from ncd.errors import NcdError
-from ncd.ir import Node, SpecIR
+from ncd.ir import SCAN, Node, SpecIR
 
 HINT = runtime.packed_hint()
 
@@ -42,7 +42,7 @@ def scanned_axes(spec: SpecIR) -> set[str]:
 
     for block in spec.blocks.values():
         for node in walk(block.nodes):
-            if node.op == "scan" and node.attrs.get("axis"):
+            if node.op == SCAN and node.attrs.get("axis"):
                 found.add(str(node.attrs["axis"]))
     return found
 
@@ -165,7 +165,7 @@ def segmented(loop: Any, run: Any, inits: list[Any]) -> Any:
     @functools.wraps(run)
     def run_scan(env: dict[str, Any], m: Any) -> None:
         packing = m.__dict__.get(PACKING)
-        if packing is None or loop.kind != "scan" or loop.axis != packing.axis:
+        if packing is None or loop.kind != SCAN or loop.axis != packing.axis:
             return run(env, m)
         if loop.backend in NATIVE_KERNELS:
             env[packed_key(loop)] = packing

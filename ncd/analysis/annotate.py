@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from ncd.errors import NcdError
-from ncd.ir import SpecIR
+from ncd.ir import PARAM, SpecIR
 
 METRICS = ("flops", "params", "memory", "time")
 
@@ -50,7 +50,7 @@ def annotations(ir: SpecIR, metric: str, sizes: Mapping[str, int] | None = None,
     elif metric == "params":
         for path, key in report.analyzer.blocks.items():
             for p in ir.blocks[key].params:
-                if p.kind == "param":
+                if p.kind == PARAM:
                     count = sympy.Mul(*[report.size(a) for a in p.type.axes])
                     out.params[(path, p.name)] = f"{show(count)} params"
         out.blocks = {p: f"{show(f['params'])} params" for p, f in report.blocks.items()}

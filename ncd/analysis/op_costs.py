@@ -30,7 +30,8 @@ from ncd.analysis import fused
 from ncd.analysis.scan_costs import ScanCost, scan_cost
 from ncd.analysis.sizes import SizeEnv
 from ncd.errors import NcdError
-from ncd.ir import BlockIR, Node, SpecIR, WireType
+from ncd.ir import (BROADCAST, CALL, INPUT, LOOPS, LOOP_INDEX, NUMBER_NODE, PARAM, REGION_ARG, REGION_ARGS, REPEAT,
+                   SCAN, TAP, TUPLE_GET, WEIGHT_SOURCES, BlockIR, Node, SpecIR, WireType)
 from ncd.ops import OPS, is_view
 from ncd.ops.costing import Save, elementwise, numel
 from ncd.passes.fusion import Fusion, in_scope
@@ -129,7 +130,7 @@ class Analyzer:
     def block(self, ctx: Context, args: list[Val]) -> list[Val]:
         ctx.fusions = self.fusion.of_block(ctx.block.key)
         for node in ctx.block.nodes:
-            if node.op == "input":
+            if node.op == INPUT:
                 ctx.values[node.id] = args[node.attrs["index"]]
         self.scope(ctx, ctx.block.nodes)
         return [ctx.values[r] for r in ctx.block.results]
@@ -137,7 +138,7 @@ class Analyzer:
     def scope(self, ctx: Context, nodes: list[Node]) -> None:
         fusions, absorbed = in_scope(ctx.fusions, nodes)
         for node in nodes:
-            if node.op in ("input", "region_arg") or node.id in absorbed:
+            if node.op in (INPUT, REGION_ARG) or node.id in absorbed:
                 continue
             if node.id in fusions:
                 ctx.values[node.id] = self.fused(ctx, node, fusions[node.id])
@@ -161,22 +162,22 @@ class Analyzer:
     # ------------------------------------------------------------------ one node
     def node(self, ctx: Context, node: Node) -> Any:
         op = node.op
-        if op in ("number", "loop_index"):
+        if op in (NUMBER_NODE, LOOP_INDEX):
             return Val(node.types[0] if node.types else WireType(), None, None, False)
-        if op in ("param", "buffer", "const"):
-            is_param = op == "param"
+        if op in WEIGHT_SOURCES:
+            is_param = op == PARAM
             t = node.type
             token = f"{ctx.path}.{node.attrs['name']}"
             self.tokens.setdefault(token, self.numel(t, ()) * self.elem_bytes(t))
             return Val(t, token, tuple(t.axes), is_param, param=is_param)
-        if op == "tuple_get":
+        if op == TUPLE_GET:
             value = ctx.values[node.inputs[0]]
             return value[node.attrs["index"]] if isinstance(value, list) else value
-        if op == "call":
+        if op == CALL:
             return self.call(ctx, node)
-        if op in ("scan", "repeat", "halting"):
+        if op in LOOPS:
             return self.loop(ctx, node)
-        if op == "broadcast" or op == "tap":
+        if op == BROADCAST or op == TAP:
             src = self.arg(ctx, node, 0)  # rt.expand_core: the core axes grow, the lifted dims stay
             return Val(_lifted_as(node.type, src), src.token, src.layout, src.grad, src.param)
         opdef = OPS.get(op)
@@ -328,19 +329,19 @@ class Analyzer:
     # ------------------------------------------------------------------ loops
     def loop(self, ctx: Context, node: Node) -> Any:
         region = node.regions[0]
-        if node.op == "scan":
+        if node.op == SCAN:
             length = self.size(node.attrs["axis"])
-        elif node.op == "repeat":
+        elif node.op == REPEAT:
             length = sympy.Integer(int(node.attrs["count"]))
         else:
             length = sympy.Integer(int(node.attrs["max"]))
         inits = [self.arg(ctx, node, i) for i in range(len(node.inputs))]
         n_carry = len(inits)
-        arg_nodes = {n.id: n for n in region.nodes if n.op in ("region_arg", "loop_index")}
+        arg_nodes = {n.id: n for n in region.nodes if n.op in REGION_ARGS}
         # The step's statements that depend on neither the state nor the step (the recurrence
         # pass's ``invariant``) run once, before the loop, as the torch backend runs them
         # (backends/pytorch/module.py ``_hoisted``): costed once, their storages saved once.
-        plan = self.plans.get((ctx.block.key, node.id)) if node.op == "scan" else None
+        plan = self.plans.get((ctx.block.key, node.id)) if node.op == SCAN else None
         invariant = set(plan.invariant) if plan is not None else set()
         step_nodes = [n for n in region.nodes if n.id not in invariant]
         if invariant:
@@ -382,15 +383,15 @@ class Analyzer:
         for arg, res in zip(args, results[:n_carry]):  # step t's argument is step t-1's result
             if arg.token in self.saved and res.token in self.saved:
                 del self.saved[arg.token]
-        if node.op == "scan" and not self.muted and not self.quiet_scans:
+        if node.op == SCAN and not self.muted and not self.quiet_scans:
             self.scan_record(ctx, node, length, args, steady)
         outs = []
-        if node.op == "scan":
+        if node.op == SCAN:
             for t, r, at_first in zip(node.types, results[n_carry:], first_lifted[n_carry:]):
                 if not (r.type.lifted or at_first):  # every step's emit of core axes only: so is the stack
                     t = WireType(axes=t.axes, lifted=False, dtype=t.dtype)
                 outs.append(self.new(t, ctx, grad=r.grad))
-        elif node.op == "repeat":
+        elif node.op == REPEAT:
             outs = [Val(r.type, r.token, r.layout, r.grad) for r in results[:n_carry]]
         else:
             outs = [self.new(t, ctx, grad=True) for t in node.types]
@@ -414,7 +415,7 @@ class Analyzer:
         args = []
         for i, arg_id in enumerate(region.args):
             node = arg_nodes.get(arg_id)
-            if node is None or node.op == "loop_index" or i >= n_carry:
+            if node is None or node.op == LOOP_INDEX or i >= n_carry:
                 inner.values[arg_id] = Val(WireType(), None, None, False)
                 continue
             t = node.type

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ncd.cli.common import fmt_axes
+from ncd.ir import REGION_ARG, SCAN
 
 
 def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None,
@@ -29,11 +30,11 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None,
     statements = _step_statements(ir, passes)
     for block in ir.blocks.values():
         for node in walk(block.nodes):
-            if node.op != "scan":
+            if node.op != SCAN:
                 continue
             region = node.regions[0] if node.regions else None
             args = {n.attrs.get("name", n.name): n for n in (region.nodes if region else [])
-                    if n.op == "region_arg" and n.id in region.args}
+                    if n.op == REGION_ARG and n.id in region.args}
             carries = [{"name": name, "axes": list(args[name].type.axes) if name in args else None}
                        for name in node.attrs.get("carries", [])]
             plan = plans[(block.key, node.id)]
@@ -151,7 +152,7 @@ def _step_statements(ir: Any, passes: Any) -> dict[tuple[str, str], int]:
     def visit(key: str, body: list[Any]) -> None:
         for stmt in body:
             if isinstance(stmt, Loop):
-                if stmt.kind == "scan":
+                if stmt.kind == SCAN:
                     out[(key, stmt.node_id)] = step_statements(stmt)
                 visit(key, stmt.body)
 

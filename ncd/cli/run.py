@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ncd.cli.common import add_block, BATCH_AXIS, DEFAULT_BATCH, axis_size, declared_axes, emit_json, fmt_axes, known_sizes
 from ncd.cli.options import add_scan_backend, add_sizes, bound_sizes, seed_value
 from ncd.errors import NcdError
+from ncd.ir import INPUT
 
 if TYPE_CHECKING:
     from ncd.backends.pytorch.allocation import Tensor
@@ -60,7 +61,7 @@ def _input_tensors(entry: Any, shapes: list[tuple[int, ...]], dtype: Any, backwa
     from ncd.backends.pytorch.allocation import Tensor
 
     width = torch.tensor([], dtype=dtype).element_size()
-    ports = [n for n in entry.nodes if n.op == "input"]
+    ports = [n for n in entry.nodes if n.op == INPUT]
     spans = [n.loc.span if n.loc else None for n in ports] if len(ports) == len(shapes) else [None] * len(shapes)
     return [Tensor(f"input {p.name}", s, 2 if backward else 1, width, span)
             for p, s, span in zip(entry.inputs, shapes, spans)]

@@ -15,7 +15,7 @@ from typing import Any
 
 import sympy
 
-from ncd.ir import Node, SpecIR, WireType, walk
+from ncd.ir import CALL, Node, SpecIR, WireType, walk
 from ncd.ops.base import AXIS, NUMBER, Expr, Kw, LowerCtx, OpDef, SelfAttr, TypeCtx, call, example_spec, lit
 from ncd.ops.costing import Save, Size, numel
 from ncd.ops.dtypes import ANY
@@ -115,7 +115,7 @@ def in_order(nodes: list[Node], spec: SpecIR | None, depth: int = 0) -> str | No
             return "random"
         if row is not None and row.stateful:
             found = "stateful"
-        if node.op == "call" and spec is not None and depth < 32:
+        if node.op == CALL and spec is not None and depth < 32:
             callee = spec.blocks.get(node.attrs.get("block"))
             inner = in_order(callee.nodes, spec, depth + 1) if callee is not None else None
             if inner == "random":

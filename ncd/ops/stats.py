@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ncd.ir import Node, WireType
+from ncd.ir import BUFFER, Node, WireType
 from ncd.ops.base import AXES, NUMBER, Algebra, Expr, Kw, LowerCtx, OpDef, TypeCtx, call, lit
 from ncd.ops.costing import Save, Size, numel
 from ncd.ops.layout import neg_dim
@@ -39,7 +39,7 @@ def _infer_batchnorm(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -
     channels = tuple(a for a in x.axes if a not in over)
     for i, (t, what) in enumerate(zip(stats, BUFFERS)):
         want = () if i == 2 else channels
-        if ctx.input_ops and ctx.input_ops[i + 1] != "buffer":
+        if ctx.input_ops and ctx.input_ops[i + 1] != BUFFER:
             raise ctx.error(f"batchnorm's {what} (input {i + 2}) must be a buffer: it is updated in training",
                             hint=HINT)
         if t.axes != want or t.lifted or t.dtype != "float":

@@ -26,7 +26,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ncd.errors import NcdError
-from ncd.ir import NUMBER_NODE, WEIGHT_SOURCES, AxisDef, BlockIR, Node, Port, Region, SpecIR, WireType, walk
+from ncd.ir import (CALL, INPUT, NUMBER_NODE, REGION_ARGS, SCAN, TUPLE_GET, WEIGHT_SOURCES, AxisDef, BlockIR, Node,
+                   Port, Region, SpecIR, WireType, walk)
 from ncd.ops import OPS, role
 from ncd.ops.base import ADD, CHOOSE, COMPARISON, DIV, MUL, PICK, POSITION, SUB
 
@@ -84,7 +85,7 @@ def step_axis(ir: SpecIR, axis: str | None = None) -> str:
                            entry.loc.span if entry.loc else None,
                            hint=f"its inputs' axes: {', '.join(sorted(entry_axes)) or 'none'}")
         return axis
-    scanned = sorted({n.attrs["axis"] for b in ir.blocks.values() for n in walk(b.nodes) if n.op == "scan"}
+    scanned = sorted({n.attrs["axis"] for b in ir.blocks.values() for n in walk(b.nodes) if n.op == SCAN}
                      & entry_axes)
     if len(scanned) == 1:
         return scanned[0]
@@ -204,7 +205,7 @@ class _BlockStep:
         self.slots: list[_Slot] = []
         self.records: list[Record] = []  # this block's own caches and windows, as the full module holds them
         self.port_names = {p.name for p in block.inputs}
-        top_scans = [n for n in block.nodes if n.op == "scan"]
+        top_scans = [n for n in block.nodes if n.op == SCAN]
         self.scan_prefix = _prefixes(top_scans, {i.name for i in block.instances})
         from ncd.state import instance_labels
 
@@ -212,7 +213,7 @@ class _BlockStep:
         self.labels = instance_labels([i.name for i in block.instances], taken)  # hidden instances' names in states
         self.called: dict[str, int] = {}
         for n in walk(block.nodes):
-            if n.op == "call":
+            if n.op == CALL:
                 self.called[n.attrs["instance"]] = self.called.get(n.attrs["instance"], 0) + 1
         self.types: dict[str, list[WireType]] = {}  # the step types of what is emitted so far
         self.taint: dict[str, str] = {}  # values along a cache axis: "open" (later positions too), "-oo" / "0" (masked)
@@ -255,8 +256,8 @@ class _BlockStep:
     def run(self) -> tuple[BlockIR, list[_Slot]]:
         block = self.block
         body = self.scope(block.nodes, in_loop=False)
-        inputs = [n for n in body if n.op == "input"]
-        rest = [n for n in body if n.op != "input"]
+        inputs = [n for n in body if n.op == INPUT]
+        rest = [n for n in body if n.op != INPUT]
         nodes = inputs + self.state_nodes + rest
         results = [self.ref(r) for r in block.results] + [s.out_id for s in self.slots]
         outputs = [self.drop(o) for o in block.outputs] + [
@@ -328,7 +329,7 @@ class _BlockStep:
             return self.mask(node)
         if row is not None and row.relabels and node.attrs.get("src") == t:  # x[T as T']: the cache
             return self.cache(node, in_loop)
-        if op == "scan" and node.attrs.get("axis") == t:
+        if op == SCAN and node.attrs.get("axis") == t:
             return self.inline_scan(node, in_loop)
         if (row is not None and row.window and node.attrs.get("padding") == "causal"
                 and node.attrs["over"]["src"] == [t]):
@@ -347,15 +348,15 @@ class _BlockStep:
                              types=types, loc=node.loc, name=node.name)]
             raise _err(f"this selects one fixed position of {t}, which a step has not seen yet (or no longer holds)",
                        node, NONCAUSAL_HINT)
-        if op == "tuple_get" and node.inputs[0] in self.emits:
+        if op == TUPLE_GET and node.inputs[0] in self.emits:
             src = self.emits[node.inputs[0]][attrs["index"]]
             return [Node(id=node.id, op="annotate", inputs=[src], attrs={"axes": list(types[0].axes)},
                          types=types, loc=node.loc, name=node.name)]
         if row is not None and row.relabels and "axes" in attrs:  # x : [T, D] lists the axes: T leaves
             attrs["axes"] = [a for a in attrs["axes"] if a != t]
-        elif op == "call":
+        elif op == CALL:
             return self.call(node, inputs, types, attrs, in_loop)
-        elif op == "scan" and node.attrs.get("reverse") and t in _axes_of(node):
+        elif op == SCAN and node.attrs.get("reverse") and t in _axes_of(node):
             raise _err(f"a reverse scan reads positions of {t} after this one", node, NONCAUSAL_HINT)
         elif row is not None and row.role == POSITION and attrs.get("axis") == t:
             raise _err(f"idx({t}), the position along {t}: a step module knows it only inside a causal mask "
@@ -500,7 +501,7 @@ class _BlockStep:
             self.slots.append(_Slot(f"{prefix}{carry}", tuple(arg.type.axes), init, weight, arg.type.dtype, in_id, ""))
         self.index_ids.update(a for a in args[len(carries):])
         first = len(self.slots) - len(carries)
-        body = [n for n in region.nodes if n.op not in ("region_arg", "loop_index")]
+        body = [n for n in region.nodes if n.op not in REGION_ARGS]
         out.extend(self.scope(body, in_loop=False))
         results = [self.ref(r) for r in region.results]
         for k, slot in enumerate(self.slots[first:]):

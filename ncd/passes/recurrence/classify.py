@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ncd.ir import BlockIR, Node, SpecIR, walk
+from ncd.ir import CALL, INPUT, LOOP_INDEX, REGION_ARG, TUPLE_GET, BlockIR, Node, SpecIR, walk
 from ncd.ops import algebra, role
 from ncd.ops.base import PICK
 from ncd.passes.recurrence.plan import Structure
@@ -73,7 +73,7 @@ class StepAnalysis:
         row = OPS.get(node.op)
         if row is not None:
             return row.random or row.stateful
-        return node.op == "call" and in_order([node], self.spec) is not None
+        return node.op == CALL and in_order([node], self.spec) is not None
 
     def value(self, node_id: str) -> Value:
         return self.values.get(node_id, Value())
@@ -86,9 +86,9 @@ class StepAnalysis:
         ins = [self.value(i) for i in node.inputs]
         axes = tuple(node.types[0].axes) if node.types else ()
         op = node.op
-        if op == "region_arg" and node.id in self.carry_args:
+        if op == REGION_ARG and node.id in self.carry_args:
             return Value(degree=1, carries=frozenset({self.carry_args.index(node.id)}), axes=axes)
-        if op == "loop_index":
+        if op == LOOP_INDEX:
             return Value(varies=True)
         if not ins:
             return Value(axes=axes)
@@ -100,7 +100,7 @@ class StepAnalysis:
         coeff_axes = frozenset().union(*(v.coeff_axes for v in state_in)) if state_in else frozenset()
         coeff_varies = any(v.coeff_varies for v in state_in)
         outer_bias = any(v.outer_bias for v in ins)
-        if op == "tuple_get" and node.inputs[0] in self.parts:
+        if op == TUPLE_GET and node.inputs[0] in self.parts:
             return replace(self.parts[node.inputs[0]][node.attrs["index"]], axes=axes)
         rule = algebra(op)  # the op table's row says how the op combines its inputs
         if degree > 0 and rule.mixes == "view":
@@ -139,7 +139,7 @@ class StepAnalysis:
         if rule.linear == "joint" and rule.mixes == "over":  # sum, mean, cumsum, concat, split
             new_mix = _over_axes(node) if degree > 0 else frozenset()
             return Value(degree, mixes | new_mix, carries, varies, axes, coeff_axes, coeff_varies)
-        if op == "call":
+        if op == CALL:
             if degree == 0:
                 return Value(0, mixes, carries, varies, axes)
             outs = self.call_values(node, ins)
@@ -186,7 +186,7 @@ class StepAnalysis:
     def callee_values(self, callee: BlockIR, ins: list[Value]) -> list[Value] | None:
         sub = StepAnalysis({n.id: n for n in callee.nodes}, [], "", spec=self.spec, depth=self.depth + 1)
         for n in callee.nodes:
-            if n.op == "input":
+            if n.op == INPUT:
                 index = n.attrs.get("index")
                 if not isinstance(index, int) or not 0 <= index < len(ins):
                     return None

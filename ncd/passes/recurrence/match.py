@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from fractions import Fraction
 
-from ncd.ir import NUMBER_NODE, Node
+from ncd.ir import NUMBER_NODE, REGION_ARG, Node
 from ncd.ops import algebra, arith, reorders
 from ncd.ops.base import ADD, CONTRACT, EXP, MUL, SUB
 from ncd.passes.recurrence.classify import StepAnalysis
@@ -61,7 +61,7 @@ def _same(a: StepAnalysis, x: str, y: str) -> bool:
     nx_, ny = a.nodes.get(x), a.nodes.get(y)
     if nx_ is None or ny is None or nx_.op != ny.op or nx_.attrs != ny.attrs or len(nx_.inputs) != len(ny.inputs):
         return False
-    if nx_.op == "region_arg":
+    if nx_.op == REGION_ARG:
         return False
     return all(_same(a, i, j) for i, j in zip(nx_.inputs, ny.inputs))  # leaves: same op and attrs
 
