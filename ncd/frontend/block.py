@@ -163,7 +163,9 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         assert self.results is not None
         where = self.return_tree
         if len(self.results) != len(outputs):
-            raise err(f"block {self.key} declares {len(outputs)} outputs but returns {len(self.results)}", where)
+            raise err(f"block {self.key} declares {len(outputs)} outputs but returns {len(self.results)}", where,
+                      hint=f"declare what it returns: -> {', '.join(self.type_text(self.type_of(r)) for r in self.results)}"
+                           f" (or return {len(outputs)} value{'s' if len(outputs) != 1 else ''})")
         fixed = []
         for rid, want, expr in zip(self.results, outputs, where.children):
             got = self.type_of(rid)
@@ -180,6 +182,11 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                 rid = self.add_op("annotate", [rid], {"axes": list(want.axes)}, where).id
             fixed.append(rid)
         return fixed
+
+    @staticmethod
+    def type_text(t: WireType) -> str:
+        """A wire type as a block declares it (``[D]``, ``[T] int``), for hints to paste."""
+        return f"[{', '.join(t.axes)}]" + ("" if t.dtype == "float" else f" {t.dtype}")
 
     def check_new_name(self, name: str, where: Any) -> None:
         if name in RESERVED:
@@ -205,11 +212,15 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         names = [str(t) for t in targets]
         if len(names) == 1:
             if len(node.types) != 1:
-                raise err(f"this expression gives {len(node.types)} values; unpack them: a, b = ...", targets[0])
+                raise err(f"this expression gives {len(node.types)} values; unpack them: a, b = ...", targets[0],
+                          hint=f"write {len(node.types)} names on the left: "
+                               f"{', '.join([names[0]] + [f'{names[0]}{i}' for i in range(2, len(node.types) + 1)])} = ...")
             self.bind_value(names[0], value, targets[0])
             return
         if len(node.types) != len(names):
-            raise err(f"{len(names)} names on the left but the expression gives {len(node.types)} values", targets[0])
+            raise err(f"{len(names)} names on the left but the expression gives {len(node.types)} values", targets[0],
+                      hint=f"write {len(node.types)} name{'s' if len(node.types) != 1 else ''} on the left: "
+                           f"{', '.join(names[:len(node.types)] + [f'v{i}' for i in range(len(names), len(node.types))])} = ...")
         for i, (name, tok) in enumerate(zip(names, targets)):
             part = self.add("tuple_get", [value], {"index": i}, [node.types[i]], tok, name=name)
             self.bind_value(name, part.id, tok)
@@ -217,9 +228,11 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
     def bind_value(self, name: str, node_id: str, where: Any) -> None:
         existing = self.scope.lookup(name)
         if existing is not None and existing.kind in ("param", "instance"):
-            raise err(f"{name} is a {existing.kind} of this block and cannot be reassigned", where)
+            raise err(f"{name} is a {existing.kind} of this block and cannot be reassigned", where,
+                      hint=f"give the new value its own name: {name}2 = ...")
         if existing is not None and existing.kind == "index":
-            raise err(f"{name} is a loop index and cannot be reassigned", where)
+            raise err(f"{name} is a loop index and cannot be reassigned", where,
+                      hint=f"give the new value its own name: {name}2 = ...")
         if self.spec.known_axis(name) and existing is None:
             raise err(f"{name} is an axis; a value cannot share its name", where, hint="use a lowercase name")
         if self.node_index[node_id].name is None:
@@ -289,7 +302,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             if init is None:
                 default = "ones" if kind == "buffer" else None
                 if default is None:
-                    raise err("a param needs an initialiser", None)
+                    raise err("a param needs an initialiser", None, hint="end the declaration with init normal(0, 0.02)")
                 value = self.add("init_fill", [], {"value": 1.0}, [t], None).id
             else:
                 expr = init.children[0]
@@ -302,7 +315,9 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             if not set(got.axes) <= set(t.axes):
                 extra = [a for a in got.axes if a not in t.axes]
                 raise err(f"the initial value has axes {got} but the parameter is {t}: "
-                          f"{', '.join(extra)} not on the parameter", init)
+                          f"{', '.join(extra)} not on the parameter", init,
+                          hint=f"add {', '.join(extra)} to the parameter's axes, or reduce them in the initial "
+                               f"value: sum(..., over = {extra[0]})")
             result = self.add("materialize", [value], {"axes": list(t.axes)}, [t], init)
         finally:
             self.scope = saved
@@ -318,11 +333,13 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             values = []
             for a in args:
                 if a.data != "pos_arg":
-                    raise err(f"{fname} takes positional numbers", a)
+                    raise err(f"{fname} takes positional numbers", a,
+                              hint=f"drop the names: {fname}({', '.join(INITIALISERS[fname].args)}) with numbers")
                 vid = self.expr(a.children[0])
                 v = self.number_value(vid)
                 if v is None:
-                    raise err(f"the arguments of {fname} must be numbers", a)
+                    raise err(f"the arguments of {fname} must be numbers", a,
+                              hint=f"write a number, a constant or a size expression (D^-0.5): {fname}({', '.join(INITIALISERS[fname].args)})")
                 if v.is_number and fname != "const" and not abs(float(v)) <= FLOAT32_MAX:
                     raise err(f"the arguments of {fname} must be finite numbers within float32's range, not {v}",
                               a, hint="weights are drawn in the default dtype (float32 unless set otherwise)")
@@ -346,7 +363,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             check_attribute_name(name, name_tok)
             self.check_new_name(name, name_tok)
             if self.scope.lookup(name) is not None or name in self.instances:
-                raise err(f"{name} is already defined in this block", name_tok)
+                raise err(f"{name} is already defined in this block", name_tok, hint="give each instance its own name")
             args: list[tuple[str | None, Tree]] = []
             if params is not None:
                 for p in params.children:
@@ -357,14 +374,16 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             if repeat is not None:
                 count = int(str(repeat.children[0]))
                 if count < 1:
-                    raise err("a repeat count must be at least 1", repeat)
+                    raise err("a repeat count must be at least 1", repeat, hint=f"use l = {block.name} × 1, or drop the × to use one copy")
                 if count > MAX_REPEAT:
                     raise err(f"a repeat count must be at most {MAX_REPEAT}, got {count}", repeat,
                               hint="each of the N copies is a separate module with its own weights")
                 if len(block.inputs) != 1 or len(block.outputs) != 1 or \
                         sorted(block.inputs[0].type.axes) != sorted(block.outputs[0].axes):
                     raise err(f"{block.name} × {count} chains the block into itself, so it needs one input and "
-                              f"one output of the same axes", repeat)
+                              f"one output of the same axes", repeat,
+                              hint=f"drop the × {count} and call the instance where you need it, or declare {count} "
+                                   f"instances (use a = {block.name}, b = {block.name}, ...)")
             self.instances[name] = InstanceDef(name=name, block=block.key, repeat=count, loc=loc_of(name_tok))
             self.instance_blocks[name] = block
             self.scope.names[name] = Binding("instance", name)
@@ -397,7 +416,8 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
     def stmt_halt_stmt(self, tree: Tree) -> None:
         frame = self.frames[-1]
         if frame.kind != "halting":
-            raise err("halt outside a halting loop", tree)
+            raise err("halt outside a halting loop", tree,
+                      hint="halt ends the body of halting n max M mix graves carry (...) { ... }; elsewhere drop it")
         frame.halt = self.expr(tree.children[0])
 
     def stmt_repeat_stmt(self, tree: Tree) -> None:

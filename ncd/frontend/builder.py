@@ -85,7 +85,8 @@ class SpecBuilder:
             elif item.data in ("const_decl", "const_list"):
                 name = str(item.children[0])
                 if name in self.global_consts:
-                    raise err(f"constant {name} is defined twice", item.children[0])
+                    raise err(f"constant {name} is defined twice", item.children[0],
+                              hint=f"delete one of the two, or rename it: const {name}2 = ...")
                 self.global_consts[name] = item
         if imports:
             self._import(imports)
@@ -102,7 +103,8 @@ class SpecBuilder:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 loc = self.axes[name].loc
                 raise NcdError(f"axis {name} must be bound to a positive integer, got {value!r}",
-                               Span(loc.line, loc.col) if loc else None)
+                               Span(loc.line, loc.col) if loc else None,
+                               hint=f"bind a whole number of at least 1: --set {name}=4 (ncd.load(..., {name}=4))")
             if value > MAX_SIZE_VALUE:
                 loc = self.axes[name].loc
                 raise NcdError(f"axis {name} is bound to {value}, more than the limit of {MAX_SIZE_VALUE} (2^63 - 1)",
@@ -146,7 +148,8 @@ class SpecBuilder:
         name_tok, size_tree = axis_def.children
         name = str(name_tok)
         if "'" in name:
-            raise err(f"axis {name} is a prime: primes exist for every axis and are not declared", name_tok)
+            raise err(f"axis {name} is a prime: primes exist for every axis and are not declared", name_tok,
+                      hint=f"declare the base axis ({name.replace(chr(39), '')}) and use {name} where you need it")
         if not _size_safe(name):
             raise err(f"{name} cannot name an axis: sizes are written with sympy, where {name} means something else",
                       name_tok, hint="pick another name")
@@ -210,7 +213,8 @@ class SpecBuilder:
                 raise err(f"axis {name} has size {value}, which is not a whole number", tree,
                           hint="a derived size must divide exactly (check the bound sizes)")
             if value <= 0:
-                raise err(f"axis {name} has size {value}; sizes must be positive", tree)
+                raise err(f"axis {name} has size {value}; sizes must be positive", tree,
+                          hint="write a size of at least 1 (check the bound sizes of the axes it is derived from)")
             if value > MAX_SIZE_VALUE:
                 raise err(f"axis {name} has size {value}, more than the limit of {MAX_SIZE_VALUE} (2^63 - 1)", tree,
                           hint="sizes are tensor dimensions: they must fit in an int64")
@@ -219,7 +223,8 @@ class SpecBuilder:
         if name in self.bindings and self.axes[name].size is not None and not literal:
             declared = self.resolve_declared(name)
             if declared.is_number and declared != self.bindings[name]:
-                raise err(f"axis {name} is declared with size {declared} but bound to {self.bindings[name]}", tree)
+                raise err(f"axis {name} is declared with size {declared} but bound to {self.bindings[name]}", tree,
+                          hint=f"bind {name} to {declared}, or leave it unbound (its size is derived)")
 
     @staticmethod
     def bounded(size: sympy.Expr, what: str, where: Tree | Token | None) -> None:
@@ -236,7 +241,7 @@ class SpecBuilder:
     def size_expr(self, tree: Tree | Token, subst: dict[str, str], numbers: dict[str, sympy.Expr]) -> sympy.Expr:
         """An axis-size expression (numbers, axis names, + - * / ^)."""
         if isinstance(tree, Token):
-            raise err("expected a size expression", tree)
+            raise err("expected a size expression", tree, hint="a size is numbers and axis names with + - * / ^ and sqrt: 4 * D")
         kind = tree.data
         if kind == "number":
             return number_literal(tree.children[0])
@@ -345,7 +350,8 @@ class SpecBuilder:
                    caller: "BlockBuilder | None") -> BlockIR:
         tree = self.block_trees.get(name)
         if tree is None:
-            raise err(f"unknown block {name}", where, hint=_did_you_mean(name, self.block_trees))
+            raise err(f"unknown block {name}", where, hint=_did_you_mean(name, self.block_trees)
+                      or f"define block {name}(x: [A]) -> [A] {{ ... }}, or import it: import {name} from ./file.ncd")
         params_tree = tree.children[1]
         declared = [] if params_tree is None else params_tree.children
         subst: dict[str, str] = {}
@@ -353,7 +359,9 @@ class SpecBuilder:
         positional = [a for k, a in args if k is None]
         keyword = {k: a for k, a in args if k is not None}
         if len(positional) > len(declared):
-            raise err(f"block {name} takes {len(declared)} bracket arguments, got {len(positional)}", where)
+            raise err(f"block {name} takes {len(declared)} bracket arguments, got {len(positional)}", where,
+                      hint=f"pass {len(declared)}: {name}[{', '.join(str(p.children[0]) for p in declared)}]" if declared
+                      else f"drop the brackets: use l = {name}")
         for i, param in enumerate(declared):
             pname, default = str(param.children[0]), param.children[1]
             value = positional[i] if i < len(positional) else keyword.pop(pname, None)
@@ -362,12 +370,13 @@ class SpecBuilder:
                     raise err(f"block {name} needs axis argument {pname}", where,
                               hint=f"write {name}[{pname} = SomeAxis]")
                 if not (isinstance(value, Tree) and value.data == "name"):
-                    raise err(f"{pname} of block {name} is an axis parameter: pass an axis name", value)
+                    raise err(f"{pname} of block {name} is an axis parameter: pass an axis name", value,
+                              hint=f"declare an axis (axis A = ...) and pass it: {name}[{pname} = A]")
                 axis = str(value.children[0])
                 if caller is not None:
                     axis = self.subst_axis(axis, caller.subst)
                 if not self.known_axis(axis):
-                    raise err(f"unknown axis {axis}", value, hint=_did_you_mean(axis, self.axes))
+                    raise err(f"unknown axis {axis}", value, hint=_did_you_mean(axis, self.axes) or f"declare it: axis {axis}")
                 subst[pname] = axis
             else:
                 source = value if value is not None else default
@@ -376,7 +385,10 @@ class SpecBuilder:
                 numbers[pname] = self.size_expr(source, ctx_subst, ctx_numbers)
         if keyword:
             extra = next(iter(keyword))
-            raise err(f"block {name} has no parameter {extra}", keyword[extra])
+            raise err(f"block {name} has no parameter {extra}", keyword[extra],
+                      hint=_did_you_mean(extra, [str(p.children[0]) for p in declared])
+                      or (f"its parameters: {', '.join(str(p.children[0]) for p in declared)}" if declared
+                          else f"drop the brackets: use l = {name}"))
         key = name
         if subst or numbers:
             parts = [f"{k}={v}" for k, v in subst.items()] + [f"{k}={sz.to_text(v)}" for k, v in numbers.items()]
@@ -455,7 +467,8 @@ def build_spec(source: str, name: str = "<spec>", bindings: dict[str, int] | Non
     except NcdError as exc:
         raise exc.located(source, name) from None
     except RecursionError:
-        raise NcdError("the spec nests too deeply", Span(1, 1)).located(source, name) from None
+        raise NcdError("the spec nests too deeply", Span(1, 1),
+                       hint="name the inner parts of deeply nested expressions: a = ...; b = f(a)").located(source, name) from None
     except Exception as exc:  # noqa: BLE001 - the API boundary's safety net, not error handling
         # Every mistake in a spec is reported where it is detected, with its place; reaching this
         # line is a bug in ncd. Users still get an NcdError, the original stays its __cause__, and the

@@ -75,7 +75,7 @@ def checked_power(a: sympy.Expr, b: sympy.Expr, where: Tree) -> sympy.Expr:
     try:
         return checked_number(fold_pow(a, b), where)
     except FoldError as exc:
-        raise err(str(exc), where) from None
+        raise err(str(exc), where, hint=exc.hint) from None
 
 
 def checked_number(value: sympy.Expr, where: Tree) -> sympy.Expr:
@@ -83,9 +83,11 @@ def checked_number(value: sympy.Expr, where: Tree) -> sympy.Expr:
     if not value.is_number:
         return value
     if value.has(sympy.zoo, sympy.nan) or value.is_extended_real is False:
-        raise err(f"this evaluates to {value}, which is not a real number", where)
+        raise err(f"this evaluates to {value}, which is not a real number", where,
+                  hint="change the numbers so the result is finite and real (no 0^-1, no sqrt of a negative)")
     if value.is_Rational and max(abs(value.p), value.q).bit_length() > MAX_BITS:
-        raise err("this number is out of range of a float64", where)
+        raise err("this number is out of range of a float64", where,
+                  hint="use numbers within float64's range (about 1e-308 to 1e308)")
     return value
 
 

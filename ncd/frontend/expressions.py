@@ -36,15 +36,16 @@ class ExpressionBuilder:
         vid = self.expr(tree)
         value = self.number_value(vid)
         if value is None or not value.is_number or not value.is_integer or value < 0:
-            raise err(f"{what} must be a whole number known when the spec is checked", tree)
+            raise err(f"{what} must be a whole number known when the spec is checked", tree,
+                      hint="write a number such as 3, or arithmetic of numbers and sized axes (D / 2)")
         return int(value)
 
     def expr(self, tree: Tree | Token) -> str:
         if isinstance(tree, Token):
-            raise err(f"unexpected {tree}", tree)
+            raise err(f"unexpected {tree}", tree, hint="write an expression: a name, a number or a call")
         method = getattr(self, f"expr_{tree.data}", None)
         if method is None:
-            raise err(f"{tree.data} is not allowed here", tree)
+            raise err(f"{tree.data} is not allowed here", tree, hint="write an expression: a name, a number or a call")
         depth = self.__dict__.get("_expr_depth", 0)
         if depth >= MAX_EXPR_DEPTH:  # refused here, at its place, before Python's stack runs out
             raise err(f"this expression nests more than {MAX_EXPR_DEPTH} levels deep (calls inside calls, or a "
@@ -69,7 +70,7 @@ class ExpressionBuilder:
                 return self.number(sz.parse(binding.ref), tree).id
             if binding.kind == "index":
                 return binding.ref
-            raise err(f"{name} is a block instance; call it: {name}(...)", tree)
+            raise err(f"{name} is a block instance; call it: {name}(...)", tree, hint=f"write {name}(x) with its inputs")
         if name in self.numbers:
             return self.number(self.numbers[name], tree).id
         if name in NAMED_CONSTANTS:
@@ -80,7 +81,8 @@ class ExpressionBuilder:
         if name in self.spec.global_consts:
             return self.const_value(self.spec.global_consts[name], global_decl=True)
         options = self.scope.all_names() | set(self.spec.axes)
-        raise err(f"unknown name {name}", tree, hint=_did_you_mean(name, options))
+        raise err(f"unknown name {name}", tree, hint=_did_you_mean(name, options)
+                  or f"assign it before this line ({name} = ...), or declare it: axis {name} / const {name} = ...")
 
     def const_value(self, tree: Tree, global_decl: bool) -> str:
         name_tok = tree.children[0]
@@ -90,7 +92,8 @@ class ExpressionBuilder:
         if existing is not None:
             if global_decl:
                 return existing.ref
-            raise err(f"{name} is already defined in this block", name_tok)
+            raise err(f"{name} is already defined in this block", name_tok,
+                      hint=f"give the constant its own name: const {name}2 ...")
         if tree.data == "const_list":
             return self.const_list(tree)
         _, binders, type_tree, expr = tree.children
@@ -104,7 +107,9 @@ class ExpressionBuilder:
             if self.number_value(vid) is not None:
                 self.scope_root().names[name] = Binding("number", self.node_index[vid].attrs["value"])
                 return vid
-            raise err(f"constant {name} must be a number, or declare its axes: const {name}[i: A] = ...", expr)
+            raise err(f"constant {name} must be a number, or declare its axes: const {name}[i: A] = ...", expr,
+                      hint=f"a wire-valued formula is a constant with axes: const {name}[i: A] = ...; or compute it "
+                           f"in the block: {name} = ...")
         t = WireType(axes=tuple(index_vars.values()), lifted=False) if binders is not None else \
             self.wire_type(type_tree, lifted=False)
         init = Tree("init", [expr], meta=expr.meta)
@@ -138,7 +143,8 @@ class ExpressionBuilder:
             self.frames.pop()
         if not all(math.isfinite(v) for v in values):
             bad = next(i for i, v in zip(items, values) if not math.isfinite(v))
-            raise err(f"the items of constant {name} must be finite numbers", bad)
+            raise err(f"the items of constant {name} must be finite numbers", bad,
+                      hint="write finite numbers (inf and nan are not list items)")
         self.spec.unify(axis, sympy.Integer(len(values)), f"the length of the list of constant {name}",
                         items[0] if items else tree)
         t = WireType(axes=(axis,), lifted=False)
@@ -176,7 +182,7 @@ class ExpressionBuilder:
         try:
             result = rule(*values)
         except FoldError as exc:
-            raise err(str(exc), tree) from None
+            raise err(str(exc), tree, hint=exc.hint) from None
         return self.number(checked_number(result, tree), tree).id
 
     def _binary(self, tree: Tree, op: str) -> str:
@@ -217,7 +223,8 @@ class ExpressionBuilder:
         at_op = self.symbol_after(left, "@")
         for side, vid in (("left", lid), ("right", rid)):
             if self.number_value(vid) is not None:
-                raise NcdError(f"the {side} operand of @ is a number; use * to scale", at_op or span_of(tree))
+                raise NcdError(f"the {side} operand of @ is a number; use * to scale", at_op or span_of(tree),
+                               hint="write a * x: a number scales a wire, @ contracts two wires")
         spans = {"@": at_op}
         if axes_tree is not None:
             spans.update({f"axis {a}": span_of(t) for a, t in zip(axes, axes_tree.children)})
@@ -290,7 +297,9 @@ class ExpressionBuilder:
                     axis = loop_axis
                     if axis not in self.type_of(vid).axes:
                         raise err(f"this wire has no axis {axis} to index with {index_tree.children[0]}; its axes "
-                                  f"are {self.type_of(vid)}", where)
+                                  f"are {self.type_of(vid)}", where,
+                                  hint=f"index a wire that has {axis} (x[{index_tree.children[0]}]), or name the axis: "
+                                       f"x[A = {index_tree.children[0]}]")
                 return self.add_op("select", [vid, binding.ref], {"axis": axis}, where).id
         index_id = self.expr(index_tree)
         if self.number_value(index_id) is None and axis is not None:  # E[V = ids]: a lookup by a wire
@@ -314,11 +323,12 @@ class ExpressionBuilder:
             return self.call_instance(name, args, tree)
         if name in OPS and OPS[name].syntax is not None:
             raise err(f"{name} is not a function: it is written {OPS[name].syntax}", name_tok,
-                      hint=OPS[name].doc or None)
+                      hint=f"write {OPS[name].syntax}" + (f" ({OPS[name].doc})" if OPS[name].doc else ""))
         if name in OPS:
             return self.call_op(name, args, tree)
         if name in INITIALISERS:
-            raise err(f"{name}(...) is an initialiser: use it after init", tree)
+            raise err(f"{name}(...) is an initialiser: use it after init", tree,
+                      hint=f"declare a parameter with it: param W: [A] init {name}(...)")
         if name in self.spec.block_trees:
             block = self.spec.specialise(name, [], name_tok, self)
             if self.spec.has_weights(block):
@@ -331,7 +341,9 @@ class ExpressionBuilder:
         options = set(OPS) | set(self.spec.block_trees) | {n for n, b in self.scope_items() if b.kind == "instance"}
         python = name in ("eval", "exec", "compile", "open", "print", "getattr") or name.startswith("__")
         raise err(f"unknown function {name}", name_tok, hint=_did_you_mean(name, options) or (
-            "specs are data, not Python: Python code is never executed" if python else None))
+            "specs are data, not Python: Python code is never executed" if python
+            else f"define it as a block, block {name}(x: [A]) -> [A] {{ ... }}, or pick an op of docs/language.md's "
+                 f"op reference"))
 
     def scope_items(self):
         scope: Scope | None = self.scope
@@ -354,7 +366,7 @@ class ExpressionBuilder:
         if not low <= len(positional) <= high:
             want = f"{low}" if low == high else f"{low} to {high}"
             raise err(f"{name} takes {want} inputs, got {len(positional)}", tree,
-                      hint=f"{name}: {opdef.doc}" if opdef.doc else None)
+                      hint=f"{name}: {opdef.doc}" if opdef.doc else f"pass {want} inputs")
         for key, (value, at) in keywords.items():
             spec = kw_specs.get(key)
             if spec is None:
@@ -364,7 +376,8 @@ class ExpressionBuilder:
         for key, spec in kw_specs.items():
             if key not in attrs:
                 if spec.required:
-                    raise err(f"{name} needs {key} = ...", tree, hint=opdef.doc or None)
+                    raise err(f"{name} needs {key} = ...", tree,
+                              hint=f"add {key} = ... to the call" + (f" ({opdef.doc})" if opdef.doc else ""))
                 if spec.default is not None:
                     attrs[key] = spec.default
         inputs = [self.expr(p) for p in positional]
@@ -410,18 +423,18 @@ class ExpressionBuilder:
             if isinstance(value, Tree) and value.data == "axis_map":
                 src, dst = (self._axis_side(c) for c in value.children)
                 return {"src": src, "dst": dst}
-            raise err("expected an axis map: A -> B or [A1, A2] -> B", where)
+            raise err("expected an axis map: A -> B or [A1, A2] -> B", where, hint="write the map with an arrow: A -> B")
         if kind == NUMBER:
             vid = self.expr(value)
             number = self.number_value(vid)
             if number is None or not number.is_number:
-                raise err("expected a number", where)
+                raise err("expected a number", where, hint="write a number, a constant or a size expression known at check time")
             option = float(number)
             if math.isfinite(option) and abs(option) > FLOAT32_MAX:  # torch refuses the scalar for a float32 wire
                 raise err(f"the number {option:.3g} is out of float32's range (±3.4e38)", value,
                           hint="the options of an op are float32 numbers (inf is allowed)")
             return option
-        raise err(f"unsupported option kind {kind}", where)
+        raise err(f"unsupported option kind {kind}", where, hint="this is a bug in ncd's op table: please report it")
 
     def distinct_axes(self, tokens: list[Token], what: str) -> list[str]:
         """Axis names of a list an op reads (``over = [A, B]``, ``@[A]``, ``[A B -> S]``): each once."""
@@ -442,10 +455,11 @@ class ExpressionBuilder:
         block = self.instance_blocks[name]
         inst = self.instances[name]
         if any(a.data == "kw_arg" for a in args):
-            raise err("block inputs are positional", tree)
+            raise err("block inputs are positional", tree, hint="drop the names: write f(x, y), in the order the block declares")
         ids = [self.expr(a.children[0]) for a in args]
         if len(ids) != len(block.inputs):
-            raise err(f"{block.name} takes {len(block.inputs)} inputs, got {len(ids)}", tree)
+            raise err(f"{block.name} takes {len(block.inputs)} inputs, got {len(ids)}", tree,
+                      hint=f"pass {len(block.inputs)}: {tree.children[0]}({', '.join(p.name for p in block.inputs)})")
         lifted: list[str] = []
         for vid, port in zip(ids, block.inputs):
             got = self.type_of(vid)

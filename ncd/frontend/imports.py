@@ -80,7 +80,8 @@ def target_path(source: Tree, importer_dir: Path, root: Path) -> tuple[Path, Pat
         raise err(f"{text} is outside the directory imports may read ({root})", tok,
                   hint="keep imported specs in the importing spec's directory or below it")
     if path.suffix != ".ncd":  # a link named .ncd to something else
-        raise err(f"{text} is not a .ncd file (it resolves to {path.name})", tok)
+        raise err(f"{text} is not a .ncd file (it resolves to {path.name})", tok,
+                  hint="import the spec file itself, not a link to another kind of file")
     if not path.is_file():
         raise err(f"no such spec file to import: {text}", tok, hint=f"looked for {path}")
     return path, root
@@ -101,7 +102,8 @@ def load(path: Path, root: Path, chain: list[Path], where: Token, budget: Budget
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise err(f"cannot read {path.name}: {exc.strerror or exc}", where) from None
+        raise err(f"cannot read {path.name}: {exc.strerror or exc}", where,
+                  hint=f"make {path} readable, or import another file") from None
     if budget.chars + size > MAX_IMPORT_CHARS:
         raise err(f"importing {path.name} ({size} bytes) would read more than {MAX_IMPORT_CHARS} bytes of specs "
                   f"in all", where, hint="imports are for blocks, not data (ncd/limits.py MAX_IMPORT_CHARS)")

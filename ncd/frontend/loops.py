@@ -31,7 +31,9 @@ class LoopBuilder:
                 if set(got.axes) < set(t.axes) or not got.axes:
                     init = self.add("broadcast", [init], {"axes": list(t.axes)}, [t], init_tree).id
                 else:
-                    raise err(f"carry {name} is declared {t} but starts as a wire with axes {got}", init_tree)
+                    raise err(f"carry {name} is declared {t} but starts as a wire with axes {got}", init_tree,
+                              hint=f"declare the carry with the wire's axes ({name}: {self.type_text(got)}), or start it from a "
+                                   f"wire of axes {self.type_text(t)} (or 0)")
             elif self.number_value(init) is None and got.axes != t.axes:
                 init = self.add_op("annotate", [init], {"axes": list(t.axes)}, init_tree).id
             carries.append((name, t))
@@ -98,7 +100,7 @@ class LoopBuilder:
         eps_tree, mix_tree = options.get("eps"), options.get("mix")
         max_steps = self.const_int(max_tree, "the maximum number of steps")
         if max_steps < 1:
-            raise err("a halting loop needs at least one step", max_tree)
+            raise err("a halting loop needs at least one step", max_tree, hint="write max 1 or more: halting n max 8 ...")
         outer = self.frames[-1].trips
         if max_steps * outer > MAX_REPEAT:
             within = f" inside loops that already run {outer} times" if outer > 1 else ""
@@ -109,7 +111,7 @@ class LoopBuilder:
             vid = self.expr(eps_tree.children[0])
             value = self.number_value(vid)
             if value is None or not value.is_number or not 0 < value < 1:
-                raise err("eps must be a number in (0, 1)", eps_tree)
+                raise err("eps must be a number in (0, 1)", eps_tree, hint="write eps 0.01 (or drop eps: 0.01 is the default)")
             eps = float(value)
         mix = self.act_mix(mix_tree, tree)
         if carry_tree is None:

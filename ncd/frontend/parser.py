@@ -78,12 +78,13 @@ def _syntax_error(exc: UnexpectedInput, source: str) -> NcdError:
                         hint="a block or bracket is not closed")
     if isinstance(exc, UnexpectedCharacters):
         char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else "?"
-        hint = "specs are data, not Python: only the .ncd language is accepted" if char in "\"'`$!?%&|\\." else None
+        hint = ("specs are data, not Python: only the .ncd language is accepted" if char in "\"'`$!?%&|\\."
+                else "delete it: names are letters, digits, _ and a trailing '")
         return NcdError(f"unexpected character {char!r}", Span(line, col), hint=hint)
     assert isinstance(exc, UnexpectedToken)
     token: Token = exc.token
     expected = sorted(_PRETTY.get(t, repr(t.lower()) if t.isupper() else t) for t in exc.expected)[:8]
-    hint = f"expected {', '.join(expected)}" if expected else None
+    hint = f"expected {', '.join(expected)}" if expected else "delete it (docs/language.md gives the syntax)"
     if str(token) in _PYTHON_HINTS or str(token).startswith("__"):
         hint = "specs are data, not Python: Python code is never executed"
     return NcdError(f"unexpected {str(token)!r}", Span(line, col), hint=hint)

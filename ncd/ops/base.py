@@ -255,7 +255,12 @@ FoldFn = Callable[..., Any]
 
 
 class FoldError(ValueError):
-    """A fold that has no real, representable result (1 / 0, a power past float64's range)."""
+    """A fold that has no real, representable result (1 / 0, a power past float64's range);
+    ``hint`` says the edit that fixes the spec, for the front end's located error."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(frozen=True)

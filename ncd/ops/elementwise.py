@@ -116,15 +116,17 @@ def fold_pow(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
         except (TypeError, ValueError, OverflowError):
             bits = math.inf
         if bits > MAX_BITS:
-            raise FoldError("this power is out of range of a float64")
+            raise FoldError("this power is out of range of a float64",
+                            "use a smaller base or exponent: a folded number stays within about 1e308")
     elif b.is_number and b.is_real and abs(b) > 64:
-        raise FoldError("an axis size may be raised to a power of at most 64")
+        raise FoldError("an axis size may be raised to a power of at most 64",
+                        "write the exponent as a number from -64 to 64 (D^2, D^-0.5)")
     return a**b
 
 
 def _fold_div(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     if b == 0:
-        raise FoldError("division by zero")
+        raise FoldError("division by zero", "divide by a non-zero number")
     return a / b
 
 
