@@ -244,54 +244,100 @@ def test_a_step_invariant_pure_op_is_hoisted_and_a_random_one_is_not():
     assert "tanh" in hoisted and "dropout" not in hoisted, hoisted
 
 
-def _op_name_literals(path: Path) -> list[tuple[int, str]]:
-    """Where ``path`` singles out a node by the name of an op-table row: a comparison with a node's
-    op (``node.op == "x"``, ``op in ("x", ...)``, ``op in NAMES`` with ``NAMES`` a literal of this
-    module), or a lookup keyed by it (``{"x": ...}.get(op)``, ``TABLE[node.op]`` with ``TABLE`` a
-    literal of this module): knowledge of that op outside its row."""
+def _kind_literals(source: str, op_names: bool = True) -> list[tuple[int, str]]:
+    """Where ``source`` spells a node kind: a comparison or membership test with a string literal
+    that is a structural kind (ncd/ir.py) or, when ``op_names``, an op-table row's name, whatever
+    the other side is called (``node.op == "scan"``, ``family == "contract"``, ``op in NAMES``
+    with ``NAMES`` a literal of this module, ``case "call":``), or a dict literal keyed by one
+    used as a table (``{"softmax": ...}.get(op)``, ``{"scan": ...}[stmt.kind]``, a module-level
+    table). A key read (``attrs["repeat"]``, ``attrs.get("max")``) or a node's attribute dict
+    (``{"max": 8, ...}``) holds attribute names, not kinds, and is not counted."""
     import ast
 
-    def names_op(expr: ast.AST) -> bool:
-        return any((isinstance(n, ast.Attribute) and n.attr == "op") or (isinstance(n, ast.Name) and n.id == "op")
-                   for n in ast.walk(expr))
+    from ncd.ir import STRUCTURAL_KINDS
 
-    def literals(expr: ast.AST) -> list[tuple[int, str]]:
-        return [(c.lineno, c.value) for c in ast.walk(expr)
-                if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value in OPS]
-
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    consts: dict[str, ast.AST] = {}  # names bound in this module to a value (a set, tuple or dict literal)
-    for node in ast.walk(tree):
+    kinds = STRUCTURAL_KINDS | (set(OPS) if op_names else set())
+    tree = ast.parse(source)
+    consts: dict[str, ast.AST] = {}  # names bound at module level to a value (a set, tuple or dict literal)
+    for node in tree.body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
             for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
                 if isinstance(target, ast.Name):
                     consts[target.id] = node.value
 
-    def through(expr: ast.AST) -> list[tuple[int, str]]:
-        """The op names in ``expr`` and in the module's literals it names."""
-        named = [consts[n.id] for n in ast.walk(expr) if isinstance(n, ast.Name) and n.id in consts]
-        return literals(expr) + [hit for value in named if value is not expr for hit in literals(value)]
+    def literals(expr: ast.AST, seen: frozenset[str] = frozenset()) -> list[tuple[int, str]]:
+        """The kinds ``expr`` holds as a value: a literal, a collection of them, a module name bound
+        to one, a set built from them (``frozenset({...})``, ``A | B``)."""
+        if isinstance(expr, ast.Constant):
+            return [(expr.lineno, expr.value)] if isinstance(expr.value, str) and expr.value in kinds else []
+        if isinstance(expr, (ast.Tuple, ast.List, ast.Set)):
+            return [hit for e in expr.elts for hit in literals(e, seen)]
+        if isinstance(expr, ast.Dict):
+            return [hit for k in expr.keys if k is not None for hit in literals(k, seen)]
+        if isinstance(expr, ast.BinOp):
+            return literals(expr.left, seen) + literals(expr.right, seen)
+        if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in ("frozenset", "set", "tuple"):
+            return [hit for a in expr.args for hit in literals(a, seen)]
+        if isinstance(expr, ast.Name) and expr.id in consts and expr.id not in seen:
+            return literals(consts[expr.id], seen | {expr.id})
+        return []
 
-    found = []
+    # dict literals used as tables: looked up at once (``{...}[k]``, ``{...}.get(k)``) or bound at
+    # module level; a dict passed as an argument (a node's attributes) is keyed by attribute names
+    tables = [n.value for n in ast.walk(tree) if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Dict)]
+    tables += [n.func.value for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+               and isinstance(n.func.value, ast.Dict)]
+    tables += [d for top in tree.body if isinstance(top, (ast.Assign, ast.AnnAssign)) and top.value is not None
+               for d in ast.walk(top.value) if isinstance(d, ast.Dict)]
+    found = [hit for table in tables for hit in literals(table)]
     for node in ast.walk(tree):
-        if isinstance(node, ast.Compare) and any(names_op(e) for e in (node.left, *node.comparators)):
-            found += [hit for e in (node.left, *node.comparators) for hit in through(e)]
-        elif isinstance(node, ast.Subscript) and names_op(node.slice):
-            found += through(node.value)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
-              and node.args and names_op(node.args[0])):
-            found += through(node.func.value)
+        if isinstance(node, ast.Compare):
+            found += [hit for e in (node.left, *node.comparators) for hit in literals(e)]
+        elif isinstance(node, ast.MatchValue):
+            found += literals(node.value)
     return sorted(set(found))
 
 
-# The modules that own op names, each with why. Every other module under ncd/ and backends/ asks a
+# The modules that own kind names, each with why. Every other module under ncd/ and backends/ asks a
 # row (ncd.ops: arith, role, relabels, affine, masked, gate, ...) or names a node kind that is no op
-# (ncd/ir.py: NUMBER_NODE, SCAN, WEIGHT_SOURCES, LOOPS, ...).
+# by ncd/ir.py's name (NUMBER_NODE, SCAN, WEIGHT_SOURCES, LOOPS, ...).
 OWNS_OP_NAMES = {
     "ncd/ops": "the op table: each family module declares its rows and their per-row facts by name",
 }
+OWNS_KINDS = {"ncd/ir.py": "names each structural node kind once"}
 SCANNED = sorted(str(p.relative_to(ROOT)) for folder in ("ncd", "backends") for p in (ROOT / folder).rglob("*.py")
-                 if not any(str(p.relative_to(ROOT)).startswith(owner + "/") for owner in OWNS_OP_NAMES))
+                 if str(p.relative_to(ROOT)) not in OWNS_KINDS)
+# Words of other vocabularies that are spelled like a node kind, by module: each is compared as what
+# it is there, never with a node's kind. An entry no longer found fails (the list only shrinks).
+_GRAMMAR = "a rule of the grammar (ncd/frontend), read off the parse tree's ``data``"
+_BINDING = "a kind of name the builder's scopes bind (Binding.kind)"
+_SCAN_BACKEND = "the parallel-scan backend's name (ncd/scan_backends.py), not the loop node"
+OTHER_WORDS: dict[str, dict[str, str]] = {
+    "backends/graphviz/draw.py": {"param": "a theme's colour for weights", "scan": "a theme's colour for loops",
+                                  "contract": "an op family (OpDef.family), not a row"},
+    "backends/pytorch/implementations.py": {"scan": _SCAN_BACKEND},
+    "backends/pytorch/scan_cost.py": {"scan": _SCAN_BACKEND},
+    "backends/pytorch/runtime.py": {"max": "the pooling mode of the runtime's pool helper",
+                                    "min": "the side of a clamp or an extreme taken"},
+    "ncd/cli/emit.py": {"step": "the name of the step-module emitter (EMITTERS)"},
+    "ncd/frontend/block.py": {"param": _BINDING, "number": _BINDING, "call": _GRAMMAR,
+                              "const": "the surface initialiser `const(v)`"},
+    "ncd/frontend/builder.py": {"number": _GRAMMAR, "add": _GRAMMAR, "mul": _GRAMMAR, "sub": _GRAMMAR, "div": _GRAMMAR,
+                                "pow": _GRAMMAR, "neg": _GRAMMAR, "call": _GRAMMAR,
+                                "sqrt": "the surface function sqrt of an axis size"},
+    "ncd/frontend/expressions.py": {"param": _BINDING, "number": _BINDING, "rename": _GRAMMAR, "reshape": _GRAMMAR,
+                                    "max": "the surface name max(a, b), spelled maximum as an op",
+                                    "min": "the surface name min(a, b), spelled minimum as an op"},
+    "ncd/frontend/imports.py": {"call": _GRAMMAR},
+    "ncd/passes/recurrence/cells.py": {"const": "a linear term's kind in the cell matcher (const, seq, inp)"},
+    "ncd/passes/step.py": {"step": "a causal index form (idx(T) >= idx(T')), not the op"},
+    "ncd/sizes.py": {"exp": "a sympy function of size expressions", "log": "a sympy function of size expressions",
+                     "sqrt": "a sympy function of size expressions"},
+}
+
+
+def _owns_op_names(path: str) -> bool:
+    return any(path.startswith(owner + "/") for owner in OWNS_OP_NAMES)
 
 
 def test_the_node_kinds_that_are_no_ops_are_named_once_and_verified():
@@ -314,21 +360,31 @@ def test_the_scan_covers_the_passes_the_backends_and_the_analyzer():
 
 
 @pytest.mark.parametrize("path", SCANNED)
-def test_no_module_outside_the_op_table_singles_out_an_op_by_name(path):
+def test_no_module_spells_a_node_kind(path):
     """The fusion rules, the step pass's masks, the recurrence cells, titles (``title``) and views'
-    memory order (``view_layout``) read the rows, so adding an op is one row: no module outside
-    ncd/ops compares a node's op with a row's name."""
-    assert _op_name_literals(ROOT / path) == [], \
-        f"{path} names op-table rows; give the rows a fact to ask (ncd/ops/base.py, OpDef) instead"
+    memory order (``view_layout``) read the rows, and the passes name the structural kinds by
+    ncd/ir.py's names, so adding an op is one row and renaming a kind is one line: outside
+    ncd/ops no module compares anything with a row's name, and outside ncd/ir.py none compares
+    anything with a structural kind's string or keys a dict literal by one."""
+    found = _kind_literals((ROOT / path).read_text(encoding="utf-8"), op_names=not _owns_op_names(path))
+    allowed = OTHER_WORDS.get(path, {})
+    assert [hit for hit in found if hit[1] not in allowed] == [], \
+        f"{path} spells node kinds; name structural ones from ncd/ir.py, ask op rows a fact (ncd/ops/base.py)"
+    assert {word for _, word in found} >= set(allowed), f"{path}: stale OTHER_WORDS {set(allowed) - {w for _, w in found}}"
 
 
-def test_the_op_name_literal_scan_finds_a_comparison(tmp_path):
-    """The scan above is not vacuous: the renderer's old title chain, the fusion pass's old norm set
-    and the step pass's old mask table are what it catches."""
-    sample = tmp_path / "sample.py"
-    sample.write_text('NORMS = ("layernorm", "rmsnorm")\nMASK = {"softmax": "-oo", "sum": "0"}\n\n\n'
-                      'def f(node, op):\n    if node.op == "rename":\n        pass\n'
-                      '    if node.op in NORMS or MASK.get(node.op):\n        pass\n'
-                      '    return op in ("reshape", "input")\n', encoding="utf-8")
-    assert _op_name_literals(sample) == [(1, "layernorm"), (1, "rmsnorm"), (2, "softmax"), (2, "sum"),
-                                         (6, "rename"), (10, "reshape")]
+def test_the_kind_literal_scan_finds_a_planted_comparison():
+    """The scan above is not vacuous: the renderer's old title chain, the fusion pass's old norm set,
+    the step pass's old mask table and the old spelled structural kinds are what it catches, under
+    any variable name; an attribute read keyed by a kind's word is not a kind."""
+    sample = ('NORMS = ("layernorm", "rmsnorm")\nMASK = {"softmax": "-oo", "sum": "0"}\n\n\n'
+              'def f(node, op, family, stmt):\n    if node.op == "rename":\n        pass\n'
+              '    if node.op in NORMS or MASK.get(node.op):\n        pass\n'
+              '    if family == "contract" or stmt.kind in frozenset({"scan", "repeat"}):\n        pass\n'
+              '    match op:\n        case "call":\n            pass\n'
+              '    ok = node.attrs.get("repeat") == 2 and node.attrs["max"] > 1 and g({"scan": 1})\n'
+              '    return {"tuple_get": 1}.get(op) or op in ("reshape", "x")\n')
+    assert _kind_literals(sample) == [(1, "layernorm"), (1, "rmsnorm"), (2, "softmax"), (2, "sum"), (6, "rename"),
+                                      (10, "contract"), (10, "repeat"), (10, "scan"), (13, "call"),
+                                      (16, "reshape"), (16, "tuple_get")]
+    assert _kind_literals(sample, op_names=False) == [(10, "repeat"), (10, "scan"), (13, "call"), (16, "tuple_get")]

@@ -25,7 +25,9 @@ from ncd.frontend.common import (
 from ncd.frontend.expressions import ExpressionBuilder
 from ncd.frontend.loops import LoopBuilder
 from ncd.frontend.parser import span_of
-from ncd.ir import BlockIR, InstanceDef, Node, ParamDef, Port, Region, WireType, walk
+from ncd.ir import (BUFFER, HALTING, INIT_FILL, INIT_RANDOM, INPUT, LOOP_INDEX, MATERIALIZE, NUMBER_NODE, PARAM,
+                   REGION_ARG, REPEAT, SCAN, TAP, TUPLE_GET, BlockIR, InstanceDef, Node, ParamDef, Port, Region,
+                   WireType, walk)
 from ncd.ops import OPS, dtypes, role
 from ncd.ops.init import FLOAT32_MAX, INITIALISERS
 from ncd.ops.base import CHOOSE, COMPARISON, TypeCtx
@@ -102,7 +104,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         return self.add(op, inputs, attrs, types, where)
 
     def number(self, value: sympy.Expr, where: Any) -> Node:
-        node = self.add("number", [], {"value": sz.to_text(value)}, [WireType(axes=(), lifted=False)], where)
+        node = self.add(NUMBER_NODE, [], {"value": sz.to_text(value)}, [WireType(axes=(), lifted=False)], where)
         self.number_values[node.id] = value
         return node
 
@@ -146,7 +148,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             self.check_new_name(str(aname), aname)
             if str(aname) in self.scope.names:
                 raise err(f"block {self.key} has two inputs named {aname}", aname, hint="rename one of them")
-            node = self.add("input", [], {"index": len(ports)}, [t], aname, name=str(aname))
+            node = self.add(INPUT, [], {"index": len(ports)}, [t], aname, name=str(aname))
             ports.append(Port(name=str(aname), type=t))
             self.scope.names[str(aname)] = Binding("value", node.id)
         outputs = [self.wire_type(t.children[0], lifted=True, dtype=t.children[1]) for t in ret_tree.children]
@@ -222,7 +224,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                       hint=f"write {len(node.types)} name{'s' if len(node.types) != 1 else ''} on the left: "
                            f"{', '.join(names[:len(node.types)] + [f'v{i}' for i in range(len(names), len(node.types))])} = ...")
         for i, (name, tok) in enumerate(zip(names, targets)):
-            part = self.add("tuple_get", [value], {"index": i}, [node.types[i]], tok, name=name)
+            part = self.add(TUPLE_GET, [value], {"index": i}, [node.types[i]], tok, name=name)
             self.bind_value(name, part.id, tok)
 
     def bind_value(self, name: str, node_id: str, where: Any) -> None:
@@ -252,10 +254,10 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
     def stmt_const_list(self, tree: Tree) -> None:
         self.const_value(tree, global_decl=False)
 
-    def stmt_param_decl(self, tree: Tree, kind: str = "param") -> None:
+    def stmt_param_decl(self, tree: Tree, kind: str = PARAM) -> None:
         *names, type_tree, init = tree.children
         t = self.wire_type(type_tree, lifted=False)
-        if init is None and kind == "param":
+        if init is None and kind == PARAM:
             raise err(f"param {names[0]} needs an initialiser", names[0],
                       hint=f"param {names[0]}: {type_tree_text(type_tree)} init normal(0, 0.02)")
         for tok in names:
@@ -263,14 +265,14 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             self.declare_param(str(tok), kind, t, region, tok)
 
     def stmt_buffer_decl(self, tree: Tree) -> None:
-        self.stmt_param_decl(tree, kind="buffer")
+        self.stmt_param_decl(tree, kind=BUFFER)
 
     def stmt_param_formula(self, tree: Tree) -> None:
         name, binders, init = tree.children
         axes, index_names = self.binders(binders)
         t = WireType(axes=tuple(axes), lifted=False)
-        region = self.init_region(init, t, dict(zip(index_names, axes)), "param")
-        self.declare_param(str(name), "param", t, region, name)
+        region = self.init_region(init, t, dict(zip(index_names, axes)), PARAM)
+        self.declare_param(str(name), PARAM, t, region, name)
 
     def binders(self, tree: Tree) -> tuple[list[str], list[str]]:
         axes, names = [], []
@@ -300,10 +302,10 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                 self.scope.names[name] = binding
         try:
             if init is None:
-                default = "ones" if kind == "buffer" else None
+                default = "ones" if kind == BUFFER else None
                 if default is None:
                     raise err("a param needs an initialiser", None, hint="end the declaration with init normal(0, 0.02)")
-                value = self.add("init_fill", [], {"value": 1.0}, [t], None).id
+                value = self.add(INIT_FILL, [], {"value": 1.0}, [t], None).id
             else:
                 expr = init.children[0]
                 if index_vars:
@@ -318,7 +320,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                           f"{', '.join(extra)} not on the parameter", init,
                           hint=f"add {', '.join(extra)} to the parameter's axes, or reduce them in the initial "
                                f"value: sum(..., over = {extra[0]})")
-            result = self.add("materialize", [value], {"axes": list(t.axes)}, [t], init)
+            result = self.add(MATERIALIZE, [value], {"axes": list(t.axes)}, [t], init)
         finally:
             self.scope = saved
             self.frames.pop()
@@ -326,7 +328,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
 
     def init_expr(self, tree: Tree, t: WireType) -> str:
         if tree.data == "name" and str(tree.children[0]) in ("zeros", "ones"):  # `init zeros` = zeros()
-            return self.add("init_random", [], {"dist": str(tree.children[0]), "args": []}, [t], tree).id
+            return self.add(INIT_RANDOM, [], {"dist": str(tree.children[0]), "args": []}, [t], tree).id
         if tree.data == "call" and str(tree.children[0]) in INITIALISERS:
             fname = str(tree.children[0])
             args = [a for a in tree.children[1:] if a is not None]
@@ -353,7 +355,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             if problem is not None:
                 message, hint, at = problem
                 raise err(message, args[at], hint=hint)
-            return self.add("init_random", [], {"dist": fname, "args": values}, [t], tree).id
+            return self.add(INIT_RANDOM, [], {"dist": fname, "args": values}, [t], tree).id
         return self.expr(tree)
 
     def stmt_use_decl(self, tree: Tree) -> None:
@@ -395,7 +397,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             raise err(f"tap {name} is defined twice", name_tok, hint="give each tap its own name")
         check_attribute_name(name, name_tok)
         value = self.expr(expr)
-        node = self.add("tap", [value], {"name": name}, [self.type_of(value)], name_tok, name=name)
+        node = self.add(TAP, [value], {"name": name}, [self.type_of(value)], name_tok, name=name)
         self.taps.append(name)
         self.bind_value(name, node.id, name_tok)
 
@@ -407,7 +409,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
 
     def stmt_emit_stmt(self, tree: Tree) -> None:
         frame = self.frames[-1]
-        if frame.kind != "scan":
+        if frame.kind != SCAN:
             raise err("emit outside a scan", tree, hint="emit builds a scan's output; a block uses return")
         if frame.emitted is not None:
             raise err("a scan emits once per step", tree, hint="emit a, b emits two sequences")
@@ -415,7 +417,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
 
     def stmt_halt_stmt(self, tree: Tree) -> None:
         frame = self.frames[-1]
-        if frame.kind != "halting":
+        if frame.kind != HALTING:
             raise err("halt outside a halting loop", tree,
                       hint="halt ends the body of halting n max M mix graves carry (...) { ... }; elsewhere drop it")
         frame.halt = self.expr(tree.children[0])
@@ -433,12 +435,12 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
             raise err("this repeat body changes nothing outside it", tree,
                       hint="reassign a value of the block inside the body: x = layer(x)")
         init_ids = [self.scope.lookup(n).ref for n in carried]
-        region, results = self.region("repeat", body, [(n, self.type_of(i)) for n, i in zip(carried, init_ids)],
+        region, results = self.region(REPEAT, body, [(n, self.type_of(i)) for n, i in zip(carried, init_ids)],
                                       tree, extra_args=[], trips=count)
-        node = self.add("repeat", init_ids, {"count": count, "names": carried}, [self.type_of(i) for i in init_ids],
+        node = self.add(REPEAT, init_ids, {"count": count, "names": carried}, [self.type_of(i) for i in init_ids],
                         tree, regions=[region])
         for i, name in enumerate(carried):
-            part = self.add("tuple_get", [node.id], {"index": i}, [node.types[i]], tree, name=name)
+            part = self.add(TUPLE_GET, [node.id], {"index": i}, [node.types[i]], tree, name=name)
             self.scope.names[name] = Binding("value", part.id)
 
     def region(self, kind: str, body: list[Any], carries: list[tuple[str, WireType]], where: Any,
@@ -451,11 +453,11 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         args = []
         try:
             for name, t in carries:
-                arg = self.add("region_arg", [], {"name": name}, [t], where, name=name)
+                arg = self.add(REGION_ARG, [], {"name": name}, [t], where, name=name)
                 self.scope.names[name] = Binding("value", arg.id)
                 args.append(arg.id)
             for name, binding_kind, attrs in extra_args:
-                arg = self.add("loop_index", [], attrs, [WireType(axes=(), lifted=False, dtype="int")], where,
+                arg = self.add(LOOP_INDEX, [], attrs, [WireType(axes=(), lifted=False, dtype="int")], where,
                                name=name)
                 self.scope.names[name] = Binding(binding_kind, arg.id)
                 args.append(arg.id)

@@ -26,7 +26,7 @@ from ncd.frontend.common import (
     number_literal,
 )
 from ncd.frontend.parser import parse
-from ncd.ir import AxisDef, BlockIR, SpecIR, SpecMeta
+from ncd.ir import CONST, AxisDef, BlockIR, SpecIR, SpecMeta
 from ncd.frontend.unrolled import check_unrolled
 from ncd.limits import MAX_BLOCK_NESTING, MAX_SIZE_VALUE
 from ncd.ops import OPS
@@ -418,7 +418,7 @@ class SpecBuilder:
 
     def has_weights(self, block: BlockIR) -> bool:
         """Learned parameters or buffers anywhere inside (constants recompute, so they don't count)."""
-        if any(p.kind != "const" for p in block.params):
+        if any(p.kind != CONST for p in block.params):
             return True
         return any(self.has_weights(self.blocks[i.block]) for i in block.instances if i.block in self.blocks)
 

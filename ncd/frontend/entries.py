@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from lark import Token
 
 from ncd.frontend.common import _did_you_mean, err
-from ncd.ir import BlockIR
+from ncd.ir import CONST, BlockIR
 
 if TYPE_CHECKING:
     from ncd.frontend.builder import SpecBuilder
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def weights(blocks: dict[str, BlockIR], key: str, prefix: str = "") -> dict[str, tuple[str, tuple[str, ...]]]:
     """Every parameter and buffer a block's module holds, by state_dict name: (kind, axes)."""
     block = blocks[key]
-    out = {prefix + p.name: (p.kind, p.type.axes) for p in block.params if p.kind != "const"}
+    out = {prefix + p.name: (p.kind, p.type.axes) for p in block.params if p.kind != CONST}
     for inst in block.instances:
         if inst.block not in blocks:
             continue

@@ -22,7 +22,7 @@ from ncd.frontend.common import (
     number_literal,
 )
 from ncd.frontend.parser import span_of
-from ncd.ir import InstanceDef, Node, ParamDef, Region, WireType
+from ncd.ir import CALL, CONST, MATERIALIZE, NUMBER_NODE, InstanceDef, Node, ParamDef, Region, WireType
 from ncd.limits import MAX_CONST_LIST, MAX_EXPR_DEPTH
 from ncd.ops import OPS, arith
 from ncd.ops.init import FLOAT32_MAX, INITIALISERS
@@ -114,8 +114,8 @@ class ExpressionBuilder:
             self.wire_type(type_tree, lifted=False)
         init = Tree("init", [expr], meta=expr.meta)
         region = self.init_region(init, t, index_vars or None, "const")
-        self.params.append(ParamDef(name=name, kind="const", type=t, init=region, loc=loc_of(name_tok)))
-        node = Node(id=self.fresh(name), op="const", attrs={"name": name}, types=[t], loc=loc_of(name_tok),
+        self.params.append(ParamDef(name=name, kind=CONST, type=t, init=region, loc=loc_of(name_tok)))
+        node = Node(id=self.fresh(name), op=CONST, attrs={"name": name}, types=[t], loc=loc_of(name_tok),
                     name=name)
         self.frames[0].nodes.insert(0, node)
         self.node_index[node.id] = node
@@ -152,11 +152,11 @@ class ExpressionBuilder:
         self.frames.append(Frame(nodes=region.nodes, kind="init"))
         try:
             listed = self.add("values", [], {"axis": axis, "values": values}, [t], tree)
-            region.results.append(self.add("materialize", [listed.id], {"axes": [axis]}, [t], tree).id)
+            region.results.append(self.add(MATERIALIZE, [listed.id], {"axes": [axis]}, [t], tree).id)
         finally:
             self.frames.pop()
-        self.params.append(ParamDef(name=name, kind="const", type=t, init=region, loc=loc_of(name_tok)))
-        node = Node(id=self.fresh(name), op="const", attrs={"name": name}, types=[t], loc=loc_of(name_tok), name=name)
+        self.params.append(ParamDef(name=name, kind=CONST, type=t, init=region, loc=loc_of(name_tok)))
+        node = Node(id=self.fresh(name), op=CONST, attrs={"name": name}, types=[t], loc=loc_of(name_tok), name=name)
         self.frames[0].nodes.insert(0, node)
         self.node_index[node.id] = node
         self.scope_root().names[name] = Binding("param", node.id)
@@ -279,7 +279,7 @@ class ExpressionBuilder:
             frame = self.frames[-1].nodes
             mark = len(frame)
             value = self.number_value(self.expr(tree))
-            if value is not None and all(n.op == "number" for n in frame[mark:]):
+            if value is not None and all(n.op == NUMBER_NODE for n in frame[mark:]):
                 del frame[mark:]  # the bound lives in the attribute: no number nodes left to lower
             if value is None:
                 raise err(f"the {key} of a slice must be known when the spec is checked (a number or axis sizes)",
@@ -485,7 +485,7 @@ class ExpressionBuilder:
                 outputs.append(WireType(axes=out.axes, lifted=False, dtype=out.dtype))
         attrs = {"instance": name, "block": block.key, "lift": lifted,
                  "ports": [list(p.type.axes) for p in block.inputs], "repeat": inst.repeat}
-        node = self.add("call", ids, attrs, outputs, tree)
+        node = self.add(CALL, ids, attrs, outputs, tree)
         if len(outputs) == 1:
             return node.id
         return node.id

@@ -6,7 +6,7 @@ from lark import Tree
 
 from ncd import scan_backends
 from ncd.frontend.common import MAX_REPEAT, _did_you_mean, err, span_of
-from ncd.ir import ACT_MIXES, Region, WireType
+from ncd.ir import ACT_MIXES, BROADCAST, HALTING, SCAN, Region, WireType
 
 
 class LoopBuilder:
@@ -29,7 +29,7 @@ class LoopBuilder:
             got = self.type_of(init)
             if self.number_value(init) is None and sorted(got.axes) != sorted(t.axes):
                 if set(got.axes) < set(t.axes) or not got.axes:
-                    init = self.add("broadcast", [init], {"axes": list(t.axes)}, [t], init_tree).id
+                    init = self.add(BROADCAST, [init], {"axes": list(t.axes)}, [t], init_tree).id
                 else:
                     raise err(f"carry {name} is declared {t} but starts as a wire with axes {got}", init_tree,
                               hint=f"declare the carry with the wire's axes ({name}: {self.type_text(got)}), or start it from a "
@@ -53,7 +53,7 @@ class LoopBuilder:
             raise err("scan without carry: a scan needs a state carried from step to step", tree,
                       hint="scan t over T carry (h: [D] = 0) { ... }")
         carries, inits = self.carries(carry_tree, tree)
-        region, frame = self.region("scan", body, carries, tree,
+        region, frame = self.region(SCAN, body, carries, tree,
                                     extra_args=[(str(var_tok), "index", {"axis": axis, "name": str(var_tok)})])
         if frame.emitted is None:
             raise err("this scan emits nothing", tree, hint="add emit h as the step's output")
@@ -67,7 +67,7 @@ class LoopBuilder:
         attrs = {"axis": axis, "reverse": reverse is not None, "backend": backend,
                  "carries": [c[0] for c in carries], "n_emit": len(frame.emitted),
                  "captures": frame.captures}
-        node = self.add("scan", inits, attrs, out_types, tree, regions=[region])
+        node = self.add(SCAN, inits, attrs, out_types, tree, regions=[region])
         if len(out_types) > 1:
             return node.id
         return node.id
@@ -117,7 +117,7 @@ class LoopBuilder:
         if carry_tree is None:
             raise err("halting loop without carry", tree, hint="halting n max 8 carry (s: [T, D] = x) { ... }")
         carries, inits = self.carries(carry_tree, tree)
-        region, frame = self.region("halting", body, carries, tree,
+        region, frame = self.region(HALTING, body, carries, tree,
                                     extra_args=[(str(var_tok), "index", {"axis": None, "name": str(var_tok)})],
                                     trips=max_steps)
         if frame.halt is None:
@@ -131,4 +131,4 @@ class LoopBuilder:
         outs = [t for _, t in carries] + [WireType(axes=p_type.axes, lifted=True)]
         attrs = {"max": max_steps, "eps": eps, "mix": mix, "carries": [c[0] for c in carries],
                  "halt_axes": list(p_type.axes), "captures": frame.captures}
-        return self.add("halting", inits, attrs, outs, tree, regions=[region]).id
+        return self.add(HALTING, inits, attrs, outs, tree, regions=[region]).id

@@ -8,7 +8,7 @@ that makes the product pass ``MAX_REPEAT``, not run a million times.
 from __future__ import annotations
 
 from ncd.errors import NcdError
-from ncd.ir import BlockIR, Node, SpecIR
+from ncd.ir import CALL, HALTING, REPEAT, BlockIR, Node, SpecIR
 from ncd.limits import MAX_REPEAT
 
 
@@ -28,7 +28,7 @@ def check_unrolled(ir: SpecIR) -> None:
         most = outer
         for node in nodes:
             count = _loop_count(node)
-            if node.op == "call" and node.attrs.get("block") in ir.blocks:
+            if node.op == CALL and node.attrs.get("block") in ir.blocks:
                 inner = work(node.attrs["block"])
                 copies = int(node.attrs.get("repeat") or 1)
                 total = outer * copies * inner
@@ -55,8 +55,8 @@ def check_unrolled(ir: SpecIR) -> None:
 
 
 def _loop_count(node: Node) -> int:
-    if node.op == "repeat":
+    if node.op == REPEAT:
         return int(node.attrs.get("count") or 1)
-    if node.op == "halting":
+    if node.op == HALTING:
         return int(node.attrs.get("max") or 1)
     return 1

@@ -187,9 +187,9 @@ def _conv_roles(ctx: TypeCtx, x: WireType, w: WireType, attrs: dict[str, Any]):
                             hint="the weights' window axes are named by kernel = [...]")
     for axis in attrs.get("groups") or []:
         if axis not in x.axes or axis not in w.axes:
-            where = "input" if axis not in x.axes else "weights"
-            raise ctx.error(f"group axis {axis} is not on the {where}, whose axes are "
-                            f"{_axes_str(x.axes if where == 'input' else w.axes)}", at="groups",
+            on_input = axis not in x.axes
+            raise ctx.error(f"group axis {axis} is not on the {'input' if on_input else 'weights'}, whose axes are "
+                            f"{_axes_str(x.axes if on_input else w.axes)}", at="groups",
                             hint="a group axis is on both: split the channels first, x[C -> G Cg], "
                                  "with weights W: [G, Dg, Cg, KY, KX]")
         if axis in src or axis in kernel:

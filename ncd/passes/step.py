@@ -26,8 +26,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ncd.errors import NcdError
-from ncd.ir import (CALL, INPUT, NUMBER_NODE, REGION_ARGS, SCAN, TUPLE_GET, WEIGHT_SOURCES, AxisDef, BlockIR, Node,
-                   Port, Region, SpecIR, WireType, walk)
+from ncd.ir import (BROADCAST, CALL, INPUT, NUMBER_NODE, REGION_ARGS, SCAN, TUPLE_GET, WEIGHT_SOURCES, AxisDef,
+                   BlockIR, Node, Port, Region, SpecIR, WireType, walk)
 from ncd.ops import OPS, role
 from ncd.ops.base import ADD, CHOOSE, COMPARISON, DIV, MUL, PICK, POSITION, SUB
 
@@ -248,7 +248,7 @@ class _BlockStep:
         port = Port(name=self.port_name(label), type=WireType(axes=axes, lifted=True, dtype=dtype))  # type: ignore[arg-type]
         node_id = self.fresh(re.sub(r"[^A-Za-z0-9_]", "_", label) + "_in")
         self.state_ports.append(port)
-        self.state_nodes.append(Node(id=node_id, op="input", attrs={"index": index}, types=[port.type], loc=loc,
+        self.state_nodes.append(Node(id=node_id, op=INPUT, attrs={"index": index}, types=[port.type], loc=loc,
                                      name=port.name))
         return node_id
 
@@ -397,7 +397,7 @@ class _BlockStep:
         unit_id = self.fresh(f"{node.id}_now")
         self.primes.add(dst)
         self.taint[node.id] = "open"
-        made = [Node(id=unit_id, op="broadcast", inputs=[src], attrs={"axes": list(now)},
+        made = [Node(id=unit_id, op=BROADCAST, inputs=[src], attrs={"axes": list(now)},
                      types=[out.model_copy(update={"axes": now})], loc=node.loc),
                 Node(id=node.id, op="concat", inputs=[in_id, unit_id],
                      attrs={"over": {"src": [s.cache_axis, s.unit_axis], "dst": [dst]}}, types=[out], loc=node.loc,
@@ -461,7 +461,7 @@ class _BlockStep:
         conv_attrs["over"] = {"src": [whole], "dst": [one]}
         ty = x_full.model_copy(update={"axes": now_axes})
         made = [
-            Node(id=now_id, op="broadcast", inputs=[self.ref(node.inputs[0])], attrs={"axes": list(now_axes)},
+            Node(id=now_id, op=BROADCAST, inputs=[self.ref(node.inputs[0])], attrs={"axes": list(now_axes)},
                  types=[ty], loc=node.loc),
             Node(id=whole_id, op="concat", inputs=[in_id, now_id],
                  attrs={"over": {"src": [held, s.unit_axis], "dst": [whole]}},
@@ -563,11 +563,11 @@ class _BlockStep:
         made = [node.model_copy(update={"id": call_id, "inputs": inputs + state_ids, "types": out_types,
                                         "attrs": attrs, "name": node.name if n_out > 1 else None})]
         if n_out == 1:
-            made.append(Node(id=node.id, op="tuple_get", inputs=[call_id], attrs={"index": 0}, types=types,
+            made.append(Node(id=node.id, op=TUPLE_GET, inputs=[call_id], attrs={"index": 0}, types=types,
                              loc=node.loc, name=node.name))
         for k, slot in enumerate(slots):
             out_id = self.fresh(f"{instance}_state")
-            made.append(Node(id=out_id, op="tuple_get", inputs=[call_id], attrs={"index": n_out + k},
+            made.append(Node(id=out_id, op=TUPLE_GET, inputs=[call_id], attrs={"index": n_out + k},
                              types=[out_types[n_out + k]], loc=node.loc))
             weight = f"{paths[k]}.{slot.init_weight}" if slot.init_weight else None
             made_slot = _Slot(f"{names[k]}.{slot.name}", lift + slot.axes, slot.init, weight, slot.dtype,
