@@ -289,7 +289,29 @@ class AxisSizes:
         return int(value) if value.is_number and value.is_integer else None
 
 
+@lru_cache(maxsize=4096)
+def simplify(expr: sympy.Expr) -> sympy.Expr:
+    """``sympy.simplify``, memoised: a spec asks for the same few sizes again and again (each conv's
+    output size, at build and again at every verify after a pass), and one call costs milliseconds
+    even for ``4*Y2 - 1``. Expressions are immutable and hash structurally, so a hit is the result
+    sympy would return."""
+    return sympy.simplify(expr)
+
+
+def constant(expr: sympy.Expr) -> sympy.Expr | None:
+    """The number a size expression equals whatever the axes' sizes, or None where it varies. A
+    polynomial is decided by expanding it (what ``simplify`` would conclude, in microseconds
+    instead of milliseconds); the rest (floor, Min, quotients) goes through ``simplify``."""
+    if expr.is_number:
+        return expr
+    if expr.is_polynomial():
+        expanded = sympy.expand(expr)
+        return expanded if expanded.is_number else None
+    simplified = simplify(expr)
+    return simplified if simplified.is_number else None
+
+
 def simplify_bounded(expr: sympy.Expr, what: str) -> sympy.Expr:
     """``sympy.simplify``, after the degree and term bounds (its cost grows fast with both)."""
     check_degree(expr, what)
-    return sympy.simplify(expr)
+    return simplify(expr)

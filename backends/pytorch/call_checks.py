@@ -159,7 +159,7 @@ class CallContract:
 
     def _constraint(self, rule: SizeRule, names: list[str]) -> str:
         """The constraint in words: the smallest size that gives an output, or divisibility."""
-        value = sympy.simplify(rule.size)
+        value = sz.simplify(rule.size)
         if len(names) == 1 and (rule.order >= 0 or value.has(sympy.floor, sympy.ceiling)):
             n = sz.symbol(names[0])
             lo, hi = 1, 2 ** 62

@@ -321,7 +321,7 @@ class SpecBuilder:
         base = self.base_axis(axis)
         current = self.size(base)
         self.bounded(size, f"the size of axis {axis} ({what})", where)
-        size = sympy.simplify(size)
+        size = sz.simplify(size)
         if size.is_number and size < 1:  # a window larger than its (padded) axis, a stride past the end
             raise err(f"axis {axis} would have size {size} ({what}); a size must be at least 1", where,
                       hint="make the input axis larger, or the window (kernel, dilation, pool size) smaller")

@@ -45,8 +45,8 @@ def bounds(ctx: TypeCtx, t: WireType, attrs: dict[str, Any]) -> tuple[sympy.Expr
     stop = _bound(ctx, attrs.get("stop"), n, n, "stop")
     for cond, what in ((start, f"the start {start} is out of range"), (n - stop, f"the stop {stop} is out of range"),
                        (stop - start - 1, f"the slice {start}:{stop} is empty")):
-        gap = sympy.simplify(cond)
-        if gap.is_number and gap < 0:
+        gap = sz.constant(cond)
+        if gap is not None and gap < 0:
             raise ctx.error(f"{what} for axis {attrs['axis']} of size {n}", hint=HINT)
     return start, stop
 

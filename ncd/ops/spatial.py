@@ -110,7 +110,7 @@ def _unify_out(ctx: TypeCtx, src: str, dst: str, size, what: str, hint: str) -> 
     if dst == src:
         n = ctx.sizes(src)
         if sz.simplify_bounded(size - n, f"the size of axis {src}") != 0:
-            raise ctx.error(f"over keeps axis {src}, but {what} is {sympy.simplify(size)}, not {n}",
+            raise ctx.error(f"over keeps axis {src}, but {what} is {sz.simplify(size)}, not {n}",
                             hint=f"{hint}; or map it to a new axis declared without a size: over = [...] -> [...]")
         return
     ctx.unify(dst, size, what)
@@ -147,8 +147,8 @@ def _check_mode(ctx: TypeCtx, attrs: dict[str, Any], axis: str, n, pads: tuple[A
     if mode not in ("reflect", "circular"):
         return
     for p in pads:
-        room = sympy.simplify(n - p) if mode == "reflect" else sympy.simplify(n - p + 1)
-        if room.is_number and room < 1:
+        room = sz.constant(n - p if mode == "reflect" else n - p + 1)
+        if room is not None and room < 1:
             need = "more than" if mode == "reflect" else "at least"
             raise ctx.error(f"{mode} padding by {p} needs axis {axis} to have {need} {p} positions; it has {n}",
                             at="padding_mode", hint="pad less, make the axis larger, or use padding_mode = replicate")
