@@ -1,6 +1,7 @@
 """One block body → BlockIR: statements, parameters, instances, returns."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import sympy
@@ -29,12 +30,20 @@ from ncd.ir import (BUFFER, HALTING, INIT_FILL, INIT_RANDOM, INPUT, LOOP_INDEX, 
                    REGION_ARG, REPEAT, SCAN, TAP, TUPLE_GET, BlockIR, InstanceDef, Node, ParamDef, Port, Region,
                    WireType, walk)
 from ncd.ops import OPS, dtypes, role
-from ncd.ops.init import FLOAT32_MAX, INITIALISERS
+from ncd.ops.init import FLOAT32_MAX, INITIALISERS, Problem
 from ncd.ops.base import CHOOSE, COMPARISON, TypeCtx
 
 if TYPE_CHECKING:
     from ncd.frontend.builder import SpecBuilder
 
+
+
+@lru_cache(maxsize=1024)
+def _init_problem(fname: str, args: tuple[sympy.Expr, ...]) -> Problem:
+    """An initialiser row's check of its arguments, memoised: comparing irrational bounds
+    (``uniform(-D^-0.5, D^-0.5)``) costs about a millisecond, and a spec repeats the same few."""
+    row = INITIALISERS[fname]
+    return row.check(list(args)) if row.check is not None else None
 
 class BlockBuilder(ExpressionBuilder, LoopBuilder):
     """Builds one block specialisation: its ports, parameters, instances and body graph."""
@@ -351,7 +360,7 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                 raise err(f"{fname} takes {len(row.args)} arguments, got {len(values)}", tree,
                           hint=f"{fname}({', '.join(row.args)})")
             nums = [sz.parse(v) for v in values]  # symbolic where a size is bound only at load
-            problem = row.check(nums) if row.check is not None else None
+            problem = _init_problem(fname, tuple(nums))
             if problem is not None:
                 message, hint, at = problem
                 raise err(message, args[at], hint=hint)
