@@ -4,7 +4,8 @@ The analyzer costs what the compiled module runs: where the fusion plan turns
 ``x @[D] W + b`` into F.linear or ``softmax(q @[K] k / c) @[T'] v`` into
 scaled_dot_product_attention, the absorbed nodes cost nothing and the fused node costs this.
 The torch lowering builds its call from the same plan, so the two cannot disagree about what
-fused. Rules return the op-table cost format (ncd/ops/costing.py) over ``Fusion.operands``.
+fused. Rules return the op-table cost format (ncd/ops/costing.py) over ``Fusion.operands``; a
+norm + affine's rule is its norm row's ``affine.cost`` (ncd/ops/reduce.py), not written here.
 """
 from __future__ import annotations
 
@@ -25,22 +26,8 @@ def cost(fusion: Fusion, node: Node, ins: list[WireType], size: Size) -> dict[st
     if fusion.kind == "norm_affine":
         affine = OPS[fusion.norm].affine if fusion.norm in OPS else None
         assert affine is not None, "a norm_affine fusion of a norm with no fused affine"
-        return norm_affine_cost(ins, size, affine.fn, fusion.over)
+        return affine.cost(ins, size, fusion.over)  # the norm row's fused-call cost (ncd/ops/reduce.py)
     return linear_cost(node, ins, size, fusion.contracted)
-
-
-def norm_affine_cost(ins: list[WireType], size: Size, fn: str, over: list[str]) -> dict[str, Any]:
-    """The fused call ``fn`` (the norm row's ``affine.fn``, what the lowering calls):
-    F.layer_norm(x, γ, β) saves x, the mean and 1/σ; F.rms_norm(x, γ) (composite on the CPU):
-    x, 1/rms per row and the normalised x (for γ's gradient)."""
-    x = ins[0]
-    n = numel(x, size)
-    rows = n / sympy.Mul(*[size(a) for a in over])
-    if fn == "F.rms_norm":
-        saves = [Save("in", 0), Save("new", numel=rows), Save("new", numel=n)]
-        return {"flops": 5 * n, "bwd": (8 * n, n, 0), "saves": saves}
-    saves = [Save("in", 0), Save("new", numel=rows), Save("new", numel=rows)]
-    return {"flops": 9 * n, "bwd": (10 * n, 2 * n, n), "saves": saves}
 
 
 def linear_cost(node: Node, ins: list[WireType], size: Size, n_in: int) -> dict[str, Any]:

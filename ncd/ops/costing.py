@@ -108,3 +108,21 @@ def _sized(saves: Sequence[Save], n: Any) -> list[Save]:
     """Fill in the size of ``Save("new")`` entries written without one (``numel="out"``/``"rows"``)."""
     return [Save(s.what, s.index, s.when, n, s.groups, s.dtype) if isinstance(s.numel, str) else s
             for s in saves]
+
+
+FusedCost = Callable[[list[WireType], Size, list[str]], dict[str, Any]]
+
+
+def fused_norm(flops: int, bwd: tuple[int, int, int], saves: Sequence[Save]) -> FusedCost:
+    """The cost rule of a norm's fused-affine call (``Affine.cost``, the fusion pass's norm_affine),
+    over the fused operands (x, γ, β) and the normalised axes: ``flops`` per element of x forward,
+    ``bwd`` per element for each operand's gradient; a save's ``numel`` ``"rows"`` is one per
+    normalised row, ``"all"`` one per element of x."""
+    def rule(ins: list[WireType], size: Size, over: list[str]) -> dict[str, Any]:
+        n = numel(ins[0], size)
+        counts = {"rows": n / sympy.Mul(*[size(a) for a in over]), "all": n}
+        made = [Save(s.what, s.index, s.when, counts.get(s.numel, s.numel) if isinstance(s.numel, str) else s.numel,
+                     s.groups, s.dtype) for s in saves]
+        return {"flops": flops * n, "bwd": tuple(k * n for k in bwd), "saves": made}
+    return rule
+

@@ -5,7 +5,7 @@ from typing import Any
 
 from ncd.ir import Node, WireType
 from ncd.ops.base import AXES, AXIS, NUMBER, Affine, Algebra, Expr, Kw, LowerCtx, Masked, OpDef, TypeCtx, call, lit
-from ncd.ops.costing import Save, normalise, reduction
+from ncd.ops.costing import Save, fused_norm, normalise, reduction
 from ncd.ops.dtypes import ARITH
 from ncd.ops.layout import neg_dim
 
@@ -119,11 +119,17 @@ OPS: tuple[OpDef, ...] = (
           cost=normalise(1, 1), doc="running sum along one axis", algebra=LINEAR_OVER),
     OpDef("layernorm", "normalise", _infer_keep(False), _norm("F.layer_norm", "rt.layer_norm", EPS["layernorm"]),
           kwargs=OVER_EPS, cost=normalise(7, 10, (Save("in", 0),), stats=True), algebra=MIXES_OVER,
-          affine=Affine("F.layer_norm", bias=True, eps=EPS["layernorm"]),
+          # F.layer_norm(x, γ, β) saves x, the mean and 1/σ per row
+          affine=Affine("F.layer_norm", bias=True, eps=EPS["layernorm"],
+                        cost=fused_norm(9, (10, 2, 1),
+                                        (Save("in", 0), Save("new", numel="rows"), Save("new", numel="rows")))),
           doc="(x - mean) / sqrt(var + eps) over the named axes (biased variance, eps = 1e-5), no affine"),
     OpDef("rmsnorm", "normalise", _infer_keep(False), _norm("F.rms_norm", "rt.rms_norm", EPS["rmsnorm"]),
           kwargs=OVER_EPS, cost=normalise(4, 7, (Save("in", 0), Save("new", numel="rows"))), algebra=MIXES_OVER,
-          affine=Affine("F.rms_norm", bias=False, eps=EPS["rmsnorm"]),
+          # F.rms_norm(x, γ) (composite on the CPU) saves x, 1/rms per row and the normalised x (γ's gradient)
+          affine=Affine("F.rms_norm", bias=False, eps=EPS["rmsnorm"],
+                        cost=fused_norm(5, (8, 1, 0),
+                                        (Save("in", 0), Save("new", numel="rows"), Save("new", numel="all")))),
           doc="x / sqrt(mean(x²) + eps) over the named axes (eps = 1e-6), no affine"),
     OpDef("l2norm", "normalise", _infer_keep(True), _l2norm_lower,
           kwargs={"over": Kw(AXIS, required=True), "eps": Kw(NUMBER)},
