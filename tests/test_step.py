@@ -529,12 +529,35 @@ def test_prefill_continues_scan_states_and_refuses_a_cache():
     torch.testing.assert_close(mid, full(x)[:, 2:5], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(stepped(step, [x[:, 5:]], state=state)[0], full(x)[:, 5:], rtol=1e-10, atol=1e-10)
     decoder = ncd.load(CAUSAL_DECODER).step_module()
-    _, cache = decoder.prefill(torch.randn(1, 3, 8))
-    with pytest.raises(ncd.NcdError, match="prefill starts every cache empty") as info:
-        decoder.prefill(torch.randn(1, 2, 8), state=cache)
-    assert "step(" in info.value.hint
     with pytest.raises(ncd.NcdError, match="unknown state 'attn.q'"):
         decoder.prefill(torch.randn(1, 2, 8), state={"attn.q": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("spec, cut", [(CAUSAL_DECODER, 3), (CAUSAL_DECODER, 1), (SHORT_CONV, 2), (SHORT_CONV, 5),
+                                       (HYBRID, 4), (DIRECT_ATTEND, 2)],
+                         ids=["decoder-3", "decoder-1", "conv-2", "conv-5", "hybrid-4", "direct-2"])
+def test_prefill_continues_from_a_kv_cache_and_a_window(spec, cut):
+    """prefill(a) then prefill(b, state=) == prefill(a + b) == the full module: outputs, every
+    state (caches hold every position so far, windows the last inputs) and every gradient."""
+    torch.manual_seed(16)
+    full = ncd.load(spec).double()
+    step = full.step_module()
+    x, = inputs(full, 2, 7)
+    x.requires_grad_(True)
+    head, first = step.prefill(x[:, :cut])
+    assert any(s.kind != "carry" for s in step._ncd_step.states if s.name in first)  # a cache or window carried
+    rest, after = step.prefill(x[:, cut:], state=first)
+    whole, want_state = step.prefill(x)
+    want = full(x)
+    torch.testing.assert_close(torch.cat([head, rest], 1), want, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(whole, want, rtol=1e-9, atol=1e-9)
+    assert list(after) == list(want_state)
+    for name in want_state:
+        torch.testing.assert_close(after[name], want_state[name], rtol=1e-9, atol=1e-9, msg=name)
+    got = torch.autograd.grad((torch.cat([head, rest], 1) ** 2).sum(), [x, *full.parameters()])
+    ref = torch.autograd.grad((want ** 2).sum(), [x, *full.parameters()])
+    for g, w in zip(got, ref):
+        torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10)
 
 
 def test_prefill_follows_the_full_modules_weights_and_dtype():
@@ -576,5 +599,10 @@ def test_emitted_step_module_prefills_as_the_in_process_one(spec, tmp_path):
         torch.testing.assert_close(state[name], want_state[name], rtol=1e-10, atol=1e-10, msg=name)
     rest, _ = stepped(emitted, [x[:, 3:]], state=state)
     torch.testing.assert_close(rest, full(x)[:, 3:], rtol=1e-9, atol=1e-9)
+    more, after = emitted.prefill(x[:, 3:], state=state)  # a continuation: from the caches and windows too
+    torch.testing.assert_close(more, full(x)[:, 3:], rtol=1e-9, atol=1e-9)
+    _, whole = full.step_module().prefill(x)
+    for name in whole:
+        torch.testing.assert_close(after[name], whole[name], rtol=1e-9, atol=1e-9, msg=name)
     assert not dict(emitted.named_children()).get("_ncd_prefill")  # its weights stay the step module's own
     assert emitted.state_dict().keys() == full.state_dict().keys()

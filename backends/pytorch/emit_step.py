@@ -14,6 +14,7 @@ import re
 
 from ncd.backends.pytorch.emit import INDENT, emit_python, literal, prefill_classes
 from ncd.backends.pytorch.program import SizeTable
+from ncd.backends.pytorch.step import step_dims
 from ncd.errors import NcdError
 from ncd.names import is_identifier
 from ncd.passes.step import StepPlan
@@ -97,29 +98,41 @@ def emit_step(plan: StepPlan, passes: Passes, class_name: str | None = None,
         if taken:
             raise NcdError(f"class name {taken[0]} is taken by a block of the spec", hint="rename the block")
         source = source + "\n\n\n" + prefill
-        lines[-1:-1] = _prefill_lines(entry_class, paths)
+        lines[-1:-1] = _prefill_lines(entry_class, paths, step_dims(full[0], plan.axis))
         exported.append(entry_class)
     lines += [f"__all__ = {exported!r}", ""]
     return source + "\n".join(lines)
 
 
-def _prefill_lines(entry_class: str, paths: tuple[tuple[str, str], ...]) -> list[str]:
-    """The step class's ``prefill``: the prompt through the full module's classes, its states recorded."""
+def _prefill_lines(entry_class: str, paths: tuple[tuple[str, str], ...],
+                   dims: tuple[tuple[int, ...], tuple[int, ...]]) -> list[str]:
+    """The step class's ``prefill``: the prompt through the full module's classes, its states
+    recorded; continued from a cache or window, stepped position by position (step.py's rule)."""
     return [
         "",
         f"{INDENT}PREFILL_PATHS = {literal(paths)}  # (module path, state-name prefix) of each module holding a state",
+        f"{INDENT}PREFILL_DIMS = {literal(dims)}  # the step axis in the full inputs, outputs (from the last; 0: none)",
         "",
         f"{INDENT}def prefill(self, *inputs, state=None):",
-        f'{INDENT * 2}"""The prompt (whole sequences) in parallel: (outputs, every state after it); state: scan states '
-        'to start from (a cache or window starts empty)."""',
+        f'{INDENT * 2}"""The prompt (whole sequences) in parallel: (outputs, every state after it); state: states to '
+        'start from (a previous prefill\'s; one holding a cache or window is stepped position by position)."""',
         f"{INDENT * 2}given = dict(state or {{}})",
         f"{INDENT * 2}kinds = {{row[0]: row[7] for row in self.STATES}}",
         f"{INDENT * 2}for key in given:",
         f"{INDENT * 3}if key not in kinds:",
         f"{INDENT * 4}raise KeyError(f'unknown state {{key!r}}; the states: {{list(kinds)}}')",
-        f"{INDENT * 3}if kinds[key] != 'carry':",
-        f"{INDENT * 4}raise ValueError(f'prefill starts every {{kinds[key]}} empty, but state= holds {{key}}: '",
-        f"{INDENT * 4}                 'prefill the whole prompt at once, or step the continuation')",
+        f"{INDENT * 2}if any(kinds[key] != 'carry' for key in given):",
+        f"{INDENT * 3}into, out_of = self.PREFILL_DIMS",
+        f"{INDENT * 3}lengths = {{x.shape[x.dim() - d] for x, d in zip(inputs, into) if d}}",
+        f"{INDENT * 3}if len(inputs) != len(into) or len(lengths) != 1 or 0 in lengths:",
+        f"{INDENT * 4}raise ValueError(f'a prefill continued from a cache takes {{len(into)}} inputs of one nonzero length, '",
+        f"{INDENT * 4}                 f'got {{len(inputs)}} of lengths {{sorted(lengths)}}')",
+        f"{INDENT * 3}steps = []",
+        f"{INDENT * 3}for t in range(lengths.pop()):",
+        f"{INDENT * 4}outs, given = self(*(x.select(x.dim() - d, t) if d else x for x, d in zip(inputs, into)), state=given)",
+        f"{INDENT * 4}steps.append(outs if isinstance(outs, tuple) else (outs,))",
+        f"{INDENT * 3}joined = tuple(torch.stack(list(c), -d) if d else c[-1] for c, d in zip(zip(*steps), out_of))",
+        f"{INDENT * 3}return (joined[0] if len(joined) == 1 else joined), given",
         f"{INDENT * 2}full = self.__dict__.get('_ncd_prefill')",
         f"{INDENT * 2}if full is None:",
         f"{INDENT * 3}full = self.__dict__['_ncd_prefill'] = {entry_class}()  # not a child: its weights are these",

@@ -20,6 +20,7 @@ import torch
 
 from ncd.backends.pytorch.module import CompiledModule, _owner, share_weights
 from ncd.errors import NcdError
+from ncd.ir import SpecIR
 from ncd.passes.step import StateSlot, StepPlan, step_plan
 
 
@@ -62,7 +63,9 @@ class StepModule(CompiledModule):
         ``(outputs, state)``, the outputs the full module's and ``state`` every state of this step
         module after the prompt (scans' carries, KV caches, convolution windows), ready for
         ``step(*inputs_t, state=state)``. ``state``: scan states to start from (a previous call's);
-        a cache or window always starts empty."""
+        a cache or a window in it (a previous prefill's) continues that prompt: the attention of
+        the full module cannot start from a cache, so the continuation is stepped position by
+        position through this module (the same outputs, states and gradients; not in parallel)."""
         plan = self._ncd_step
         kinds = {s.name: s.kind for s in plan.states}
         given = dict(state or {})
@@ -71,10 +74,8 @@ class StepModule(CompiledModule):
                 names = ", ".join(kinds) or "none"
                 raise NcdError(f"unknown state {name!r} (this step module's states: {names})",
                                hint="step.state_spec() lists them")
-            if kinds[name] != "carry":
-                raise NcdError(f"prefill starts every {kinds[name]} empty, but state= holds {name}",
-                               hint="prefill the whole prompt in one call, or step the continuation: "
-                                    "step(*inputs_t, state=state)")
+        if any(kinds[name] != "carry" for name in given):
+            return self._stepped_prefill(inputs, given)
         full = self._prefill_module()
         from ncd import state as states
         from ncd.backends.pytorch import runtime
@@ -95,6 +96,26 @@ class StepModule(CompiledModule):
             runtime.state_end(full, paths)
         final = session["final"]  # a state whose holder never ran is left out: step() starts it
         return outputs, {s.name: final[s.name] for s in plan.states if s.name in final}
+
+    def _stepped_prefill(self, inputs: tuple[torch.Tensor, ...], given: dict[str, torch.Tensor]) -> Any:
+        """A prompt continued from a cache or window: each position through ``forward``, the
+        outputs stacked along the step axis where the full module's outputs hold it."""
+        into, out_of = step_dims(self._ncd_full[0], self._ncd_step.axis)
+        if len(inputs) != len(into):
+            raise NcdError(f"prefill takes the full module's {len(into)} inputs, got {len(inputs)}",
+                           self._ncd_block_span, hint="pass the prompt as the full module takes it")
+        lengths = {x.shape[x.dim() - d] for x, d in zip(inputs, into) if d and isinstance(x, torch.Tensor) and x.dim() >= d}
+        if len(lengths) != 1 or 0 in lengths:
+            raise NcdError(f"a prefill continued from a cache needs a prompt of one nonzero length along "
+                           f"{self._ncd_step.axis}, got lengths {sorted(lengths)}", self._ncd_block_span,
+                           hint="pass at least one position of every sequence input")
+        state: dict[str, torch.Tensor] = given
+        steps: list[tuple[torch.Tensor, ...]] = []
+        for t in range(lengths.pop()):
+            outs, state = self(*(x.select(x.dim() - d, t) if d else x for x, d in zip(inputs, into)), state=state)
+            steps.append(outs if isinstance(outs, tuple) else (outs,))
+        joined = tuple(torch.stack(list(column), -d) if d else column[-1] for column, d in zip(zip(*steps), out_of))
+        return (joined[0] if len(joined) == 1 else joined), state
 
     def _prefill_module(self) -> CompiledModule:
         """The full module with this step's caches and windows recorded, on these weights."""
@@ -160,6 +181,17 @@ class StepModule(CompiledModule):
         if len(tail) != len(want) or any(w is not None and w != g for w, g in zip(want, tail)):
             raise NcdError(f"state {slot.name} has shape {tuple(value.shape)}, but its axes {axes} have sizes "
                            f"{want} (lifted axes lead)", hint="step.initial_state(batch) gives one of each")
+
+
+def step_dims(ir: SpecIR, axis: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Where the entry's inputs and outputs hold the step axis, counted from their last axis
+    (0: they do not hold it), so a batch's leading axes never shift them."""
+    entry = ir.entry_block
+
+    def dim(axes: tuple[str, ...] | list[str]) -> int:
+        return len(axes) - list(axes).index(axis) if axis in axes else 0
+
+    return tuple(dim(p.type.axes) for p in entry.inputs), tuple(dim(t.axes) for t in entry.outputs)
 
 
 def _number(text: str) -> float:
