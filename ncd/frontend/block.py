@@ -113,7 +113,8 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
         return self.add(op, inputs, attrs, types, where)
 
     def number(self, value: sympy.Expr, where: Any) -> Node:
-        node = self.add(NUMBER_NODE, [], {"value": sz.to_text(value)}, [WireType(axes=(), lifted=False)], where)
+        text = "" if self.frames[-1].scratch else sz.to_text(value)  # a scratch node's text is never read
+        node = self.add(NUMBER_NODE, [], {"value": text}, [WireType(axes=(), lifted=False)], where)
         self.number_values[node.id] = value
         return node
 

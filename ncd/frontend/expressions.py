@@ -105,7 +105,7 @@ class ExpressionBuilder:
         if binders is None and type_tree is None:
             vid = self.expr(expr)
             if self.number_value(vid) is not None:
-                self.scope_root().names[name] = Binding("number", self.node_index[vid].attrs["value"])
+                self.scope_root().names[name] = Binding("number", sz.to_text(self.number_value(vid)))
                 return vid
             raise err(f"constant {name} must be a number, or declare its axes: const {name}[i: A] = ...", expr,
                       hint=f"a wire-valued formula is a constant with axes: const {name}[i: A] = ...; or compute it "
@@ -129,7 +129,7 @@ class ExpressionBuilder:
         if len(items) > MAX_CONST_LIST:
             raise err(f"constant {name} lists {len(items)} numbers, more than the limit of {MAX_CONST_LIST}",
                       items[MAX_CONST_LIST], hint="compute a long table with a formula: const a[i: P] = ...")
-        frame = Frame(nodes=[], kind="init")  # the items' number nodes are scratch: only their values stay
+        frame = Frame(nodes=[], kind="init", scratch=True)  # the items' nodes are thrown away: only their values stay
         self.frames.append(frame)
         try:
             values = []
