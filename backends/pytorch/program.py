@@ -14,8 +14,9 @@ import sympy
 from ncd import sizes as sz
 from ncd.backends.pytorch import fusion as fused
 from ncd.errors import NcdError
-from ncd.ir import (BROADCAST, CALL, INIT_FILL, INIT_RANDOM, INPUT, LOOPS, LOOP_INDEX, MATERIALIZE, NUMBER_NODE,
-                   REGION_ARG, SCAN, TAP, TUPLE_GET, WEIGHT_SOURCES, BlockIR, Node, ParamDef, SpecIR, WireType)
+from ncd.ir import (BROADCAST, CALL, HALTING, INIT_FILL, INIT_RANDOM, INPUT, LOOPS, LOOP_INDEX, MATERIALIZE,
+                   NUMBER_NODE, REGION_ARG, REPEAT, SCAN, TAP, TUPLE_GET, WEIGHT_SOURCES, BlockIR, Node, ParamDef,
+                   SpecIR, WireType)
 from ncd.ops import OPS, role
 from ncd.ops import dtypes as dtype_rules
 from ncd.ops.base import CHOOSE, PICK, BinOp, Call, Expr, Fold, Index, Lit, LowerCtx, Method, OpDef, Ref, SelfAttr, call, fold, leaves, lit
@@ -393,7 +394,7 @@ class Lowering:
         inits = [self._carry_init(node, i, t) for i, t in enumerate(carry_types)]
         body = self.stmts(region.nodes)
         emit_dims = [-len(t.axes) for t in node.types]
-        loop = Loop("scan", node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
+        loop = Loop(SCAN, node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
                     length=self.subst(self.size_expr(node.attrs["axis"])), index=region.args[n_carry],
                     reverse=bool(node.attrs["reverse"]), emit_dims=emit_dims, n_carry=n_carry, node_id=node.id,
                     axis=str(node.attrs["axis"]))
@@ -421,7 +422,7 @@ class Lowering:
     def loop_repeat(self, node: Node) -> Loop:
         region = node.regions[0]
         body = self.stmts(region.nodes)
-        return Loop("repeat", node.id, list(region.args), [self.result(i) for i in node.inputs], body,
+        return Loop(REPEAT, node.id, list(region.args), [self.result(i) for i in node.inputs], body,
                     [self.result(r) for r in region.results], length=lit(int(node.attrs["count"])), n_carry=len(region.args),
                     node_id=node.id)
 
@@ -434,7 +435,7 @@ class Lowering:
         body = self.stmts(region.nodes)
         p_type = WireType(axes=tuple(node.attrs["halt_axes"]), lifted=True)
         weight_align = [align(Ref("act_weight"), p_type, t.axes) for t in carry_types]
-        return Loop("halting", node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
+        return Loop(HALTING, node.id, region.args[:n_carry], inits, body, [self.result(r) for r in region.results],
                     length=lit(int(node.attrs["max"])), index=region.args[n_carry], n_carry=n_carry,
                     eps=float(node.attrs["eps"]), mix=str(node.attrs["mix"]), weight_align=weight_align, node_id=node.id)
 

@@ -11,10 +11,10 @@ import sympy
 
 from ncd.analysis.op_costs import KEYS, Analyzer, OpCost, _sum
 from ncd.analysis.sizes import SizeEnv
-from ncd.ir import SpecIR
+from ncd.ir import BUFFER, PARAM, SpecIR
 
 
-def param_count(ir: SpecIR, key: str, size: SizeEnv, kind: str = "param") -> sympy.Expr:
+def param_count(ir: SpecIR, key: str, size: SizeEnv, kind: str = PARAM) -> sympy.Expr:
     """Elements of the block's params (``kind="buffer"``: its buffers, e.g. running statistics)."""
     block = ir.blocks[key]
     total = _sum(sympy.Mul(*[size(a) for a in p.type.axes]) for p in block.params if p.kind == kind)
@@ -60,7 +60,7 @@ class CostReport:
         params = param_count(self.ir, key, a.size)
         out["params"] = sympy.expand(params)
         out["param_bytes"] = sympy.expand(params * a.bytes)
-        buffers = param_count(self.ir, key, a.size, "buffer")
+        buffers = param_count(self.ir, key, a.size, BUFFER)
         out["buffers"] = sympy.expand(buffers)
         out["buffer_bytes"] = sympy.expand(buffers * a.bytes)
         out["activation_bytes"] = sympy.expand(_sum(a.tokens[t] for t, p in a.saved.items()

@@ -113,7 +113,7 @@ class ExpressionBuilder:
         t = WireType(axes=tuple(index_vars.values()), lifted=False) if binders is not None else \
             self.wire_type(type_tree, lifted=False)
         init = Tree("init", [expr], meta=expr.meta)
-        region = self.init_region(init, t, index_vars or None, "const")
+        region = self.init_region(init, t, index_vars or None, CONST)
         self.params.append(ParamDef(name=name, kind=CONST, type=t, init=region, loc=loc_of(name_tok)))
         node = Node(id=self.fresh(name), op=CONST, attrs={"name": name}, types=[t], loc=loc_of(name_tok),
                     name=name)
