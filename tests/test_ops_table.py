@@ -314,8 +314,7 @@ _GRAMMAR = "a rule of the grammar (ncd/frontend), read off the parse tree's ``da
 _BINDING = "a kind of name the builder's scopes bind (Binding.kind)"
 _SCAN_BACKEND = "the parallel-scan backend's name (ncd/scan_backends.py), not the loop node"
 OTHER_WORDS: dict[str, dict[str, str]] = {
-    "backends/graphviz/draw.py": {"param": "a theme's colour for weights", "scan": "a theme's colour for loops",
-                                  "contract": "an op family (OpDef.family), not a row"},
+    "backends/graphviz/draw.py": {"contract": "an op family (OpDef.family), not a row"},
     "backends/pytorch/implementations.py": {"scan": _SCAN_BACKEND},
     "backends/pytorch/scan_cost.py": {"scan": _SCAN_BACKEND},
     "backends/pytorch/runtime.py": {"max": "the pooling mode of the runtime's pool helper",

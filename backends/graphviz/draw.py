@@ -31,10 +31,10 @@ PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#3
 LIFTED = "#9A9A9A"
 NOTE = "#5A5A5A"  # cost annotations
 THEMES = {
-    "paper": {"font": "Times-Roman", "bg": "white", "ink": "#222222", "param": "#F3EFE0", "cluster": "#FAFAFA",
-              "scan": "#EEF4FA", "colour": True},
-    "plain": {"font": "Helvetica", "bg": "white", "ink": "black", "param": "white", "cluster": "white",
-              "scan": "white", "colour": False},
+    "paper": {"font": "Times-Roman", "bg": "white", "ink": "#222222", "weights": "#F3EFE0", "cluster": "#FAFAFA",
+              "loop": "#EEF4FA", "colour": True},
+    "plain": {"font": "Helvetica", "bg": "white", "ink": "black", "weights": "white", "cluster": "white",
+              "loop": "white", "colour": False},
 }
 
 
@@ -346,7 +346,7 @@ class Drawer:
         style = '"rounded,filled,bold"' if learned else '"rounded,filled,dashed"'
         name = f"<b>{_esc(node.attrs['name'])}</b>" if learned else _esc(node.attrs["name"])
         note = self.note("params", scope.path, node.attrs["name"]) if learned else ""
-        self.emit(f'{dot} [shape=box, style={style}, fillcolor="{self.theme["param"]}", fontsize=10, '
+        self.emit(f'{dot} [shape=box, style={style}, fillcolor="{self.theme["weights"]}", fontsize=10, '
                   f'label=<{name}<br/><font point-size="8">[{self.axes_html(t.axes, sizes=False)}{CLOSE}</font>{note}>];')
         scope.values[node.id] = dot
         if learned:
@@ -498,7 +498,7 @@ class Drawer:
             title = f"halting ≤ {a.get('max')} steps, ACT {a.get('mix')}"
         self.emit(f"subgraph {_dot_id('cluster_' + scope.dot, node.id)} {{")
         self.indent += 1
-        self.emit(f'label=<<b>{_esc(title)}</b>>; style="rounded,filled,dashed"; fillcolor="{self.theme["scan"]}"; '
+        self.emit(f'label=<<b>{_esc(title)}</b>>; style="rounded,filled,dashed"; fillcolor="{self.theme["loop"]}"; '
                   f'color="{self.colour(a.get("axis") or "")}";')
         carries = list(a.get("carries") or [])
         args = [n for n in region.nodes if n.op == REGION_ARG]
