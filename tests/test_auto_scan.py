@@ -135,3 +135,72 @@ def test_the_registry_keeps_the_gla_and_delta_kernels_to_their_own_steps():
         ncd.load("specs/gla.ncd", scan_backend="delta")
     with pytest.raises(ncd.NcdError, match="cannot run this scan: it needs the step in its form.*; this scan is delta"):
         ncd.load("specs/deltanet.ncd", scan_backend="gla")
+
+
+def _tied(monkeypatch, keys: list[str]) -> None:
+    """A CPU model predicting every key the same: the model cannot tell them apart."""
+    for mode in ("fwd", "fwd+bwd"):
+        table = dict(scan_cost.CPU[mode])
+        for key in keys:
+            table[key] = (1e-3,) * len(scan_cost.features(key, 1, 4, 4))
+        monkeypatch.setitem(scan_cost.CPU, mode, table)
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+def test_close_predictions_are_timed_once_per_shape_and_the_fastest_runs(monkeypatch, backward):
+    """Injected timings, not the wall clock: the candidate the timer calls fastest runs, whatever
+    the model's order; the timing happens on the first call of a shape only, and leaves no trace
+    (results, gradients and Newton's stats are those of the chosen backend alone)."""
+    torch.manual_seed(0)
+    sizes = {"E": 4, "D": 8, "H": 2}
+    ref = ncd.load("specs/paragru.ncd", scan_backend="sequential", **sizes)
+    m = ncd.load("specs/paragru.ncd", **sizes)
+    m.load_state_dict(ref.state_dict())
+    scan = _auto(m)
+    _tied(monkeypatch, ["sequential", "newton"])
+    timed: list[str] = []
+
+    def timer(backend, run):
+        run()
+        timed.append(backend)
+        return {"sequential": 1.0, "newton": 2.0}[backend]  # the loop "measured" faster (over the budget)
+
+    scan.timer = timer
+    x = torch.randn(2, 6, 4)
+    xa, xr = x.clone().requires_grad_(backward), x.clone().requires_grad_(backward)
+    with torch.set_grad_enabled(backward):
+        got, expected = m(xa), ref(xr)
+    assert scan.ran == "sequential" and sorted(set(timed)) == ["newton", "sequential"]
+    assert len(timed) == 2 * auto_scan.MEASURE_ROUNDS
+    assert list(scan.measured.values()) == [{"sequential": 1.0, "newton": 2.0}]
+    torch.testing.assert_close(got, expected)
+    newton = scan.runners["newton"].scan
+    assert newton.stats.calls == 0  # the trial runs of Newton are not counted as the module's
+    if backward:
+        assert all(p.grad is None for p in m.parameters())  # the trials wrote no .grad
+        got.sum().backward()
+        expected.sum().backward()
+        torch.testing.assert_close(xa.grad, xr.grad)
+        for p, q in zip(m.parameters(), ref.parameters()):
+            torch.testing.assert_close(p.grad, q.grad)
+    timed.clear()
+    with torch.set_grad_enabled(backward):
+        m(x)
+    assert timed == [] and scan.ran == "sequential"  # cached with the shape
+
+
+def test_far_predictions_are_not_timed_and_measuring_is_bounded(monkeypatch):
+    m = ncd.load("specs/paragru.ncd", E=4, D=8, H=2)
+    scan = _auto(m)
+    timed: list[str] = []
+    scan.timer = lambda backend, run: timed.append(backend) or 1.0
+    _constants(monkeypatch, "newton", ["sequential", "newton"])  # 1e9 apart
+    with torch.no_grad():
+        m(torch.randn(2, 6, 4))
+    assert timed == [] and scan.ran == "newton" and scan.measured == {}
+    _tied(monkeypatch, ["sequential", "newton"])
+    monkeypatch.setattr(auto_scan, "MEASURE_SHAPES", 1)
+    with torch.no_grad():
+        m(torch.randn(2, 7, 4))
+        m(torch.randn(2, 8, 4))
+    assert len(scan.measured) == 1 and len(scan.cache) == 3

@@ -27,7 +27,8 @@ def test_auto_runs_the_loop_where_it_is_predicted_faster_and_equals_it():
     auto.load_state_dict(seq.state_dict())
     assert [p.backend for p in auto.scan_plans] == ["newton"]
     (scan,) = auto.parallel_scans()
-    x = torch.randn(8, 64, 16)
+    x = torch.randn(8, 16, 16)  # predicted > 2x apart: the model decides alone, no timing
+    assert scan_cost.auto_measures(auto.scan_plans[0], "cpu", "float32", 8, 16, 128, False) == []
     with torch.no_grad():
         expected, got = seq(x), auto(x)
     assert torch.equal(got, expected)
@@ -81,8 +82,8 @@ def test_explain_predicts_every_candidate_backend_per_device_kind():
     (scan,) = auto.parallel_scans()
     with torch.no_grad():
         auto(torch.randn(8, 256, 16))
-    ran_loop = scan.implementation.startswith("sequential loop")
-    assert cpu["fwd"]["auto_runs"] == ("sequential" if ran_loop else "newton")
+    ran = "sequential" if scan.implementation.startswith("sequential loop") else "newton"
+    assert ran in (cpu["fwd"]["auto_measures"] or [cpu["fwd"]["auto_runs"]])  # the model's, or timed
     for mode in cpu.values():  # the loop or Newton: the cheaper prediction
         assert mode["auto_runs"] == min(mode["seconds"], key=mode["seconds"].__getitem__)
 
@@ -123,9 +124,10 @@ def test_explain_predicts_the_linear_backends_and_runs_what_it_says():
     x = torch.randn(2, 48, 8)
     with torch.no_grad():
         m(x)
-    assert scan.ran == cpu["fwd"]["auto_runs"] == min(cpu["fwd"]["seconds"], key=cpu["fwd"]["seconds"].get)
+    assert cpu["fwd"]["auto_runs"] == min(cpu["fwd"]["seconds"], key=cpu["fwd"]["seconds"].get)
+    assert scan.ran in (cpu["fwd"]["auto_measures"] or [cpu["fwd"]["auto_runs"]])  # the model's, or timed
     m(x).sum().backward()
-    assert scan.ran == cpu["fwd+bwd"]["auto_runs"]
+    assert scan.ran in (cpu["fwd+bwd"]["auto_measures"] or [cpu["fwd+bwd"]["auto_runs"]])
 
 
 def test_explain_labels_the_gpu_estimate_uncalibrated(capsys):

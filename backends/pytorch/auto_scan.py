@@ -11,11 +11,22 @@ is cached per (device kind, dtype, rows, T, N, grad mode); in front of that, a `
 without building the initial states. Each candidate's runner is built on first use, from the same
 compiled step. Where the pass's backend has no calibrated model on the device kind and dtype at
 hand, or the scan asked for a backend, the pass's backend runs unchanged.
+
+Where two or more candidates are predicted within ``MEASURE_MARGIN`` of the cheapest, the model
+cannot tell them apart (its fit is good to tens of percent on a loaded CPU), so the first call of
+that shape times each of them on the call's own inputs, as cuDNN's benchmark mode does: one
+warm-up run each, then ``MEASURE_ROUNDS`` interleaved timed rounds (more, up to
+``MEASURE_MAX_ROUNDS``, while they have taken under ``MEASURE_BUDGET_S``; the fastest counts), forward
+alone or forward plus the backward of the scan's outputs (``torch.autograd.grad``: no ``.grad``
+is written), on a copy of the environment and under a forked RNG, so the call's results are
+what the chosen backend alone computes. The winner is cached with the shape. At most
+``MEASURE_SHAPES`` shapes per scan are measured; later new shapes go by the model alone.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +41,20 @@ from ncd.backends.pytorch.program import Assign, Loop
 Env = dict[str, Any]
 Runner = Callable[[Env, nn.Module], None]
 Key = tuple[str, str, int, int, int, bool]
+Timer = Callable[[str, Callable[[], None]], float]
+
+MEASURE_MARGIN = scan_cost.MEASURE_MARGIN  # candidates predicted this close to the cheapest are timed
+MEASURE_ROUNDS = 2  # timed runs per candidate after its warm-up, interleaved; the fastest counts
+MEASURE_MAX_ROUNDS = 8  # more rounds while the timing has taken under MEASURE_BUDGET_S (short calls are noisy)
+MEASURE_BUDGET_S = 0.05
+MEASURE_SHAPES = 16  # call shapes measured per scan; beyond, the model alone decides
+
+
+def wall_clock(backend: str, run: Callable[[], None]) -> float:
+    """Seconds one run takes (the default timer; tests inject their own)."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def step_statements(loop: Loop) -> int:
@@ -52,6 +77,8 @@ class AutoScan:
         cell = loop.plan.cell
         self.hidden = math.prod(loop.carry_sizes[0]) if cell is not None and loop.carry_sizes else None
         self.ran: str | None = None  # the backend the last call ran
+        self.timer: Timer = wall_clock
+        self.measured: dict[Key, dict[str, float]] = {}  # per measured shape, each candidate's seconds
         from ncd.backends.pytorch.call_memo import CallMemo
         from ncd.backends.pytorch.module import compile_expr
         from ncd.ops.base import Ref, leaves
@@ -88,18 +115,71 @@ class AutoScan:
         dtype = str(like.dtype).removeprefix("torch.")
         return like.device.type, dtype, int(rows), int(self.length(env, m)), self.N, backward
 
-    def choice(self, key: Key) -> str:
+    def choice(self, key: Key, env: Env | None = None, m: nn.Module | None = None) -> str:
+        """The backend for calls of this key: the model's cheapest, or, where candidates are
+        predicted within MEASURE_MARGIN of it and the call is at hand, the fastest measured."""
         found = self.cache.get(key)
         if found is None:
             device, dtype, rows, T, N, backward = key
             sizes = scan_cost.CallSizes(rows, T, N, self.hidden, self.statements)
-            found = self.cache[key] = scan_cost.choose(self.loop.plan, device, dtype, sizes, backward)[0]
+            found, known = scan_cost.choose(self.loop.plan, device, dtype, sizes, backward)
+            close = scan_cost.within(known, scan_cost.MEASURE_MARGIN)
+            if len(close) > 1 and env is not None and m is not None and len(self.measured) < MEASURE_SHAPES:
+                times = self.measure(close, env, m, backward)
+                self.measured[key] = times
+                found = min(times, key=times.__getitem__)
+            self.cache[key] = found
         return found
+
+    def measure(self, backends: list[str], env: Env, m: nn.Module, backward: bool) -> dict[str, float]:
+        """Each backend's seconds on this call (see the module doc), leaving no trace: the
+        environment, the RNG, ``.grad`` and the scans' stats and words are as before."""
+        scans = [s for s in (getattr(self.runner(b), "scan", None) for b in backends) if s is not None]
+        saved = [(s, dataclasses.replace(s.stats) if dataclasses.is_dataclass(getattr(s, "stats", None)) else None,
+                  getattr(s, "implementation", None)) for s in scans]
+        times = {b: math.inf for b in backends}
+        with torch.random.fork_rng(devices=[]):
+            for backend in backends:
+                self.trial(backend, env, m, backward)
+            spent, rounds = 0.0, 0
+            while rounds < MEASURE_ROUNDS or (rounds < MEASURE_MAX_ROUNDS and spent < MEASURE_BUDGET_S):
+                for backend in backends:
+                    seconds = self.timer(backend, lambda: self.trial(backend, env, m, backward))
+                    times[backend] = min(times[backend], seconds)
+                    spent += seconds
+                rounds += 1
+        for scan, stats, words in saved:
+            if stats is not None:
+                scan.stats.__dict__.update(dataclasses.asdict(stats))
+            if hasattr(scan, "implementation"):
+                scan.implementation = words
+        return times
+
+    def trial(self, backend: str, env: Env, m: nn.Module, backward: bool) -> None:
+        """One run of ``backend`` on a copy of the environment, and the backward of what it wrote
+        down to its captures (cut from what computed them, so the graph before the scan is
+        neither walked nor freed)."""
+        trial = dict(env)
+        cut = []
+        if backward:
+            for ref, _, _ in self.loop.captures:
+                value = env[ref]
+                if isinstance(value, torch.Tensor) and value.requires_grad:
+                    trial[ref] = value.detach().requires_grad_()
+                    cut.append(trial[ref])
+        self.runner(backend)(trial, m)
+        if not backward:
+            return
+        outs = [v for k, v in trial.items() if isinstance(v, torch.Tensor) and v.requires_grad and env.get(k) is not v
+                and all(v is not c for c in cut)]
+        wrt = [p for p in m.parameters() if p.requires_grad] + cut
+        if outs and wrt:
+            torch.autograd.grad([o.sum() for o in outs], wrt, allow_unused=True, retain_graph=True)
 
     def decide(self, env: Env, m: nn.Module) -> tuple[str, str | None]:
         """(the backend to run, the device kind) for this call."""
         key = None if torch.compiler.is_compiling() or self.fused() else self.key(env, m)
-        return (self.loop.backend, None) if key is None else (self.choice(key), key[0])
+        return (self.loop.backend, None) if key is None else (self.choice(key, env, m), key[0])
 
     def __call__(self, env: Env, m: nn.Module) -> None:
         captures = [env[ref] for ref, _, _ in self.loop.captures]

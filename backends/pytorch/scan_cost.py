@@ -7,7 +7,9 @@ fastest depends on sizes the pass does not know (the batch is lifted, T is often
 forward, a batch of 8 at N = 128 makes Newton several times slower than the loop, while at
 batch 1, T = 4096, forward+backward it is an order of magnitude faster; a short linear scan runs
 faster as the loop than as a parallel scan. So `auto` asks this model at each call (cached per
-call shape, backends/pytorch/auto_scan.py) and runs the admitted backend predicted cheapest.
+call shape, backends/pytorch/auto_scan.py) and runs the admitted backend predicted cheapest;
+where several are predicted within MEASURE_MARGIN of the cheapest (closer than the fit can
+resolve), auto times those on the call's first occurrence and runs the fastest.
 
 CPU models (seconds), float32, with w = rows·T·N the elements of the state sequence and S the
 statements one step runs:
@@ -48,18 +50,19 @@ from typing import Any
 
 from ncd import scan_backends
 
-# bench/scan_auto.py --calibrate (B 1, 8; T 128, 512; D 16, 128; median of 3 interleaved repeats; fitted
-# with a load factor per point), 2026-12-02 03:00 UTC, this 2-core CPU under heavy load (8 sessions, load
-# average 11-13), one thread, float32. The loop's per-step term was fitted per step of paragru
-# (PARAGRU_STATEMENTS statements): stored per statement, so paragru's predictions are those fitted.
+# bench/scan_auto.py --calibrate --repeats 3 (B 1, 8; T 32, 128, 512; D 16, 128; median of 3 interleaved
+# repeats; fitted with a load factor per point), 2026-12-02 14:20-14:26 UTC, this 2-core CPU at load average
+# 2-3, one thread, float32 (the previous fit, at load 11-13 and without T = 32, put Newton's fwd+bwd at a
+# constant 1 s: 30-80x what it measures now). The loop's per-step term is per statement (paragru's step runs
+# PARAGRU_STATEMENTS), so paragru's predictions are those fitted.
 PARAGRU_STATEMENTS = 17
 CPU: dict[str, dict[str, tuple[float, ...]]] = {
-    "fwd": {"sequential": (0.00127 / PARAGRU_STATEMENTS, 4.5e-07),
-            "newton": (0.419, 0.00118, 2.32e-07, 5.52e-07),
+    "fwd": {"sequential": (8.97e-06, 9e-08),
+            "newton": (0.00576, 0.000527, 0.0, 4.43e-08),
             # bench/scan_auto.py --calibrate-fused (B 1, 8; T 128, 512; D 32, 128), 2026-12-02 02:40 UTC, loaded
             "fused_rnn.rnn_tanh": (1.36e-05, 2.38e-09), "fused_rnn.gru": (6.52e-05, 6.28e-09),
             "fused_rnn.lstm": (1.93e-05, 1.45e-09)},
-    "fwd+bwd": {"sequential": (0.00714 / PARAGRU_STATEMENTS, 0.0), "newton": (1.04, 0.0, 5.52e-07, 0.0),
+    "fwd+bwd": {"sequential": (4.52e-05, 2.07e-07), "newton": (0.0, 0.00339, 2.62e-07, 0.0),
                 "fused_rnn.rnn_tanh": (0.000259, 8.59e-09), "fused_rnn.gru": (0.000898, 2.34e-08),
                 "fused_rnn.lstm": (2.83e-05, 6.5e-09)},
 }
@@ -190,6 +193,30 @@ def choose(plan: Any, device: str, dtype: str, call: CallSizes, backward: bool) 
     if plan.backend not in known:
         return plan.backend, {}
     return min(known, key=known.__getitem__), known
+
+
+MEASURE_MARGIN = 2.0  # candidates predicted within this factor of the cheapest are timed by auto, not guessed
+
+
+def within(seconds: dict[str, float], margin: float) -> list[str]:
+    """The backends predicted within ``margin`` times the cheapest prediction (cheapest first):
+    those the model cannot tell apart, which `auto` measures (auto_scan.py)."""
+    if not seconds:
+        return []
+    best = min(seconds.values())
+    return sorted((b for b, t in seconds.items() if t <= margin * best), key=seconds.__getitem__)
+
+
+def auto_measures(plan: Any, device: str, dtype: str, rows: int, T: int, N: int, backward: bool,
+                  hidden: int | None = None, statements: int = PARAGRU_STATEMENTS) -> list[str]:
+    """The backends `auto` times on the first call of these sizes (predicted within
+    MEASURE_MARGIN of the cheapest; auto_scan.py), cheapest predicted first; [] where the model
+    decides alone (one candidate that close, no model here, or a requested backend)."""
+    if plan.requested not in (None, "auto"):
+        return []
+    known = choose(plan, device, dtype, CallSizes(rows, T, N, hidden, statements), backward)[1]
+    close = within(known, MEASURE_MARGIN)
+    return close if len(close) > 1 else []
 
 
 def auto_runs(plan: Any, device: str, dtype: str, rows: int, T: int, N: int, backward: bool,

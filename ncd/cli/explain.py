@@ -114,7 +114,8 @@ def _elements(sizes: Any, axes: list[list[str] | None]) -> int | None:
 def _predictions(plan: Any, rows: int, T: int | None, N: int | None, hidden: int | None,
                  statements: int | None = None) -> dict[str, Any]:
     """Per device kind (float32): each candidate backend's predicted seconds forward and
-    forward+backward (None: no calibrated model), and what auto runs; for kinds with no
+    forward+backward (None: no calibrated model), what auto runs by the model, and which candidates
+    it times on the first call instead (``auto_measures``: predicted too close to call); for kinds with no
     calibration, the uncalibrated roofline estimate (``roofline``); or why there are no numbers."""
     from ncd.backends.pytorch import scan_cost
 
@@ -129,7 +130,9 @@ def _predictions(plan: Any, rows: int, T: int | None, N: int | None, hidden: int
             passes[mode] = {"seconds": scan_cost.plan_predictions(plan, device, "float32", rows, T, N, backward,
                                                                   hidden, count),
                             "auto_runs": scan_cost.auto_runs(plan, device, "float32", rows, T, N, backward,
-                                                             hidden, count)}
+                                                             hidden, count),
+                            "auto_measures": scan_cost.auto_measures(plan, device, "float32", rows, T, N,
+                                                                     backward, hidden, count)}
             if device != "cpu":
                 passes[mode]["roofline"] = scan_cost.roofline_predictions(plan, rows, T, N, backward, hidden, count)
         out["devices"][device] = passes
@@ -215,8 +218,18 @@ def _prediction_lines(pred: dict[str, Any]) -> list[str]:
         for mode, got in passes.items():
             known = {b: t for b, t in got["seconds"].items() if t is not None}
             best = f"; cheapest predicted {min(known, key=known.__getitem__)}" if known else ""
-            lines.append(f"      {device} {mode}: {_shown(got['seconds'])}{best}; auto runs {got['auto_runs']}")
+            runs = f"auto runs {got['auto_runs']}"
+            if got.get("auto_measures"):
+                runs = (f"auto times {', '.join(got['auto_measures'])} on the first call of these sizes (predicted "
+                        f"within {scan_cost_margin()}x of each other) and runs the fastest")
+            lines.append(f"      {device} {mode}: {_shown(got['seconds'])}{best}; {runs}")
     return lines
+
+
+def scan_cost_margin() -> str:
+    from ncd.backends.pytorch import scan_cost
+
+    return f"{scan_cost.MEASURE_MARGIN:g}"
 
 
 def _shown(seconds: dict[str, float | None]) -> str:

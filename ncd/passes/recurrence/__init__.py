@@ -62,11 +62,18 @@ def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | 
     state_free = [n.id for n in walk(region.nodes) if found.analysis.value(n.id).degree == 0]
     invariant = [n.id for n in region.nodes if n.op in HOISTABLE and found.analysis.value(n.id).degree == 0
                  and not found.analysis.value(n.id).varies]
-    return ScanPlan(block=block.key, node=node.id, loc=node.loc, axis=node.attrs["axis"],
+    plan = ScanPlan(block=block.key, node=node.id, loc=node.loc, axis=node.attrs["axis"],
                     carries=list(node.attrs["carries"]), linear=found.linear, requested=requested,
                     structure=found.structure, block_size=found.block_size, backend=backend,
                     reason=f"{found.reason}; {why}", kernel=kernel, kernel_layout=layout, state_free=state_free,
                     cell=cell_match, cell_reason=cell if isinstance(cell, str) else "", invariant=invariant)
+    admitted = [name for name, b in scan_backends.BACKENDS.items() if b.admits(plan) is None]
+    if requested in (None, "auto") and ordered is None and backend != "fused_rnn" and len(admitted) > 1:
+        plan.reason += (f"; at run time auto picks per call among {', '.join(admitted)} (every backend that "
+                        "admits this scan) by the calibrated cost model where it has one (backends/pytorch/"
+                        "scan_cost.py: a CPU in float32), timing on a shape's first call those predicted too "
+                        "close to call")
+    return plan
 
 
 def _computes_with_index(region) -> bool:

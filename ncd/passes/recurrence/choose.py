@@ -47,7 +47,5 @@ def _by_class(structure: Structure, linear: bool, kernel_matched: bool,
                                   f"{unmatched or 'the step is not in that form'}")
         return "sequential", "no parallel lowering for this affine class yet"
     if structure in ("diagonal", "block"):
-        return "newton", ("solved in parallel over time by Newton's method (ParaRNN); on a CPU in float32, auto runs "
-                          "the sequential loop instead at the call's sizes where the calibrated cost model "
-                          "(backends/pytorch/scan_cost.py) predicts it faster")
+        return "newton", "solved in parallel over time by Newton's method (ParaRNN)"
     return "sequential", "a dense nonlinear step stays a sequential loop (Newton would need the full Jacobian)"
