@@ -15,8 +15,9 @@ comparison: the pasted ones stay paragru's).
 auto may pick between for the scan, and auto itself.
 --table (default): on an evaluation grid (B, T, D, fwd / fwd+bwd), time sequential, newton
 and auto (what the module runs when left to choose), and print a markdown table: each
-backend's median, the fastest, auto's choice, the chosen backend's time over the fastest and
-the auto module's own time over the fastest.
+backend's median, the fastest, auto's choice (what the auto module ran: the model's cheapest,
+or, where candidates were predicted within 2x, the one it timed fastest on its first call), the
+chosen backend's time over the fastest and the auto module's own time over the fastest.
 
 The machine this runs on is shared, so every timing is interleaved: one repeat runs each side
 once, in turn, and the figures are medians over repeats (the load drifts between repeats, not
