@@ -213,6 +213,10 @@ CASES = [
          "  return x * W\n}\n",
          4, 28, "takes positional numbers",
          lambda s, h, z: (s.replace("mean = 0, std = 1", "0, 1") if quoted(r"(drop the names)", h) else s, z)),
+    Case("trunc-normal-zero-std", HEAD + "block F(x: [D]) -> [D] {\n  param W: [D] init trunc_normal(0, 0)\n"
+         "  return x * W\n}\n",
+         4, 37, "standard deviation of trunc_normal is 0",
+         _replace("trunc_normal(0, 0)", r"e\.g\. (trunc_normal\([\d., ]+\))")),
     Case("bound-to-zero", HEAD + "block F(x: [T, D]) -> [T, D] {\n  return x\n}\n",
          2, 6, "must be bound to a positive integer", _rebind(r"--set (\w+)=(\d+)"), {"T": 0}),
     Case("derived-bound-wrong", "axis D = 4\naxis K = 2 * D\nblock F(x: [K]) -> [K] {\n  return x\n}\n",

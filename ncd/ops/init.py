@@ -39,11 +39,14 @@ def _known(*values: Any) -> bool:
     return all(not hasattr(v, "is_number") or v.is_number for v in values)
 
 
-def _std(name: str) -> CheckFn:
+def _std(name: str, positive: bool = False) -> CheckFn:
+    """``positive``: a zero std is refused too (trunc_normal_ divides by it)."""
     def check(args: Sequence[Any]) -> Problem:
         std = args[1]
         if _known(std) and std < 0:
             return (f"the standard deviation of {name} is negative: {std}", f"{name}(mean, std) with std >= 0", 1)
+        if positive and _known(std) and std == 0:
+            return (f"the standard deviation of {name} is 0", f"{name}(mean, std) with std > 0, e.g. {name}(0, 0.02)", 1)
         return None
 
     return check
@@ -73,7 +76,7 @@ def _trunc_normal(args: tuple[float, ...], shape: tuple[int, ...]) -> Expr:
 ROWS: tuple[InitDef, ...] = (
     InitDef("normal", ("mean", "std"), lambda a, s: call("torch.nn.init.normal_", _empty(s), lit(a[0]), lit(a[1])),
             _std("normal"), "Gaussian N(mean, std²)"),
-    InitDef("trunc_normal", ("mean", "std"), _trunc_normal, _std("trunc_normal"),
+    InitDef("trunc_normal", ("mean", "std"), _trunc_normal, _std("trunc_normal", positive=True),
             "Gaussian N(mean, std²) redrawn outside mean ± 2·std (torch.nn.init.trunc_normal_)"),
     InitDef("uniform", ("low", "high"), lambda a, s: call("torch.nn.init.uniform_", _empty(s), lit(a[0]), lit(a[1])),
             _uniform_check, "uniform on [low, high)"),
