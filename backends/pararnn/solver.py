@@ -106,7 +106,7 @@ class NewtonSolver:
       `jacobian`/`block` (dense: [M, 1, N, N]). A compiler can emit one from the IR. Without it,
       "diag"/"block" take J by reverse mode on one graph of the cell (k backward passes, paid
       only when a Newton step is taken; ~2.5 cell evaluations for "diag"), and the converged
-      J is kept for the adjoint when a backward will follow.
+      J is kept for the adjoint when a backward will follow and the solve is one window.
     fuse: evaluate each Newton step's shift, cell, Jacobian, residual and norms as one
       `torch.compile`d graph. Eagerly that is ~20 separate passes over the B·T·N state sequence
       per step, which is where the time goes on a GPU; fused, a few. The first call compiles
@@ -165,7 +165,7 @@ class NewtonSolver:
         step_axes = getattr(cell, "step_axes", None)
         self._check(h0, xs, params, step_axes)
         grad = torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in (h0, xs, *params))
-        # with a backward to come, the converged J is kept for the adjoint (one sequence of J)
+        # with a backward to come, the converged J of a one-window solve is kept for the adjoint
         return _NewtonScanFn.apply(self, cell, grad, step_axes, h0, xs, *params)
 
     def solve(self, cell: Cell, h0: Tensor, xs: Tensor, *params: Tensor) -> Tensor:
@@ -370,9 +370,9 @@ class NewtonSolver:
     def _forward(self, cell: Cell, h0: Tensor, xs: Tensor, params: Sequence[Tensor],
                  keep_jacobian: bool = False, step_axes: Sequence[StepAxis | None] | None = None
                  ) -> tuple[Tensor, Tensor | None]:
-        """The states h [B, T, N] (h0's dtype) and, when `keep_jacobian` and Newton converged
-        with no rounding of the iterate, J at the converged states (what the adjoint needs:
-        kept, it is not recomputed). The iteration builds no autograd graph that outlives one
+        """The states h [B, T, N] (h0's dtype) and, when `keep_jacobian`, the solve is one
+        window and Newton converged with no rounding of the iterate, J at the converged states
+        (what the adjoint needs: kept, it is not recomputed). The iteration builds no autograd graph that outlives one
         window's Jacobian; what lives across a step is the iterate, r and J (three copies of the
         state sequence; `chunks.py`)."""
         dtype, acc = h0.dtype, acc_dtype(h0.dtype)
@@ -390,7 +390,11 @@ class NewtonSolver:
         res0, reason, it = None, None, 0
         J_kept: Tensor | None = None
         delta = None
-        keep = keep_jacobian and dtype == acc and not self.fuse  # fused: the adjoint's own graph
+        # fused: the adjoint's own graph. Windowed: not kept, so the backward's peak is the
+        # states, the inputs and their gradients (one copy of the sequence less); the adjoint
+        # recomputes J one window at a time, and the last residual pass skips the J of
+        # converged windows, so the time is about the same.
+        keep = keep_jacobian and dtype == acc and not self.fuse and len(wins) == 1
         while True:
             missing: list[slice] = []
             if self.fuse:
