@@ -211,13 +211,17 @@ def _each(value, n):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
 
 
-def check_window(x, n_sp, window, stride, padding, dilation):
+def check_window(x, n_sp, window, stride, padding, dilation, ceil_mode=False):
     """A sliding window must fit its (padded) input: an input whose free spatial axis is too small
     for the kernel is refused by name (an InputError the module reports as a located error).
+    With ``ceil_mode`` (pools) a last window may run past the end, as in torch, so the output is
+    empty only when ``ceil((n + 2p - d(k-1) - 1) / s) + 1 < 1``.
     Each option is one int for every spatial dim or a tuple of one each."""
     window, padding, dilation = _each(window, n_sp), _each(padding, n_sp), _each(dilation, n_sp)
-    for i, (n, k, p, d) in enumerate(zip(x.shape[x.dim() - n_sp :], window, padding, dilation)):
-        if n + 2 * p < d * (k - 1) + 1:
+    strides = _each(stride if stride is not None else window, n_sp)
+    for i, (n, k, p, d, s) in enumerate(zip(x.shape[x.dim() - n_sp :], window, padding, dilation, strides)):
+        slack = s - 1 if ceil_mode else 0  # ceil rounds a partial last window up
+        if n + 2 * p + slack < d * (k - 1) + 1:
             raise InputError(f"spatial dim {i - n_sp} of an input has size {n}, too small for a window of {k} "
                              f"(padding {p}, dilation {d}): the output would be empty")
 
@@ -332,7 +336,7 @@ def conv_transpose_nd(x, w, n_in, n_out, n_sp, stride, padding, dilation, output
 def pool_nd(x, kind, n_sp, size, stride, padding, ceil_mode=False, dilation=1):
     """Max or average pooling over the last ``n_sp`` dims; every leading dim is batch-like.
     ``ceil_mode``: torch's, a last partial window kept when it starts inside the input."""
-    check_window(x, n_sp, size, stride, padding, dilation)
+    check_window(x, n_sp, size, stride, padding, dilation, ceil_mode)
     lead = tuple(x.shape[: x.dim() - n_sp])
     xb = x.reshape((-1, 1) + tuple(x.shape[x.dim() - n_sp :]))
     F = torch.nn.functional

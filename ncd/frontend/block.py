@@ -179,7 +179,8 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                       hint=f"declare what it returns: -> {', '.join(self.type_text(self.type_of(r)) for r in self.results)}"
                            f" (or return {len(outputs)} value{'s' if len(outputs) != 1 else ''})")
         fixed = []
-        for rid, want, expr in zip(self.results, outputs, where.children):
+        exprs = where.children if len(where.children) == len(self.results) else where.children * len(self.results)
+        for rid, want, expr in zip(self.results, outputs, exprs):  # `return G(x)`: one expression, its values
             got = self.type_of(rid)
             if sorted(got.axes) != sorted(want.axes):
                 raise err(f"wrong return type: the block declares {want} but returns a wire with axes {got}",
@@ -414,7 +415,17 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
     def stmt_return_stmt(self, tree: Tree) -> None:
         if self.frames[-1].kind != "block":
             raise err("return inside a loop body", tree, hint="scan bodies end with emit, repeat bodies reassign")
-        self.results = [self.expr(e) for e in tree.children]
+        results = [self.expr(e) for e in tree.children]
+        many = [(rid, e) for rid, e in zip(results, tree.children) if len(self.node_index[rid].types) != 1]
+        if many and len(results) == 1:  # `return G(x)` of a block with several outputs returns them all
+            node = self.node_index[results[0]]
+            results = [self.add(TUPLE_GET, [node.id], {"index": i}, [t], tree.children[0]).id
+                       for i, t in enumerate(node.types)]
+        elif many:
+            rid, where = many[0]
+            raise err(f"this expression gives {len(self.node_index[rid].types)} values inside a return of several",
+                      where, hint="unpack it first (a, b = ...), then return the values by name")
+        self.results = results
         self.return_tree = tree
 
     def stmt_emit_stmt(self, tree: Tree) -> None:

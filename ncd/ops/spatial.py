@@ -48,9 +48,11 @@ MAX_WINDOW_OPTION = 2**31 - 1  # torch computes output sizes from these in 32-bi
 
 def _whole(ctx: TypeCtx, key: str, value: Any, low: int) -> int:
     if not math.isfinite(value) or float(value) != int(value) or int(value) < low:
-        raise ctx.error(f"{key} must be a whole number ≥ {low}, got {value:g}", at=key)
+        raise ctx.error(f"{key} must be a whole number ≥ {low}, got {value:g}", at=key,
+                        hint=f"write a whole number: {key} = {max(low, math.ceil(value)) if math.isfinite(value) else low}")
     if int(value) > MAX_WINDOW_OPTION:
-        raise ctx.error(f"{key} must be at most 2^31-1, got {value:g}", at=key)
+        raise ctx.error(f"{key} must be at most 2^31-1, got {value:g}", at=key,
+                        hint="torch computes window sizes in 32-bit integers: use a smaller value")
     return int(value)
 
 
@@ -91,13 +93,14 @@ def _spatial_map(ctx: TypeCtx, x: WireType, attrs: dict[str, Any],
     if len(src) != len(dst):
         raise ctx.error(f"over maps {len(src)} axes to {len(dst)}", hint="write over = [Y, X] -> [Y2, X2]")
     if torch_nd and not 1 <= len(src) <= 3:
-        raise ctx.error(f"this op slides over 1, 2 or 3 axes, got {len(src)}")
+        raise ctx.error(f"this op slides over 1, 2 or 3 axes, got {len(src)}",
+                        hint="name 1 to 3 spatial axes in over = [..]; fold the others into the batch with a reshape")
     for axis in src:
         if axis not in x.axes:
             raise ctx.error(f"axis {axis} is not on this wire, whose axes are {_axes_str(x.axes)}",
                             hint="name the input's spatial axes in over = ...")
     if len(set(src)) != len(src) or len(set(dst)) != len(dst):
-        raise ctx.error("over names an axis twice")
+        raise ctx.error("over names an axis twice", hint="name each spatial axis once in over = [..]")
     for s, d in zip(src, dst):
         if d != s and d in x.axes:
             raise ctx.error(f"output axis {d} is already on this wire {_axes_str(x.axes)}",
@@ -178,9 +181,11 @@ def _conv_roles(ctx: TypeCtx, x: WireType, w: WireType, attrs: dict[str, Any]):
                         hint="one window axis of W per spatial axis, in the same order")
     for axis in kernel:
         if axis not in w.axes:
-            raise ctx.error(f"kernel axis {axis} is not on the weights, whose axes are {_axes_str(w.axes)}")
+            raise ctx.error(f"kernel axis {axis} is not on the weights, whose axes are {_axes_str(w.axes)}",
+                            hint=f"declare the window axis on the weights (param W: [.., {axis}]) or list W's own window axes in kernel = [..]")
         if axis in x.axes:
-            raise ctx.error(f"kernel axis {axis} is also on the input {_axes_str(x.axes)}")
+            raise ctx.error(f"kernel axis {axis} is also on the input {_axes_str(x.axes)}",
+                            hint="give the window its own axis name (axis K = 3), not one of the input's")
     for axis in src:
         if axis in w.axes:
             raise ctx.error(f"spatial axis {axis} is also on the weights {_axes_str(w.axes)}",
@@ -193,7 +198,8 @@ def _conv_roles(ctx: TypeCtx, x: WireType, w: WireType, attrs: dict[str, Any]):
                             hint="a group axis is on both: split the channels first, x[C -> G Cg], "
                                  "with weights W: [G, Dg, Cg, KY, KX]")
         if axis in src or axis in kernel:
-            raise ctx.error(f"group axis {axis} is a spatial or kernel axis", at="groups")
+            raise ctx.error(f"group axis {axis} is a spatial or kernel axis", at="groups",
+                            hint="groups = [..] names channel axes that x and W share and the output keeps")
     if attrs.get("groups") and w.lifted:
         raise ctx.error("groups = [...] with weights lifted over the caller's axes", at="groups",
                         hint="a kernel lifted over channels is already a grouped conv: drop groups = ...")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ncd import scan_backends
 from ncd.errors import NcdError
-from ncd.ir import PURE_STRUCTURAL, SCAN, BlockIR, Node, SpecIR, walk
+from ncd.ir import CALL, PURE_STRUCTURAL, SCAN, BlockIR, Node, SpecIR, walk
 from ncd.ops import OPS, role
 from ncd.ops.base import PICK
 from ncd.ops.random import in_order
@@ -50,9 +50,11 @@ def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | 
     ordered = in_order(region.nodes, spec)  # the parallel backends would run every step at once
     if ordered is None and _computes_with_index(region):
         ordered = "index"
+    if ordered is None and _holds_scan(region.nodes, spec):
+        ordered = "nested"
     if ordered is not None:
         what = {"random": "draws random numbers", "stateful": "updates running statistics",
-                "index": "computes with its step index"}[ordered]
+                "index": "computes with its step index", "nested": "holds a scan of its own"}[ordered]
         if requested not in (None, "auto", "sequential"):
             raise NcdError(f"this scan {what}, so it cannot run via {requested}",
                            node.loc.span if node.loc else None,
@@ -74,6 +76,19 @@ def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | 
                         "scan_cost.py: a CPU in float32), timing on a shape's first call those predicted too "
                         "close to call")
     return plan
+
+
+def _holds_scan(nodes: list[Node], spec: SpecIR | None, depth: int = 0) -> bool:
+    """A scan inside the step (or inside a block it calls): the parallel backends evaluate the
+    step at every position at once, which an inner scan's own runner cannot take part in."""
+    for node in walk(nodes):
+        if node.op == SCAN:
+            return True
+        if node.op == CALL and spec is not None and depth < 32:
+            callee = spec.blocks.get(node.attrs.get("block"))
+            if callee is not None and _holds_scan(callee.nodes, spec, depth + 1):
+                return True
+    return False
 
 
 def _computes_with_index(region) -> bool:

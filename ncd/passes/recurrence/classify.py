@@ -84,6 +84,10 @@ class StepAnalysis:
 
     def transfer(self, node: Node) -> Value:
         ins = [self.value(i) for i in node.inputs]
+        if node.regions:  # a nested loop's body reads the step's wires (the carries too) as closures
+            inner = {n.id for r in node.regions for n in walk(r.nodes)}
+            ins += [self.values[i] for r in node.regions for n in walk(r.nodes) for i in n.inputs
+                    if i not in inner and i in self.values]
         axes = tuple(node.types[0].axes) if node.types else ()
         op = node.op
         if op == REGION_ARG and node.id in self.carry_args:
