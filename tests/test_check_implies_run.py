@@ -2,7 +2,8 @@
 
 The generator builds small specs from the op table (elementwise, contractions, reductions,
 norms, views, concat/split, range slices, booleans and where with literals, conv with its options
-(groups, causal and mode padding), ceil-mode pools, linear up-sampling, scans, sub-blocks), typed as it goes. Whatever checks must
+(groups, causal and mode padding), ceil-mode pools, linear up-sampling, scans with several carries or a loop in the step,
+sub-blocks, also lifted over extra axes), typed as it goes. Whatever checks must
 load, run forward and backward at random sizes for its free axes, and emit Python that gives the
 same outputs; no exception but NcdError may escape ``ncd.check``, ``ncd.load`` or a forward
 call with a wrongly shaped input. The default profile stays small (make test); the ``slow``
@@ -209,11 +210,16 @@ class Gen:
                 f"block F(x: [A, B], y: [B, C]) -> [{', '.join(ret)}] {{\n  {body}\n}}\n")
 
 
+EXTRAS_MIX = ("block Mix(u: [B]) -> [B] {\n  param w: [B, B'] init normal(0, 0.5)\n"
+              "  return tanh(u @[B] w)[B' as B]\n}\n")
 EXTRAS = {
     "": "",
     "sub-block": "block Mix(u: [B]) -> [B] {\n  param w: [B, B'] init normal(0, 0.5)\n"
                  "  return tanh(u @[B] w)[B' as B]\n}\n",
     "scan": "",
+    "sub-block-lifted": EXTRAS_MIX,
+    "scan-carries": "",
+    "scan-repeat": "",
     "conv": "",
     "conv-options": "",
     "depthwise": "",
@@ -240,6 +246,16 @@ def specs(draw):
         gen.params.append("param u: [B', B] init normal(0, 0.3)")
         gen.new("scan t over A carry (h: [B] = 0) {\n    h = tanh(x[t] + h[B as B'] @[B'] u)\n"
                 "    emit h\n  }", ("A", "B"))
+    elif extra_kind == "sub-block-lifted":  # called on [A, B, C]: lifted over A and C
+        gen.lines.append("use mix = Mix")
+        gen.new("mix(x * y)", ("A", "B", "C"))
+    elif extra_kind == "scan-carries":  # carries of different shapes, one a matrix
+        gen.new("scan t over A carry (h: [B] = 0, S: [B, C] = 0, c: [] = 1) {\n    h = tanh(x[t] + 0.5 * h)\n"
+                "    S = 0.5 * S + h * y\n    c = 0.5 * c\n    emit sum(S, over = C) * c + h\n  }", ("A", "B"))
+    elif extra_kind == "scan-repeat":  # a loop in the step reading the carry by closure
+        gen.params.append("param r: [B] init normal(0, 0.5)")
+        gen.new("scan t over A carry (h: [B] = 0) {\n    u = x[t]\n    repeat 2 {\n      u = tanh(u + r * h)\n"
+                "    }\n    h = u\n    emit h\n  }", ("A", "B"))
     elif extra_kind == "conv":
         gen.params.append("param k: [C, B, K] init normal(0, 0.3)")
         extra = ""
