@@ -10,7 +10,7 @@ round-trip exactly, and analyses/renderers read these models without importing t
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,6 +79,14 @@ class WireType(BaseModel):
     def __str__(self) -> str:
         lead = "..., " if self.lifted and self.axes else ("..." if self.lifted else "")
         return f"[{lead}{', '.join(self.axes)}]"
+
+
+def call_output_types(lift: Sequence[str], outputs: Sequence[WireType], inputs_lifted: bool) -> list[WireType]:
+    """A call's output types: every output carries the call's lifted axes (docs/language.md: the lifted
+    part is prepended to all outputs), also one the callee computes from its parameters alone; the
+    lowering broadcasts such an output, so a caller can reduce it over a lifted axis like any other."""
+    return [WireType(axes=tuple(lift) + out.axes, lifted=out.lifted or inputs_lifted, dtype=out.dtype)
+            for out in outputs]
 
 
 class Node(BaseModel):

@@ -29,7 +29,7 @@ from ncd.errors import NcdError, Span
 from ncd.frontend.common import RESERVED
 from ncd.limits import MAX_BLOCK_NESTING, MAX_BODY_NESTING, MAX_CONST_LIST, MAX_REPEAT
 from ncd.ops.init import INITIALISERS
-from ncd.ir import (ACT_MIXES, BROADCAST, BUFFER, CALL, CONST, HALTING, INIT_FILL, INIT_RANDOM, INPUT, LOOP_INDEX, LOOPS,
+from ncd.ir import (ACT_MIXES, call_output_types, BROADCAST, BUFFER, CALL, CONST, HALTING, INIT_FILL, INIT_RANDOM, INPUT, LOOP_INDEX, LOOPS,
                     MATERIALIZE, NUMBER_NODE, PARAM, REGION_ARG, REPEAT, SCAN, TAP, TUPLE_GET,
                     WEIGHT_SOURCES, BlockIR, Node, ParamDef, Region, SpecIR, WireType)
 from ncd.names import COMPARE_OPS, MODULE_INTERNALS, is_spec_name, value_id_problem
@@ -514,8 +514,7 @@ def _call(v: _Verifier, node: Node, inputs: list[Node], scope: _Scope) -> None:
     if inst.repeat:
         v.need(len(callee.inputs) == 1 + states and len(callee.outputs) == 1 + states,
                "a repeated block has one input and one output (and in a step module its states in and out)")
-    outs = [WireType(axes=tuple(lifted) + o.axes, lifted=True) if o.lifted else WireType(axes=o.axes, lifted=False)
-            for o in out_types]
+    outs = call_output_types(lifted, out_types, any(src.types[0].lifted for src in inputs))
     v.need([(t.axes, t.lifted) for t in node.types] == [(t.axes, t.lifted) for t in outs],
            f"its stored types {[str(t) for t in node.types]} differ from the call's {[str(t) for t in outs]}")
 

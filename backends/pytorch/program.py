@@ -372,6 +372,13 @@ class Lowering:
         target = SelfAttr(node.attrs["instance"])
         if states:
             return call("rt.chain_states", target, lit(states), *args)
+        callee = self.spec.blocks[node.attrs["block"]]
+        if not all(o.lifted for o in callee.outputs) and any(t.lifted or t.axes[:len(lift)] for t in node.types):
+            # an output the callee computes from its parameters alone gets the call's lifted dims
+            # (ncd.ir.call_output_types): broadcast, a view
+            grow = tuple(not o.lifted for o in callee.outputs)
+            return call("rt.call_lifted", target, lit(bool(node.attrs.get("repeat"))), lit(grow),
+                        lit(tuple(len(p) for p in ports)), *args)
         if node.attrs.get("repeat"):
             return call("rt.chain", target, *args)
         return Call(target, tuple(args))

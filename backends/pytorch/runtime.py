@@ -97,6 +97,16 @@ def chain(layers, x):
     return x
 
 
+def call_lifted(block, repeat, grow, port_ranks, *args):
+    """A call whose callee computes some outputs (``grow``) from its parameters alone: those get the
+    lifted dims the inputs lead with (broadcast, no copy), as the IR types them."""
+    out = chain(block, *args) if repeat else block(*args)
+    lead = torch.broadcast_shapes(*(a.shape[:a.dim() - r] for a, r in zip(args, port_ranks)))
+    outs = out if isinstance(out, tuple) else (out,)
+    outs = tuple(o.expand(lead + o.shape) if g else o for o, g in zip(outs, grow))
+    return outs if isinstance(out, tuple) else outs[0]
+
+
 def chain_states(layers, k, x, *states):
     """A step module's repeated layers: each takes x and its own k states, gives x and k new ones."""
     new = []

@@ -22,7 +22,8 @@ from ncd.frontend.common import (
     number_literal,
 )
 from ncd.frontend.parser import span_of
-from ncd.ir import CALL, CONST, MATERIALIZE, NUMBER_NODE, InstanceDef, Node, ParamDef, Region, WireType
+from ncd.ir import (CALL, CONST, MATERIALIZE, NUMBER_NODE, InstanceDef, Node, ParamDef, Region, WireType,
+                    call_output_types)
 from ncd.limits import MAX_CONST_LIST, MAX_EXPR_DEPTH
 from ncd.ops import OPS, arith
 from ncd.ops.init import FLOAT32_MAX, INITIALISERS
@@ -473,19 +474,12 @@ class ExpressionBuilder:
                           f"(missing {', '.join(missing)})", tree,
                           hint="rename or reshape the wire's axes to the block's: x[A as B]")
             lifted += [a for a in got.axes if a not in port.type.axes and a not in lifted]
-        outputs = []
         for out in block.outputs:
             clash = [a for a in lifted if a in out.axes]
             if clash:
                 raise err(f"{block.name} is lifted over axis {clash[0]} but also produces it", tree,
                           hint=f"rename the caller's axis first: x[{clash[0]} as {clash[0]}']")
-            if out.lifted:
-                outputs.append(WireType(axes=tuple(lifted) + out.axes, lifted=True, dtype=out.dtype))
-            else:
-                outputs.append(WireType(axes=out.axes, lifted=False, dtype=out.dtype))
+        outputs = call_output_types(lifted, block.outputs, any(self.type_of(v).lifted for v in ids))
         attrs = {"instance": name, "block": block.key, "lift": lifted,
                  "ports": [list(p.type.axes) for p in block.inputs], "repeat": inst.repeat}
-        node = self.add(CALL, ids, attrs, outputs, tree)
-        if len(outputs) == 1:
-            return node.id
-        return node.id
+        return self.add(CALL, ids, attrs, outputs, tree).id
