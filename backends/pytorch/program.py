@@ -373,7 +373,7 @@ class Lowering:
         if states:
             return call("rt.chain_states", target, lit(states), *args)
         callee = self.spec.blocks[node.attrs["block"]]
-        if not all(o.lifted for o in callee.outputs) and any(t.lifted or t.axes[:len(lift)] for t in node.types):
+        if not all(o.lifted for o in callee.outputs) and (lift or any(t.lifted for t in node.types)):
             # an output the callee computes from its parameters alone gets the call's lifted dims
             # (ncd.ir.call_output_types): broadcast, a view
             grow = tuple(not o.lifted for o in callee.outputs)
