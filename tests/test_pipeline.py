@@ -149,3 +149,47 @@ def test_ncd_run_runs_the_passes_once(tmp_path, monkeypatch, capsys, argv):
     assert main([str(path) if a == "SPEC" else a for a in argv]) == 0
     capsys.readouterr()
     assert len(calls) == 1
+
+
+def test_a_check_then_a_load_parse_the_text_once(monkeypatch):
+    """The parse tree of a text is built once (ncd/frontend/parser.py), and the IR is verified once
+    per compile when the passes leave it as it was built."""
+    from ncd.frontend import parser
+
+    source = MLP.replace("F = 5", "F = 6")  # a text no other test parsed
+    parses, verifies = [], []
+    real_parse, real_verify = parser._parse, pipeline.verify
+    monkeypatch.setattr(parser, "_parse", lambda s: parses.append(1) or real_parse(s))
+    monkeypatch.setattr(pipeline, "verify", lambda ir: verifies.append(1) or real_verify(ir))
+    ncd.check(source)
+    ncd.load(source)
+    assert len(parses) == 1
+    assert len(verifies) == 2  # one build each; the plan-only passes change nothing
+
+
+def test_building_leaves_the_shared_parse_tree_as_it_was():
+    """What lets a parse tree be shared between builds: building from it never edits it."""
+    import copy
+
+    from ncd.api import read_spec
+    from ncd.frontend.parser import parse
+
+    for spec in ("transformer_encoder", "mgno", "pointer_net", "universal_transformer"):
+        source, name = read_spec(spec)
+        before = copy.deepcopy(parse(source, name))
+        ncd.check(spec)
+        assert parse(source, name) == before, spec
+
+
+def test_a_pass_that_breaks_the_ir_fails_at_the_pipeline(monkeypatch):
+    """The IR is re-verified after a pass that changed it (here a fusion pass that retypes a node)."""
+    real = pipeline.plan_fusions
+
+    def breaking(ir):
+        node = next(n for n in ir.blocks["M"].nodes if n.op == "add")
+        node.types = [node.types[0].model_copy(update={"axes": ("E",)})]
+        return real(ir)
+
+    monkeypatch.setattr(pipeline, "plan_fusions", breaking)
+    with pytest.raises(ncd.NcdError, match="IR"):
+        pipeline.compile_spec(MLP, "<mlp>")

@@ -34,13 +34,29 @@ def parser() -> Lark:
 
 
 def parse(source: str, filename: str | None = None) -> Tree:
+    """The spec's parse tree. The builder only reads the tree (it never edits one), so a text is
+    parsed once per process: a check then a load of the same text, or a file several specs
+    import, share one tree. ``filename`` only names the place in an error, which is not cached."""
     try:
-        check_nesting(source)
-        return parser().parse(source)
+        return _tree(source) if len(source) <= _CACHED_CHARS else _parse(source)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, source).located(source, filename) from None
     except NcdError as exc:
         raise exc.located(source, filename) from None
+
+
+_CACHED_CHARS = 1 << 18  # longer texts (generated, hostile) are parsed each time rather than held
+
+
+@lru_cache(maxsize=32)
+def _tree(source: str) -> Tree:
+    """``_parse``, remembered: a pure function of the text (a syntax error raises, and is not cached)."""
+    return _parse(source)
+
+
+def _parse(source: str) -> Tree:
+    check_nesting(source)
+    return parser().parse(source)
 
 
 # A brace, a line break or a comment: braces delimit bodies and nothing else in the grammar (a
