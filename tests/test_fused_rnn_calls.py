@@ -181,3 +181,25 @@ def test_the_dtype_check_follows_a_conversion_after_the_first_call():
     with pytest.raises(ncd.NcdError, match="input x is torch.float32 but the module's parameters are torch.float64"):
         module(torch.randn(B, T, E))
     assert module(torch.randn(B, T, E, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+def test_the_operator_reads_the_parameters_themselves_not_copies(cell, monkeypatch):
+    """W_ih [I, G, D] permuted to torch's [G·D, I] is a strided view of the parameter: the
+    operator gets views of the spec's tensors (same storage), so the forward copies no weight."""
+    compiled, ref = pair(cell, torch.float32)
+    seen: list[list[torch.Tensor]] = []
+    real = getattr(torch, cell)  # torch.lstm / gru / rnn_tanh: the operator rt.fused_rnn calls
+
+    def spy(x, hx, weights, *rest):
+        seen.append(list(weights))
+        return real(x, hx, weights, *rest)
+
+    monkeypatch.setattr(torch, cell, spy)
+    x = torch.randn(B, T, E)
+    out = compiled(x)
+    torch.testing.assert_close(out, ref(x)[0], rtol=1e-5, atol=1e-5)
+    params = dict(compiled.named_parameters())
+    storages = [params[SPEC_NAME[n]].untyped_storage().data_ptr()
+                for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+    assert [w.untyped_storage().data_ptr() for w in seen[0]] == storages

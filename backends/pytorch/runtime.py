@@ -613,12 +613,18 @@ def rnn_piece(value, piece, size, like):
 def rnn_layout(gates):
     """(dims order, gate indices) where one of torch's flat weights is one tensor permuted: every
     gate one slice, along the same axis, of the same tensor with no factor (``W[G = k]``), and the
-    gate, state and input axes all of its axes; None otherwise (rnn_weight sums the pieces).
+    gate, state and input axes all of its axes; or (dims order, None) where a cell with one gate
+    reads one whole tensor (state and input axes all its axes); None otherwise (rnn_weight sums
+    the pieces).
     ``gates``: per gate, (value, piece) pairs; a value may be any object standing for the tensor
     (the same object for the same tensor): this is plain data, computed once by a caller that can."""
     if not gates or any(len(g) != 1 for g in gates):
         return None
     value, piece = gates[0][0]
+    if value is not None and len(gates) == 1 and not piece[0] and piece[4] == 1.0 and not piece[6]:
+        axes = list(piece[1])  # no gate axis (an Elman cell): the weight is [in, state] or [state]
+        wanted = [piece[3]] + ([piece[2]] if piece[2] else [])
+        return (tuple(axes.index(a) for a in wanted), None) if sorted(wanted) == sorted(axes) else None
     if value is None or len(piece[0]) != 1:
         return None
     for (other, (selects, axes, in_axis, _, coef, _, _)), in gates:
@@ -635,16 +641,20 @@ def rnn_layout(gates):
 
 def rnn_permuted(value, layout, like):
     """One of torch's flat weights as one permute of the spec's tensor (rnn_layout), and one
-    gather where the spec's gate order is not torch's; a copy only where the result is not
-    contiguous already (a bias [G, D] in torch's gate order is a view of the spec's)."""
+    gather where the spec's gate order is not torch's. No copy otherwise: the spec's W_ih
+    [I, G, D] permuted is a strided view of shape [G·D, I] (its G and D dims merge), which
+    torch's operator reads as it is (its matmuls and oneDNN's weight reorder take any strides),
+    so the forward pass copies no weight; a bias [G, D] is a view too."""
     order, index = layout
     if not isinstance(value, torch.Tensor) or value.dtype != like.dtype or value.device != like.device:
         value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
     if order != tuple(range(len(order))):
         value = value.permute(order)
+    if index is None:  # no gate axis
+        return value
     if index != tuple(range(value.shape[0])):
         value = value.index_select(0, torch.tensor(index, device=value.device))
-    return value.reshape(len(index) * value.shape[1], *value.shape[2:]).contiguous()
+    return value.reshape(len(index) * value.shape[1], *value.shape[2:])
 
 
 def rnn_weight(gates, size, shape, like, layout=False):
