@@ -107,6 +107,72 @@ def test_ops_written_with_syntax_cannot_be_called_by_name():
             ncd.check(f"axis A = 3, B = 4\nblock F(x: [A, B]) -> [..] {{\n  return {name}(x)\n}}\n")
 
 
+# ----------------------------------------------------------------------------- size equalities
+def test_a_rename_that_fixes_a_free_axis_re_checks_the_ops_before_it():
+    # the hypothesis test's find: the rename makes A = 1, so the slice 1:A before it is empty
+    spec = ("axis A, B = 3, L0, L1\nblock F(x: [A, B]) -> [L0, B] {\n  v0 = x[A = 1:A as L0]\n"
+            "  v1 = x[A = 0:1 as L1]\n  v2 = v1[L1 as A]\n  return v0\n}\n")
+    with pytest.raises(ncd.NcdError, match=r"the slice 1:1 is empty .*A = 1 from line 5 \(renamed from L1\)") as info:
+        ncd.check(spec)
+    assert (info.value.line, info.value.col) == (3, 10)
+    with pytest.raises(ncd.NcdError, match="axis A has size 3 here, but renamed from L1 is 1") as info:
+        ncd.load(spec, A=3)
+    assert info.value.line == 5
+
+
+def test_a_rename_into_a_sized_axis_sizes_the_free_one():
+    spec = "axis A, C = 3\nblock F(x: [A], y: [C]) -> [C] {\n  return x[A as C] + y\n}\n"
+    assert ncd.check(spec).axes["A"].size == "3"
+    with pytest.raises(ncd.NcdError, match="axis C has size 3 here, but renamed from A is 5"):
+        ncd.check(spec, A=5)
+    m = ncd.load(spec)
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    torch.testing.assert_close(m(x, y), x + y)
+    with pytest.raises(ncd.NcdError, match="axis A has size 5 but the spec binds it to 3"):
+        m(torch.randn(2, 5), y)
+
+
+def test_two_free_axes_tied_by_a_rename_must_agree_at_the_call():
+    spec = "axis A, C\nblock F(x: [A], y: [C]) -> [C] {\n  return x[A as C] + y\n}\n"
+    m = ncd.load(spec)
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(m(x, x), 2 * x)
+    with pytest.raises(ncd.NcdError, match=r"axis C has size 3 in input y, but the spec ties it to A, which is 5"):
+        m(torch.randn(2, 5), torch.randn(2, 3))
+
+
+def test_a_size_fixed_late_is_checked_against_a_derived_axis():
+    spec = ("axis A, K = A / 2, L1\nblock F(x: [A, K]) -> [A, K] {\n  v = x[A = 0:3 as L1]\n"
+            "  w = v[L1 as A]\n  return x\n}\n")
+    with pytest.raises(ncd.NcdError, match=r"axis K has size 3/2.*A = 3 from line 4") as info:
+        ncd.check(spec)
+    assert info.value.line == 1
+
+
+def test_a_concat_into_a_sized_axis_sizes_its_free_piece():
+    spec = "axis A = 2, B, R = 5\nblock F(x: [A], y: [B]) -> [R] {\n  return concat(x, y, over = [A, B] -> R)\n}\n"
+    assert ncd.check(spec).axes["B"].size == "3"  # A + B = R: 2 + B = 5
+    x, y = torch.randn(2, 2), torch.randn(2, 3)
+    torch.testing.assert_close(ncd.load(spec)(x, y), torch.cat([x, y], -1))
+
+
+def test_a_reshape_no_whole_size_fits_is_refused_at_check():
+    spec = "axis A = 2, B, R = 5\nblock F(x: [A, B]) -> [R] {\n  return x[A B -> R]\n}\n"
+    with pytest.raises(ncd.NcdError, match=r"axis R has size 5 here, but the product of A B is 2\*B, and no whole "
+                                           r"size of B makes them equal") as info:
+        ncd.check(spec)
+    assert info.value.line == 3
+
+
+def test_a_reshape_into_a_sized_axis_ties_two_free_axes_at_the_call():
+    spec = "axis A, B, M = 6\nblock F(x: [A, B]) -> [M] {\n  return x[A B -> M]\n}\n"
+    m = ncd.load(spec)
+    x = torch.randn(2, 2, 3)
+    torch.testing.assert_close(m(x), x.reshape(2, 6))
+    with pytest.raises(ncd.NcdError, match="ties it to 6/B"):
+        m(torch.randn(2, 4, 3))
+
+
 # ----------------------------------------------------------------------------- the generator
 UNARY = sorted(n for n, o in OPS.items() if o.family == "elementwise" and o.arity == (1, 1) and o.syntax is None
                and not any(k.required for k in o.kwargs.values()) and n != "neg")

@@ -122,6 +122,7 @@ class CallContract:
         if shapes in self._seen:
             return
         free = self._free_sizes(inputs)
+        self._check_tied(free)
         self._check_rules(free)
         self._check_values(free, inputs)
         if len(self._seen) >= _CACHE_ENTRIES:
@@ -142,6 +143,22 @@ class CallContract:
                                    hint=f"pass inputs whose {base} dims agree")
                 found.setdefault(base, (int(size), port, span))
         return found
+
+    def _check_tied(self, free: dict[str, tuple[int, str, Span | None]]) -> None:
+        """An input axis the checker sized from another (``x[A as C]`` makes ``C = A``) must have
+        the size the other's input gives it: one axis, one size."""
+        for axis, (size, port, span) in free.items():
+            value = self.axes.expr(axis)
+            names = sorted(s.name for s in value.free_symbols)
+            if value == sz.symbol(axis) or any(n not in free or n == axis for n in names):
+                continue
+            want = value.subs({sz.symbol(n): free[n][0] for n in names})
+            if want == size:
+                continue
+            given = ", ".join(f"{n} = {free[n][0]} (input {free[n][1]})" for n in names)
+            raise NcdError(f"axis {axis} has size {size} in input {port}, but the spec ties it to "
+                           f"{sz.to_text(value)}, which is {sz.to_text(want)} with {given}", span,
+                           hint=f"pass inputs whose sizes agree: {axis} = {sz.to_text(value)}")
 
     def _check_rules(self, free: dict[str, tuple[int, str, Span | None]]) -> None:
         for rule in self.rules:

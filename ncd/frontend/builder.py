@@ -6,6 +6,7 @@ with the axes they are lifted over.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import sympy
@@ -34,15 +35,34 @@ from ncd.ops.init import INITIALISERS
 
 
 # ----------------------------------------------------------------------------------- spec level
+@dataclass(frozen=True)
+class Inference:
+    """Where a free axis got its size from an op (a rename, a slice, a reshape...): quoted when a
+    size fixed late is what makes an earlier op impossible."""
+
+    axis: str
+    size: sympy.Expr
+    what: str
+    line: int | None
+
+
 class SpecBuilder:
-    def __init__(self, source: str, name: str, bindings: dict[str, int], entry: str | None) -> None:
+    def __init__(self, source: str, name: str, bindings: dict[str, int], entry: str | None,
+                 seeded: tuple[dict[str, sympy.Expr], list[Inference]] = ({}, [])) -> None:
         self.source = source
         self.name = name
         self.bindings = dict(bindings)
         self.tree = parse(source, name)
         self.axes: dict[str, AxisDef] = {}
         self.axis_trees: dict[str, Tree] = {}
-        self.inferred: dict[str, sympy.Expr] = {}
+        # free axes sized by an op, each in the axes still free (rewritten as more are inferred);
+        # a second build starts from the first one's (``seeded``), so every typing rule sees them
+        self.inferred: dict[str, sympy.Expr] = dict(seeded[0])
+        self.seeded_from: list[Inference] = list(seeded[1])
+        self.inferences: dict[str, Inference] = {}
+        self.late: list[Inference] = []  # inferences of axes some op had already used symbolically
+        self._first_use: dict[str, int] = {}  # axis → the unify count when its symbolic size was first read
+        self._unifies = 0
         self.block_trees: dict[str, Tree] = {}
         self.global_consts: dict[str, Tree] = {}
         self.blocks: dict[str, BlockIR] = {}
@@ -314,10 +334,16 @@ class SpecBuilder:
                 raise
             loc = self.axes[base].loc
             raise NcdError(exc.message, Span(loc.line, loc.col), hint=exc.hint) from None
+        for symbol in expr.free_symbols:
+            self._first_use.setdefault(symbol.name, self._unifies)
         self._size_cache[key] = expr
         return expr
 
     def unify(self, axis: str, size: sympy.Expr, what: str, where: Tree | Token | None) -> None:
+        """``axis`` has ``size`` here (an op computed it): a free axis takes it, a sized one must
+        equal it, and where the two differ as formulas the equation sizes a free axis in them
+        (``x[A as C]`` with ``C = 3`` and a free ``A`` makes ``A = 3``)."""
+        self._unifies += 1
         base = self.base_axis(axis)
         current = self.size(base)
         self.bounded(size, f"the size of axis {axis} ({what})", where)
@@ -333,13 +359,57 @@ class SpecBuilder:
                 if own:
                     raise err(f"axis {axis} would have size {size} ({what}), which depends on {base} itself",
                               where, hint=f"this needs two different axes where it uses {base}")
-                self.inferred[base] = size
+                self._infer(base, size, what, where)
             return
         diff = sz.simplify_bounded(current - size, f"the size of axis {axis} ({what})")
         if diff != 0 and (diff.is_number or not diff.free_symbols):
             raise err(f"axis {axis} has size {current} here, but {what} is {size}", where,
                       hint=f"make the sizes agree (axis {base} is declared at line "
                            f"{self.axes[base].loc.line if self.axes.get(base) and self.axes[base].loc else '?'})")
+        if diff != 0:
+            self._solve(axis, current, size, what, where)
+
+    def _solve(self, axis: str, current: sympy.Expr, size: sympy.Expr, what: str, where: Tree | Token | None) -> None:
+        """``current = size`` as formulas in free axes: size one free axis from it (the one the op's
+        side names first), or refuse a relation no single free axis can satisfy."""
+        equation = current - size
+        ordered = sorted(size.free_symbols, key=str) + sorted(current.free_symbols - size.free_symbols, key=str)
+        free = [s for s in ordered if self.axes.get(s.name) is not None and self.axes[s.name].size is None
+                and s.name not in self.bindings and s.name not in self.inferred]
+        for symbol in free:
+            if sz.size_degree(equation) > 4:  # beyond closed forms sympy.solve may run for minutes
+                break
+            try:
+                roots = sympy.solve(equation, symbol)
+            except (NotImplementedError, ValueError):
+                continue
+            roots = [r for r in roots if not r.is_number or (r.is_integer and r.is_positive)]
+            if len(roots) == 1:
+                self._infer(symbol.name, roots[0], f"{axis} has size {current}, and {what} is {size}", where)
+                return
+        names = ", ".join(s.name for s in free) or ", ".join(sorted(s.name for s in equation.free_symbols))
+        base = self.base_axis(axis)
+        line = self.axes[base].loc.line if self.axes.get(base) and self.axes[base].loc else "?"
+        raise err(f"axis {axis} has size {current} here, but {what} is {size}, and no whole size of "
+                  f"{names} makes them equal", where,
+                  hint=f"make the sizes agree (axis {base} is declared at line {line}), or bind the free axes "
+                       f"so that both sides have one size")
+
+    def _infer(self, name: str, size: sympy.Expr, what: str, where: Tree | Token | None) -> None:
+        """Record a free axis's size; one an op already read symbolically calls for a second build."""
+        if size.is_number and not size.is_integer:
+            raise err(f"axis {name} would have size {size} ({what}), which is not a whole number", where,
+                      hint=f"make the sizes agree so that {name} comes out a whole number")
+        symbol = sz.symbol(name)
+        for other, value in self.inferred.items():
+            if symbol in value.free_symbols:
+                self.inferred[other] = sz.simplify(value.xreplace({symbol: size}))
+        self.inferred[name] = size
+        loc = loc_of(where)
+        found = Inference(name, size, what, loc.line if loc else None)
+        self.inferences[name] = found
+        if self._first_use.get(name, self._unifies) < self._unifies:
+            self.late.append(found)
 
     def bound_size(self, name: str) -> int | None:
         value = self.size(name)
@@ -460,10 +530,42 @@ def read_meta(source: str) -> SpecMeta:
 
 
 
+MAX_BUILDS = 4  # a size fixed late re-checks the ops before it; each build can only fix more axes
+
+
+def build_sized(source: str, name: str, bindings: dict[str, int], entry: str | None) -> SpecIR:
+    """Build, and build again from the inferred sizes while an op sized an axis that an earlier op
+    had read as free (``x[L1 as A]`` after ``x[A = 1:A as L0]`` fixes ``A = 1``, so the slice is
+    empty): every typing rule then sees the sizes the spec ends with, and its error says which
+    inference made it so."""
+    seeded: tuple[dict[str, sympy.Expr], list[Inference]] = ({}, [])
+    for _ in range(MAX_BUILDS):
+        try:
+            builder = SpecBuilder(source, name, bindings, entry, seeded)
+            ir = builder.build()
+        except NcdError as exc:
+            raise _with_inferences(exc, seeded[1]) from None
+        if not builder.late:
+            return ir
+        seeded = (dict(builder.inferred), [*seeded[1], *builder.late])
+    return ir
+
+
+def _with_inferences(exc: NcdError, late: list[Inference]) -> NcdError:
+    """Say which late inference made the op at fault impossible."""
+    if not late:
+        return exc
+    notes = "; ".join(f"{i.axis} = {sz.to_text(i.size)} from line {i.line if i.line else '?'} ({i.what})"
+                      for i in late[:3])
+    exc.message = f"{exc.message} [sizes inferred later in the spec: {notes}]"
+    exc.args = (exc.message,)
+    return exc
+
+
 def build_spec(source: str, name: str = "<spec>", bindings: dict[str, int] | None = None,
                entry: str | None = None) -> SpecIR:
     try:
-        return SpecBuilder(source, name, bindings or {}, entry).build()
+        return build_sized(source, name, bindings or {}, entry)
     except NcdError as exc:
         raise exc.located(source, name) from None
     except RecursionError:
