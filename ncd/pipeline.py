@@ -5,7 +5,7 @@ Every consumer starts here: ``ncd.check`` and ``ncd.load`` (ncd/api.py), the tor
 (which draws the built IR) and `ncd compile --explain` (which prints the scan plans). No backend
 or analysis runs a pass of its own: the recurrence pass (ncd/passes/recurrence) and the fusion
 pass (ncd/passes/fusion.py) run here, once, and the IR is verified after the build and after
-every pass that changed it (an IR byte for byte the one just verified is not checked twice).
+every pass that changed it (an IR equal to the one just verified is not checked twice).
 """
 from __future__ import annotations
 
@@ -71,15 +71,16 @@ def run_passes(ir: SpecIR, scan_backend: str = "auto", verified: bool = False) -
     return Passes(scan_backend=scan_backend, scans=scans, fusion=fusion)
 
 
-def _fingerprint(ir: SpecIR) -> bytes:
-    """The IR's whole content (every field, serialised): equal bytes, equal verdict."""
-    return ir.__pydantic_serializer__.to_json(ir)
+def _fingerprint(ir: SpecIR) -> dict:
+    """The IR's whole content, every field copied out as plain data (not JSON: an IR may hold
+    text JSON cannot encode, a lone surrogate in a title): equal content, equal verdict."""
+    return ir.__pydantic_serializer__.to_python(ir)
 
 
-def _reverify(ir: SpecIR, checked: bytes | None) -> bytes:
-    """Verify ``ir`` after a pass unless it is byte for byte the IR last verified (``checked``):
-    today's passes plan without editing the IR, and re-running the verifier on an unchanged IR is
-    a third of a compile's time. A pass that edits the IR changes the bytes and is verified."""
+def _reverify(ir: SpecIR, checked: dict | None) -> dict:
+    """Verify ``ir`` after a pass unless its content equals that of the IR last verified
+    (``checked``): today's passes plan without editing the IR, and re-running the verifier on an
+    unchanged IR was a third of a compile's time. A pass that edits the IR is verified."""
     now = _fingerprint(ir)
     if now != checked:
         verify(ir)
