@@ -193,3 +193,28 @@ def test_a_pass_that_breaks_the_ir_fails_at_the_pipeline(monkeypatch):
     monkeypatch.setattr(pipeline, "plan_fusions", breaking)
     with pytest.raises(ncd.NcdError, match="IR"):
         pipeline.compile_spec(MLP, "<mlp>")
+
+
+def test_a_fusion_kind_is_one_entry_of_the_table(monkeypatch):
+    """A kind added to ``FUSIONS`` alone (its matcher, cost rule and call) is planned, lowered and
+    costed: neither the torch lowering nor the analyzer knows the kinds."""
+    from ncd.ops.base import call
+    from ncd.ops.costing import numel
+    from ncd.passes import fusion
+
+    def match(rules, node):
+        if node.op != "tanh":
+            return None
+        return fusion.Fusion(kind="tanh_call", node=node.id, absorbed=[], operands=list(node.inputs))
+
+    rule = fusion.FusionRule("tanh_call", match, lambda f, node, ins, size: {"flops": 7 * numel(ins[0], size)},
+                             lambda f, ops, number: call("torch.tanh", *ops))
+    monkeypatch.setitem(fusion.FUSIONS, "tanh_call", rule)
+    spec = "axis E = 3\n\nblock M(x: [E]) -> [E] {\n    return tanh(x)\n}\n"
+    compiled = pipeline.compile_spec(spec, "<tanh>")
+    assert [f.kind for f in compiled.passes.fusion.of_block("M").values()] == ["tanh_call"]
+    (op,) = analyze(compiled.ir, {"B": 2}, passes=compiled.passes).ops
+    assert op.op == "tanh→tanh_call" and str(op.flops_fwd) == "7*B*E"  # the entry's rule (tanh's row: 4)
+    module = compile_module(compiled.ir, passes=compiled.passes)
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(module(x), torch.tanh(x))

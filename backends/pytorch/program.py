@@ -12,7 +12,6 @@ from typing import Any, Union
 import sympy
 
 from ncd import sizes as sz
-from ncd.backends.pytorch import fusion as fused
 from ncd.errors import NcdError
 from ncd.ir import (BROADCAST, CALL, HALTING, INIT_FILL, INIT_RANDOM, INPUT, LOOPS, LOOP_INDEX, MATERIALIZE,
                    NUMBER_NODE, REGION_ARG, REPEAT, SCAN, TAP, TUPLE_GET, WEIGHT_SOURCES, BlockIR, Node, ParamDef,
@@ -22,7 +21,7 @@ from ncd.ops import dtypes as dtype_rules
 from ncd.ops.base import CHOOSE, PICK, BinOp, Call, Expr, Fold, Index, Lit, LowerCtx, Method, OpDef, Ref, SelfAttr, call, fold, leaves, lit
 from ncd.ops.init import INITIALISERS, InitDef
 from ncd.ops.layout import align
-from ncd.passes.fusion import Fusion, FusionPlan, in_scope
+from ncd.passes.fusion import Fusion, FusionPlan, in_scope, lower as lower_fusion
 
 ANCHOR = "_ncd_anchor"  # an empty float buffer, so .double() / .to(device) reach tensors a block creates
 
@@ -270,7 +269,7 @@ class Lowering:
                 out.append(getattr(self, f"loop_{node.op}")(node))
                 continue
             if node.id in fusions:
-                expr = fused.build(fusions[node.id], self.result, lambda i: self.sizes.number(
+                expr = lower_fusion(fusions[node.id], self.result, lambda i: self.sizes.number(
                     self.nodes[i].attrs["value"], self.nodes[i]))
             else:
                 expr = self.expr(node)

@@ -26,7 +26,6 @@ from typing import Any
 
 import sympy
 
-from ncd.analysis import fused
 from ncd.analysis.scan_costs import ScanCost, scan_cost
 from ncd.analysis.sizes import SizeEnv
 from ncd.errors import NcdError
@@ -34,7 +33,7 @@ from ncd.ir import (BROADCAST, CALL, INPUT, LOOPS, LOOP_INDEX, NUMBER_NODE, PARA
                    SCAN, TAP, TUPLE_GET, WEIGHT_SOURCES, BlockIR, Node, SpecIR, WireType)
 from ncd.ops import OPS, is_view
 from ncd.ops.costing import Save, elementwise, numel
-from ncd.passes.fusion import Fusion, in_scope
+from ncd.passes.fusion import Fusion, cost as fused_cost, in_scope
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "float": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2,
                "half": 2, "float64": 8, "fp64": 8, "double": 8}
@@ -149,7 +148,7 @@ class Analyzer:
         """A pattern the fusion pass planned as one torch call (F.linear, SDPA): costed as that call."""
         ins = [_first(ctx.values[i]) for i in fusion.operands]
         node = _as_run(node, ins)
-        rule = fused.cost(fusion, node, [v.type for v in ins], self.sizer(ctx.lift))
+        rule = fused_cost(fusion, node, [v.type for v in ins], self.sizer(ctx.lift))
         grads = [v.grad for v in ins]
         out = self.outputs(ctx, node, ins, rule)
         self.account(ctx, node, ins, out, rule, grads, op=f"{node.op}→{fusion.kind}")

@@ -308,7 +308,7 @@ class Affine:
     """A norm torch computes together with its affine in one call (the fusion pass's ``norm_affine``:
     ``norm(x) * γ (+ β)``): ``fn`` the call, ``bias`` whether it takes the shift β too, ``eps`` the
     row's default eps (docs/language.md), ``cost`` the fused call's cost rule over (x, γ, β) and
-    the normalised axes (ncd.ops.costing.fused_norm; the analyzer reads it, ncd/analysis/fused.py)."""
+    the normalised axes (ncd.ops.costing.fused_norm; the norm_affine entry of ncd/passes/fusion.py reads both)."""
 
     fn: str
     bias: bool
