@@ -313,9 +313,10 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                 self.scope.names[name] = binding
         try:
             if init is None:
-                default = "ones" if kind == BUFFER else None
-                if default is None:
-                    raise err("a param needs an initialiser", None, hint="end the declaration with init normal(0, 0.02)")
+                # Only a buffer may omit its init (it starts as ones): stmt_param_decl refuses a
+                # param without one, located at its name, before it gets here; the grammar gives
+                # every `param p[i: A] init ...` and `const` an init.
+                assert kind == BUFFER, f"an init region of a {kind} without an initialiser"
                 value = self.add(INIT_FILL, [], {"value": 1.0}, [t], None).id
             else:
                 expr = init.children[0]
