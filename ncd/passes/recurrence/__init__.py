@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ncd import scan_backends
 from ncd.errors import NcdError
-from ncd.ir import CALL, PURE_STRUCTURAL, SCAN, BlockIR, Node, SpecIR, walk
+from ncd.ir import CALL, PURE_STRUCTURAL, SCAN, TAP, BlockIR, Node, SpecIR, walk
 from ncd.ops import OPS, role
 from ncd.ops.base import PICK
 from ncd.ops.random import in_order
@@ -52,9 +52,12 @@ def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | 
         ordered = "index"
     if ordered is None and _holds_scan(region.nodes, spec):
         ordered = "nested"
+    if ordered is None and _holds(region.nodes, spec, TAP):
+        ordered = "tap"
     if ordered is not None:
         what = {"random": "draws random numbers", "stateful": "updates running statistics",
-                "index": "computes with its step index", "nested": "holds a scan of its own"}[ordered]
+                "index": "computes with its step index", "nested": "holds a scan of its own",
+                "tap": "taps a value (its hooks see one step at a time)"}[ordered]
         if requested not in (None, "auto", "sequential"):
             raise NcdError(f"this scan {what}, so it cannot run via {requested}",
                            node.loc.span if node.loc else None,
@@ -78,15 +81,21 @@ def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | 
     return plan
 
 
-def _holds_scan(nodes: list[Node], spec: SpecIR | None, depth: int = 0) -> bool:
+def _holds_scan(nodes: list[Node], spec: SpecIR | None) -> bool:
     """A scan inside the step (or inside a block it calls): the parallel backends evaluate the
     step at every position at once, which an inner scan's own runner cannot take part in."""
+    return _holds(nodes, spec, SCAN)
+
+
+def _holds(nodes: list[Node], spec: SpecIR | None, kind: str, depth: int = 0) -> bool:
+    """A node of this kind in the step or in a block it calls. A tap there must see each step's
+    value: the parallel backends would hand its hooks every position at once, per solver iterate."""
     for node in walk(nodes):
-        if node.op == SCAN:
+        if node.op == kind:
             return True
         if node.op == CALL and spec is not None and depth < 32:
             callee = spec.blocks.get(node.attrs.get("block"))
-            if callee is not None and _holds_scan(callee.nodes, spec, depth + 1):
+            if callee is not None and _holds(callee.nodes, spec, kind, depth + 1):
                 return True
     return False
 
