@@ -84,8 +84,36 @@ def check_nesting(source: str) -> None:
             depth = max(depth - 1, 0)
 
 
+# `import A, B from SOURCE` as a user may write it: a path not starting with ./ or ../, or quoted.
+_IMPORT_LINE = re.compile(r"\s*import\s+([A-Za-z_][\w', ]*?)\s+from\s+(\S+?)\s*(?:#.*)?$")
+
+
+def _import_path_error(source: str, line: int) -> NcdError | None:
+    """A file import whose path is not written bare from ./ or ../: Lark stops at its '/' or
+    '.' and would only list the tokens it expected; say how to write the path instead."""
+    lines = source_lines(source)
+    found = _IMPORT_LINE.match(lines[line - 1]) if 0 < line <= len(lines) else None
+    if found is None:
+        return None
+    path = found[2].strip("\"'`")
+    if path.startswith(("./", "../")) and path == found[2]:
+        return None
+    fixed = path if path.startswith(("./", "../")) else "./" + path
+    if not fixed.endswith(".ncd"):
+        fixed += ".ncd"
+    col = lines[line - 1].index(found[2], found.start(2)) + 1
+    return NcdError(f"cannot read the import source {found[2]}: a file is written bare, starting with ./ or "
+                    f"../ and ending in .ncd (a library spec is a bare name: import LSTMCell from lstm)",
+                    Span(line, col), hint=(f"write import {found[1]} from {fixed}" if not path.startswith("/") else
+                                           f"write the path relative to this spec's directory: import {found[1]} "
+                                           "from ./..."))
+
+
 def _syntax_error(exc: UnexpectedInput, source: str) -> NcdError:
     line, col = max(exc.line, 1), max(exc.column, 1)
+    import_error = _import_path_error(source, line)
+    if import_error is not None:
+        return import_error
     if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
         lines = source_lines(source)
         while len(lines) > 1 and not lines[-1].strip():
