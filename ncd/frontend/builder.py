@@ -6,6 +6,7 @@ with the axes they are lifted over.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -477,6 +478,7 @@ class SpecBuilder:
         try:
             block = BlockBuilder(self, tree, key, subst, numbers).build()
         except NcdError as exc:
+            _note_binding(exc, key, subst, where)
             origin = self.origins.get(name)
             if origin is not None:  # a mistake inside an imported block: quote its own file
                 raise exc.located(origin.source, origin.name) from None
@@ -578,3 +580,17 @@ def build_spec(source: str, name: str = "<spec>", bindings: dict[str, int] | Non
         raise NcdError(f"internal error: {type(exc).__name__}: {exc}",
                        hint="this is a bug in ncd, not in the spec: please report it with the spec"
                        ).located(source, name) from exc
+
+
+def _note_binding(exc: NcdError, key: str, subst: dict[str, str], where: Tree | Token | None) -> None:
+    """An error inside a block specialised with axis arguments that names one of them: the
+    block's text shows the parameter (``[I, D]``), the error its binding (``[D, D]``), so the
+    hint says which use bound it, where the fix may be (``use l = RNN[D]`` at line 11)."""
+    named = [k for k, v in subst.items() if re.search(rf"(?<![\w']){re.escape(v)}(?![\w'])", exc.message)]
+    if not named or "specialised here as" in (exc.hint or ""):
+        return
+    line = getattr(where, "line", None) or getattr(getattr(where, "meta", None), "line", None)
+    binding = ", ".join(f"{k} := {subst[k]}" for k in named)
+    exc.hint = (f"{exc.hint}; " if exc.hint else "") + (
+        f"the block is specialised here as {key} ({binding}, by the use at line {line})" if line
+        else f"the block is specialised here as {key} ({binding})")

@@ -81,7 +81,9 @@ def _infer_categorical(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any])
     axis = attrs["over"]
     if axis not in t.axes:
         raise ctx.error(f"axis {axis} is not on this wire, whose axes are [{', '.join(t.axes)}]",
-                        hint="sample along the axis the probabilities are over: categorical(p, over = A)",
+                        hint=(f"sample along an axis the probabilities are over, categorical(p, over = A): here "
+                              f"over = {t.axes[-1]}" if t.axes else "give it probabilities with the axis: categorical(p, over = A), "
+                              "p = softmax(logits, over = A)"),
                         at="over")
     if t.dtype != "float":
         raise ctx.error("categorical samples from probabilities, a float wire",

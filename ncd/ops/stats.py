@@ -40,8 +40,9 @@ def _infer_batchnorm(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -
     for i, (t, what) in enumerate(zip(stats, BUFFERS)):
         want = () if i == 2 else channels
         if ctx.input_ops and ctx.input_ops[i + 1] != BUFFER:
+            shown = "[" + ", ".join(want) + "]"
             raise ctx.error(f"batchnorm's {what} (input {i + 2}) must be a buffer: it is updated in training",
-                            hint=HINT)
+                            hint=f"{HINT}; here: buffer {what}: {shown} init " + ("ones" if i == 1 else "zeros"))
         if t.axes != want or t.lifted or t.dtype != "float":
             shown = "[" + ", ".join(want) + "]"
             raise ctx.error(f"batchnorm's {what} must be a float buffer with the axes {shown}, got {t}",
