@@ -368,7 +368,16 @@ class BlockBuilder(ExpressionBuilder, LoopBuilder):
                 message, hint, at = problem
                 raise err(message, args[at], hint=hint)
             return self.add(INIT_RANDOM, [], {"dist": fname, "args": values}, [t], tree).id
-        return self.expr(tree)
+        try:
+            return self.expr(tree)
+        except NcdError as error:
+            if tree.data == "name" and error.message == f"unknown name {tree.children[0]}":
+                name = str(tree.children[0])
+                raise err(f"unknown initialiser {name}", tree, hint=_did_you_mean(name, INITIALISERS)
+                          or "write one of: " + ", ".join(f"{r.name}({', '.join(r.args)})" if r.args else r.name
+                                                          for r in INITIALISERS.values())
+                          + ", or a formula over index variables") from None
+            raise
 
     def stmt_use_decl(self, tree: Tree) -> None:
         for item in tree.children:

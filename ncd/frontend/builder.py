@@ -439,7 +439,8 @@ class SpecBuilder:
             if default is None:  # an axis parameter: bound to an axis of the caller
                 if value is None:
                     raise err(f"block {name} needs axis argument {pname}", where,
-                              hint=f"write {name}[{pname} = SomeAxis]")
+                              hint=f"bind it where the block is used: use b = {name}[{pname} = SomeAxis], "
+                                        "then call b(...) (a direct call takes no brackets)")
                 if not (isinstance(value, Tree) and value.data == "name"):
                     raise err(f"{pname} of block {name} is an axis parameter: pass an axis name", value,
                               hint=f"declare an axis (axis A = ...) and pass it: {name}[{pname} = A]")

@@ -30,6 +30,14 @@ from ncd.ops.init import FLOAT32_MAX, INITIALISERS
 from ncd.ops.base import AXES, AXES_OR_MAP, DIV, AXIS, AXIS_MAP, FLAG, NAME, NUMBER, NUMBERS, FoldError
 
 
+
+def _arity_hint(name: str, doc: str, want: str, too_many: bool, options: list[str]) -> str:
+    """Too many inputs to an op with unset options: its options are named, not positional."""
+    if too_many and options:
+        named = ", ".join(f"{k} = ..." for k in options)
+        return f"options are named: {name}(x, {named}) ({doc})" if doc else f"options are named: {name}(x, {named})"
+    return f"{name}: {doc}" if doc else f"pass {want} inputs"
+
 class ExpressionBuilder:
     """Mixin of BlockBuilder: one ``expr_<rule>`` method per expression rule of the grammar."""
 
@@ -305,6 +313,7 @@ class ExpressionBuilder:
         index_id = self.expr(index_tree)
         if self.number_value(index_id) is None and axis is not None:  # E[V = ids]: a lookup by a wire
             return self.add_op("lookup", [vid, index_id], {"axis": axis}, where).id
+        self.check_select_index(index_id, axis, index_tree)
         index = self.const_int(index_tree, "an index")
         node = self.add_op("select", [vid], {"axis": axis, "index": index}, where)
         axis = node.attrs["axis"]
@@ -313,6 +322,20 @@ class ExpressionBuilder:
             raise err(f"index {index} is out of range for axis {axis} of size {bound}", where,
                       hint=f"indices along {axis} run from 0 to {bound - 1}")
         return node.id
+
+    def check_select_index(self, index_id: str, axis: str | None, tree: Tree) -> None:
+        """x[T = -1] and x[T = T - 1] of a free T: say what selects the last position instead."""
+        value = self.number_value(index_id)
+        name = axis or "T"
+        last = (f"x[{name} = -1: as L][L = 0] (a one-position slice, declared: axis L), "
+                f"or give {name} a size")
+        if value is not None and value.is_number and value.is_integer and value < 0:
+            raise err(f"index {value} is negative: positions along {name} run from 0", tree,
+                      hint=f"the last position is x[{name} = {name} - 1] once {name} is sized; for any size: {last}")
+        if value is not None and not value.is_number and value.free_symbols:
+            free = ", ".join(sorted(str(s) for s in value.free_symbols))
+            raise err(f"the index {value} depends on the size of {free}, which is not known when the spec is "
+                      "checked", tree, hint=f"for the last position at any size: {last}")
 
     # ---------------------------------------------------------------- calls
     def expr_call(self, tree: Tree) -> str:
@@ -367,7 +390,8 @@ class ExpressionBuilder:
         if not low <= len(positional) <= high:
             want = f"{low}" if low == high else f"{low} to {high}"
             raise err(f"{name} takes {want} inputs, got {len(positional)}", tree,
-                      hint=f"{name}: {opdef.doc}" if opdef.doc else f"pass {want} inputs")
+                      hint=_arity_hint(name, opdef.doc, want, len(positional) > high,
+                                       [k for k in kw_specs if k not in keywords]))
         for key, (value, at) in keywords.items():
             spec = kw_specs.get(key)
             if spec is None:

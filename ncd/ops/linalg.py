@@ -50,5 +50,5 @@ OPS: tuple[OpDef, ...] = (
     OpDef("inv", "linalg", _infer_inv, _lower_inv, kwargs={"over": Kw(AXES, required=True)}, cost=_inv_cost,
           draw="inv", algebra=Algebra(mixes="all"),
           example=example_spec("A = 3, B = 3, C = 2", "x: [A, B, C]", "[A, B, C]", "return inv(x, over = [A, B])"),
-          doc="matrix inverse over [R, C] (rows, columns); the result keeps the wire's axes"),
+          doc="inv(x, over = [R, C]): matrix inverse over rows R and columns C; the result keeps the wire's axes"),
 )

@@ -32,9 +32,18 @@ def _infer_reduce(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> l
     return [WireType(axes=tuple(a for a in t.axes if a not in over), lifted=t.lifted)]
 
 
+def _check_eps(ctx: TypeCtx, attrs: dict[str, Any]) -> None:
+    """A negative eps makes layernorm/rmsnorm a sqrt of a negative (NaN) and l2norm divide by it."""
+    eps = attrs.get("eps")
+    if eps is not None and eps < 0:
+        raise ctx.error(f"eps must be at least 0, got {float(eps):g}", at="eps",
+                        hint="eps is added under the square root (or bounds the norm): write eps = 1e-5")
+
+
 def _infer_keep(single: bool):
     def infer(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list[WireType]:
         _check_over(ctx, ins[0], attrs, single=single)
+        _check_eps(ctx, attrs)
         return [WireType(axes=ins[0].axes, lifted=ins[0].lifted)]
 
     return infer
