@@ -13,7 +13,7 @@ import sympy
 
 from ncd import sizes as sz
 from ncd.errors import NcdError
-from ncd.ir import (BROADCAST, CALL, HALTING, INIT_FILL, INIT_RANDOM, INPUT, LOOPS, LOOP_INDEX, MATERIALIZE,
+from ncd.ir import (BROADCAST, CALL, CONST, HALTING, INIT_FILL, INIT_RANDOM, INPUT, LOOPS, LOOP_INDEX, MATERIALIZE,
                    NUMBER_NODE, REGION_ARG, REPEAT, SCAN, TAP, TUPLE_GET, WEIGHT_SOURCES, BlockIR, Node, ParamDef,
                    SpecIR, WireType)
 from ncd.ops import OPS, role
@@ -149,6 +149,10 @@ class Lowering:
         self.inputs = [n for n in block.nodes if n.op == INPUT]
         self.anchor: Expr | None = None
         self.aliases: dict[str, Expr] = {}  # nodes folded into their users (literals, reads, renames)
+        # a const over a free axis cannot be stored at load: its formula runs in forward, at the input's size
+        self.lazy = {p.name: p for p in block.params
+                     if p.kind == CONST and any(sizes.bound(a) is None for a in p.type.axes)}
+        self.in_lazy = False
 
     def subst(self, expr: Expr) -> Expr:
         """Replace references to folded nodes by what they stand for."""
@@ -180,6 +184,23 @@ class Lowering:
         raise NcdError(f"axis {axis} has no bound size and no input of block {self.block.name} carries it",
                        self.block.loc.span if self.block.loc else None, hint=f"bind it: --set {missing}=...")
 
+    def number_from_inputs(self, node: Node) -> Expr | None:
+        """A number in free sizes (``x / D``, ``sqrt(D)`` with ``axis D`` free) computed in forward from
+        the inputs' shapes; None where every size is bound (a literal) or some input cannot tell."""
+        if node.type.dtype != "float":
+            return None
+        value = sz.parse(node.attrs["value"])
+        if not value.free_symbols:
+            return None
+        try:
+            value = sz.substitute(value, {s: self.sizes.expr(s.name) for s in value.free_symbols}, "a number")
+        except NcdError:
+            return None
+        reads = {s.name: self._input_size(s.name) for s in value.free_symbols}
+        if not value.free_symbols or any(r is None for r in reads.values()):
+            return None
+        return _number_code(value, reads)
+
     def _input_size(self, axis: str) -> Expr | None:
         """A read of the size of an input dim whose axis is ``axis`` or shares its base (T, T')."""
         base = axis.rstrip("'")
@@ -205,7 +226,7 @@ class Lowering:
         inputs = [(n.id, n.name or n.id, n.type.axes, tuple(self.sizes.bound(a) for a in n.type.axes))
                   for n in self.inputs]
         saved_anchor, self.anchor = self.anchor, None
-        inits = [self.init(p) for p in self.block.params]
+        inits = [self.init(p) for p in self.block.params if p.name not in self.lazy]
         self.anchor = saved_anchor
         instances = [(i.name, i.block, i.repeat) for i in self.block.instances]
         records = [(r.name, self.result(r.node), r.dim, r.width) for r in self.records]
@@ -257,6 +278,15 @@ class Lowering:
         body = self.stmts(param.init.nodes)
         return Init(param.name, param.kind, tuple(shape), body, self.result(param.init.results[0]))
 
+    def lazy_const(self, param: ParamDef) -> list[Stmt]:
+        """A const's formula as forward statements (idx reads the input's size), once per block."""
+        assert param.init is not None
+        fusing, self.fusing, self.in_lazy = self.fusing, False, True
+        try:
+            return self.stmts(param.init.nodes)
+        finally:
+            self.fusing, self.in_lazy = fusing, False
+
     def stmts(self, nodes: list[Node]) -> list[Stmt]:
         out: list[Stmt] = []
         fusions, absorbed = in_scope(self.fusions, nodes) if self.fusing else ({}, set())
@@ -268,9 +298,13 @@ class Lowering:
             if node.op in LOOPS:
                 out.append(getattr(self, f"loop_{node.op}")(node))
                 continue
+            if node.op == CONST and node.attrs["name"] in self.lazy:
+                out.extend(self.lazy_const(self.lazy[node.attrs["name"]]))
+                self.aliases[node.id] = self.result(self.lazy[node.attrs["name"]].init.results[0])
+                continue
             if node.id in fusions:
-                expr = lower_fusion(fusions[node.id], self.result, lambda i: self.sizes.number(
-                    self.nodes[i].attrs["value"], self.nodes[i]))
+                expr = lower_fusion(fusions[node.id], self.result, lambda i: self.number_from_inputs(self.nodes[i])
+                                    or self.sizes.number(self.nodes[i].attrs["value"], self.nodes[i]))
             else:
                 expr = self.expr(node)
             expr = self.subst(expr)
@@ -294,6 +328,9 @@ class Lowering:
         op = node.op
         refs = [self.index_ref(i) if role(op) != PICK else Ref(i) for i in node.inputs]
         if op == NUMBER_NODE:
+            read = self.number_from_inputs(node)
+            if read is not None:
+                return read
             # the IR's dtype decides: a float-typed 1 is 1.0, so where(c, 1, 0) is a float wire as typed
             value = self.sizes.number(node.attrs["value"], node)
             if node.type.dtype == "bool":  # a 0/1 branch of a boolean where/max/min
@@ -315,6 +352,10 @@ class Lowering:
         if op == INIT_FILL:
             shape = tuple(self.sizes.bound(a) for a in node.type.axes)
             return call("torch.full", lit(shape), lit(float(node.attrs["value"])))
+        if op == MATERIALIZE and self.in_lazy:
+            src = self.in_types(node)[0]
+            sizes = call("rt.tuple_of", *(self.size_expr(a) for a in node.type.axes))
+            return call("rt.materialize_at", align(refs[0], src, node.type.axes), sizes, self.anchor or lit(None))
         if op == MATERIALIZE:
             src = self.in_types(node)[0]
             shape = tuple(self.sizes.bound(a) for a in node.type.axes)
@@ -463,6 +504,28 @@ def _size_code(value: sympy.Expr, reads: dict[str, Expr]) -> Expr | None:
         return None if base is None else BinOp("**", base, lit(int(value.exp)))
     if isinstance(value, (sympy.Add, sympy.Mul)):
         parts = [_size_code(a, reads) for a in value.args]
+        if any(p is None for p in parts):
+            return None
+        out = parts[0]
+        for p in parts[1:]:
+            out = BinOp("+" if isinstance(value, sympy.Add) else "*", out, p)
+        return out
+    return None
+
+
+def _number_code(value: sympy.Expr, reads: dict[str, Expr]) -> Expr | None:
+    """A float formula in sizes (D^-0.5, 1 / (2·T)) as an Expr over input size reads; None for a
+    function other than + · and powers."""
+    if value.is_number:
+        number = complex(value)
+        return lit(number.real) if number.imag == 0 and math.isfinite(number.real) else None
+    if isinstance(value, sympy.Symbol):
+        return reads.get(value.name)
+    if isinstance(value, sympy.Pow):
+        base, exp = _number_code(value.base, reads), _number_code(value.exp, reads)
+        return None if base is None or exp is None else BinOp("**", base, exp)
+    if isinstance(value, (sympy.Add, sympy.Mul)):
+        parts = [_number_code(a, reads) for a in value.args]
         if any(p is None for p in parts):
             return None
         out = parts[0]

@@ -79,6 +79,17 @@ def materialize(value, shape):
     return torch.broadcast_to(value, shape).clone()
 
 
+def materialize_at(value, shape, anchor):
+    """A const's value computed in forward (its axis is free): ``shape``, the anchor's float dtype."""
+    like = anchor if isinstance(anchor, torch.Tensor) else None
+    if not isinstance(value, torch.Tensor):
+        return torch.full(shape, float(value), dtype=like.dtype if like is not None else None,
+                          device=like.device if like is not None else None)
+    if value.is_floating_point() and like is not None:
+        value = value.to(like.dtype)
+    return torch.broadcast_to(value, shape)
+
+
 def expand_core(x, sizes):
     return x.expand(*x.shape[: x.dim() - len(sizes)], *sizes)
 

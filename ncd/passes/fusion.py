@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from ncd.ir import NUMBER_NODE, WEIGHT_SOURCES, BlockIR, Node, SpecIR, WireType, walk
 from ncd.ops import OPS, arith
-from ncd.ops.base import ADD, CONTRACT, DIV, MUL, Affine, Expr, call, lit
+from ncd.ops.base import ADD, CONTRACT, DIV, MUL, Affine, BinOp, Expr, call, lit
 from ncd.ops.costing import Save, Size, numel
 
 
@@ -250,8 +250,11 @@ def lower_attention(fusion: Fusion, ops: list[Expr], number: Number) -> Expr:
     scale: Expr = lit(1.0)
     if fusion.scale is not None:
         by, number_id = fusion.scale
-        value = float(number(number_id))
-        scale = lit(1.0 / value if by == DIV else value)
+        value = number(number_id)
+        if isinstance(value, (int, float)):
+            scale = lit(1.0 / float(value) if by == DIV else float(value))
+        else:  # a number in free sizes (D^-0.5 with D free): the lowering reads it off the inputs
+            scale = BinOp("/", lit(1.0), value) if by == DIV else value
     return call("rt.attention", *ops, *[lit(tuple(p)) for p in fusion.perms], scale)
 
 
