@@ -68,3 +68,14 @@ def test_the_emitted_python_computes_a_free_const_and_free_numbers_too(tmp_path:
         ours, theirs = module(x), emitted(x)
         for a, b in zip(ours if isinstance(ours, tuple) else (ours,), theirs if isinstance(theirs, tuple) else (theirs,)):
             torch.testing.assert_close(b, a)
+
+
+def test_ncd_run_prints_a_spec_with_boolean_and_integer_outputs(capsys) -> None:
+    """`ncd run` summed |outputs| with torch's abs, which has no kernel for booleans (exit 3)."""
+    import json
+
+    from ncd.cli import main
+
+    assert main(["run", str(HERE / "hunta_where_dtypes.ncd"), "--backward", "--json", "--set", "T=3"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [o["shape"] for o in record["outputs"]] == [[2, 3]] * 3

@@ -146,7 +146,7 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
                        "fused": fuse_scans and p.backend == "newton"}
                       for p in getattr(module, "scan_plans", [])],
             "checksum": float(total.detach()),
-            "abs_sum": float(sum(o.detach().abs().sum() for o in outs)),
+            "abs_sum": float(sum(o.detach().double().abs().sum() for o in outs)),  # a bool output has no abs
             "forward_ms": round(forward_ms, 3),
         }
         lead = [BATCH_AXIS] if batch is not None else []
