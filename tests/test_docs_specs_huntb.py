@@ -76,3 +76,24 @@ def test_an_error_in_a_specialised_block_names_the_use_that_bound_it() -> None:
         ncd.check(HERE / "huntb_err_param_binds_twice.ncd")
     assert info.value.line == 6
     assert "RNN[I=D] (I := D, by the use at line 11)" in info.value.hint
+
+
+@pytest.mark.parametrize("entry", ["Enc", "Both"])
+def test_the_step_module_of_a_spec_with_several_entries(entry: str) -> None:
+    """With `entry Enc, Both`, step_module() failed the IR verifier ('a call node takes 2 inputs, got 1'):
+    the other entry kept its calls of the imported Leaky, whose stepped form takes the state too.
+    Reference: Leaky's recurrence written plainly, h = a·M·h + x_t."""
+    full = ncd.load(HERE / "huntb_import_state_entries.ncd", T=4).double()
+    module = full if entry == "Enc" else full.entry("Both")
+    step = module.step_module()
+    x, y = (torch.randn(2, 4, 3, dtype=torch.float64) for _ in range(2))
+    ins = (x,) if entry == "Enc" else (x, y)
+    u = x if entry == "Enc" else x + y
+    a = module.state_dict()["leak.a"] * module.state_dict()["leak.M"]
+    state, h = step.initial_state(2, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)
+    assert list(state) == ["leak.h"]
+    for t in range(4):
+        out, state = step(*(i[:, t] for i in ins), state=state)
+        h = a * h + u[:, t]
+        torch.testing.assert_close(out, h)
+    torch.testing.assert_close(state["leak.h"], h)

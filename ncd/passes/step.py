@@ -103,8 +103,7 @@ def step_plan(ir: SpecIR, axis: str | None = None) -> StepPlan:
     t = step_axis(ir, axis)
     stepper = _Stepper(ir, t)
     block, slots = stepper.block(ir.entry)
-    blocks = dict(ir.blocks)
-    blocks.update(stepper.done)
+    blocks = _reachable({**ir.blocks, **stepper.done}, ir.entry)
     primes = {a for a in ir.axes if a == t or a.rstrip("'") == t}
     bindings = {k: v for k, v in ir.bindings.items() if k not in primes}
     axes = dict(ir.axes)
@@ -575,6 +574,20 @@ class _BlockStep:
             made_slot.own = slot.own
             self.slots.append(made_slot)
         return made
+
+
+def _reachable(blocks: dict[str, BlockIR], entry: str) -> dict[str, BlockIR]:
+    """The blocks the stepped entry uses. Another declared entry (``entry A, B``) keeps its calls
+    of the whole-sequence blocks, whose stepped forms replace them here: it is not part of the step."""
+    keep, todo = {}, [entry]
+    while todo:
+        key = todo.pop()
+        if key in keep or key not in blocks:
+            continue
+        keep[key] = blocks[key]
+        todo.extend(i.block for i in blocks[key].instances)
+        todo.extend(n.attrs["block"] for n in walk(blocks[key].nodes) if n.op == CALL and "block" in n.attrs)
+    return {k: v for k, v in blocks.items() if k in keep}
 
 
 def _prefixes(scans: list[Node], instances: set[str]) -> dict[str, str]:
