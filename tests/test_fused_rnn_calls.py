@@ -203,3 +203,57 @@ def test_the_operator_reads_the_parameters_themselves_not_copies(cell, monkeypat
     storages = [params[SPEC_NAME[n]].untyped_storage().data_ptr()
                 for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
     assert [w.untyped_storage().data_ptr() for w in seen[0]] == storages
+
+
+def generic(cell: str) -> torch.nn.Module:
+    """The same module with its short call path off: every call runs the block statements."""
+    module = ncd.load(f"specs/{cell}.ncd", T=T, E=E, D=D).double()
+    module._ncd_direct = None
+    return module
+
+
+@pytest.mark.parametrize("cell", list(GATES))
+def test_the_short_call_path_equals_the_generic_one(cell):
+    """An entry that is one fused scan of its input runs it straight (fused_rnn.OneScanCall):
+    same outputs and gradients, bit for bit, as the block-by-block path."""
+    compiled, _ = pair(cell)
+    assert compiled._ncd_direct is not None
+    slow = generic(cell)
+    slow.load_state_dict(compiled.state_dict())
+    x = torch.randn(B, T, E, dtype=torch.float64, requires_grad=True)
+    for module in (compiled, slow):
+        module.train()
+    ran = []  # the sub-block's statements: what the short path does not run
+    body = compiled.l1._ncd_run
+    compiled.l1.__dict__["_ncd_run"] = lambda env, m: (ran.append(1), body(env, m))
+    fast_out, slow_out = compiled(x), slow(x)
+    assert ran == [] and torch.equal(fast_out, slow_out)
+    seed = torch.randn_like(fast_out)
+    fast_grads = torch.autograd.grad(fast_out, [x, *compiled.parameters()], seed)
+    slow_grads = torch.autograd.grad(slow_out, [x, *slow.parameters()], seed)
+    assert all(torch.equal(a, b) for a, b in zip(fast_grads, slow_grads))
+
+
+def test_the_short_call_path_keeps_the_input_checks():
+    module = ncd.load("specs/lstm.ncd", T=T, E=E, D=D)
+    with pytest.raises(ncd.NcdError, match="axis E has size 5 but the spec binds it to 3") as caught:
+        module(torch.randn(B, T, 5))
+    assert "lstm.ncd:" in str(caught.value)
+    with pytest.raises(ncd.NcdError, match="takes 1 inputs"):
+        module(torch.randn(B, T, E), torch.randn(B, T, E))
+
+
+def test_hooks_states_and_a_replaced_sub_block_take_the_generic_path():
+    module = ncd.load("specs/lstm.ncd", T=T, E=E, D=D)
+    x = torch.randn(B, T, E)
+    seen = []
+    handle = module.l1.register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+    out = module(x)
+    assert seen == [out.shape]
+    handle.remove()
+    out2, state = module(x, return_state=True)
+    assert torch.equal(out, out2) and set(state) == {"l1.h", "l1.c"}
+    again = module(x, initial_state=state)
+    assert not torch.equal(again, out)  # started from the final state, not from zero
+    module.l1 = torch.nn.Identity()
+    assert torch.equal(module(x), x)  # the block's statements ran: l1 is what the module holds now

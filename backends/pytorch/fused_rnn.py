@@ -16,9 +16,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 from ncd.backends.pytorch import runtime
 from ncd.backends.pytorch.program import Loop
+from ncd.backends.pytorch.varlen import PACKING, segment_of
 from ncd.passes.recurrence.plan import CellMatch, WeightRef
 
 Piece = tuple[tuple[tuple[str, int], ...], tuple[str, ...], "str | None", str, float, "float | None", bool]
@@ -88,7 +90,6 @@ class FusedRNN:
 
     def __call__(self, env: dict[str, Any], m: nn.Module) -> Any:
         from ncd.backends.pytorch.module import carry_finals, carry_inits
-        from ncd.backends.pytorch.varlen import segment_of
 
         cell, loop = self.cell, self.loop
         read = {node: value(env, m) for node, value in self.reads}
@@ -105,3 +106,55 @@ class FusedRNN:
         out, finals = got
         carry_finals(loop, finals, m)
         return out
+
+
+class OneScanCall:
+    """The short call path of a top block whose body is one call of a sub-block whose body is one
+    fused scan of its input (the library's lstm / gru / rnn_* entries: ``return l1(x)``, and
+    ``return scan ... `` in the layer). The generic path runs the top block's statements, then
+    the sub-block as a torch module (``__call__``, ``forward``, its statements, the scan's
+    runner): ~0.1 ms of Python per call, as much as torch's operator at B1 T32 D32. This runs
+    the scan straight from the top block's input, after the same input checks (they stay in
+    CompiledModule._run). Whatever the generic path would do differently — hooks on the
+    sub-block, a replaced sub-block or forward, states passed in or out, a packed call, tracing,
+    torch.compile or export — makes the call return None: the generic path runs."""
+
+    def __init__(self, name: str, var: str, sub: nn.Module, fused: FusedRNN) -> None:
+        self.name, self.var, self.sub, self.fused = name, var, sub, fused
+
+    @staticmethod
+    def find(top: nn.Module) -> OneScanCall | None:
+        from ncd.backends.pytorch.program import Assign
+        from ncd.ops.base import Call, Ref, SelfAttr
+
+        program = top._ncd_program
+        body = program.body
+        if len(program.inputs) != 1 or len(body) != 1 or program.records or program.taps:
+            return None
+        stmt = body[0]
+        if not (isinstance(stmt, Assign) and isinstance(stmt.expr, Call) and isinstance(stmt.expr.fn, SelfAttr)
+                and stmt.expr.args == (Ref(id=program.inputs[0][0]),) and not stmt.expr.kwargs
+                and program.results == [Ref(id=stmt.target)]):
+            return None
+        sub = top._modules.get(stmt.expr.fn.path)
+        inner = getattr(sub, "_ncd_program", None)
+        if inner is None or len(inner.inputs) != 1 or len(inner.body) != 1 or inner.records or inner.taps:
+            return None
+        loop, step = inner.body[0], sub._ncd_run.steps[0]
+        fused = getattr(step, "scan", None)
+        if not isinstance(fused, FusedRNN) or hasattr(step, "auto") or fused.loop is not loop \
+                or inner.results != [Ref(id=loop.target)] \
+                or loop.cell_values.get(fused.cell.input) != Ref(id=inner.inputs[0][0]):
+            return None
+        return OneScanCall(stmt.expr.fn.path, inner.inputs[0][0], sub, fused)
+
+    def __call__(self, top: nn.Module, x: Any) -> Any:
+        sub = top._modules.get(self.name)
+        if sub is not self.sub or sub._forward_hooks or sub._forward_pre_hooks or sub._backward_hooks \
+                or sub._backward_pre_hooks or torch_module._global_forward_hooks \
+                or torch_module._global_forward_pre_hooks or torch_module._global_backward_hooks \
+                or torch_module._global_backward_pre_hooks or "forward" in sub.__dict__ \
+                or "_ncd_state_io" in sub.__dict__ or PACKING in sub.__dict__ or torch._C._get_tracing_state() \
+                or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return None
+        return self.fused({self.var: x}, sub)

@@ -429,6 +429,9 @@ class CompiledModule(nn.Module):
         self._ncd_run = compile_block_body(program.body, after_body)
         self._ncd_results = [compile_expr(r) for r in program.results]
         self._ncd_records = [(name, compile_expr(e), dim, width) for name, e, dim, width in program.records]
+        from ncd.backends.pytorch.fused_rnn import OneScanCall  # a body that is one fused scan: a short path
+
+        self._ncd_direct = OneScanCall.find(self) if top else None
 
     def _initialise(self, init: Init) -> None:
         env: Env = {}
@@ -552,6 +555,10 @@ class CompiledModule(nn.Module):
             except NcdError as exc:
                 raise exc.located(*self._ncd_source) from None
         try:
+            direct = self._ncd_direct
+            out = direct(self, env[program.inputs[0][0]]) if direct is not None else None
+            if out is not None:
+                return out
             self._ncd_run(env, self)
         except torch.OutOfMemoryError as exc:
             if not self._ncd_top:
