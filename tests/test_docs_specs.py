@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import ncd
+from ncd.api import load_compiled, run_pipeline
 from ncd.backends.pytorch.emit import emit_python
 from ncd.cli.common import axis_size
 from ncd.samples import random_input
@@ -85,9 +86,10 @@ def run_ok(path: Path, head: dict[str, str], tmp: Path, every_size: bool = False
     for sizes in sets if every_size else sets[:1]:
         sizes = dict(sizes)
         batch = sizes.pop("B", 2)
-        ir = ncd.check(path, **sizes)
+        compiled = run_pipeline(path, **sizes)  # what ncd.check and ncd.load both run, run once
+        ir = compiled.ir
         torch.manual_seed(SEED)
-        module = ncd.load(path, seed=SEED if seeded else None, **sizes).double()
+        module = load_compiled(compiled, seed=SEED if seeded else None).double()
         inputs = _inputs(ir, batch)
         outs = _as_tuple(module(*inputs))
         loss = sum(o.double().sum() for o in outs if o.requires_grad)
@@ -95,7 +97,7 @@ def run_ok(path: Path, head: dict[str, str], tmp: Path, every_size: bool = False
             loss.backward()
         grads = [p.grad for p in module.parameters()]
         assert all(g is None or torch.isfinite(g).all() for g in grads), f"{path.name}: a non-finite gradient"
-        emitted = getattr(_emitted(emit_python(ir, class_name="Entry"), tmp), "Entry")().double()
+        emitted = getattr(_emitted(emit_python(ir, class_name="Entry", passes=compiled.passes), tmp), "Entry")().double()
         emitted.load_state_dict(module.state_dict())
         if seeded:
             module.manual_seed(SEED)
