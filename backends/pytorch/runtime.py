@@ -449,6 +449,15 @@ def slice_range(x, dim, start, stop, what):
     return x.narrow(dim, start, stop - start)
 
 
+def select_at(x, dim, index, what):
+    """x[A = i] where A is free (read off the input): refused by name when i is past its end."""
+    n = x.shape[dim]
+    if not 0 <= index < n:
+        raise range_error(f"{what} picks position {index}, outside an axis of {n} positions",
+                          f"an index must lie in 0 .. n-1: pass an input with more than {index} positions")
+    return torch.select(x, dim, index)
+
+
 def lookup(table, idx, dim, what="the index wire"):
     """Rows of a table by an integer tensor: idx's dims, then the table's other dims (nn.Embedding)."""
     check_ids(idx, table.shape[dim], what)

@@ -101,7 +101,10 @@ def _lower_select(node: Node, ctx: LowerCtx) -> Expr:
     dim = lit(neg_dim(t.axes, node.attrs["axis"]))
     if len(ctx.refs) > 1:  # x[t] inside a loop: a parallel scan may ask for every step at once
         return call("rt.step_slice", ctx.refs[0], dim, ctx.refs[1], lit(len(t.axes)))
-    return call("torch.select", ctx.refs[0], dim, lit(int(node.attrs["index"])))
+    index = lit(int(node.attrs["index"]))
+    if ctx.size_of(node.attrs["axis"]) is None:  # a free axis: its size is known only at forward
+        return call("rt.select_at", ctx.refs[0], dim, index, lit(f"the index of axis {node.attrs['axis']}"))
+    return call("torch.select", ctx.refs[0], dim, index)
 
 
 # ----------------------------------------------------------------------------- annotate x : [A, B]
