@@ -79,3 +79,30 @@ def test_ncd_run_prints_a_spec_with_boolean_and_integer_outputs(capsys) -> None:
     assert main(["run", str(HERE / "hunta_where_dtypes.ncd"), "--backward", "--json", "--set", "T=3"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert [o["shape"] for o in record["outputs"]] == [[2, 3]] * 3
+
+
+def test_one_hot_refuses_an_id_outside_its_axis_by_name() -> None:
+    """F.one_hot raised RuntimeError('Class values must be smaller than num_classes')."""
+    m = ncd.load(HERE / "hunta_one_hot_bound_at_load.ncd", V=3)
+    torch.testing.assert_close(m(torch.tensor([[0, 2, 1]])), torch.eye(3)[[0, 2, 1]][None])
+    for bad in (3, -1):
+        try:
+            m(torch.tensor([[0, bad, 1]]))
+        except ncd.NcdError as err:
+            assert f"holds the id {bad}, outside 0 .. 2" in err.message and err.line == 7
+        else:
+            raise AssertionError(f"the id {bad} was accepted")
+
+
+def test_an_output_padding_torch_refuses_is_a_check_error() -> None:
+    """conv_transpose with output_padding >= stride checked, then died in torch (exit 3 from ncd run)."""
+    spec = ("axis C = 2, D = 2, K = 3, T = 4, T2\nblock F(x: [C, T]) -> [D, T2] {\n"
+            "  param W: [C, D, K] init normal(0, 1)\n"
+            "  return conv_transpose(x, W, over = T -> T2, kernel = [K], stride = [2], output_padding = 1)\n}\n")
+    assert ncd.load(spec)(torch.randn(1, 2, 4)).shape == (1, 2, 10)  # (4-1)·2 + 2 + 1 + 1
+    try:
+        ncd.check(spec.replace("output_padding = 1", "output_padding = 2"))
+    except ncd.NcdError as err:
+        assert "must be smaller than the stride 2" in err.message and err.line == 4 and err.hint
+    else:
+        raise AssertionError("output_padding = 2 with stride 2 was accepted")

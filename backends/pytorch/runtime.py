@@ -476,8 +476,10 @@ def gather_along(x, idx, what="the index wire"):
     return torch.gather(x, -1, idx).squeeze(-1)
 
 
-def one_hot(idx, n, like):
-    """F.one_hot in the float dtype of ``like`` (the default dtype where there is none)."""
+def one_hot(idx, n, like, what="the input of one_hot"):
+    """F.one_hot in the float dtype of ``like`` (the default dtype where there is none); an id
+    outside 0 .. n-1 is refused by name (torch's "Class values must be smaller than num_classes")."""
+    check_ids(idx, n, what)
     out = torch.nn.functional.one_hot(idx.long(), n)
     if like is None:
         return out.to(torch.get_default_dtype())

@@ -81,8 +81,11 @@ def _infer_one_hot(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> 
 
 
 def _lower_one_hot(node: Node, ctx: LowerCtx) -> Expr:
+    name = ctx.in_names[0] if ctx.in_names and ctx.in_names[0] else None
+    what = f"the input {name} of one_hot(.., over = {node.attrs['over']})" if name else \
+        f"the input of one_hot(.., over = {node.attrs['over']})"
     return call("rt.one_hot", ctx.refs[0], ctx.size_expr(node.attrs["over"]),
-                ctx.anchor if ctx.anchor is not None else lit(None))
+                ctx.anchor if ctx.anchor is not None else lit(None), lit(what))
 
 
 def _one_hot_cost(node: Node, ins, size: Size) -> dict[str, Any]:

@@ -15,7 +15,8 @@ def _infer_inv(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list
     over = attrs["over"]
     over = list(over) if isinstance(over, (list, tuple)) else [over]
     if len(over) != 2 or over[0] == over[1]:
-        raise ctx.error("inv needs two axes: over = [R, C] (the rows, then the columns)", at="over")
+        raise ctx.error("inv needs two axes: over = [R, C] (the rows, then the columns)", at="over",
+                        hint="name two different axes of the same size: inv(x, over = [N, N'])")
     for axis in over:
         if axis not in t.axes:
             raise ctx.error(f"axis {axis} is not on this wire, whose axes are [{', '.join(t.axes)}]",
@@ -23,7 +24,7 @@ def _infer_inv(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> list
     rows, cols = (ctx.sizes(a) for a in over)
     if sz.simplify_bounded(rows - cols, "the matrix's sizes") != 0:
         raise ctx.error(f"inv needs a square matrix: axis {over[0]} has size {rows} but {over[1]} has {cols}",
-                        at="over")
+                        at="over", hint="invert over two axes of one size, such as N and its prime N'")
     return [WireType(axes=t.axes, lifted=t.lifted, dtype=t.dtype)]
 
 

@@ -248,6 +248,11 @@ def _infer_conv(transposed: bool):
         stride = _per_axis(ctx, attrs, "stride", 1, 1, n_sp)
         dilation = _per_axis(ctx, attrs, "dilation", 1, 1, n_sp)
         extra = _per_axis(ctx, attrs, "output_padding", 0, 0, n_sp) if transposed else [0] * n_sp
+        for i, e in enumerate(extra):
+            if e >= max(stride[i], dilation[i]):  # torch's rule: the extra positions come from the stride
+                raise ctx.error(f"output_padding {e} along {src[i]} must be smaller than the stride {stride[i]} "
+                                f"or the dilation {dilation[i]}", at="output_padding",
+                                hint=f"write output_padding = {max(stride[i], dilation[i]) - 1} (or less) along {src[i]}")
         ks = [ctx.sizes(k) for k in kernel]
         pads = _conv_pads(ctx, attrs, ks, dilation, n_sp)
         name = "conv_transpose" if transposed else "conv"

@@ -21,7 +21,8 @@ def _axes_str(t: WireType) -> str:
 
 def _require(ctx: TypeCtx, t: WireType, axis: str, at: str | None = None) -> None:
     if axis not in t.axes:
-        raise ctx.error(f"axis {axis} is not on this wire, whose axes are {_axes_str(t)}", at=at)
+        raise ctx.error(f"axis {axis} is not on this wire, whose axes are {_axes_str(t)}", at=at,
+                        hint="name one of the wire's axes (rename one first with x[A as B] if it has another name)")
 
 
 # ----------------------------------------------------------------------------- rename  x[T as T']
@@ -47,7 +48,8 @@ def _infer_reshape(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> 
         _require(ctx, t, axis)
     for axis in dst:
         if axis in t.axes and axis not in src:
-            raise ctx.error(f"axis {axis} is already on this wire {_axes_str(t)}")
+            raise ctx.error(f"axis {axis} is already on this wire {_axes_str(t)}",
+                            hint=f"name the new axis apart from the wire's others, e.g. {axis}' or {axis}2")
     product_src = sympy.Mul(*[ctx.sizes(a) for a in src])
     if len(dst) == 1:
         ctx.unify(dst[0], product_src, f"the product of {' '.join(src)}")
@@ -56,7 +58,8 @@ def _infer_reshape(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> 
         if len(src) == 1:
             ctx.unify(src[0], product_dst, f"the product of {' '.join(dst)}")
         elif sz.simplify_bounded(product_src - product_dst, "this reshape's sizes") != 0:
-            raise ctx.error(f"cannot reshape {' '.join(src)} ({product_src}) into {' '.join(dst)} ({product_dst})")
+            raise ctx.error(f"cannot reshape {' '.join(src)} ({product_src}) into {' '.join(dst)} ({product_dst})",
+                            hint="the sizes on both sides of -> must have the same product")
     first = min(t.axes.index(a) for a in src)
     rest = [a for a in t.axes if a not in src]
     axes = rest[:first] + dst + rest[first:]
@@ -131,7 +134,8 @@ def _infer_concat(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> l
     sources = _concat_sources(attrs, len(ins))
     dst = attrs["over"]["dst"][0]
     if len(sources) != len(ins):
-        raise ctx.error(f"concat has {len(ins)} operands but over names {len(sources)} axes")
+        raise ctx.error(f"concat has {len(ins)} operands but over names {len(sources)} axes",
+                        hint="name one axis per operand, in order: over = [A1, A2] -> R, or one shared: over = A -> R")
     total = sympy.Integer(0)
     for t, axis in zip(ins, sources):
         total += ctx.sizes(axis) if axis in t.axes else 1
@@ -159,7 +163,9 @@ def _infer_split(ctx: TypeCtx, ins: list[WireType], attrs: dict[str, Any]) -> li
     src = attrs["over"]["src"]
     dsts = attrs["over"]["dst"]
     if len(src) != 1 or len(dsts) < 2:
-        raise ctx.error("split takes over = A -> [A1, A2, ...]", at="over")
+        raise ctx.error("split takes over = A -> [A1, A2, ...]", at="over",
+                        hint="split one axis into two or more: a, b = split(x, over = R -> [A, B]); "
+                             "a single part is a rename, x[R as A]")
     _require(ctx, t, src[0], at="over")
     ctx.unify(src[0], sympy.Add(*[ctx.sizes(a) for a in dsts]), "the sum of the split sizes")
     return [WireType(axes=tuple(d if a == src[0] else a for a in t.axes), lifted=t.lifted) for d in dsts]
