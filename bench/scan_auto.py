@@ -2,8 +2,8 @@
 
 --calibrate: time paragru's sequential loop and Newton on a calibration grid (forward under
 no_grad, and forward+backward), fit the models of backends/pytorch/scan_cost.py by
-least squares on relative error (non-negative coefficients) with a load factor per point
-(``fit_with_load``), and print the constants to paste into CPU there (``--from-log FILE``
+least squares on relative error (non-negative coefficients; with a load factor per point,
+``fit_with_load``, on the wall clock), and print the constants and each model's residual to paste into CPU there (``--from-log FILE``
 refits from an earlier run's printed times).
 --calibrate-fused: the same for fused_rnn (torch's fused RNN operator), one model per cell,
 timing the compiled `rnn_tanh`, `gru` and `lstm` specs (auto runs them as fused_rnn).
@@ -21,7 +21,10 @@ chosen backend's time over the fastest and the auto module's own time over the f
 
 The machine this runs on is shared, so every timing is interleaved: one repeat runs each side
 once, in turn, and the figures are medians over repeats (the load drifts between repeats, not
-between the sides of one).
+between the sides of one). With one thread (the default) the clock is the process's CPU time
+(``--clock cpu``, the clock auto itself times with: other processes' time slices do not enter
+it); ``--clock wall`` times the wall clock (what a quiet machine shows; use it there, or with
+``--threads`` above 1).
 
     taskset -c 0 .venv/bin/python bench/scan_auto.py --calibrate
     taskset -c 0 .venv/bin/python bench/scan_auto.py --calibrate-fused
@@ -70,6 +73,9 @@ def runner(m: torch.nn.Module, x: torch.Tensor, backward: bool) -> Callable[[], 
     return once
 
 
+CLOCK: Callable[[], float] = time.process_time  # main() sets it from --clock
+
+
 def interleaved(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
     """Median seconds of each run, the runs taking turns within every repeat (one warm-up each)."""
     for run in runs.values():
@@ -77,9 +83,9 @@ def interleaved(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, 
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
-            start = time.perf_counter()
+            start = CLOCK()
             run()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(CLOCK() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -122,9 +128,23 @@ def fit_with_load(points: list[dict[str, tuple[tuple[float, ...], float]]],
     return constants
 
 
+def residual(points: list[dict[str, tuple[tuple[float, ...], float]]], backend: str,
+             constants: tuple[float, ...]) -> float:
+    """Root mean square of log(measured / predicted) over the points: the model's error, which
+    sets how close two predictions must be for auto to time them (scan_cost.RESIDUALS)."""
+    logs = [math.log(p[backend][1] / max(sum(c * f for c, f in zip(constants, p[backend][0])), 1e-12))
+            for p in points]
+    return math.sqrt(sum(x * x for x in logs) / len(logs))
+
+
 def _print_constants(samples: dict[str, list[dict]], backends: tuple[str, ...]) -> None:
-    constants = {mode: fit_with_load(samples[mode], backends) for mode in ("fwd", "fwd+bwd")}
+    """The fitted constants and each model's residual. On the CPU clock the plain fit (other
+    processes' time slices are not in the times); on the wall clock with a load factor per point."""
+    constants = {mode: fit_with_load(samples[mode], backends) if CLOCK is time.perf_counter
+                 else {b: fit([p[b] for p in samples[mode]]) for b in backends} for mode in ("fwd", "fwd+bwd")}
     print("CPU =", {m: {b: tuple(float(f"{c:.3g}") for c in cs) for b, cs in v.items()} for m, v in constants.items()})
+    print("RESIDUALS =", {m: {b: round(residual(samples[m], b, cs), 2) for b, cs in v.items()}
+                          for m, v in constants.items()})
 
 
 def calibrate(repeats: int, log: str | None = None) -> None:
@@ -178,7 +198,7 @@ LINEAR: dict[str, tuple[str, dict[str, dict[str, int]], tuple[str, ...], tuple[i
     "gla": ("D", {"D64": {"D": 64, "H": 4, "K": 8, "V": 16}, "D128": {"D": 128, "H": 4, "K": 16, "V": 32}},
             ("sequential", "scan", "gla"), (16, 64, 256)),
     "deltanet": ("D", {"D64": {"D": 64, "H": 2, "K": 32, "V": 32}, "D128": {"D": 128, "H": 4, "K": 32, "V": 32}},
-                 ("sequential", "delta"), (16, 64)),
+                 ("sequential", "delta"), (16, 64, 256)),
 }
 
 
@@ -321,8 +341,13 @@ def main() -> None:
     parser.add_argument("--lengths", nargs="+", type=int, default=[16, 128, 1024], help="with --table-linear: T")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=("cpu", "wall"), default=None,
+                        help="process CPU time (the default on one thread) or the wall clock (the default on several)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if (args.clock or ("cpu" if args.threads == 1 else "wall")) == "cpu" else time.perf_counter
+    print(f"clock: {'process CPU time' if CLOCK is time.process_time else 'wall'}; threads {args.threads}")
     if args.calibrate:
         calibrate(args.repeats, args.from_log)
     elif args.calibrate_fused:

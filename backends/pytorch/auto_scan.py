@@ -12,14 +12,20 @@ without building the initial states. Each candidate's runner is built on first u
 compiled step. Where the pass's backend has no calibrated model on the device kind and dtype at
 hand, or the scan asked for a backend, the pass's backend runs unchanged.
 
-Where two or more candidates are predicted within ``MEASURE_MARGIN`` of the cheapest, the model
-cannot tell them apart (its fit is good to tens of percent on a loaded CPU), so the first call of
+Where two or more candidates are predicted within ``scan_cost.margin`` of the cheapest (2×, or two
+standard errors of the two models' calibration residuals where wider), the model cannot tell them
+apart (its fit is good to tens of percent), so the first call of
 that shape times each of them on the call's own inputs, as cuDNN's benchmark mode does: one
 warm-up run each, then ``MEASURE_ROUNDS`` interleaved timed rounds (more, up to
-``MEASURE_MAX_ROUNDS``, while they have taken under ``MEASURE_BUDGET_S``; the fastest counts), forward
+``MEASURE_MAX_ROUNDS``, while they have taken under ``MEASURE_BUDGET_S``; the fastest counts; a
+candidate more than ``MEASURE_DROP`` times the best so far sits out the later rounds), forward
 alone or forward plus the backward of the scan's outputs (``torch.autograd.grad``: no ``.grad``
 is written), on a copy of the environment and under a forked RNG, so the call's results are
-what the chosen backend alone computes. The winner is cached with the shape. At most
+what the chosen backend alone computes. The clock is the process's CPU time where torch computes
+on one thread (``default_clock``): on a machine shared with other processes the wall clock counts
+their time slices too, by a factor that drifts between two rounds, while one thread's CPU time is
+what that run costs, which is what an idle machine's wall clock would show. The winner is cached
+with the shape. At most
 ``MEASURE_SHAPES`` shapes per scan are measured; later new shapes go by the model alone.
 """
 from __future__ import annotations
@@ -44,17 +50,29 @@ Key = tuple[str, str, int, int, int, bool]
 Timer = Callable[[str, Callable[[], None]], float]
 
 MEASURE_MARGIN = scan_cost.MEASURE_MARGIN  # candidates predicted this close to the cheapest are timed
-MEASURE_ROUNDS = 2  # timed runs per candidate after its warm-up, interleaved; the fastest counts
-MEASURE_MAX_ROUNDS = 8  # more rounds while the timing has taken under MEASURE_BUDGET_S (short calls are noisy)
-MEASURE_BUDGET_S = 0.05
+MEASURE_ROUNDS = 3  # timed runs per candidate after its warm-up, interleaved; the fastest counts
+MEASURE_MAX_ROUNDS = 9  # more rounds while the timing has taken under MEASURE_BUDGET_S (short calls are noisy)
+MEASURE_BUDGET_S = 0.15
+MEASURE_DROP = 2.0  # a candidate this many times slower than the best so far is not timed again
 MEASURE_SHAPES = 16  # call shapes measured per scan; beyond, the model alone decides
 
 
 def wall_clock(backend: str, run: Callable[[], None]) -> float:
-    """Seconds one run takes (the default timer; tests inject their own)."""
+    """Seconds one run takes on the wall clock."""
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
+
+
+def default_clock(backend: str, run: Callable[[], None]) -> float:
+    """Seconds one run takes: the process's CPU time where torch computes on one thread (other
+    processes' load barely enters it), the wall clock where it computes on several (their CPU
+    times add up, and idle workers may spin). Tests inject their own timer."""
+    if torch.get_num_threads() != 1:
+        return wall_clock(backend, run)
+    start = time.process_time()
+    run()
+    return time.process_time() - start
 
 
 def step_statements(loop: Loop) -> int:
@@ -77,7 +95,7 @@ class AutoScan:
         cell = loop.plan.cell
         self.hidden = math.prod(loop.carry_sizes[0]) if cell is not None and loop.carry_sizes else None
         self.ran: str | None = None  # the backend the last call ran
-        self.timer: Timer = wall_clock
+        self.timer: Timer = default_clock
         self.measured: dict[Key, dict[str, float]] = {}  # per measured shape, each candidate's seconds
         from ncd.backends.pytorch.call_memo import CallMemo
         from ncd.backends.pytorch.module import compile_expr
@@ -117,13 +135,13 @@ class AutoScan:
 
     def choice(self, key: Key, env: Env | None = None, m: nn.Module | None = None) -> str:
         """The backend for calls of this key: the model's cheapest, or, where candidates are
-        predicted within MEASURE_MARGIN of it and the call is at hand, the fastest measured."""
+        predicted within ``scan_cost.margin`` of it and the call is at hand, the fastest measured."""
         found = self.cache.get(key)
         if found is None:
             device, dtype, rows, T, N, backward = key
             sizes = scan_cost.CallSizes(rows, T, N, self.hidden, self.statements)
             found, known = scan_cost.choose(self.loop.plan, device, dtype, sizes, backward)
-            close = scan_cost.within(known, scan_cost.MEASURE_MARGIN)
+            close = scan_cost.close(self.loop.plan, known, backward)
             if len(close) > 1 and env is not None and m is not None and len(self.measured) < MEASURE_SHAPES:
                 times = self.measure(close, env, m, backward)
                 self.measured[key] = times
@@ -141,13 +159,15 @@ class AutoScan:
         with torch.random.fork_rng(devices=[]):
             for backend in backends:
                 self.trial(backend, env, m, backward)
-            spent, rounds = 0.0, 0
+            spent, rounds, timing = 0.0, 0, list(backends)
             while rounds < MEASURE_ROUNDS or (rounds < MEASURE_MAX_ROUNDS and spent < MEASURE_BUDGET_S):
-                for backend in backends:
+                for backend in timing:
                     seconds = self.timer(backend, lambda: self.trial(backend, env, m, backward))
                     times[backend] = min(times[backend], seconds)
                     spent += seconds
                 rounds += 1
+                best = min(times.values())
+                timing = [b for b in timing if times[b] <= MEASURE_DROP * best]
         for scan, stats, words in saved:
             if stats is not None:
                 scan.stats.__dict__.update(dataclasses.asdict(stats))

@@ -8,8 +8,8 @@ forward, a batch of 8 at N = 128 makes Newton several times slower than the loop
 batch 1, T = 4096, forward+backward it is an order of magnitude faster; a short linear scan runs
 faster as the loop than as a parallel scan. So `auto` asks this model at each call (cached per
 call shape, backends/pytorch/auto_scan.py) and runs the admitted backend predicted cheapest;
-where several are predicted within MEASURE_MARGIN of the cheapest (closer than the fit can
-resolve), auto times those on the call's first occurrence and runs the fastest.
+where several are predicted within ``margin`` of the cheapest (closer than the fit can
+resolve: 2×, or two standard errors of the models' calibration residuals where wider), auto times those on the call's first occurrence and runs the fastest.
 
 CPU models (seconds), float32, with w = rows·T·N the elements of the state sequence and S the
 statements one step runs:
@@ -19,8 +19,11 @@ statements one step runs:
     fft:        d₀ + d₁·rows·N³·log₂T + d₂·w·N + d₃·w·log₂T (the powers Aⁱ by log₂T batched
                                                           products, the kernel applied per
                                                           frequency, the FFTs)
-    gla, delta: e₀ + e₁·T + e₂·w                          (the chunked twin: per-chunk dispatch,
-                                                          then work over the state)
+    gla, delta: e₀ + e₁·c + e₂·rows·c + e₃·rows·c·C·N     (the chunked twin, c = ⌈T/C⌉ chunks
+                                                          of C = 64 steps: per-chunk dispatch,
+                                                          each row's intra-chunk products, the
+                                                          state over the padded chunk; a
+                                                          T = 16 call costs what T = 64 does)
     fused_rnn:  T·(c₀ + c₁·rows·N²)                       (torch's fused RNN operator: a
                                                           per-step cost, then the N×N
                                                           recurrent products per row; one
@@ -51,46 +54,53 @@ from typing import Any
 from ncd import scan_backends
 
 # bench/scan_auto.py --calibrate --repeats 3 (B 1, 8; T 32, 128, 512; D 16, 128; median of 3 interleaved
-# repeats; fitted with a load factor per point), 2026-12-02 14:20-14:26 UTC, this 2-core CPU at load average
-# 2-3, one thread, float32 (the previous fit, at load 11-13 and without T = 32, put Newton's fwd+bwd at a
-# constant 1 s: 30-80x what it measures now). The loop's per-step term is per statement (paragru's step runs
-# PARAGRU_STATEMENTS), so paragru's predictions are those fitted.
+# repeats of the process's CPU time; plain fit), 2026-12-02 18:44 UTC, this 2-core CPU at load average 2-3,
+# one thread, float32. The loop's per-step term is per statement (paragru's step runs PARAGRU_STATEMENTS), so
+# paragru's predictions are those fitted. (The 14:20 UTC fit put the loop 3x slower than it runs now.)
 PARAGRU_STATEMENTS = 17
 CPU: dict[str, dict[str, tuple[float, ...]]] = {
-    "fwd": {"sequential": (8.97e-06, 9e-08),
-            "newton": (0.00576, 0.000527, 0.0, 4.43e-08),
-            # bench/scan_auto.py --calibrate-fused (B 1, 8; T 128, 512; D 32, 128), 2026-12-02 02:40 UTC, loaded
-            "fused_rnn.rnn_tanh": (1.36e-05, 2.38e-09), "fused_rnn.gru": (6.52e-05, 6.28e-09),
-            "fused_rnn.lstm": (1.93e-05, 1.45e-09)},
-    "fwd+bwd": {"sequential": (4.52e-05, 2.07e-07), "newton": (0.0, 0.00339, 2.62e-07, 0.0),
-                "fused_rnn.rnn_tanh": (0.000259, 8.59e-09), "fused_rnn.gru": (0.000898, 2.34e-08),
-                "fused_rnn.lstm": (2.83e-05, 6.5e-09)},
+    "fwd": {"sequential": (3.48e-06, 8.55e-09), "newton": (0.00196, 0.00022, 0.0, 2.05e-08),
+            # bench/scan_auto.py --calibrate-fused (B 1, 8; T 128, 512; D 32, 128), 2026-12-02 18:47 UTC, load 2-3
+            "fused_rnn.rnn_tanh": (3.41e-06, 5.52e-10), "fused_rnn.gru": (4.9e-06, 1.34e-09),
+            "fused_rnn.lstm": (5.58e-07, 4.96e-10)},
+    "fwd+bwd": {"sequential": (1.25e-05, 8.28e-08), "newton": (0.00211, 0.000596, 0.0, 2.72e-08),
+                "fused_rnn.rnn_tanh": (3.05e-05, 1.29e-09), "fused_rnn.gru": (8.36e-05, 3.54e-09),
+                "fused_rnn.lstm": (4.34e-06, 1.03e-09)},
 }
-# bench/scan_auto.py --calibrate-linear --repeats 3 (B 1, 8; two sizes each; T 16, 64, 256 for mamba_negeig
-# and gla, 16, 64 for lssl and deltanet, whose loops are slow), 2026-12-02 05:45-06:05 UTC, load average
-# 4-6, one thread, float32: each class's loop, Newton and parallel backend fitted on its spec, side by side
+# bench/scan_auto.py --calibrate-linear --repeats 3 (B 1, 8; two sizes each; T 16, 64, 256, lssl 16, 64, whose
+# FFT path is slow), 2026-12-02 18:44-18:51 UTC, load average 2-3, one thread, float32, CPU time, plain fit:
+# each class's loop, Newton and parallel backend fitted on its spec, side by side
 LINEAR_CPU: dict[str, dict[str, tuple[float, ...]]] = {
-    "fwd": {"sequential.diagonal": (4.3e-05, 4.52e-08), "newton.diagonal": (0.0023, 0.00106, 0.0, 2.8e-08),
-            "scan.diagonal": (0.0032, 0.000401, 5.45e-08, 1.41e-08),
-            "sequential.time_invariant": (6.42e-05, 0.0), "fft": (0.0142, 0.0, 1.44e-07, 0.0),
-            "sequential.gla": (0.000284, 8.88e-08), "scan.gla": (0.0247, 0.000483, 0.0, 8.51e-08),
-            "gla": (0.0251, 0.000245, 2.22e-07),
-            "sequential.delta": (0.00032, 0.0), "delta": (0.0295, 0.000662, 2.4e-08)},
-    "fwd+bwd": {"sequential.diagonal": (0.000185, 1.28e-07), "newton.diagonal": (0.0, 0.00725, 1.11e-07, 0.0),
-                "scan.diagonal": (0.0, 0.00603, 9.8e-08, 0.0),
-                "sequential.time_invariant": (0.000204, 0.0), "fft": (0.00222, 0.0, 5.9e-07, 0.0),
-                "sequential.gla": (0.00118, 1.21e-07), "scan.gla": (0.0, 0.038, 0.0, 1.33e-07),
-                "gla": (0.154, 0.000485, 1.98e-07),
-                "sequential.delta": (0.00112, 0.0), "delta": (0.128, 0.000115, 8.48e-08)},
+    "fwd": {"sequential.diagonal": (5.27e-06, 1.38e-08), "newton.diagonal": (0.0015, 0.0, 1.79e-08, 3.85e-09),
+           "scan.diagonal": (0.000966, 0.0, 1.11e-08, 2.07e-09), "sequential.gla": (6.42e-06, 5.96e-09),
+           "scan.gla": (0.00103, 0.0, 2.3e-08, 0.0), "gla": (0.000838, 0.0, 0.000114, 5.22e-09),
+           "sequential.time_invariant": (1.18e-05, 0.0), "fft": (0.00193, 0.0, 3.14e-08, 0.0),
+           "sequential.delta": (7.24e-06, 2.15e-09), "delta": (0.00078, 0.000397, 2.72e-14, 1.67e-09)},
+    "fwd+bwd": {"sequential.diagonal": (1.96e-05, 1.01e-07), "newton.diagonal": (0.00182, 0.000268, 1e-07, 0.0),
+               "scan.diagonal": (0.00195, 4.71e-05, 7.71e-08, 1.59e-09), "sequential.gla": (2.55e-05, 2.86e-08),
+               "scan.gla": (0.00286, 0.0, 4.94e-08, 3.83e-09), "gla": (0.00122, 0.000812, 0.000242, 1.11e-08),
+               "sequential.time_invariant": (4e-05, 3.5e-08), "fft": (0.00462, 0.0, 1.17e-07, 0.0),
+               "sequential.delta": (2.78e-05, 1.73e-08), "delta": (0.00168, 0.00142, 6.77e-14, 4.44e-09)},
 }
 for _mode, _models in LINEAR_CPU.items():
     CPU[_mode].update(_models)
+# rms of log(measured / predicted) over each model's calibration points (printed by the same runs): how
+# loose the model is, which widens the window of predictions auto times (``margin``)
+RESIDUALS: dict[str, dict[str, float]] = {
+    "fwd": {"sequential.diagonal": 0.2, "newton.diagonal": 0.17, "scan.diagonal": 0.17, "sequential.gla": 0.23,
+           "scan.gla": 0.26, "gla": 0.16, "sequential.time_invariant": 0.22, "fft": 0.3,
+           "sequential.delta": 0.18, "delta": 0.27, "sequential": 0.16, "newton": 0.23},
+    "fwd+bwd": {"sequential.diagonal": 0.41, "newton.diagonal": 0.16, "scan.diagonal": 0.09,
+               "sequential.gla": 0.25, "scan.gla": 0.16, "gla": 0.1, "sequential.time_invariant": 0.3,
+               "fft": 0.18, "sequential.delta": 0.22, "delta": 0.14, "sequential": 0.46, "newton": 0.12},
+}
 MODELS = {("cpu", "float32"): CPU}
 DEVICE_KINDS = ("cpu", "cuda")  # what --explain predicts for (float32)
 # fused_rnn's models are per cell ("fused_rnn.gru"); rnn_relu runs rnn_tanh's kernel
 FUSED_MODEL = {"rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_tanh", "gru": "gru", "lstm": "lstm"}
 PARALLEL_FORM = ("newton", "scan")  # b₀ + b₁·log₂T + b₂·w + b₃·w·log₂T
 CHUNKED = ("gla", "delta")
+CHUNK = 64  # the chunked kernels' chunk_size (backends/triton/gated_linear, delta)
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,8 @@ def features(backend: str, rows: int, T: int, N: int, statements: int = PARAGRU_
     if backend == "fft":
         return (1.0, float(rows) * N ** 3 * log_t, work * N, work * log_t)
     if backend in CHUNKED:
-        return (1.0, float(T), work)
+        chunks = float(math.ceil(T / CHUNK))
+        return (1.0, chunks, rows * chunks, rows * chunks * CHUNK * N)
     return (1.0, log_t, work, work * log_t)
 
 
@@ -196,6 +207,7 @@ def choose(plan: Any, device: str, dtype: str, call: CallSizes, backward: bool) 
 
 
 MEASURE_MARGIN = 2.0  # candidates predicted within this factor of the cheapest are timed by auto, not guessed
+MEASURE_SIGMAS = 2.0  # ...or within this many standard errors of the two models' log ratio, where wider
 
 
 def within(seconds: dict[str, float], margin: float) -> list[str]:
@@ -207,16 +219,36 @@ def within(seconds: dict[str, float], margin: float) -> list[str]:
     return sorted((b for b, t in seconds.items() if t <= margin * best), key=seconds.__getitem__)
 
 
+def margin(plan: Any, first: str, other: str, backward: bool) -> float:
+    """How many times the cheapest prediction (``first``'s) ``other``'s may be and still be
+    timed: MEASURE_MARGIN, widened to MEASURE_SIGMAS standard errors of log(other / first) where
+    the two models' calibration residuals (RESIDUALS: rms of log measured / predicted) say
+    the model is that loose."""
+    spread = RESIDUALS["fwd+bwd" if backward else "fwd"]
+    error = math.hypot(spread.get(_key(first, plan) or first, 0.0), spread.get(_key(other, plan) or other, 0.0))
+    return max(MEASURE_MARGIN, math.exp(MEASURE_SIGMAS * error))
+
+
+def close(plan: Any, seconds: dict[str, float], backward: bool) -> list[str]:
+    """The candidates `auto` times (cheapest predicted first): those predicted within ``margin``
+    of the cheapest, where the model cannot tell them apart."""
+    if not seconds:
+        return []
+    first = min(seconds, key=seconds.__getitem__)
+    return sorted((b for b, t in seconds.items() if t <= margin(plan, first, b, backward) * seconds[first]),
+                  key=seconds.__getitem__)
+
+
 def auto_measures(plan: Any, device: str, dtype: str, rows: int, T: int, N: int, backward: bool,
                   hidden: int | None = None, statements: int = PARAGRU_STATEMENTS) -> list[str]:
     """The backends `auto` times on the first call of these sizes (predicted within
-    MEASURE_MARGIN of the cheapest; auto_scan.py), cheapest predicted first; [] where the model
+    ``margin`` of the cheapest; auto_scan.py), cheapest predicted first; [] where the model
     decides alone (one candidate that close, no model here, or a requested backend)."""
     if plan.requested not in (None, "auto"):
         return []
     known = choose(plan, device, dtype, CallSizes(rows, T, N, hidden, statements), backward)[1]
-    close = within(known, MEASURE_MARGIN)
-    return close if len(close) > 1 else []
+    timed = close(plan, known, backward)
+    return timed if len(timed) > 1 else []
 
 
 def auto_runs(plan: Any, device: str, dtype: str, rows: int, T: int, N: int, backward: bool,

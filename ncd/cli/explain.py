@@ -221,7 +221,7 @@ def _prediction_lines(pred: dict[str, Any]) -> list[str]:
             runs = f"auto runs {got['auto_runs']}"
             if got.get("auto_measures"):
                 runs = (f"auto times {', '.join(got['auto_measures'])} on the first call of these sizes (predicted "
-                        f"within {scan_cost_margin()}x of each other) and runs the fastest")
+                        f"within {scan_cost_margin()}x of each other, or within the models' error) and runs the fastest")
             lines.append(f"      {device} {mode}: {_shown(got['seconds'])}{best}; {runs}")
     return lines
 
