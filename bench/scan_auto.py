@@ -31,6 +31,7 @@ it); ``--clock wall`` times the wall clock (what a quiet machine shows; use it t
     taskset -c 0 .venv/bin/python bench/scan_auto.py --calibrate-linear
     taskset -c 0 .venv/bin/python bench/scan_auto.py --table
     taskset -c 0 .venv/bin/python bench/scan_auto.py --table-linear
+    taskset -c 0 .venv/bin/python bench/scan_auto.py --grid --repeats 5   # both tables, one summary
 """
 from __future__ import annotations
 
@@ -273,7 +274,7 @@ def calibrate_linear(repeats: int, specs: list[str], log: str | None = None) -> 
         _print_constants(samples, keys)
 
 
-def table_linear(repeats: int, specs: list[str], lengths: tuple[int, ...] = (16, 128, 1024)) -> None:
+def table_linear(repeats: int, specs: list[str], lengths: tuple[int, ...] = (16, 128, 1024)) -> tuple[int, int]:
     print(f"load average at start {os.getloadavg()[0]:.1f}; medians of {repeats} interleaved repeats")
     within = auto_within = total = 0
     for spec in specs:
@@ -302,9 +303,10 @@ def table_linear(repeats: int, specs: list[str], lengths: tuple[int, ...] = (16,
                       f"| {chosen:.2f} | {times['auto'] * 1e3:.1f} | {auto:.2f} |", flush=True)
     print(f"\nthe chosen backend within 1.1x of the fastest at {within} of {total} points; "
           f"the auto module's own time at {auto_within} of {total}; load average at end {os.getloadavg()[0]:.1f}")
+    return within, total
 
 
-def table(repeats: int) -> None:
+def table(repeats: int) -> tuple[int, int]:
     print(f"load average at start {os.getloadavg()[0]:.1f}; medians of {repeats} interleaved repeats")
     print("| B | T | D | pass | sequential ms | newton ms | fastest | auto runs | chosen / fastest "
           "| auto ms | auto / fastest |")
@@ -327,6 +329,7 @@ def table(repeats: int) -> None:
                   f"| {auto:.2f} |", flush=True)
     print(f"\nthe chosen backend within 1.1x of the fastest at {chosen_within} of {total} points; "
           f"the auto module's own time at {auto_within} of {total}; load average at end {os.getloadavg()[0]:.1f}")
+    return chosen_within, total
 
 
 def main() -> None:
@@ -337,6 +340,7 @@ def main() -> None:
     parser.add_argument("--calibrate-linear", action="store_true")
     parser.add_argument("--table", action="store_true", help="the evaluation table (the default)")
     parser.add_argument("--table-linear", action="store_true")
+    parser.add_argument("--grid", action="store_true", help="both tables (paragru, then the linear specs) and one summary")
     parser.add_argument("--specs", nargs="+", default=None, help="with --calibrate-linear / --table-linear")
     parser.add_argument("--lengths", nargs="+", type=int, default=[16, 128, 1024], help="with --table-linear: T")
     parser.add_argument("--repeats", type=int, default=5)
@@ -354,6 +358,12 @@ def main() -> None:
         calibrate_fused(args.repeats)
     elif args.calibrate_linear:
         calibrate_linear(args.repeats, args.specs or list(LINEAR), args.from_log)
+    elif args.grid:
+        counts = [table(args.repeats), table_linear(args.repeats, args.specs or ["mamba_negeig", "gla"],
+                                                    tuple(args.lengths))]
+        print(f"\ngrid: the chosen backend within 1.1x of the fastest at {sum(c[0] for c in counts)} of "
+              f"{sum(c[1] for c in counts)} points (paragru {counts[0][0]}/{counts[0][1]}, "
+              f"linear {counts[1][0]}/{counts[1][1]})")
     elif args.table_linear:
         table_linear(args.repeats, args.specs or ["mamba_negeig", "gla"], tuple(args.lengths))
     else:
