@@ -320,6 +320,30 @@ def constant(expr: sympy.Expr) -> sympy.Expr | None:
     return simplified if simplified.is_number else None
 
 
+def whole_roots(equation: sympy.Expr, symbol: sympy.Symbol, most: int = 3) -> list[int]:
+    """Up to ``most`` + 1 whole sizes n ≥ 1 with ``equation`` = 0 at ``symbol`` = n, for an equation
+    sympy cannot invert that moves one way as the axis grows (a strided conv's or pool's output
+    size, ``floor((Y - 3)/2) + 1``, minus a bound size): a bisection for the first n where it
+    reaches 0, then the run of n that stay there. Each root is checked, so a formula that is not
+    monotone can only make the list short, never wrong."""
+    def at(n: int) -> sympy.Expr:
+        return equation.subs(symbol, n)
+
+    top = 2**62
+    sign = 1 if at(top) >= at(1) else -1
+    if sign * at(1) > 0 or sign * at(top) < 0:
+        return []
+    lo, hi = 1, top  # the first n with sign * at(n) >= 0
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if sign * at(mid) >= 0 else (mid + 1, hi)
+    roots = []
+    while len(roots) <= most and at(lo) == 0:
+        roots.append(lo)
+        lo += 1
+    return roots
+
+
 def simplify_bounded(expr: sympy.Expr, what: str) -> sympy.Expr:
     """``sympy.simplify``, after the degree and term bounds (its cost grows fast with both)."""
     check_degree(expr, what)

@@ -173,6 +173,19 @@ def test_a_reshape_into_a_sized_axis_ties_two_free_axes_at_the_call():
         m(torch.randn(2, 4, 3))
 
 
+def test_binding_a_conv_output_sizes_its_free_input_or_names_the_sizes_that_fit():
+    assert ncd.check(CONV, Y2=3).axes["Y"].size == "5"  # Y - 3 + 1 = 3
+    m = ncd.load(CONV, Y2=3)
+    assert m(torch.randn(2, 2, 5)).shape == (2, 3, 3)
+    with pytest.raises(ncd.NcdError, match="axis Y has size 6 but the spec binds it to 5"):
+        m(torch.randn(2, 2, 6))
+    strided = CONV.replace("kernel = [K])", "kernel = [K], stride = 2)")
+    with pytest.raises(ncd.NcdError, match=r"several sizes of Y give that \(7, 8\)") as info:
+        ncd.check(strided, Y2=3)  # floor((Y - 3) / 2) + 1 = 3
+    assert info.value.line == 4 and "--set Y=7" in info.value.hint
+    assert ncd.check(strided, Y2=3, Y=8).bindings == {"Y2": 3, "Y": 8}
+
+
 def test_an_index_past_the_end_of_a_free_axis_is_refused_at_forward():
     spec = "axis A, B = 2\nblock F(x: [A, B]) -> [B] {\n  return x[A = 3]\n}\n"
     m = ncd.load(spec)

@@ -378,16 +378,26 @@ class SpecBuilder:
         free = [s for s in ordered if self.axes.get(s.name) is not None and self.axes[s.name].size is None
                 and s.name not in self.bindings and s.name not in self.inferred]
         for symbol in free:
-            if sz.size_degree(equation) > 4:  # beyond closed forms sympy.solve may run for minutes
-                break
-            try:
-                roots = sympy.solve(equation, symbol)
-            except (NotImplementedError, ValueError):
+            roots = None
+            if sz.size_degree(equation) <= 4:  # beyond closed forms sympy.solve may run for minutes
+                try:
+                    roots = sympy.solve(equation, symbol)
+                except (NotImplementedError, ValueError):
+                    pass
+            if roots is not None:
+                roots = [r for r in roots if not r.is_number or (r.is_integer and r.is_positive)]
+            elif equation.free_symbols == {symbol}:  # floor of a strided window: search the whole sizes
+                roots = [sympy.Integer(n) for n in sz.whole_roots(equation, symbol)]
+            else:
                 continue
-            roots = [r for r in roots if not r.is_number or (r.is_integer and r.is_positive)]
             if len(roots) == 1:
                 self._infer(symbol.name, roots[0], f"{axis} has size {current}, and {what} is {size}", where)
                 return
+            if len(roots) > 1 and all(r.is_number for r in roots):
+                shown = ", ".join(str(r) for r in roots[:3]) + (", ..." if len(roots) > 3 else "")
+                raise err(f"axis {axis} has size {current} here, and {what} is {size}: several sizes of "
+                          f"{symbol.name} give that ({shown}), so it cannot be told from {axis}", where,
+                          hint=f"bind {symbol.name} as well: --set {symbol.name}={roots[0]}")
         names = ", ".join(s.name for s in free) or ", ".join(sorted(s.name for s in equation.free_symbols))
         base = self.base_axis(axis)
         line = self.axes[base].loc.line if self.axes.get(base) and self.axes[base].loc else "?"
