@@ -24,6 +24,7 @@ class Span:
     col: int
     end_line: int | None = None
     end_col: int | None = None
+    file: str | None = None  # another spec file than the one checked: an imported block's
 
 
 class NcdError(ValueError):
@@ -58,7 +59,16 @@ class NcdError(ValueError):
         return self.span.col if self.span else None
 
     def located(self, source: str | None, filename: str | None) -> "NcdError":
-        """Attach the spec text and file name at the API boundary (einops-style re-raise)."""
+        """Attach the spec text and file name at the API boundary (einops-style re-raise). A place
+        in an imported file (``Span.file``: a block's node, located by the IR) quotes that file."""
+        if self.span is not None and self.span.file is not None and self.source is None and self.filename is None:
+            self.filename = self.span.file
+            try:
+                with open(self.span.file, encoding="utf-8-sig", errors="replace") as f:
+                    self.source = f.read()
+            except OSError:
+                self.source = None
+            return self
         if self.source is None:
             self.source = source
         if self.filename is None:

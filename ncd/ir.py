@@ -54,10 +54,11 @@ class Loc(BaseModel):
     model_config = ConfigDict(frozen=True)
     line: int
     col: int
+    file: str | None = None  # the spec file of an imported block (None: the spec being checked)
 
     @property
     def span(self) -> Span:
-        return Span(self.line, self.col)
+        return Span(self.line, self.col, file=self.file)
 
 
 class AxisDef(BaseModel):

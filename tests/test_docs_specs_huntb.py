@@ -97,3 +97,18 @@ def test_the_step_module_of_a_spec_with_several_entries(entry: str) -> None:
         h = a * h + u[:, t]
         torch.testing.assert_close(out, h)
     torch.testing.assert_close(state["leak.h"], h)
+
+
+def test_a_place_in_an_imported_block_quotes_its_own_file() -> None:
+    """What the IR locates after the front end (a backend refused at load, --explain's scans) named
+    the importing spec with the imported file's line: line 7 of huntb_import_state_entries.ncd is blank."""
+    with pytest.raises(ncd.NcdError, match="cannot run this scan") as info:
+        ncd.load(HERE / "huntb_import_state_entries.ncd", scan_backend="gla")
+    err = info.value
+    assert err.filename.endswith("lib/huntb_layers.ncd") and (err.line, err.col) == (7, 12)
+    assert "return scan t over T carry (h: [D] = 0) {" in str(err)
+    from test_docs_specs import _cli
+
+    res = _cli("compile", str(HERE / "huntb_import_state_entries.ncd"), "--explain", "-o", "-")
+    assert res.returncode == 0, res.stderr
+    assert "lib/huntb_layers.ncd:7:12: scan over T in block Leaky" in res.stderr

@@ -40,7 +40,9 @@ def _names(value: Any) -> Iterator[str]:
 
 def _where(node: Node) -> str:
     """The node as a message names it: its op, and its line where known."""
-    return f"{node.op} at line {node.loc.line}" if node.loc else node.op
+    if node.loc is None:
+        return node.op
+    return f"{node.op} at line {node.loc.line}" + (f" of {node.loc.file}" if node.loc.file else "")
 
 
 class _Reader:

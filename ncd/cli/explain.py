@@ -49,6 +49,7 @@ def explain_loops(ir: Any, scan_backend: str = "auto", passes: Any = None,
                 "node": node.id,
                 "line": node.loc.line if node.loc else None,
                 "col": node.loc.col if node.loc else None,
+                "file": node.loc.file if node.loc else None,  # an imported block's own spec file
                 "axis": node.attrs.get("axis"),
                 "reverse": bool(node.attrs.get("reverse")),
                 "carries": carries,
@@ -169,7 +170,7 @@ def explain_text(ir: Any, scan_backend: str = "auto", emitted: bool = False, pas
     lines = []
     records = list(explain_loops(ir, scan_backend, passes, rows))
     for rec in records:
-        where = f"{ir.name}:{rec['line']}:{rec['col']}" if rec["line"] else ir.name
+        where = f"{rec.get('file') or ir.name}:{rec['line']}:{rec['col']}" if rec["line"] else ir.name
         carries = ", ".join(f"{c['name']}: {fmt_axes(c['axes'])}" if c["axes"] is not None else c["name"]
                             for c in rec["carries"])
         direction = " reverse" if rec["reverse"] else ""

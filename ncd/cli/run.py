@@ -141,7 +141,8 @@ def run_spec(path: str, sizes: dict[str, int], *, seed: int = 0, dtype: str = "f
                         + list(p.type.axes), "shape": list(s)} for p, s in zip(entry.inputs, shapes)],
             "outputs": [],
             "params": sum(p.numel() for p in module.parameters()),
-            "scans": [{"line": p.loc.line if p.loc else None, "axis": p.axis, "backend": p.backend,
+            "scans": [{"line": p.loc.line if p.loc else None, "file": p.loc.file if p.loc else None,
+                       "axis": p.axis, "backend": p.backend,
                        "implementation": ran.get((p.block, p.node)) or implementation(p.backend, None, torch_dtype),
                        "fused": fuse_scans and p.backend == "newton"}
                       for p in getattr(module, "scan_plans", [])],
@@ -196,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  output  {i}: {fmt_axes(item['axes'])} = {tuple(item['shape'])}")
     print(f"  params:  {record['params']:,}")
     for scan in record["scans"]:
-        print(f"  scan    line {scan['line']} over {scan['axis']}: {scan['backend']}: {scan['implementation']}")
+        where = f"line {scan['line']}" + (f" of {scan['file']}" if scan.get("file") else "")
+        print(f"  scan    {where} over {scan['axis']}: {scan['backend']}: {scan['implementation']}")
     print(f"  checksum: sum {record['checksum']:.6g}, sum of |.| {record['abs_sum']:.6g} "
           f"(of the outputs)   forward {record['forward_ms']:.1f} ms")
     if "grad_norm" in record:

@@ -28,7 +28,7 @@ from ncd.frontend.common import (
     number_literal,
 )
 from ncd.frontend.parser import parse
-from ncd.ir import CONST, AxisDef, BlockIR, SpecIR, SpecMeta
+from ncd.ir import CONST, AxisDef, BlockIR, Loc, SpecIR, SpecMeta, walk
 from ncd.frontend.unrolled import check_unrolled
 from ncd.limits import MAX_BLOCK_NESTING, MAX_SIZE_VALUE
 from ncd.ops import OPS
@@ -488,6 +488,8 @@ class SpecBuilder:
         self.building.append(key)
         try:
             block = BlockBuilder(self, tree, key, subst, numbers).build()
+            if self.origins.get(name) is not None:
+                _stamp_file(block, self.origins[name].name)
         except NcdError as exc:
             _note_binding(exc, key, subst, where)
             origin = self.origins.get(name)
@@ -605,3 +607,17 @@ def _note_binding(exc: NcdError, key: str, subst: dict[str, str], where: Tree | 
     exc.hint = (f"{exc.hint}; " if exc.hint else "") + (
         f"the block is specialised here as {key} ({binding}, by the use at line {line})" if line
         else f"the block is specialised here as {key} ({binding})")
+
+
+def _stamp_file(block: BlockIR, file: str) -> None:
+    """An imported block's places name its own file, so what the IR locates later (a scan in
+    --explain, a backend refused at load, a run-time shape error) quotes that file, not the importer."""
+    def stamped(loc: Loc | None) -> Loc | None:
+        return loc.model_copy(update={"file": file}) if loc is not None else None
+
+    block.loc = stamped(block.loc)
+    for node in walk(block.nodes):
+        node.loc = stamped(node.loc)
+    for item in (*block.params, *block.instances, *block.inputs):
+        if hasattr(item, "loc"):
+            item.loc = stamped(item.loc)
