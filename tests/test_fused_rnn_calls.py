@@ -257,3 +257,40 @@ def test_hooks_states_and_a_replaced_sub_block_take_the_generic_path():
     assert not torch.equal(again, out)  # started from the final state, not from zero
     module.l1 = torch.nn.Identity()
     assert torch.equal(module(x), x)  # the block's statements ran: l1 is what the module holds now
+
+
+def test_an_lstm_holds_its_weights_in_torch_layout():
+    """FusedRNN.hold_weights: W_ih [I, G, D] is a permuted view of a contiguous [G·D, I] buffer
+    (torch.nn.LSTM's weight_ih_l0 layout); names, shapes and values as the spec declares; the
+    gradient lands in the parameter's own strides; a dtype change, load_state_dict and a
+    safetensors round trip keep it; one SGD step on the visible parameters equals torch.nn's."""
+    compiled, ref = pair("lstm", torch.float32)
+    params = dict(compiled.named_parameters())
+    for name, value in ref.named_parameters():
+        mine = params[SPEC_NAME[name]]
+        assert torch.equal(from_spec("lstm", name, mine, value.shape), value)
+        if name.startswith("weight"):
+            assert not mine.is_contiguous() and mine.permute(1, 2, 0).is_contiguous()
+    assert {k: tuple(v.shape) for k, v in compiled.state_dict().items()} == \
+        {"l1.W_ih": (E, 4, D), "l1.W_hh": (D, 4, D), "l1.b_ih": (4, D), "l1.b_hh": (4, D)}
+    x = torch.randn(B, T, E)
+    compiled(x).sum().backward()
+    ref(x)[0].sum().backward()
+    for p in compiled.parameters():
+        assert p.grad.stride() == p.stride()
+    for module in (compiled, ref):
+        torch.optim.SGD(module.parameters(), lr=0.5).step()
+    torch.testing.assert_close(compiled(x), ref(x)[0], rtol=1e-5, atol=1e-5)
+    again = ncd.load("specs/lstm.ncd", T=T, E=E, D=D)
+    again.load_state_dict(compiled.state_dict())
+    assert again.l1.W_ih.permute(1, 2, 0).is_contiguous() and torch.equal(again(x), compiled(x))
+    assert compiled.double().l1.W_hh.permute(1, 2, 0).is_contiguous()
+
+
+def test_a_saved_lstm_loads_back_equal(tmp_path):
+    pytest.importorskip("safetensors")
+    compiled = ncd.load("specs/lstm.ncd", T=T, E=E, D=D)
+    ncd.save(compiled, tmp_path / "m", card=False)
+    back = ncd.hub.load_pretrained(tmp_path / "m")
+    x = torch.randn(B, T, E)
+    assert torch.equal(back(x), compiled(x)) and back.l1.W_ih.permute(1, 2, 0).is_contiguous()

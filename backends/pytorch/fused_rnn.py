@@ -21,6 +21,7 @@ from torch.nn.modules import module as torch_module
 from ncd.backends.pytorch import runtime
 from ncd.backends.pytorch.program import Loop
 from ncd.backends.pytorch.varlen import PACKING, segment_of
+from ncd.ops.base import SelfAttr
 from ncd.passes.recurrence.plan import CellMatch, WeightRef
 
 Piece = tuple[tuple[tuple[str, int], ...], tuple[str, ...], "str | None", str, float, "float | None", bool]
@@ -52,6 +53,30 @@ def input_dims(cell: CellMatch, axis: str) -> tuple[int, int]:
     return cell.input_axes.index(axis), cell.input_axes.index(cell.input_axis or cell.state_axis)
 
 
+def view_plan(slot: list, layout: Any) -> tuple[str, tuple[int, ...] | None, bool] | None:
+    """(node, permute order or None, whether the gate and state dims merge): the view
+    rt.rnn_permuted takes of one tensor where the gates are in torch's order; None otherwise."""
+    if layout is None or layout[1] not in (None, tuple(range(len(layout[1] or ())))):
+        return None
+    order = layout[0]
+    return slot[0][0][0], (order if order != tuple(range(len(order))) else None), layout[1] is not None
+
+
+def constant_inits(loop: Loop, input_node: str) -> list[tuple[tuple[int, ...], float]] | None:
+    """(shape, number) per carry where every initial carry is a number the spec fixes, computed
+    as ``rt.new_full(input, shape, number)``: the runner makes them without the expressions."""
+    from ncd.ops.base import Call, Ref
+
+    shapes, numbers = loop.state_shapes, loop.state_inits  # a free size is None there
+    if len(numbers) != len(loop.inits) or len(shapes) != len(loop.inits):
+        return None
+    for expr, shape, number in zip(loop.inits, shapes, numbers):
+        if not (isinstance(number, float) and isinstance(expr, Call) and expr.fn == "rt.new_full"
+                and expr.args[:1] == (Ref(id=input_node),) and all(type(n) is int for n in shape)):
+            return None
+    return [(tuple(shape), number) for shape, number in zip(shapes, numbers)]
+
+
 class FusedRNN:
     """One scan statement run by torch's fused RNN operator. What does not change between calls
     is found once, here: which of the spec's values the weights read (each read once per call),
@@ -74,13 +99,47 @@ class FusedRNN:
         read = dict.fromkeys(n for slot in self.slots for gate in slot for n, _ in gate if n)
         self.reads = [(node, self.values[node]) for node in read]
         self.dims = input_dims(self.cell, loop.plan.axis)
+        self.views = [view_plan(slot, layout) for slot, layout in zip(self.slots, self.layouts)]
+        self.constants = constant_inits(loop, self.cell.input)
         self.implementation = "torch's fused RNN operator"
+
+    def hold_weights(self, m: nn.Module) -> None:
+        """An LSTM's weight parameters stored in torch's layout: each a permuted view, with the
+        spec's name, shape and values, of a contiguous [G·D, I] buffer, so the flat weight
+        rt.rnn_permuted takes from it is that buffer. oneDNN's LSTM copies a weight that is not
+        contiguous, forward and backward, and its weight gradient then arrives in strides the
+        parameter's are not (another copy); with the weights held so, neither happens (~20% of
+        the call at B1 T32 D32). The other cells' operators read a strided view at no cost.
+        Only where the gates are in torch's order (else there is a gather, no view). FSDP2's
+        ``fully_shard`` refuses parameters that are not contiguous, so a module built where a
+        process group is up keeps them contiguous (CompiledModule.__init__)."""
+        if self.cell.cell != "lstm":
+            return
+        for view in self.views:
+            expr = self.loop.cell_values.get(view[0]) if view is not None else None
+            if view is None or view[1] is None or not isinstance(expr, SelfAttr) or "." in expr.path:
+                continue
+            order = view[1]
+            held = m._parameters.get(expr.path)
+            if held is None or not held.is_contiguous():
+                continue
+            flat = held.detach().permute(order).contiguous()
+            inverse = tuple(order.index(d) for d in range(len(order)))
+            held.data = flat.permute(inverse)
 
     def weights(self, read: dict[str, Any], size: int, n_in: int, like: torch.Tensor) -> list[torch.Tensor]:
         """torch's four flat weights from this call's values (rt.rnn_weights, the layouts known)."""
         shapes = ((size, n_in), (size, size), (size,), (size,))
         out = []
-        for slot, layout, shape in zip(self.slots, self.layouts, shapes):
+        for slot, layout, view, shape in zip(self.slots, self.layouts, self.views, shapes):
+            if view is not None:  # rt.rnn_permuted's view, its steps known
+                node, order, merge = view
+                value = read[node]
+                if isinstance(value, torch.Tensor) and value.dtype == like.dtype and value.device == like.device:
+                    if order is not None:
+                        value = value.permute(order)
+                    out.append(value.flatten(0, 1) if merge else value)
+                    continue
             if layout is not None:
                 out.append(runtime.rnn_permuted(read[slot[0][0][0]], layout, like))
             else:
@@ -98,7 +157,12 @@ class FusedRNN:
         if window is not None:
             x = x.narrow(x.dim() - len(self.dims) + self.dims[0], window[0], window[1] - window[0])
         with_state = "_ncd_state_io" in m.__dict__  # a call that passes or returns states (rt.state_begin)
-        got = runtime.fused_rnn(cell.cell, x, self.dims, carry_inits(loop, self.inits, env, m),
+        if self.constants is not None and not with_state:  # the spec's numbers, as the inits' rt.new_full
+            inits = [x.new_zeros(shape) if not value else runtime.new_full(x, shape, value)
+                     for shape, value in self.constants]
+        else:
+            inits = carry_inits(loop, self.inits, env, m)
+        got = runtime.fused_rnn(cell.cell, x, self.dims, inits,
                                 cell.hidden, cell.cell_carry, loop.reverse, m.training, None, with_state=with_state,
                                 weights=lambda size, n_in, like: self.weights(read, size, n_in, like))
         if not with_state:
@@ -125,7 +189,7 @@ class OneScanCall:
     @staticmethod
     def find(top: nn.Module) -> OneScanCall | None:
         from ncd.backends.pytorch.program import Assign
-        from ncd.ops.base import Call, Ref, SelfAttr
+        from ncd.ops.base import Call, Ref
 
         program = top._ncd_program
         body = program.body

@@ -427,6 +427,9 @@ class CompiledModule(nn.Module):
             self._initialise(init)
         after_body = [*program.results, *(e for _, e, _, _ in program.records)]  # a prefill's caches too
         self._ncd_run = compile_block_body(program.body, after_body)
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            for step in self._ncd_run.steps:  # an LSTM's weights in torch's layout (FusedRNN.hold_weights)
+                getattr(getattr(step, "scan", None), "hold_weights", lambda m: None)(self)
         self._ncd_results = [compile_expr(r) for r in program.results]
         self._ncd_records = [(name, compile_expr(e), dim, width) for name, e, dim, width in program.records]
         from ncd.backends.pytorch.fused_rnn import OneScanCall  # a body that is one fused scan: a short path

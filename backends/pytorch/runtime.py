@@ -728,6 +728,11 @@ def fused_rnn(cell, x, x_dims, inits, hidden, cell_carry, reverse, training, slo
     for n in batch:
         rows *= n
     weights = rnn_weights(slots, size, n_in, x) if weights is None else weights(size, n_in, x)
+    if cell == "lstm":
+        # oneDNN's LSTM copies a strided weight itself; copying here instead hands the operator the
+        # same layout from every caller (float64's matmuls then sum alike, in-process and emitted),
+        # and is a no-op on weights held in torch's layout (fused_rnn.FusedRNN.hold_weights)
+        weights = [w.contiguous() for w in weights]
     if rows == 0 or steps == 0:
         out = x.new_zeros(*batch, steps, size) + 0 * sum(w.sum() for w in weights)
         return (out, [h.expand(*batch, size) for h in states]) if with_state else out
