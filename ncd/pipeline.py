@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
+from pydantic_core import PydanticSerializationError
 
 from ncd.errors import NcdError
 from ncd.ir import SpecIR
@@ -71,16 +72,20 @@ def run_passes(ir: SpecIR, scan_backend: str = "auto", verified: bool = False) -
     return Passes(scan_backend=scan_backend, scans=scans, fusion=fusion)
 
 
-def _fingerprint(ir: SpecIR) -> dict:
-    """The IR's whole content, every field copied out as plain data (not JSON: an IR may hold
-    text JSON cannot encode, a lone surrogate in a title): equal content, equal verdict."""
-    return ir.__pydantic_serializer__.to_python(ir)
+def _fingerprint(ir: SpecIR) -> bytes | dict:
+    """The IR's whole content, every field: equal content, equal verdict. JSON bytes (a fraction
+    of a verification; a plain-data copy costs as much as one, in the garbage collector), or the
+    plain data where JSON cannot encode a text of the IR (a lone surrogate in a title)."""
+    try:
+        return ir.__pydantic_serializer__.to_json(ir)
+    except PydanticSerializationError:
+        return ir.__pydantic_serializer__.to_python(ir)
 
 
-def _reverify(ir: SpecIR, checked: dict | None) -> dict:
+def _reverify(ir: SpecIR, checked: bytes | dict | None) -> bytes | dict:
     """Verify ``ir`` after a pass unless its content equals that of the IR last verified
-    (``checked``): today's passes plan without editing the IR, and re-running the verifier on an
-    unchanged IR was a third of a compile's time. A pass that edits the IR is verified."""
+    (``checked``): today's passes plan without editing the IR, and the verifier re-run on an
+    unchanged IR can only repeat its verdict. A pass that edits the IR is verified."""
     now = _fingerprint(ir)
     if now != checked:
         verify(ir)
