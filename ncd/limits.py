@@ -20,6 +20,10 @@ MAX_SIZE_VALUE = 2**63 - 1  # a bound size, as torch's int64 shapes hold it
 MAX_SIZE_TEXT = 20_000  # characters
 MAX_SIZE_NODES = 5_000  # names, numbers and operators
 MAX_SIZE_DEPTH = 200  # nesting (a sum of n terms nests n deep)
+# An axis an op sizes after an earlier op read it as free re-builds the spec from the sizes found
+# (ncd/frontend/builder.py build_sized); each build fixes at least one more axis, so real specs
+# take two or three builds, and a chain longer than this is refused rather than built again.
+MAX_SIZE_REBUILDS = 16
 
 # Structure.
 MAX_REPEAT = 4096  # `use l = B × N` and `repeat N { }`: beyond this it is a typo, not a model

@@ -120,6 +120,20 @@ def test_a_rename_that_fixes_a_free_axis_re_checks_the_ops_before_it():
     assert info.value.line == 5
 
 
+def test_sizes_fixed_late_past_the_rebuild_limit_are_refused_not_returned(monkeypatch):
+    # the spec above needs a second build; with room for one only, the IR typed before A was fixed
+    # must not come back as if it checked
+    monkeypatch.setattr("ncd.limits.MAX_SIZE_REBUILDS", 1)
+    spec = ("axis A, B = 3, L0, L1\nblock F(x: [A, B]) -> [L1, B] {\n  v0 = x[A = 0:A as L0]\n"
+            "  v1 = x[A = 0:2 as L1]\n  v2 = v1[L1 as A]\n  return v1\n}\n")
+    with pytest.raises(ncd.NcdError, match=r"limit of 1 builds, ncd.limits.MAX_SIZE_REBUILDS") as info:
+        ncd.check(spec)
+    assert info.value.line == 5 and "axis A = 2" in info.value.hint
+    monkeypatch.undo()
+    assert ncd.check(spec).axes["A"].size == "2"  # two builds: within the limit, it checks and runs
+    torch.testing.assert_close(ncd.load(spec)(x := torch.randn(2, 2, 3)), x)
+
+
 def test_a_rename_into_a_sized_axis_sizes_the_free_one():
     spec = "axis A, C = 3\nblock F(x: [A], y: [C]) -> [C] {\n  return x[A as C] + y\n}\n"
     assert ncd.check(spec).axes["A"].size == "3"

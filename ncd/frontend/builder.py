@@ -30,6 +30,7 @@ from ncd.frontend.common import (
 from ncd.frontend.parser import parse
 from ncd.ir import CONST, AxisDef, BlockIR, Loc, SpecIR, SpecMeta, walk
 from ncd.frontend.unrolled import check_unrolled
+from ncd import limits
 from ncd.limits import MAX_BLOCK_NESTING, MAX_SIZE_VALUE
 from ncd.ops import OPS
 from ncd.ops.init import INITIALISERS
@@ -545,16 +546,13 @@ def read_meta(source: str) -> SpecMeta:
 
 
 
-MAX_BUILDS = 4  # a size fixed late re-checks the ops before it; each build can only fix more axes
-
-
 def build_sized(source: str, name: str, bindings: dict[str, int], entry: str | None) -> SpecIR:
     """Build, and build again from the inferred sizes while an op sized an axis that an earlier op
     had read as free (``x[L1 as A]`` after ``x[A = 1:A as L0]`` fixes ``A = 1``, so the slice is
     empty): every typing rule then sees the sizes the spec ends with, and its error says which
     inference made it so."""
     seeded: tuple[dict[str, sympy.Expr], list[Inference]] = ({}, [])
-    for _ in range(MAX_BUILDS):
+    for _ in range(limits.MAX_SIZE_REBUILDS):
         try:
             builder = SpecBuilder(source, name, bindings, entry, seeded)
             ir = builder.build()
@@ -563,7 +561,12 @@ def build_sized(source: str, name: str, bindings: dict[str, int], entry: str | N
         if not builder.late:
             return ir
         seeded = (dict(builder.inferred), [*seeded[1], *builder.late])
-    return ir
+    # Returning this IR would let an op typed before the last inference keep a size it no longer has.
+    last = builder.late[-1]
+    raise NcdError(f"sizes fixed late re-checked the spec {limits.MAX_SIZE_REBUILDS} times and axis {last.axis} "
+                   f"was still sized after an earlier op read it (the limit of {limits.MAX_SIZE_REBUILDS} builds, "
+                   "ncd.limits.MAX_SIZE_REBUILDS)", Span(last.line or 1, 1),
+                   hint=f"declare the size where the axis is declared: axis {last.axis} = {sz.to_text(last.size)}")
 
 
 def _with_inferences(exc: NcdError, late: list[Inference]) -> NcdError:
