@@ -53,11 +53,11 @@ def plan_scan(block: BlockIR, node: Node, requested: str | None, spec: SpecIR | 
     if ordered is None and _holds_scan(region.nodes, spec):
         ordered = "nested"
     if ordered is None and _holds(region.nodes, spec, TAP):
-        ordered = "tap"
+        ordered = "taps"
     if ordered is not None:
         what = {"random": "draws random numbers", "stateful": "updates running statistics",
                 "index": "computes with its step index", "nested": "holds a scan of its own",
-                "tap": "taps a value (its hooks see one step at a time)"}[ordered]
+                "taps": "taps a value (its hooks see one step at a time)"}[ordered]
         if requested not in (None, "auto", "sequential"):
             raise NcdError(f"this scan {what}, so it cannot run via {requested}",
                            node.loc.span if node.loc else None,
