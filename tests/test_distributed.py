@@ -93,6 +93,32 @@ def fsdp_scenario(rank: int, emitted: str | None) -> dict[str, torch.Tensor]:
     return out, [str(w.message) for w in caught if "view" in str(w.message)]
 
 
+def fresh_lstm() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return ncd.load("lstm", E=4, D=2).double()
+
+
+def train_last(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        ((model(x)[:, -1] - y) ** 2).mean().backward()
+        opt.step()
+
+
+def fsdp_prebuilt_lstm_scenario(rank: int, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """An LSTM built before init_process_group (in the parent, before the fork) holds its weights
+    in torch's layout, which fully_shard refuses; contiguous_parameters() first, then it shards
+    and trains as one process does."""
+    assert any(not p.is_contiguous() for p in model.parameters())
+    mesh = init_device_mesh("cpu", (WORLD,))
+    fully_shard(model.contiguous_parameters(), mesh=mesh)
+    x, y = batch()
+    part = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
+    train_last(model, x[part], y[part])
+    return {name: value.full_tensor() for name, value in model.state_dict().items()}
+
+
 # The sequence-split specs: two stacked RNN layers (two states, one per layer) and a GLA layer
 # (a matrix state per head: a lifted state), at sizes small enough for a test: spec, sizes, input width.
 SPLIT = {
@@ -174,7 +200,7 @@ def split_scenario(rank: int, name: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def worker(rank: int, rendezvous: str, emitted: str, out: str) -> None:
+def worker(rank: int, rendezvous: str, emitted: str, out: str, prebuilt: torch.nn.Module) -> None:
     torch.set_num_threads(1)  # two workers on a small machine: no oversubscribed thread pools
     # A file rendezvous: no port to race for on a busy CI machine; a short timeout, so a rank
     # that fails leaves the other waiting seconds, not the default half hour.
@@ -183,6 +209,7 @@ def worker(rank: int, rendezvous: str, emitted: str, out: str) -> None:
     results: dict = {}
     for scenario, source in (("fsdp", None), ("fsdp_emitted", emitted)):
         results[scenario], results[f"{scenario}_view_warnings"] = fsdp_scenario(rank, source)
+    results["fsdp_prebuilt_lstm"] = fsdp_prebuilt_lstm_scenario(rank, prebuilt)
     results.update({f"split_{name}": split_scenario(rank, name) for name in SPLIT})
     torch.save(results, f"{out}.{rank}")
     dist.barrier()  # both ranks finished all collectives before the group is torn down
@@ -195,7 +222,8 @@ def spawned(tmp_path_factory) -> dict:
     emitted = tmp / "emitted_stack.py"
     emitted.write_text(emit_python(ncd.check(STACK)))
     out = tmp / "results.pt"
-    ranks = mp.start_processes(worker, args=(str(tmp / "rendezvous"), str(emitted), str(out)), nprocs=WORLD,
+    prebuilt = fresh_lstm()  # built here, before any process group: forked into each rank as built
+    ranks = mp.start_processes(worker, args=(str(tmp / "rendezvous"), str(emitted), str(out), prebuilt), nprocs=WORLD,
                                join=False, start_method="fork")
     deadline = time.monotonic() + 600  # a wedged rank fails the tests instead of hanging them
     while not ranks.join(timeout=5):
@@ -217,6 +245,18 @@ def test_fully_shard_two_processes_equal_one_process_on_the_whole_batch(spawned,
     assert spawned["results"][f"{scenario}_view_warnings"] == spawned["last"][f"{scenario}_view_warnings"] == []
     for name, value in single.state_dict().items():
         assert not torch.equal(value, before[name])  # every parameter moved: the comparison is not vacuous
+        torch.testing.assert_close(sharded[name], value, rtol=0, atol=1e-12)
+
+
+def test_an_lstm_built_before_the_process_group_shards_after_contiguous_parameters(spawned):
+    single = fresh_lstm()
+    before = {name: value.clone() for name, value in single.state_dict().items()}
+    x, y = batch()
+    train_last(single, x, y)
+    sharded = spawned["results"]["fsdp_prebuilt_lstm"]
+    assert sharded.keys() == single.state_dict().keys()
+    for name, value in single.state_dict().items():
+        assert not torch.equal(value, before[name])
         torch.testing.assert_close(sharded[name], value, rtol=0, atol=1e-12)
 
 

@@ -112,7 +112,8 @@ class FusedRNN:
         the call at B1 T32 D32). The other cells' operators read a strided view at no cost.
         Only where the gates are in torch's order (else there is a gather, no view). FSDP2's
         ``fully_shard`` refuses parameters that are not contiguous, so a module built where a
-        process group is up keeps them contiguous (CompiledModule.__init__)."""
+        process group is up keeps them contiguous (CompiledModule.__init__), and one built
+        before calls ``CompiledModule.contiguous_parameters`` before sharding."""
         if self.cell.cell != "lstm":
             return
         for view in self.views:

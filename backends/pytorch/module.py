@@ -639,6 +639,19 @@ class CompiledModule(nn.Module):
 
         return build_step_module(self, axis)
 
+    def contiguous_parameters(self) -> "CompiledModule":
+        """Every parameter of this module and all it contains made contiguous, values, names and
+        shapes kept. An LSTM built where no process group is up holds its weights as permuted
+        views of torch's layout (fused_rnn.FusedRNN.hold_weights); FSDP2's ``fully_shard``
+        refuses parameters that are not contiguous, so a module built before
+        ``init_process_group`` calls this before being sharded. Its forward then copies those
+        weights into torch's layout at each call (slower at small sizes, same results)."""
+        with torch.no_grad():
+            for param in self.parameters():
+                if not param.is_contiguous():
+                    param.data = param.data.contiguous()
+        return self
+
     def manual_seed(self, seed: int | None) -> "CompiledModule":
         """Draw (dropout, uniform, normal, categorical) from a generator of this module and all it
         contains, seeded with ``seed``; None: from torch's global generator again. The emitted
