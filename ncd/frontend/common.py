@@ -32,7 +32,7 @@ RESERVED |= set("""T_destination add_module bfloat16 buffers call_super_init com
     register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule
     share_memory to_empty xpu clear items keys pop update values""".split())
 # and the compiled module's own methods and attributes (backends/pytorch/module.py, compile_module)
-RESERVED |= {"entry", "initial_state", "locate_errors", "parallel_scans", "scan_plans", "set_call_contract",
+RESERVED |= {"contiguous_parameters", "entry", "initial_state", "locate_errors", "parallel_scans", "scan_plans", "set_call_contract",
              "state_spec", "step_module"}
 
 
