@@ -185,7 +185,7 @@ class CallContract:
                     mid = (lo + hi) // 2
                     lo, hi = (lo, mid) if value.subs(n, mid) >= 1 else (mid + 1, hi)
                 small = f"{names[0]} is too small for a window of {rule.window}" if rule.window else \
-                    f"{names[0]} is too small for the window"
+                    f"{names[0]} is too small"
                 return f"{small}: it needs {names[0]} ≥ {lo}"
         num, den = sympy.fraction(sympy.together(value))
         if den != 1 and den.is_number:

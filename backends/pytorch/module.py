@@ -190,10 +190,14 @@ def select_steps(loop: Loop, body: Callable[[Env, nn.Module], None],
 
 def _compile_stmt(stmt: Stmt) -> Callable[[Env, nn.Module], None]:
     if isinstance(stmt, Assign):
-        target, thunk = stmt.target, compile_expr(stmt.expr)
+        target, thunk, span = stmt.target, compile_expr(stmt.expr), stmt.span
 
         def assign(env: Env, m: nn.Module) -> None:
-            env[target] = thunk(env, m)
+            try:
+                env[target] = thunk(env, m)
+            except runtime.InputError as exc:  # located at the innermost statement that raised it
+                exc.span = exc.span or span
+                raise
 
         return assign
     return {SCAN: _scan, REPEAT: _repeat, HALTING: _halting}[stmt.kind](stmt)
@@ -571,7 +575,7 @@ class CompiledModule(nn.Module):
         except runtime.InputError as exc:  # the runtime's input checks (rt.check_window, ids): the input's sizes
             if not self._ncd_top:
                 raise
-            raise NcdError(str(exc), self._ncd_block_span,
+            raise NcdError(str(exc), getattr(exc, "span", None) or self._ncd_block_span,
                            hint=getattr(exc, "hint", None)
                            or "a free axis must be large enough for every window that slides over it"
                            ).located(*self._ncd_source) from None

@@ -12,7 +12,7 @@ from typing import Any, Union
 import sympy
 
 from ncd import sizes as sz
-from ncd.errors import NcdError
+from ncd.errors import NcdError, Span
 from ncd.ir import (BROADCAST, CALL, CONST, HALTING, INIT_FILL, INIT_RANDOM, INPUT, LOOPS, LOOP_INDEX, MATERIALIZE,
                    NUMBER_NODE, REGION_ARG, REPEAT, SCAN, TAP, TUPLE_GET, WEIGHT_SOURCES, BlockIR, Node, ParamDef,
                    SpecIR, WireType)
@@ -30,6 +30,7 @@ ANCHOR = "_ncd_anchor"  # an empty float buffer, so .double() / .to(device) reac
 class Assign:
     target: str
     expr: Expr
+    span: Span | None = None  # the node's place: a run-time input error is located there
 
 
 @dataclass
@@ -311,7 +312,7 @@ class Lowering:
             if isinstance(expr, (Lit, SelfAttr, Ref)):
                 self.aliases[node.id] = expr
             else:
-                out.append(Assign(node.id, expr))
+                out.append(Assign(node.id, expr, node.loc.span if node.loc else None))
         return out
 
     def in_types(self, node: Node) -> list[WireType]:

@@ -16,6 +16,7 @@ class InputError(ValueError):
     def __init__(self, message, hint=None):
         super().__init__(message)
         self.hint = hint
+        self.span = None  # the statement that raised it, set where it is run (module.py)
 
 
 def permute_core(x, perm):

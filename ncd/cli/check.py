@@ -8,6 +8,12 @@ from typing import Any
 from ncd.cli.common import add_block, emit_json, fmt_axes, spec_sizes
 from ncd.cli.options import add_sizes, bound_sizes
 from ncd.errors import NcdError
+from ncd.ir import WireType
+
+
+def port_type(t: WireType) -> str:
+    """A port's type as the spec writes it: its axes, then ``int`` or ``bool`` where not float."""
+    return fmt_axes(t.axes) + ("" if t.dtype == "float" else f" {t.dtype}")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -38,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
                 print(str(err), file=sys.stderr)
             continue
         entry = ir.entry_block
-        signature = (f"{entry.name}(" + ", ".join(f"{p.name}: {fmt_axes(p.type.axes)}" for p in entry.inputs)
-                     + ") -> " + ", ".join(fmt_axes(t.axes) for t in entry.outputs))
+        signature = (f"{entry.name}(" + ", ".join(f"{p.name}: {port_type(p.type)}" for p in entry.inputs)
+                     + ") -> " + ", ".join(port_type(t) for t in entry.outputs))
         results.append({"spec": path, "ok": True, "entry": entry.name, "signature": signature,
                         "blocks": len(ir.blocks)})
         if not args.json:

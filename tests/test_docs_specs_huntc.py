@@ -1,0 +1,82 @@
+"""Specs written from docs/language.md alone (2026-12-03 hunt); each test pins what one found.
+
+Run-time refusals of the inputs (an id out of range, a free axis too small for a window) were
+located at the entry block's header, whatever op raised them; they are located at the op now.
+`ncd check` printed an integer or boolean port like a float one.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import ncd
+
+LOOKUPS = """\
+# integer wires: 2-D ids lookup, arithmetic, where on ints, a pointer pick
+axis T, S = 3, V = 7, D = 4
+
+block Net(ids: [T, S] int, at: [] int, x: [T, D]) -> [T, S, D], [D], [T] int, [T] {
+    param E: [V, D] init normal(0, 1)
+    e = E[V = ids]
+    shifted = where(ids > 3, ids - 1, ids + 1)
+    m = max(shifted, over = S)
+    hit = sum(one_hot(m, over = V) @[V] E, over = D)
+    return e + x, x[T = at], m * 2, hit + as_float(m)
+}
+"""
+
+WINDOW = """\
+# a conv over a free axis inside a sub-block
+axis C = 2, K = 3, T, T2
+
+block Smooth(x: [C, T]) -> [C, T2] {
+    param w: [C, C', K] init normal(0, 0.5)
+    return conv(x[C as C'], w, over = T -> T2, kernel = [K])
+}
+
+block Net(x: [C, T]) -> [C, T2] {
+    use s = Smooth
+    return relu(s(x))
+}
+"""
+
+
+def refusal(module: torch.nn.Module, *inputs: torch.Tensor) -> ncd.NcdError:
+    with pytest.raises(ncd.NcdError) as caught:
+        module(*inputs)
+    return caught.value
+
+
+def test_an_id_out_of_range_is_located_at_its_lookup() -> None:
+    m = ncd.load(LOOKUPS, T=2)
+    ids, x = torch.tensor([[[0, 6, 2], [1, 1, 1]]]), torch.randn(1, 2, 4)
+    out = m(ids, torch.tensor([1]), x)
+    torch.testing.assert_close(out[1], x[:, 1])
+    # the values, from plain torch: the lookup, the integer arithmetic and the max over S
+    torch.testing.assert_close(out[0], m.E[ids] + x[:, :, None])
+    shifted = torch.where(ids > 3, ids - 1, ids + 1)
+    assert torch.equal(out[2], shifted.amax(-1) * 2)
+    err = refusal(m, ids, torch.tensor([2]), x)
+    assert (err.span.line, err.span.col) == (10, 21) and "the index at of [T = at] holds the id 2" in str(err)
+    err = refusal(m, ids + 1, torch.tensor([0]), x)
+    assert (err.span.line, err.span.col) == (6, 11) and "holds the id 7, outside 0 .. 6" in str(err)
+
+
+def test_a_window_too_large_for_a_free_axis_is_located_at_the_conv_in_its_block() -> None:
+    m = ncd.load(WINDOW)
+    assert m(torch.randn(2, 2, 5)).shape == (2, 2, 3)
+    err = refusal(m, torch.randn(2, 2, 2))
+    assert err.span is not None and err.span.line == 6, str(err)
+    assert "too small for a window of 3" in str(err)
+
+
+def test_check_prints_integer_and_boolean_ports_as_written(tmp_path) -> None:
+    spec = tmp_path / "lookups.ncd"
+    spec.write_text(LOOKUPS, encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "ncd.cli", "check", str(spec)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Net(ids: [T, S] int, at: [] int, x: [T, D]) -> [T, S, D], [D], [T] int, [T]" in out.stdout
