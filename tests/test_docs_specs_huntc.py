@@ -80,3 +80,37 @@ def test_check_prints_integer_and_boolean_ports_as_written(tmp_path) -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "Net(ids: [T, S] int, at: [] int, x: [T, D]) -> [T, S, D], [D], [T] int, [T]" in out.stdout
+
+
+GREEDY = """\
+# greedy decoding: the previous step's choice fed back
+axis T, V = 5, D = 4
+
+block Greedy(x: [T, D]) -> [T] int {
+    param E: [V, D] init normal(0, 1)
+    param W: [D, V] init normal(0, 1)
+    return scan t over T carry (h: [D] = 0, y: [V] = 0) {
+        h = tanh(x[t] + h + y @[V] E)
+        a = argmax(h @[D] W, over = V)
+        y = one_hot(a, over = V)
+        emit a
+    }
+}
+"""
+
+
+def test_an_integer_carry_is_refused_at_int_with_a_hint_that_works() -> None:
+    with pytest.raises(ncd.NcdError) as caught:
+        ncd.check(GREEDY.replace("y: [V] = 0", "y: [] int = 0"))
+    err = caught.value
+    assert (err.span.line, err.span.col) == (7, 51) and "a carry is a float wire" in str(err)
+    assert "one_hot(argmax(logits, over = V), over = V)" in err.hint
+    m = ncd.load(GREEDY, T=6).double()  # the hint followed: the one-hot carry
+    x = torch.randn(3, 6, 4, dtype=torch.float64)
+    h, y, picks = torch.zeros(3, 4, dtype=torch.float64), torch.zeros(3, 5, dtype=torch.float64), []
+    for t in range(6):  # the same decoder in plain PyTorch
+        h = torch.tanh(x[:, t] + h + y @ m.E)
+        a = (h @ m.W).argmax(-1)
+        y = torch.nn.functional.one_hot(a, 5).double()
+        picks.append(a)
+    assert torch.equal(m(x), torch.stack(picks, 1))

@@ -129,6 +129,10 @@ def _syntax_error(exc: UnexpectedInput, source: str) -> NcdError:
     token: Token = exc.token
     expected = sorted(_PRETTY.get(t, repr(t.lower()) if t.isupper() else t) for t in exc.expected)[:8]
     hint = f"expected {', '.join(expected)}" if expected else "delete it (docs/language.md gives the syntax)"
+    if str(token) in ("int", "bool") and "carry" in source_lines(source)[line - 1][:col]:
+        return NcdError(f"a carry is a float wire: it cannot be declared {token}", Span(line, col),
+                        hint=f"delete `{token}`; to feed back an id, carry its one-hot (y: [V] = 0, then "
+                             "y = one_hot(argmax(logits, over = V), over = V)) and look rows up with y @[V] E")
     if str(token) in _PYTHON_HINTS or str(token).startswith("__"):
         hint = "specs are data, not Python: Python code is never executed"
     return NcdError(f"unexpected {str(token)!r}", Span(line, col), hint=hint)
