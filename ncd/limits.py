@@ -92,7 +92,8 @@ def _physical_memory() -> int:
 def _cgroup_memory() -> int:
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
-            text = open(path, encoding="ascii").read().strip()
+            with open(path, encoding="ascii") as f:
+                text = f.read().strip()
         except OSError:
             continue
         if text.isdigit() and int(text) < 1 << 60:

@@ -114,3 +114,29 @@ def test_an_integer_carry_is_refused_at_int_with_a_hint_that_works() -> None:
         y = torch.nn.functional.one_hot(a, 5).double()
         picks.append(a)
     assert torch.equal(m(x), torch.stack(picks, 1))
+
+
+@pytest.mark.parametrize("name", ["paragru", "gla", "mamba_negeig", "lstm"])
+def test_an_empty_batch_runs_forward_and_backward_with_every_backend(name: str) -> None:
+    """The parallel scans packed their carries with reshape(..., -1), which torch refuses on 0
+    elements (a raw RuntimeError); an empty batch now runs as the loop would, giving empty outputs."""
+    m = ncd.load(name)
+    x = torch.randn(0, 6, _width(name), requires_grad=True)
+    y = m(x)
+    assert y.shape[0] == 0 and y.numel() == 0
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def _width(name: str) -> int:
+    ir = ncd.check(name)
+    port = ir.entry_block.inputs[0]
+    return int(ir.axes[port.type.axes[-1]].size)
+
+
+def test_an_empty_sequence_is_refused_by_name() -> None:
+    m = ncd.load("paragru")
+    with pytest.raises(ncd.NcdError) as caught:
+        m(torch.randn(2, 0, _width("paragru")))
+    assert "axis T has size 0" in str(caught.value) and caught.value.span is not None
+    assert "one position or more" in caught.value.hint

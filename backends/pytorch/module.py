@@ -550,8 +550,8 @@ class CompiledModule(nn.Module):
                     runtime.check_input(x, port, axes, sizes, kind)
                     self._check_float_dtype(x, port, kind)
                 except (TypeError, runtime.InputError) as exc:
-                    hint = ("lifted (batch) axes lead; the block's own axes come last" if isinstance(exc, ValueError)
-                            else None)
+                    hint = getattr(exc, "hint", None) or (
+                        "lifted (batch) axes lead; the block's own axes come last" if isinstance(exc, ValueError) else None)
                     raise NcdError(str(exc), self._ncd_port_spans.get(var), hint=hint
                                    ).located(*self._ncd_source) from None
             env[var] = x

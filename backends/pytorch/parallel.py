@@ -113,11 +113,16 @@ class ParallelScan:
         import warnings
 
         from ncd.backends.pararnn import NewtonFallbackWarning
-        from ncd.backends.pytorch.module import sequential_runner
 
         self.stats.fallbacks += 1
         warnings.warn(f"scan {self.loop.node_id}: {reason}; running it as the sequential loop",
                       NewtonFallbackWarning, stacklevel=2)
+        return self.as_loop(env, m)
+
+    def as_loop(self, env: dict[str, Any], m: nn.Module) -> Any:
+        """The same body run one step at a time (the loop the emitted Python runs)."""
+        from ncd.backends.pytorch.module import sequential_runner
+
         if self._fallback is None:
             self._fallback = sequential_runner(self.loop, self.body, self.inits, self.results, self.length)
         local = dict(env)
@@ -149,6 +154,8 @@ class ParallelScan:
 
     def __call__(self, env: dict[str, Any], m: nn.Module) -> Any:
         loop = self.loop
+        if any(isinstance(env[ref], torch.Tensor) and env[ref].numel() == 0 for ref, _, _ in loop.captures):
+            return self.as_loop(env, m)  # an empty batch or sequence: nothing to solve, the loop's shapes
         if loop.backend in ("gla", "delta"):
             return self.chunked_kernel(env, m)
         from ncd.backends.pytorch.module import carry_finals, carry_inits

@@ -206,6 +206,10 @@ def check_input(x, name, core, sizes, kind="float"):
                          f"got {x.dtype} of shape {tuple(x.shape)}")
     tail = x.shape[x.dim() - len(core):]
     for axis, want, size in zip(core, sizes, tail):
+        if size == 0:
+            raise InputError(f"input {name}: axis {axis} has size 0, and an axis has at least one position "
+                             f"(axes [..., {', '.join(core)}], got {x.dtype} of shape {tuple(x.shape)})",
+                             "give each of the block's own axes one position or more (a batch of 0 runs)")
         if want is not None and want != size:
             raise InputError(f"input {name}: axis {axis} has size {size} but the spec binds it to {want} "
                              f"(axes [..., {', '.join(core)}], got {x.dtype} of shape {tuple(x.shape)})")
@@ -735,7 +739,7 @@ def fused_rnn(cell, x, x_dims, inits, hidden, cell_carry, reverse, training, slo
         # and is a no-op on weights held in torch's layout (fused_rnn.FusedRNN.hold_weights)
         weights = [w.contiguous() for w in weights]
     if rows == 0 or steps == 0:
-        out = x.new_zeros(*batch, steps, size) + 0 * sum(w.sum() for w in weights)
+        out = x.new_zeros(*batch, steps, size) + 0 * (x.sum() + sum(w.sum() for w in weights))  # every grad: zeros
         return (out, [h.expand(*batch, size) for h in states]) if with_state else out
     if tuple(x.shape[:lead]) != batch:
         x = x.expand(*batch, steps, n_in)
