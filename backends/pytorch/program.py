@@ -504,14 +504,18 @@ def _size_code(value: sympy.Expr, reads: dict[str, Expr]) -> Expr | None:
         base = _size_code(value.base, reads)
         return None if base is None else BinOp("**", base, lit(int(value.exp)))
     if isinstance(value, (sympy.Add, sympy.Mul)):
-        parts = [_size_code(a, reads) for a in value.args]
-        if any(p is None for p in parts):
-            return None
-        out = parts[0]
-        for p in parts[1:]:
-            out = BinOp("+" if isinstance(value, sympy.Add) else "*", out, p)
-        return out
+        return _chain(value, [_size_code(a, reads) for a in value.args])
     return None
+
+
+def _chain(value: sympy.Expr, parts: list[Expr | None]) -> Expr | None:
+    """A sum or product of the parts' code, as ``value`` (a sympy Add or Mul) combines them."""
+    if any(p is None for p in parts):
+        return None
+    out = parts[0]
+    for p in parts[1:]:
+        out = BinOp("+" if isinstance(value, sympy.Add) else "*", out, p)
+    return out
 
 
 def _number_code(value: sympy.Expr, reads: dict[str, Expr]) -> Expr | None:
@@ -526,13 +530,7 @@ def _number_code(value: sympy.Expr, reads: dict[str, Expr]) -> Expr | None:
         base, exp = _number_code(value.base, reads), _number_code(value.exp, reads)
         return None if base is None or exp is None else BinOp("**", base, exp)
     if isinstance(value, (sympy.Add, sympy.Mul)):
-        parts = [_number_code(a, reads) for a in value.args]
-        if any(p is None for p in parts):
-            return None
-        out = parts[0]
-        for p in parts[1:]:
-            out = BinOp("+" if isinstance(value, sympy.Add) else "*", out, p)
-        return out
+        return _chain(value, [_number_code(a, reads) for a in value.args])
     return None
 
 
