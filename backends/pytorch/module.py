@@ -697,7 +697,9 @@ def _owner(module: nn.Module, path: str) -> tuple[nn.Module, str]:
 def share_weights(source: CompiledModule, target: CompiledModule) -> None:
     """Point ``target``'s parameters and persistent buffers at ``source``'s tensors (the same
     tensors: training one trains the other) and give it the same generator, so draws go on from
-    where they are. Non-persistent buffers (constants, anchors) are recomputed, not state."""
+    where they are, and the same training mode (``module.eval()`` before ``step_module()`` or
+    ``entry()`` gives an eval-mode module: no dropout, running statistics read, not updated).
+    Non-persistent buffers (constants, anchors) are recomputed, not state."""
     mine = dict(source.named_parameters(remove_duplicate=False))
     held = dict(source.named_buffers(remove_duplicate=False))
     for path, _ in list(target.named_parameters(remove_duplicate=False)):
@@ -710,3 +712,4 @@ def share_weights(source: CompiledModule, target: CompiledModule) -> None:
         owner._buffers[leaf] = held[path]
     for inner in target.modules():
         inner._ncd_generator = source._ncd_generator
+    target.train(source.training)
