@@ -138,5 +138,64 @@ def test_an_empty_sequence_is_refused_by_name() -> None:
     m = ncd.load("paragru")
     with pytest.raises(ncd.NcdError) as caught:
         m(torch.randn(2, 0, _width("paragru")))
-    assert "axis T has size 0" in str(caught.value) and caught.value.span is not None
+    assert "the scan over T has no step to emit: axis T has size 0" in str(caught.value)
+    assert caught.value.span is not None
     assert "one position or more" in caught.value.hint
+
+
+DROPPED = """\
+# dropout before a scan, a causal conv: what eval mode must switch off in every derived module
+axis T, D = 4, K = 2
+entry Net, Other
+
+block Net(x: [T, D]) -> [T, D] {
+    param w: [D, K] init normal(0, 0.5)
+    c = conv(dropout(x, p = 0.5), w, over = T, kernel = [K], groups = [D], padding = causal)
+    return scan t over T carry (h: [D] = 0) { h = tanh(0.5 * h + c[t])  emit h }
+}
+
+block Other(x: [T, D]) -> [T, D] {
+    param w: [D, K] init normal(0, 0.5)
+    return dropout(x, p = 0.5) * 2
+}
+"""
+
+
+def test_step_module_prefill_and_entry_follow_eval_mode(tmp_path) -> None:
+    """m.eval() then step_module() gave a training-mode step module (dropout on), and prefill's
+    full module always trained; entry() likewise. Reference: the eval-mode computation written
+    in plain PyTorch (dropout the identity)."""
+    torch.manual_seed(0)
+    m = ncd.load(DROPPED).double().eval()
+    x = torch.randn(2, 5, 4, dtype=torch.float64)
+    w = m.w.detach()
+    c = torch.nn.functional.conv1d(torch.nn.functional.pad(x.transpose(1, 2), (1, 0)), w[:, None, :], groups=4)
+    h, ref = torch.zeros(2, 4, dtype=torch.float64), []
+    for t in range(5):
+        h = torch.tanh(0.5 * h + c[:, :, t])
+        ref.append(h)
+    ref = torch.stack(ref, 1)
+    torch.testing.assert_close(m(x), ref)
+    step = m.step_module()
+    assert not step.training
+    head, state = step.prefill(x[:, :3])
+    torch.testing.assert_close(head, ref[:, :3])
+    y, state = step(x[:, 3], state=state)
+    torch.testing.assert_close(y, ref[:, 3])
+    other = m.entry("Other")
+    assert not other.training and torch.equal(other(x), x * 2)
+    # the emitted step module's prefill runs its full module in the step module's mode
+    path, out = tmp_path / "dropped.ncd", tmp_path / "dropped_step.py"
+    path.write_text(DROPPED, encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "ncd.cli", "compile", str(path), "--emit", "step", "-o", str(out),
+                          "--class-name", "Stepper"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    import importlib.util
+
+    loaded = importlib.util.spec_from_file_location("dropped_step", out)
+    mod = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(mod)
+    emitted = mod.Stepper().double()
+    emitted.load_state_dict(m.state_dict())
+    emitted.eval()
+    torch.testing.assert_close(emitted.prefill(x[:, :3])[0], ref[:, :3])

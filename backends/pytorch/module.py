@@ -286,7 +286,11 @@ def sequential_runner(loop: Loop, body, inits, results, length) -> Callable[[Env
         for arg, value in zip(loop.args, carry_inits(loop, inits, env, m)):
             env[arg] = value
         outs: list[list[Any]] = [[] for _ in emit_results]
-        start, stop = segment_of(env, loop) or (0, length(env, m))  # a packed call: one sequence's positions
+        segment = segment_of(env, loop)  # a packed call: one sequence's positions
+        start, stop = segment or (0, length(env, m))
+        if segment is None and stop <= start and emit_results:
+            raise runtime.InputError(f"the scan over {loop.axis} has no step to emit: axis {loop.axis} has size 0",
+                                     "give the scanned axis one position or more (a batch of 0 runs)")
         backend = compiled.wanted(m)
         for t in (range(stop - 1, start - 1, -1) if loop.reverse else range(start, stop)):
             got = compiled(backend, env, m, t, [env[a] for a in loop.args]) if backend else None

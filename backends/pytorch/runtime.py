@@ -206,10 +206,6 @@ def check_input(x, name, core, sizes, kind="float"):
                          f"got {x.dtype} of shape {tuple(x.shape)}")
     tail = x.shape[x.dim() - len(core):]
     for axis, want, size in zip(core, sizes, tail):
-        if size == 0:
-            raise InputError(f"input {name}: axis {axis} has size 0, and an axis has at least one position "
-                             f"(axes [..., {', '.join(core)}], got {x.dtype} of shape {tuple(x.shape)})",
-                             "give each of the block's own axes one position or more (a batch of 0 runs)")
         if want is not None and want != size:
             raise InputError(f"input {name}: axis {axis} has size {size} but the spec binds it to {want} "
                              f"(axes [..., {', '.join(core)}], got {x.dtype} of shape {tuple(x.shape)})")
