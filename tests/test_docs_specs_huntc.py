@@ -2,10 +2,13 @@
 
 Run-time refusals of the inputs (an id out of range, a free axis too small for a window) were
 located at the entry block's header, whatever op raised them; they are located at the op now.
-`ncd check` printed an integer or boolean port like a float one.
+`ncd check` printed an integer or boolean port like a float one; an `int` carry was a bare syntax
+error; an empty batch crashed the parallel scans; a scan over an axis of size 0 was torch's raw
+error; the step module, prefill and entry() ignored eval mode.
 """
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -190,8 +193,6 @@ def test_step_module_prefill_and_entry_follow_eval_mode(tmp_path) -> None:
     run = subprocess.run([sys.executable, "-m", "ncd.cli", "compile", str(path), "--emit", "step", "-o", str(out),
                           "--class-name", "Stepper"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    import importlib.util
-
     loaded = importlib.util.spec_from_file_location("dropped_step", out)
     mod = importlib.util.module_from_spec(loaded)
     loaded.loader.exec_module(mod)
